@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Final
 
 from babel.dates import format_date
-from num2words import num2words  # type: ignore[import-untyped]
+from num2words import num2words
 
 __all__ = [
     "SUPPORTED_LANGUAGES",
@@ -39,13 +39,12 @@ _DOLLAR: Final = {"en": ("dollar", "dollars"), "es": ("dólar", "dólares")}
 _CENT: Final = {"en": ("cent", "cents"), "es": ("centavo", "centavos")}
 _MONEY_JOINER: Final = {"en": " and ", "es": " con "}
 _DECIMAL_POINT: Final = {"en": "point", "es": "coma"}
+_EN_SUFFIXES: Final = {1: "st", 2: "nd", 3: "rd"}
 
 # Spanish: a count ending in "millón"/"millones"/... takes "de" before the noun.
 _ES_NEEDS_DE: Final = re.compile(r"(?:millón|millones|billón|billones|trillón|trillones)$")
 # Spanish: "uno" shortens to "un" before "mil"/"millones" ("veintiún mil").
-_ES_UNO_BEFORE_BIG: Final = re.compile(
-    r"\b(veinti)?uno(?= (?:mil|millones|billones|trillones)\b)"
-)
+_ES_UNO_BEFORE_BIG: Final = re.compile(r"\b(veinti)?uno(?= (?:mil|millones|billones|trillones)\b)")
 # Spanish: "uno" shortens to "un" anywhere in a count of a masculine noun.
 _ES_UNO_ANYWHERE: Final = re.compile(r"\b(veinti)?uno\b")
 
@@ -101,10 +100,12 @@ def _count(n: int, code: str, forms: tuple[str, str]) -> str:
 
 
 def money(cents: int, lang: str) -> str:
-    """Speak an amount of US cents: 12345 -> "one hundred twenty-three dollars and forty-five cents".
+    """Speak an amount of US cents.
 
-    Raises TypeError for anything but an int (floats and bools included) and ValueError for a
-    negative amount; callers word credits themselves using ``abs()``.
+    en 12345 -> "one hundred twenty-three dollars and forty-five cents",
+    es 12345 -> "ciento veintitrés dólares con cuarenta y cinco centavos".
+    Raises TypeError for anything but an int (floats and bools included) and ValueError for
+    a negative amount; callers word credits themselves using ``abs()``.
     """
     _require_int(cents, "cents")
     if cents < 0:
@@ -133,9 +134,8 @@ def ordinal(n: int, lang: str) -> str:
 
 def _en_ordinal_suffix(n: int) -> str:
     """English ordinal with digits: 1 -> "1st", 11 -> "11th", 22 -> "22nd"."""
-    if n % 100 in (11, 12, 13):
-        return f"{n}th"
-    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+    suffix = "th" if n % 100 in (11, 12, 13) else _EN_SUFFIXES.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def date_words(d: datetime.date, lang: str, today: datetime.date | None = None) -> str:

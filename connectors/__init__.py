@@ -1,0 +1,1 @@
+"""Flask-free adapters that turn biller data (account files, phone numbers) into plain values."""

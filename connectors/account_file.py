@@ -1,0 +1,551 @@
+"""Streaming parser for the default account file layout (UTF-8 CSV, one account per row).
+
+The layout is a contract with billers; see ``iter_account_file`` for the rules. The parser
+yields one ``AccountRecord`` or ``Rejection`` per data row and never holds the file in
+memory: only a compact fingerprint table for duplicate detection grows with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import IO, TypeVar, cast
+
+from connectors.phones import normalize_e164
+
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "STATUSES",
+    "AccountFileError",
+    "AccountRecord",
+    "FileSummary",
+    "Rejection",
+    "iter_account_file",
+    "parse_amount_cents",
+]
+
+REQUIRED_COLUMNS = ("account_number", "balance_due")
+OPTIONAL_COLUMNS = (
+    "customer_name",
+    "phones",
+    "service_zip",
+    "pin",
+    "past_due_amount",
+    "due_date",
+    "last_payment_amount",
+    "last_payment_date",
+    "status",
+    "disconnect_date",
+    "usage_amount",
+    "usage_unit",
+    "usage_period_end",
+    "language",
+    "payment_allowed",
+)
+_KNOWN_COLUMNS = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+STATUSES = frozenset({"active", "disconnect_pending", "disconnected", "closed"})
+LANGUAGES = frozenset({"en", "es"})
+
+# ASCII-only classes throughout: str.isdigit() and \d accept Arabic-Indic and other digits,
+# which Decimal and date would then happily parse.
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9-]{1,32}")
+_AMOUNT_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
+_USAGE_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,6})?")
+_ZIP_RE = re.compile(r"([0-9]{5})(?:-[0-9]{4})?")
+_PIN_RE = re.compile(r"[0-9]{4,8}")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_COUNT_RE = re.compile(r"[0-9]{1,12}")
+# Under errors="surrogateescape" each undecodable byte becomes one of these code points.
+_UNDECODABLE_RE = re.compile("[\udc80-\udcff]")
+
+# Keeps cents inside a signed 64-bit column with room to sum a large file.
+_MAX_AMOUNT_INT_DIGITS = 12
+_MAX_USAGE_UNIT = 32
+_MAX_SHOWN_VALUE = 60
+_TRAILER = "TRAILER"
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """One accepted account row; money in integer cents."""
+
+    account_number: str
+    customer_name: str
+    phones: tuple[str, ...]
+    service_zip: str | None
+    pin: str | None
+    balance_due_cents: int
+    past_due_cents: int
+    due_date: date | None
+    last_payment_cents: int | None
+    last_payment_date: date | None
+    status: str
+    disconnect_date: date | None
+    usage_amount: Decimal | None
+    usage_unit: str | None
+    usage_period_end: date | None
+    language: str
+    payment_allowed: bool
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A data row that was not accepted, located by the physical line where it starts."""
+
+    line: int
+    account_number: str | None
+    reason: str
+
+
+class AccountFileError(Exception):
+    """The file as a whole is unusable (header, encoding, CSV syntax or trailer)."""
+
+
+@dataclass
+class FileSummary:
+    """Running totals, updated as the iterator is consumed.
+
+    ``balance_sum_cents`` covers every data row whose balance_due parsed, accepted or
+    rejected, because that is the figure the trailer's sum is checked against.
+    """
+
+    records: int = 0
+    rejected: int = 0
+    balance_sum_cents: int = 0
+    trailer: tuple[int, int] | None = None
+
+
+class _FieldError(Exception):
+    """One cell failed validation; the message is the user-facing reason."""
+
+
+_T = TypeVar("_T")
+
+
+def _attempt(
+    errors: list[str], parse: Callable[[str, str], _T], column: str, raw: str, fallback: _T
+) -> _T:
+    """Run one column's parser, collecting its error so a row reports every bad column."""
+    try:
+        return parse(column, raw)
+    except _FieldError as exc:
+        errors.append(str(exc))
+        return fallback
+
+
+def _show(value: str) -> str:
+    """Quote a bad value for a reason, cut short so one huge cell can't flood a report."""
+    if len(value) > _MAX_SHOWN_VALUE:
+        value = value[:_MAX_SHOWN_VALUE] + "..."
+    return repr(value)
+
+
+def parse_amount_cents(column: str, raw: str) -> int:
+    """Parse ``123.45`` / ``-5`` / ``0.5`` into integer cents; anything else is an error."""
+    text = raw.strip()
+    # The regex rejects exponents, NaN, Infinity, thousands separators and currency signs,
+    # all of which Decimal alone would accept or misread.
+    if not _AMOUNT_RE.fullmatch(text):
+        raise _FieldError(f"{column}: {_show(raw)} is not an amount")
+    int_part = text.lstrip("-").split(".", 1)[0].lstrip("0")
+    if len(int_part) > _MAX_AMOUNT_INT_DIGITS:
+        raise _FieldError(f"{column}: {_show(raw)} is too large")
+    # Exact: at most two decimal places, so scaling by 100 leaves an integer.
+    return int(Decimal(text).scaleb(2))
+
+
+def _parse_date(column: str, raw: str) -> date | None:
+    if not raw:
+        return None
+    # date.fromisoformat in 3.11 also takes "20240131" and week dates; the contract is
+    # YYYY-MM-DD only.
+    if not _DATE_RE.fullmatch(raw):
+        raise _FieldError(f"{column}: {_show(raw)} is not a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise _FieldError(f"{column}: {_show(raw)} is not a real date") from None
+
+
+def _parse_optional_amount(column: str, raw: str) -> int | None:
+    if not raw:
+        return None
+    cents = parse_amount_cents(column, raw)
+    if cents < 0:
+        raise _FieldError(f"{column}: {_show(raw)} cannot be negative")
+    return cents
+
+
+def _parse_past_due(column: str, raw: str) -> int:
+    return _parse_optional_amount(column, raw) or 0
+
+
+def _parse_phones(column: str, raw: str) -> tuple[str, ...]:
+    phones: list[str] = []
+    for part in raw.split(";"):
+        piece = part.strip()
+        if not piece:
+            # Tolerate "a;b;" and "a;;b" from hand-edited sheets.
+            continue
+        e164 = normalize_e164(piece)
+        if e164 is None:
+            raise _FieldError(f"{column}: {_show(piece)} is not a phone number")
+        if e164 not in phones:
+            phones.append(e164)
+    return tuple(phones)
+
+
+def _parse_zip(column: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    match = _ZIP_RE.fullmatch(raw)
+    if match is None:
+        raise _FieldError(f"{column}: {_show(raw)} is not a ZIP code (12345 or 12345-6789)")
+    return match.group(1)
+
+
+def _parse_pin(column: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    if not _PIN_RE.fullmatch(raw):
+        # The value is a credential (or a typo of one): never echo it into reports or logs.
+        raise _FieldError(f"{column}: must be 4 to 8 digits (value not shown)")
+    return raw
+
+
+def _parse_choice(column: str, raw: str, allowed: frozenset[str], default: str) -> str:
+    if not raw:
+        return default
+    value = raw.lower()
+    if value not in allowed:
+        choices = ", ".join(sorted(allowed))
+        raise _FieldError(f"{column}: {_show(raw)} is not one of {choices}")
+    return value
+
+
+def _parse_status(column: str, raw: str) -> str:
+    return _parse_choice(column, raw, STATUSES, "active")
+
+
+def _parse_language(column: str, raw: str) -> str:
+    return _parse_choice(column, raw, LANGUAGES, "en")
+
+
+def _parse_flag(column: str, raw: str) -> bool:
+    value = raw.upper()
+    if value in ("", "Y"):
+        return True
+    if value == "N":
+        return False
+    raise _FieldError(f"{column}: {_show(raw)} is not Y or N")
+
+
+def _parse_usage(column: str, raw: str) -> Decimal | None:
+    if not raw:
+        return None
+    # Negative usage is real (net-metered solar); exponents and NaN are not.
+    if not _USAGE_RE.fullmatch(raw) or len(raw.lstrip("-").split(".", 1)[0]) > 12:
+        raise _FieldError(f"{column}: {_show(raw)} is not a number")
+    return Decimal(raw)
+
+
+def _parse_unit(column: str, raw: str) -> str | None:
+    if not raw:
+        return None
+    if len(raw) > _MAX_USAGE_UNIT or not raw.isprintable():
+        raise _FieldError(f"{column}: {_show(raw)} is not a unit name")
+    return raw
+
+
+class _Fingerprints:
+    """Set of 64-bit account fingerprints, each with the line it was first seen on.
+
+    A Python set of 200,000 account strings costs ~20 MB; two flat arrays cost 12 bytes a
+    slot, 2-4 slots per account. The price is a ~n^2/2^65 chance of calling two different
+    accounts duplicates (about 3e-8 for a million rows), which rejects a row, never merges.
+    """
+
+    def __init__(self) -> None:
+        self._keys = array("Q", [0]) * 1024
+        # "I" is 4 bytes everywhere that matters ("L" is 8 on 64-bit Linux); lines past 4e9
+        # are clamped, which only affects the line quoted in a duplicate's reason.
+        self._lines = array("I", [0]) * 1024
+        self._used = 0
+
+    @staticmethod
+    def _fingerprint(key: str) -> int:
+        # hash() of str is 64-bit SipHash on 64-bit builds and cached on the string. 0 marks
+        # an empty slot, so it is remapped.
+        return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+    def add(self, key: str, line: int) -> int | None:
+        """Record ``key``; return the first line if it was already present, else None."""
+        fp = self._fingerprint(key)
+        keys = self._keys
+        mask = len(keys) - 1
+        slot = fp & mask
+        while keys[slot]:
+            if keys[slot] == fp:
+                return int(self._lines[slot])
+            slot = (slot + 1) & mask
+        keys[slot] = fp
+        self._lines[slot] = min(line, 0xFFFF_FFFF)
+        self._used += 1
+        if self._used * 2 > len(keys):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        old_keys, old_lines = self._keys, self._lines
+        size = len(old_keys) * 2
+        self._keys = array("Q", [0]) * size
+        self._lines = array("I", [0]) * size
+        mask = size - 1
+        for fp, line in zip(old_keys, old_lines, strict=True):
+            if fp:
+                slot = fp & mask
+                while self._keys[slot]:
+                    slot = (slot + 1) & mask
+                self._keys[slot] = fp
+                self._lines[slot] = line
+
+
+def _text_stream(stream: IO[bytes] | IO[str]) -> tuple[IO[str], io.TextIOWrapper | None]:
+    """Return a text view of ``stream`` and the wrapper we created (to detach later)."""
+    probe = stream.read(0)
+    if isinstance(probe, str):
+        return cast(IO[str], stream), None
+    # surrogateescape instead of strict: a bad byte then surfaces inside the row it belongs
+    # to, so the error names the exact line rather than the start of an 8 KB decode chunk.
+    wrapper = io.TextIOWrapper(
+        cast(IO[bytes], stream), encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
+    return wrapper, wrapper
+
+
+def _is_blank(row: list[str]) -> bool:
+    # Spreadsheet exports pad empty lines with commas (",,,,"); those are blank too.
+    return all(not cell.strip() for cell in row)
+
+
+def _read_header(row: list[str], line: int) -> dict[str, int]:
+    names = [cell.strip().lower() for cell in row]
+    if names:
+        # A text stream opened as plain "utf-8" leaves the BOM on the first name.
+        names[0] = names[0].lstrip("\ufeff").strip()
+    if names and names[0] == _TRAILER.lower():
+        raise AccountFileError(f"line {line}: trailer found where the header row should be")
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:
+            continue
+        if name in index:
+            raise AccountFileError(f"line {line}: header names column {name!r} twice")
+        index[name] = i
+    missing = [name for name in REQUIRED_COLUMNS if name not in index]
+    if missing:
+        raise AccountFileError(
+            f"line {line}: header is missing required column(s): {', '.join(missing)}"
+        )
+    return index
+
+
+def _parse_trailer(row: list[str], line: int) -> tuple[int, int]:
+    cells = [cell.strip() for cell in row]
+    # Spreadsheets pad the trailer out to the header's width with empty cells.
+    while len(cells) > 3 and not cells[-1]:
+        cells.pop()
+    if len(cells) != 3:
+        raise AccountFileError(
+            f"trailer: line {line} must be TRAILER,<record count>,<sum of balance_due>"
+        )
+    count_text, sum_text = cells[1], cells[2]
+    if not _COUNT_RE.fullmatch(count_text):
+        raise AccountFileError(f"trailer: line {line}: {_show(count_text)} is not a record count")
+    try:
+        total = parse_amount_cents("trailer sum", sum_text)
+    except _FieldError as exc:
+        raise AccountFileError(f"trailer: line {line}: {exc}") from None
+    return int(count_text), total
+
+
+def _format_cents(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
+class _RowParser:
+    """Validates data rows against the header's column positions."""
+
+    def __init__(self, header: dict[str, int], width: int) -> None:
+        self._header = header
+        self._width = width
+        self._seen = _Fingerprints()
+
+    def parse(self, row: list[str], line: int, summary: FileSummary) -> AccountRecord | Rejection:
+        if len(row) != self._width:
+            # Cells are misaligned, so no column can be trusted, not even account_number.
+            return Rejection(
+                line, None, f"row has {len(row)} cells but the header has {self._width}"
+            )
+        errors: list[str] = []
+        header = self._header
+        # Columns absent from the header read as blank, i.e. take their default.
+        cells = {name: row[i].strip() for name, i in header.items() if name in _KNOWN_COLUMNS}
+        get = cells.get
+
+        if "\x00" in "".join(cells.values()):
+            # PostgreSQL text cannot hold NUL, so such a row would only fail later, at import.
+            errors.extend(
+                f"{name}: contains a NUL character" for name, v in cells.items() if "\x00" in v
+            )
+
+        # balance_due first and independently: the trailer sum counts every row whose
+        # amount parsed, even if another column rejects the row.
+        balance: int | None = None
+        balance_raw = get("balance_due", "")
+        if not balance_raw:
+            errors.append("balance_due: is required")
+        else:
+            try:
+                balance = parse_amount_cents("balance_due", balance_raw)
+                summary.balance_sum_cents += balance
+            except _FieldError as exc:
+                errors.append(str(exc))
+
+        account: str | None = get("account_number", "")
+        if not account:
+            errors.append("account_number: is required")
+            account = None
+        elif not _ACCOUNT_RE.fullmatch(account) or account.strip("-") == "":
+            errors.append(
+                f"account_number: {_show(account)} must be 1-32 letters, digits or dashes"
+            )
+            account = None
+        else:
+            first = self._seen.add(account, line)
+            if first is not None:
+                errors.append(f"account_number: {_show(account)} duplicates line {first}")
+
+        status = _attempt(errors, _parse_status, "status", get("status", ""), "active")
+        disconnect_raw = get("disconnect_date", "")
+        disconnect = _attempt(errors, _parse_date, "disconnect_date", disconnect_raw, None)
+        if status == "disconnect_pending" and not disconnect_raw:
+            errors.append("disconnect_date: is required when status is disconnect_pending")
+
+        def field(parse: Callable[[str, str], _T], column: str, fallback: _T) -> _T:
+            return _attempt(errors, parse, column, get(column, ""), fallback)
+
+        record = AccountRecord(
+            account_number=account or "",
+            customer_name=get("customer_name", ""),
+            phones=field(_parse_phones, "phones", ()),
+            service_zip=field(_parse_zip, "service_zip", None),
+            pin=field(_parse_pin, "pin", None),
+            balance_due_cents=balance or 0,
+            past_due_cents=field(_parse_past_due, "past_due_amount", 0),
+            due_date=field(_parse_date, "due_date", None),
+            last_payment_cents=field(_parse_optional_amount, "last_payment_amount", None),
+            last_payment_date=field(_parse_date, "last_payment_date", None),
+            status=status,
+            disconnect_date=disconnect,
+            usage_amount=field(_parse_usage, "usage_amount", None),
+            usage_unit=field(_parse_unit, "usage_unit", None),
+            usage_period_end=field(_parse_date, "usage_period_end", None),
+            language=field(_parse_language, "language", "en"),
+            payment_allowed=field(_parse_flag, "payment_allowed", True),
+        )
+        if errors or balance is None or account is None:
+            return Rejection(line, account, "; ".join(errors))
+        return record
+
+
+def iter_account_file(
+    stream: IO[bytes] | IO[str], summary: FileSummary | None = None
+) -> Iterator[AccountRecord | Rejection]:
+    """Yield one ``AccountRecord`` or ``Rejection`` per data row of an account file.
+
+    ``stream`` may be binary (decoded as UTF-8, BOM tolerated) or text. The first non-blank
+    row is the header; blank rows are skipped; an optional ``TRAILER,<count>,<sum>`` row must
+    come last. File-level problems raise ``AccountFileError``; a trailer mismatch is raised
+    only after every row has been yielded. ``summary``, if given, is updated as rows go by.
+    The caller's stream is left open.
+    """
+    totals = summary if summary is not None else FileSummary()
+    text, wrapper = _text_stream(stream)
+    try:
+        yield from _iter_rows(text, totals)
+    finally:
+        if wrapper is not None:
+            # Otherwise the wrapper closes the caller's stream when it is garbage collected.
+            wrapper.detach()
+
+
+def _iter_rows(text: IO[str], totals: FileSummary) -> Iterator[AccountRecord | Rejection]:
+    # strict: RFC 4180 quoting errors (text after a closing quote, a quote left open at end
+    # of file) are reported instead of silently guessed at.
+    reader = csv.reader(text, strict=True)
+    parser: _RowParser | None = None
+    trailer_line: int | None = None
+    while True:
+        # csv.reader counts physical lines consumed, so the next record starts one past it,
+        # even when a quoted field spans several lines.
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except UnicodeDecodeError:
+            # Only a caller-supplied text stream can raise here; its decoder reads ahead, so
+            # the line is approximate.
+            raise AccountFileError(f"line {line}: file is not valid UTF-8 (near here)") from None
+        except csv.Error as exc:
+            raise AccountFileError(f"line {line}: malformed CSV: {exc}") from None
+        if _UNDECODABLE_RE.search("".join(row)):
+            raise AccountFileError(
+                f"line {line}: file is not valid UTF-8 (save it as UTF-8, not Windows-1252)"
+            )
+        if _is_blank(row):
+            continue
+        if trailer_line is not None:
+            raise AccountFileError(f"line {line}: rows after the trailer on line {trailer_line}")
+        if parser is None:
+            parser = _RowParser(_read_header(row, line), len(row))
+            continue
+        if row[0].strip() == _TRAILER:
+            totals.trailer = _parse_trailer(row, line)
+            trailer_line = line
+            continue
+        result = parser.parse(row, line, totals)
+        if isinstance(result, Rejection):
+            totals.rejected += 1
+        else:
+            totals.records += 1
+        yield result
+
+    if parser is None:
+        raise AccountFileError("file has no header row")
+    if totals.trailer is not None:
+        _check_trailer(totals.trailer, totals)
+
+
+def _check_trailer(trailer: tuple[int, int], totals: FileSummary) -> None:
+    count, total = trailer
+    rows = totals.records + totals.rejected
+    problems: list[str] = []
+    if count != rows:
+        problems.append(f"record count {count} does not match {rows} data rows")
+    if total != totals.balance_sum_cents:
+        problems.append(
+            f"balance sum {_format_cents(total)} does not match "
+            f"{_format_cents(totals.balance_sum_cents)} in the file"
+        )
+    if problems:
+        raise AccountFileError("trailer: " + "; ".join(problems))

@@ -1,0 +1,64 @@
+"""Pay-by-phone line for billers: a Flask app driven by Twilio webhooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from ivr.config import AppConfig, load_config
+from ivr.db import Database
+from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+from ivr.prompts import PromptStore
+
+log = logging.getLogger(__name__)
+
+
+def default_database_url(instance_path: str) -> str:
+    """The embedded default: a SQLite file in the instance folder."""
+    return f"sqlite:///{Path(instance_path) / 'ivr.sqlite3'}"
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: configuration, database, prompt catalog and routes.
+
+    ``config`` overrides ``IVR_*`` variables by field name (e.g. ``{"database_url": ...}``).
+    """
+    from ivr import logs
+
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_config(config)
+    if not settings.database_url:
+        settings = load_config({**(config or {}),
+                                "database_url": default_database_url(app.instance_path)})
+    logs.configure(settings.log_level)
+    app.extensions["ivr.config"] = settings
+    app.extensions["ivr.db"] = Database(settings.database_url)
+    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, REQUIRED_PROMPT_IDS)
+    if settings.allow_unsigned:
+        log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
+                    "Use this only for local demos, never on a public address.")
+    elif not settings.twilio_auth_token:
+        log.warning("IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused (403).")
+
+    from ivr.voice.routes import bp as voice_bp
+    from ivr.web import bp as web_bp
+
+    app.register_blueprint(voice_bp)
+    app.register_blueprint(web_bp)
+    return app
+
+
+def get_config(app: Flask) -> AppConfig:
+    """The app's validated configuration."""
+    config: AppConfig = app.extensions["ivr.config"]
+    return config
+
+
+def get_database(app: Flask) -> Database:
+    """The app's database."""
+    db: Database = app.extensions["ivr.db"]
+    return db

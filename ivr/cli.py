@@ -1,0 +1,263 @@
+"""The `ivr` command: database, accounts, payments, prompts, serving and simulated calls."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+
+from ivr import create_app, get_config, get_database
+from ivr.config import ConfigError
+
+
+def _app(**overrides: Any) -> Flask:
+    try:
+        return create_app(overrides or None)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """Pay-by-phone line for billers."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    app = _app()
+    get_database(app).upgrade()
+    click.echo(f"database is up to date: {_safe_url(get_config(app).database_url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.group()
+def accounts() -> None:
+    """The account cache."""
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--layout", default="default", show_default=True,
+              help="File layout name (only the default layout ships today).")
+@click.option("--partial", is_flag=True,
+              help="Apply good rows even when some rows are rejected.")
+def accounts_import(file: Path, layout: str, partial: bool) -> None:
+    """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
+    from ivr.accounts import import_accounts
+
+    if layout != "default":
+        raise click.ClickException(f"unknown layout {layout!r}; available: default")
+    app = _app()
+    database = get_database(app)
+    with database.session() as session, file.open("rb") as stream:
+        report = import_accounts(session, stream, str(file), partial=partial,
+                                 pin_iterations=get_config(app).pin_hash_iterations)
+    for line in report.lines():
+        click.echo(line)
+    if not report.applied:
+        sys.exit(1)
+
+
+@main.group()
+def payments() -> None:
+    """Payments taken on the line."""
+
+
+@payments.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=100, show_default=True)
+def payments_list(as_json: bool, limit: int) -> None:
+    """List payments, newest first (masked: last 4 digits only)."""
+    from ivr.payments import payments_for_listing
+    from ivr.security import mask_account
+
+    app = _app()
+    with get_database(app).session() as session:
+        rows = [{
+            "paid_at": p.paid_at.isoformat(), "account": mask_account(p.account_number),
+            "amount": f"{p.amount_cents / 100:.2f}" if False else _dollars(p.amount_cents),
+            "fee": _dollars(p.fee_cents), "method": p.method,
+            "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
+            "confirmation": p.confirmation_code, "posting": p.posting_status,
+            "call_sid": p.call_sid,
+        } for p in payments_for_listing(session, limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no payments")
+    for r in rows:
+        click.echo(f"{r['paid_at']}  {r['account']:>14}  ${r['amount']:>10}  fee ${r['fee']}  "
+                   f"{r['method']:<4} {r['card_brand'] or '':<10} ...{r['last4'] or '':<4}  "
+                   f"{r['confirmation']}  {r['posting']}")
+
+
+def _dollars(cents: int) -> str:
+    from decimal import Decimal
+
+    return f"{Decimal(cents) / 100:.2f}"
+
+
+@main.group()
+def prompts() -> None:
+    """The prompt catalog."""
+
+
+@prompts.command("check")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Prompts directory (default: IVR_PROMPTS_DIR or the repo's prompts/).")
+def prompts_check(directory: Path | None) -> None:
+    """Validate wording and settings: ids, placeholders, keys, SSML, audio files."""
+    from ivr.config import load_config
+    from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+    from ivr.prompts import check_catalog
+
+    target = directory or load_config().prompts_dir
+    problems = check_catalog(target, REQUIRED_PROMPT_IDS)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {target}")
+    click.echo(f"prompts OK: {target}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the webhook app with gunicorn."""
+    from ivr.server import run_gunicorn
+
+    app = _app()
+    config = get_config(app)
+    if not config.twilio_auth_token and not config.allow_unsigned:
+        raise click.ClickException(
+            "IVR_TWILIO_AUTH_TOKEN is required to serve calls "
+            "(or IVR_ALLOW_UNSIGNED=1 for a local demo only)")
+    if config.allow_unsigned:
+        click.secho("WARNING: IVR_ALLOW_UNSIGNED=1 -- webhooks are NOT authenticated. "
+                    "Local demos only.", fg="red", bold=True, err=True)
+    run_gunicorn(host, port, workers)
+
+
+@main.command()
+@click.option("--url", help="Base URL of a running line (default: in-process).")
+@click.option("--token", envvar="IVR_TWILIO_AUTH_TOKEN",
+              help="Auth token to sign with (default: IVR_TWILIO_AUTH_TOKEN).")
+@click.option("--from", "from_number", default="+15555550123", show_default=True)
+@click.option("--to", "to_number", default="+15555550100", show_default=True)
+@click.option("--press", help='Keys for each prompt, space-separated: "1 1 60614 1 1". '
+                              '"-" is silence, "hangup" hangs up.')
+@click.option("--card", "cards", multiple=True,
+              help="Card or bank account number for each <Pay> (test numbers only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
+def call(url: str | None, token: str | None, from_number: str, to_number: str,
+         press: str | None, cards: tuple[str, ...], as_json: bool) -> None:
+    """Place a simulated call, interactive unless --press is given."""
+    from ivr.simulator import FlaskTransport, HttpTransport, Transport
+
+    transport: Transport
+    if url:
+        if not token:
+            raise click.ClickException("--token or IVR_TWILIO_AUTH_TOKEN is needed to sign")
+        transport = HttpTransport(token)
+        base_url = url.rstrip("/")
+    else:
+        # In process the simulator and app share a throwaway token: requests are still signed.
+        token = secrets.token_hex(16)
+        app = _app(twilio_auth_token=token, allow_unsigned=False)
+        get_database(app).upgrade()
+        base_url = get_config(app).base_url or "http://localhost"
+        transport = FlaskTransport(app, token, base_url=base_url)
+    _run(transport, base_url, from_number, to_number, press, cards, as_json)
+
+
+def _run(transport: Any, base_url: str, from_number: str, to_number: str,
+         press: str | None, cards: tuple[str, ...], as_json: bool) -> None:
+    from ivr.simulator import InteractiveCaller, ScriptedCaller, format_event, run_call
+
+    caller: Any
+    if press is not None:
+        tokens = press.split()
+        bank = tuple(c for c in cards if len(c) < 12) or ("123456789",)
+        card_list = tuple(c for c in cards if len(c) >= 12 or not c.isdigit()) or (
+            "4111111111111111",)
+        caller = ScriptedCaller(tokens, cards=card_list, bank_accounts=bank)
+    else:
+        caller = InteractiveCaller()
+    result = run_call(transport, caller, base_url=base_url, from_number=from_number,
+                      to_number=to_number)
+    if as_json:
+        click.echo(result.to_json())
+    elif press is not None:
+        for event in result.events:
+            line = format_event(event)
+            if line:
+                click.echo(line)
+    if result.ended_by == "error":
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--press", help="Keys for a scripted call instead of the default paid call.")
+@click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
+@click.option("--interactive/--scripted", default=None,
+              help="Default: interactive at a terminal, scripted otherwise.")
+def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
+    """Seed demo accounts and walk a simulated call, with no setup."""
+    from ivr.demo import DEMO_CALLER, DEMO_LINE, DEMO_PRESSES, seed
+    from ivr.simulator import FlaskTransport
+
+    token = secrets.token_hex(16)
+    app = _app(twilio_auth_token=token, allow_unsigned=False)
+    database = get_database(app)
+    database.upgrade()
+    config = get_config(app)
+    with database.session() as session:
+        tz_today = datetime.now(UTC).date()
+        report = seed(session, tz_today, config.pin_hash_iterations)
+    if not report.applied:
+        raise click.ClickException("; ".join(report.lines()))
+    if interactive is None:
+        interactive = sys.stdin.isatty() and press is None and not as_json
+    if not as_json:
+        click.echo(_DEMO_INTRO.format(db=_safe_url(config.database_url)))
+    base_url = config.base_url or "http://localhost"
+    transport = FlaskTransport(app, token, base_url=base_url)
+    keys = None if interactive else (press or " ".join(DEMO_PRESSES))
+    _run(transport, base_url, DEMO_CALLER, DEMO_LINE, keys, (), as_json)
+    if not as_json:
+        click.echo("\nPayments so far (ivr payments list):")
+        with database.session() as session:
+            from ivr.payments import payments_for_listing
+
+            for p in payments_for_listing(session, 5):
+                click.echo(f"  {p.paid_at:%Y-%m-%d %H:%M}Z  account ...{p.account_number[-4:]}  "
+                           f"${_dollars(p.amount_cents)}  {p.method} ...{p.card_last4 or ''}  "
+                           f"confirmation {p.confirmation_code}  {p.posting_status}")
+
+
+_DEMO_INTRO = """\
+Demo line ready (database: {db}).
+Demo accounts: 4401001234 (ZIP 60614, calls from +15555550123), 4401005678 (ZIP 60615,
+disconnection pending), 4401009012 (ZIP 60616, in credit), 4401003456 (ZIP 60617, Spanish).
+Test cards: 4111111111111111 succeeds, 4000000000000002 is declined.
+"""

@@ -1,0 +1,118 @@
+"""Application configuration from ``IVR_*`` environment variables, validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+REPO_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Deployment settings (the contract in design section 3). Line behaviour lives in prompts/."""
+
+    database_url: str = ""
+    twilio_auth_token: str = ""
+    twilio_account_sid: str = ""
+    public_base_url: str = ""
+    prompts_dir: Path = REPO_PROMPTS_DIR
+    pay_connector: str = ""
+    allow_unsigned: bool = False
+    # PBKDF2 rounds for PIN hashes; PINs are short, so the hash mainly keeps them out of sight.
+    pin_hash_iterations: int = 20_000
+    log_level: str = "INFO"
+
+    @property
+    def base_url(self) -> str:
+        """The public base URL without a trailing slash ('' when unset)."""
+        return self.public_base_url.rstrip("/")
+
+
+_ENV = {
+    "database_url": "IVR_DATABASE_URL",
+    "twilio_auth_token": "IVR_TWILIO_AUTH_TOKEN",
+    "twilio_account_sid": "IVR_TWILIO_ACCOUNT_SID",
+    "public_base_url": "IVR_PUBLIC_BASE_URL",
+    "prompts_dir": "IVR_PROMPTS_DIR",
+    "pay_connector": "IVR_PAY_CONNECTOR",
+    "allow_unsigned": "IVR_ALLOW_UNSIGNED",
+    "pin_hash_iterations": "IVR_PIN_HASH_ITERATIONS",
+    "log_level": "IVR_LOG_LEVEL",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn an environment string (or a test override) into the field's type."""
+    var = _ENV.get(name, name)
+    if name == "allow_unsigned":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"{var} must be 1 or 0, not {value!r}")
+    if name == "pin_hash_iterations":
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{var} must be a whole number, not {value!r}") from None
+        if number < 1:
+            raise ConfigError(f"{var} must be at least 1")
+        return number
+    if name == "prompts_dir":
+        return Path(value)
+    return str(value)
+
+
+def load_config(overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> AppConfig:
+    """Read ``IVR_*`` variables, apply overrides, and validate. Raises ConfigError."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, var in _ENV.items():
+        if var in env:
+            values[name] = _coerce(name, env[var])
+    known = {f.name for f in fields(AppConfig)}
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, value)
+    config = replace(AppConfig(), **values)
+    _validate(config)
+    return config
+
+
+def _validate(config: AppConfig) -> None:
+    if config.public_base_url:
+        parts = urlsplit(config.public_base_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ConfigError(
+                "IVR_PUBLIC_BASE_URL must look like https://pay.example.com "
+                f"(got {config.public_base_url!r})"
+            )
+    if config.database_url:
+        try:
+            make_url(config.database_url)
+        except ArgumentError:
+            raise ConfigError("IVR_DATABASE_URL is not a valid SQLAlchemy URL") from None
+    if not config.prompts_dir.is_dir():
+        raise ConfigError(f"IVR_PROMPTS_DIR {str(config.prompts_dir)!r} is not a directory")
+    if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("IVR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

@@ -1,0 +1,75 @@
+"""Demo accounts and a scripted paid call, so anyone can try the line with no setup."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+
+from sqlalchemy.orm import Session
+
+from ivr.accounts import ImportReport, import_accounts
+
+DEMO_CALLER = "+15555550123"
+DEMO_SPANISH_CALLER = "+15555550125"
+DEMO_LINE = "+15555550100"
+# A paid call from the demo caller: English, confirm the account found by caller ID, ZIP,
+# pay the full balance by card, confirm; then hang up after the confirmation number.
+DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
+
+COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
+           "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
+           "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
+           "payment_allowed")
+
+
+def demo_rows(today: date) -> list[dict[str, str]]:
+    """Four accounts: current, past due pending disconnection, in credit, Spanish-speaking."""
+    d = lambda days: (today + timedelta(days=days)).isoformat()  # noqa: E731
+    return [
+        {"account_number": "4401001234", "customer_name": "Alex Morgan",
+         "phones": DEMO_CALLER, "service_zip": "60614", "pin": "2468",
+         "balance_due": "123.45", "past_due_amount": "0.00", "due_date": d(14),
+         "last_payment_amount": "98.10", "last_payment_date": d(-16), "status": "active",
+         "disconnect_date": "", "usage_amount": "640", "usage_unit": "kWh",
+         "usage_period_end": d(-6), "language": "en", "payment_allowed": "Y"},
+        {"account_number": "4401005678", "customer_name": "Jordan Lee",
+         "phones": "+15555550124", "service_zip": "60615", "pin": "1357",
+         "balance_due": "312.80", "past_due_amount": "187.50", "due_date": d(-20),
+         "last_payment_amount": "50.00", "last_payment_date": d(-45),
+         "status": "disconnect_pending", "disconnect_date": d(5), "usage_amount": "1210",
+         "usage_unit": "kWh", "usage_period_end": d(-6), "language": "en",
+         "payment_allowed": "Y"},
+        {"account_number": "4401009012", "customer_name": "Sam Rivera",
+         "phones": "+15555550126", "service_zip": "60616", "pin": "",
+         "balance_due": "-25.00", "past_due_amount": "0.00", "due_date": "",
+         "last_payment_amount": "150.00", "last_payment_date": d(-3), "status": "active",
+         "disconnect_date": "", "usage_amount": "3400", "usage_unit": "gallons",
+         "usage_period_end": d(-6), "language": "en", "payment_allowed": "Y"},
+        {"account_number": "4401003456", "customer_name": "Rosa Martínez",
+         "phones": DEMO_SPANISH_CALLER, "service_zip": "60617", "pin": "",
+         "balance_due": "76.20", "past_due_amount": "0.00", "due_date": d(10),
+         "last_payment_amount": "80.00", "last_payment_date": d(-20), "status": "active",
+         "disconnect_date": "", "usage_amount": "42", "usage_unit": "therms",
+         "usage_period_end": d(-6), "language": "es", "payment_allowed": "Y"},
+    ]
+
+
+def demo_file(today: date) -> bytes:
+    """The demo accounts as an account file in the default layout, with its trailer."""
+    rows = demo_rows(today)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    from decimal import Decimal
+
+    total = sum(Decimal(r["balance_due"]) for r in rows)
+    out.write(f"TRAILER,{len(rows)},{total:.2f}\r\n")
+    return out.getvalue().encode("utf-8")
+
+
+def seed(db: Session, today: date, pin_iterations: int) -> ImportReport:
+    """Load (or refresh) the demo accounts through the normal import path."""
+    return import_accounts(db, io.BytesIO(demo_file(today)), "demo accounts",
+                           pin_iterations=pin_iterations)

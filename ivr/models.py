@@ -1,0 +1,248 @@
+"""Database tables: the account cache, per-call state, payments and their outbox.
+
+Money is integer cents (BigInteger); every timestamp is stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend (SQLite has no time zones of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where aware UTC is required")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's type map."""
+
+    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        int: Integer(),
+    }
+
+
+class Account(Base):
+    """One biller account as last loaded from a file or API (the cache the call reads)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(32), unique=True)
+    customer_name: Mapped[str] = mapped_column(String(200), default="")
+    service_zip: Mapped[str | None] = mapped_column(String(10))
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    balance_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    past_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    last_payment_cents: Mapped[int | None] = mapped_column(BigInteger)
+    last_payment_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    disconnect_date: Mapped[date | None] = mapped_column(Date)
+    usage_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))
+    usage_unit: Mapped[str | None] = mapped_column(String(32))
+    usage_period_end: Mapped[date | None] = mapped_column(Date)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    payment_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    phones: Mapped[list[AccountPhone]] = relationship(
+        back_populates="account", cascade="all, delete-orphan"
+    )
+
+
+class AccountPhone(Base):
+    """A phone number (E.164) on file for an account, for caller-ID matching."""
+
+    __tablename__ = "account_phones"
+    __table_args__ = (UniqueConstraint("account_id", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+
+    account: Mapped[Account] = relationship(back_populates="phones")
+
+
+class VerificationFailure(Base):
+    """A failed ZIP/PIN check, kept to lock an account after repeated failures across calls."""
+
+    __tablename__ = "verification_failures"
+    __table_args__ = (Index("ix_verification_failures_account_at", "account_id", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    call_sid: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallSession(Base):
+    """Everything the line remembers about one call, keyed by Twilio's CallSid."""
+
+    __tablename__ = "call_sessions"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_number: Mapped[str] = mapped_column(String(40), default="")
+    to_number: Mapped[str] = mapped_column(String(40), default="")
+    language: Mapped[str] = mapped_column(String(8), default="en-US")
+    state: Mapped[str] = mapped_column(String(40))
+    # Failed tries (silence or invalid input) in the current state; reset on every new state.
+    tries: Mapped[int] = mapped_column(default=0)
+    # Silences in a row in the current state, to offer "need more time?" before giving up.
+    silences: Mapped[int] = mapped_column(default=0)
+    extended_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    awaiting_more_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    identify_failures: Mapped[int] = mapped_column(default=0)
+    verify_failures: Mapped[int] = mapped_column(default=0)
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    fee_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    method: Mapped[str | None] = mapped_column(String(8))
+    bank_account_type: Mapped[str | None] = mapped_column(String(32))
+    pay_tries: Mapped[int] = mapped_column(default=0)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
+    prompts_version: Mapped[str] = mapped_column(String(16), default="")
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    call_status: Mapped[str | None] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    account: Mapped[Account | None] = relationship()
+
+
+class CallEvent(Base):
+    """One step of a call's path: a state reached and what came of it. Never holds digits."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    state: Mapped[str] = mapped_column(String(40))
+    event: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(120), default="")
+    language: Mapped[str] = mapped_column(String(8), default="")
+
+
+class Payment(Base):
+    """A payment captured by <Pay>. Holds masked card/bank data only."""
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("call_sid", "confirmation_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    call_sid: Mapped[str] = mapped_column(String(64))
+    confirmation_code: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    account_number: Mapped[str] = mapped_column(String(32), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    fee_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    method: Mapped[str] = mapped_column(String(8))  # "card" or "ach"
+    card_brand: Mapped[str | None] = mapped_column(String(20))
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    card_exp: Mapped[str | None] = mapped_column(String(4))  # MMYY, not cardholder data
+    bank_account_type: Mapped[str | None] = mapped_column(String(32))
+    bank_last: Mapped[str | None] = mapped_column(String(4))
+    language: Mapped[str] = mapped_column(String(8), default="en-US")
+    # queued until the accounting system acknowledges it (see the posting worker).
+    posting_status: Mapped[str] = mapped_column(String(16), default="queued")
+    paid_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class OutboxEntry(Base):
+    """A payment waiting to be posted to the accounting system; written with the payment."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    receipt_id: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    payment: Mapped[Payment] = relationship()
+
+
+class AchAuthorization(Base):
+    """The record of a caller's oral authorization of a bank debit (NACHA TEL). Keep 2+ years."""
+
+    __tablename__ = "ach_authorizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    account_number: Mapped[str] = mapped_column(String(32))
+    caller_number: Mapped[str] = mapped_column(String(40), default="")
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    fee_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    bank_account_type: Mapped[str] = mapped_column(String(32))
+    script_version: Mapped[str] = mapped_column(String(64))
+    script_text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(8))
+    authorized_at: Mapped[datetime] = mapped_column(default=utcnow)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
+
+
+class ImportRun(Base):
+    """One account file import: what was applied or why it was rejected."""
+
+    __tablename__ = "import_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(500))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))  # applied | rejected
+    records: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

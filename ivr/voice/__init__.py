@@ -1,0 +1,1 @@
+"""The Twilio-facing side: webhook routes and the TwiML they answer with."""

@@ -1,0 +1,248 @@
+"""Webhook routes Twilio calls. Thin: check the signature, load the call, run the flow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, request, send_from_directory
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from connectors.phones import mask_phone, normalize_e164
+from ivr import get_config, get_database
+from ivr.flow import machine
+from ivr.flow.context import CallContext
+from ivr.flow.states import ENDED
+from ivr.flow.steps import Hangup, Silent, Speech, Step
+from ivr.models import CallSession, utcnow
+from ivr.prompts import Catalog, PromptStore
+from ivr.security import signed_url, valid_signature
+from ivr.voice.twiml import TwimlBuilder
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+log = logging.getLogger(__name__)
+
+# Used only when the prompt catalog itself cannot be loaded: better than Twilio's
+# "an application error has occurred".
+_LAST_RESORT = ("We're sorry, we can't take your call right now. Please call again later.")
+
+
+def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Reject a request whose X-Twilio-Signature is missing or wrong with 403."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        config = get_config(current_app)
+        if not config.allow_unsigned:
+            url = signed_url(config.base_url, request.url, request.full_path)
+            signature = request.headers.get("X-Twilio-Signature")
+            if not valid_signature(config.twilio_auth_token, url, request.form, signature):
+                log.warning("rejected unsigned or badly signed webhook", extra={"fields": {
+                    "path": request.path, "call_sid": request.form.get("CallSid", "")[:64]}})
+                abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _xml(body: str) -> Response:
+    return Response(body, status=200, mimetype="text/xml")
+
+
+def _store() -> PromptStore:
+    store: PromptStore = current_app.extensions["ivr.prompts"]
+    return store
+
+
+def _load_call(db: Session, call_sid: str) -> CallSession | None:
+    stmt = select(CallSession).where(CallSession.call_sid == call_sid)
+    if db.get_bind().dialect.name == "postgresql":
+        # One webhook per call at a time: a repeated <Pay> callback waits for its twin.
+        stmt = stmt.with_for_update()
+    return db.scalar(stmt)
+
+
+def _new_call(db: Session, call_sid: str, catalog: Catalog) -> CallSession:
+    form = request.form
+    call = CallSession(
+        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
+        to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
+        state="language", prompts_version=catalog.version[:16], started_at=utcnow(),
+    )
+    db.add(call)
+    db.flush()
+    return call
+
+
+def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool = True) -> Response:
+    """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line."""
+    started = time.monotonic()
+    config = get_config(current_app)
+    call_sid = (request.form.get("CallSid") or "").strip()[:64]
+    try:
+        catalog = _store().get()
+    except Exception:
+        log.exception("prompt catalog unavailable")
+        return _xml(_last_resort())
+    outcome = "ok"
+    state = ""
+    lang = catalog.settings.default_language
+    try:
+        if not call_sid:
+            outcome = "no_call_sid"
+            step: Step = Hangup((Speech("common.apology"),))
+        else:
+            with get_database(current_app).session() as db:
+                call = _load_call(db, call_sid)
+                if call is None:
+                    if not create:
+                        outcome = "unknown_call"
+                        step = Silent()
+                        return _xml(str(TwimlBuilder(catalog, lang, config.base_url,
+                                                     config.pay_connector).build(step)))
+                    call = _new_call(db, call_sid, catalog)
+                    ctx = CallContext(db=db, call=call, catalog=catalog, config=config,
+                                      now=utcnow())
+                    step = machine.start(ctx) if route == "incoming" else action(ctx)
+                else:
+                    ctx = CallContext(db=db, call=call, catalog=catalog, config=config,
+                                      now=utcnow())
+                    step = action(ctx)
+                state, lang = call.state, call.language
+                body = str(TwimlBuilder(catalog, lang, config.base_url,
+                                        config.pay_connector).build(step))
+            return _xml(body)
+        return _xml(str(TwimlBuilder(catalog, lang, config.base_url,
+                                     config.pay_connector).build(step)))
+    except HTTPException:
+        raise
+    except Exception:
+        outcome = "error"
+        log.exception("webhook failed", extra={"fields": {"call_sid": call_sid, "route": route}})
+        return _xml(_apology(catalog, lang))
+    finally:
+        from_number = normalize_e164(request.form.get("From") or "")
+        log.info("webhook", extra={"fields": {
+            "route": route, "call_sid": call_sid, "state": state, "outcome": outcome,
+            "from": mask_phone(from_number) if from_number else "",
+            "ms": round((time.monotonic() - started) * 1000, 1)}})
+
+
+def _apology(catalog: Catalog, lang: str) -> str:
+    """Apologise and end the call politely when something failed on our side."""
+    try:
+        builder = TwimlBuilder(catalog, lang, "", "")
+        return str(builder.build(Hangup((Speech("common.apology"),))))
+    except Exception:
+        return _last_resort()
+
+
+def _last_resort() -> str:
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.say(_LAST_RESORT)
+    response.hangup()
+    return str(response)
+
+
+@bp.post("/incoming")
+@twilio_signed
+def incoming() -> Response:
+    """The number's Voice URL: a new call (or Twilio retrying the first request)."""
+    return run_flow("incoming", machine.resume)
+
+
+@bp.post("/step/<state>")
+@twilio_signed
+def step(state: str) -> Response:
+    """Keys gathered in ``state`` (Digits empty or absent means silence)."""
+    digits = request.form.get("Digits")
+    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits))
+
+
+@bp.post("/pay/result")
+@twilio_signed
+def pay_result() -> Response:
+    """<Pay>'s action callback: the authoritative result of a payment attempt."""
+    from ivr.payments import handle_pay_result
+
+    form = {k: request.form.get(k, "") for k in request.form}
+    return run_flow("pay_result", lambda ctx: handle_pay_result(ctx, form))
+
+
+@bp.post("/pay/fallback")
+@twilio_signed
+def pay_fallback() -> Response:
+    """Reached only if <Pay> ends without calling its action: a failed attempt."""
+    from ivr.payments import handle_pay_result
+
+    return run_flow("pay_fallback", lambda ctx: handle_pay_result(
+        ctx, {"Result": "too-many-failed-attempts"}))
+
+
+@bp.post("/pay/status")
+@twilio_signed
+def pay_status() -> Response:
+    """<Pay> progress callbacks: informational only; never carries usable card data."""
+    log.info("pay progress", extra={"fields": {
+        "call_sid": (request.form.get("CallSid") or "")[:64],
+        "capture": (request.form.get("Capture") or "")[:40],
+        "error_type": (request.form.get("ErrorType") or "")[:40]}})
+    return Response("", status=204)
+
+
+@bp.post("/dial/done")
+@twilio_signed
+def dial_done() -> Response:
+    """The representative leg ended: goodbye if it connected, else back to where we were."""
+
+    def after(ctx: CallContext) -> Step:
+        status = (request.form.get("DialCallStatus") or "").strip()
+        if status == "completed":
+            machine.record(ctx, "transfer_done")
+            ctx.call.state = ENDED
+            return Hangup((Speech("goodbye.thanks"),))
+        machine.record(ctx, "transfer_failed", status[:40])
+        ctx.call.outcome = None
+        step_ = machine.resume(ctx)
+        from ivr.flow.steps import Ask
+
+        if isinstance(step_, Ask):
+            return Ask(step_.state, (Speech("agent.no_answer"), *step_.speech),
+                       step_.num_digits, step_.finish_on_key, step_.timeout)
+        return step_
+
+    return run_flow("dial_done", after, create=False)
+
+
+@bp.post("/status")
+@twilio_signed
+def call_status() -> Response:
+    """The call status callback: closes the session with its final state."""
+    status = (request.form.get("CallStatus") or "").strip()[:20]
+
+    def close(ctx: CallContext) -> Step:
+        call = ctx.call
+        call.call_status = status
+        if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
+            if call.ended_at is None:
+                call.ended_at = ctx.now
+                if call.outcome is None:
+                    call.outcome = "hung_up" if call.state != ENDED else "completed"
+                machine.record(ctx, "call_end", f"{status}:{call.outcome}")
+        return Silent()
+
+    return run_flow("status", close, create=False)
+
+
+@bp.get("/audio/<path:name>")
+def audio(name: str) -> Response:
+    """Recorded prompt audio that ops placed under prompts/audio/."""
+    directory = get_config(current_app).prompts_dir / "audio"
+    return send_from_directory(directory, name, max_age=300)
