@@ -25,7 +25,10 @@ COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "b
 
 def demo_rows(today: date) -> list[dict[str, str]]:
     """Four accounts: current, past due pending disconnection, in credit, Spanish-speaking."""
-    d = lambda days: (today + timedelta(days=days)).isoformat()  # noqa: E731
+
+    def d(days: int) -> str:
+        return (today + timedelta(days=days)).isoformat()
+
     return [
         {"account_number": "4401001234", "customer_name": "Alex Morgan",
          "phones": DEMO_CALLER, "service_zip": "60614", "pin": "2468",

@@ -241,7 +241,8 @@ class AchSettings:
 
     enabled: bool
     script_version: str
-    office_phone: str | None
+    # E.164; "" only when ACH is disabled (an enabled ACH without it is a SettingsError).
+    office_phone: str
 
 
 @dataclass(frozen=True)
@@ -600,7 +601,7 @@ def _parse_ach(table: _Table) -> AchSettings:
     return AchSettings(
         enabled=enabled,
         script_version=table.get_str("script_version", "tel-2026-11-v1"),
-        office_phone=office_phone,
+        office_phone=office_phone or "",
     )
 
 

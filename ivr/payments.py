@@ -17,7 +17,7 @@ from ivr.flow.context import CallContext
 from ivr.flow.machine import enter, finish, record
 from ivr.flow.states import ENDED, PAYING
 from ivr.flow.steps import Silent, Speech, Step
-from ivr.models import AchAuthorization, Account, OutboxEntry, Payment
+from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.security import mask_account
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
     Returns (payment, created). A repeated callback finds the existing payment instead.
     """
     call = ctx.call
-    existing = db.scalar(select(Payment).where(Payment.call_sid == call.call_sid,
-                                               Payment.confirmation_code == result.confirmation_code))
+    existing = db.scalar(select(Payment).where(
+        Payment.call_sid == call.call_sid, Payment.confirmation_code == result.confirmation_code))
     if existing is not None:
         return existing, False
     account = db.get(Account, call.account_id) if call.account_id else None

@@ -97,7 +97,11 @@ class CatalogError(Exception):
 
 @dataclass(frozen=True)
 class Rendered:
-    """A rendered prompt: SSML text, and the audio to play instead of it when set."""
+    """A rendered prompt: SSML text, and the audio to play instead of it when set.
+
+    ``audio`` is a file name relative to the prompts directory's ``audio/`` folder (e.g.
+    ``"goodbye.wav"`` or ``"es/adios.wav"``) or an https URL.
+    """
 
     ssml: str
     audio: str | None
@@ -115,7 +119,7 @@ class _Template:
 class _Prompt:
     raw: Mapping[str, str]
     templates: Mapping[str, _Template]
-    audio: str | None  # absolute file path or https URL
+    audio: str | None  # name under audio/ as written, or an https URL
 
 
 def escape_text(value: str) -> str:
@@ -556,7 +560,7 @@ def _check_ssml(text: str) -> list[str]:
 def _resolve_audio(
     audio: str | None, directory: Path, where: str, problems: list[str]
 ) -> str | None:
-    """The absolute path (or https URL) of a prompt's audio, checking that it exists."""
+    """A prompt's audio as written (a name under audio/, or an https URL), checked."""
     if audio is None:
         return None
     if audio.startswith("https://"):
@@ -574,8 +578,9 @@ def _resolve_audio(
     if not path.is_file():
         problems.append(f"{where}: audio file {AUDIO_DIR}/{audio} does not exist")
         return None
-    # Absolute but not symlink-resolved, so it stays under the directory the app was given.
-    return os.path.abspath(path)
+    # The name, not a filesystem path: the app serves audio/ at a URL of its own and
+    # Twilio <Play>s from there.
+    return relative.as_posix()
 
 
 def _cross_check(

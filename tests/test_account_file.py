@@ -575,9 +575,10 @@ def generated_file(rows: int) -> Iterator[bytes]:
         cents = (i * 7919) % 10_000_000 - 50_000
         total += cents
         amount = f"{'-' if cents < 0 else ''}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+        # Mostly E.164 as billers' systems export it, some typed by hand.
+        phone = f"(555) 201-{i % 10000:04d}" if i % 10 == 0 else f"+1555987{i % 10000:04d}"
         yield (
-            f'{i:09d},"Customer {i}, Jr.",(555) {i % 900 + 100}-{i % 10000:04d};+1555987{i % 10000:04d},'
-            f"12345-6789,{amount},2025-07-15,812.5\r\n"
+            f'{i:09d},"Customer {i}, Jr.",{phone},12345-6789,{amount},2025-07-15,812.5\r\n'
         ).encode()
     yield f"TRAILER,{rows},{total // 100}.{total % 100:02d}\r\n".encode()
 

@@ -202,13 +202,21 @@ def test_render_errors_and_language_fallback(catalog: Catalog) -> None:
     assert catalog.render("greeting", "es-US").ssml.startswith("Gracias")
 
 
-def test_audio_replaces_say_only(catalog: Catalog, prompts_dir: Path) -> None:
+def test_audio_replaces_say_only(catalog: Catalog) -> None:
     say = catalog.render("goodbye", "en-US")
-    assert say.audio == str((prompts_dir / "audio" / "goodbye.wav").absolute())
+    assert say.audio == "goodbye.wav"  # relative to <prompts dir>/audio/
     assert say.ssml == "Goodbye."
     # reprompt falls back to say, so the recording is used there too.
     assert catalog.render("goodbye", "en-US", "reprompt").audio == say.audio
     assert catalog.render("greeting", "en-US").audio is None
+
+
+def test_audio_in_subfolder(tmp_path: Path) -> None:
+    text = '[hello]\nsay = "Hello."\naudio = "en/hello.wav"\n'
+    directory = make_prompts(tmp_path / "p", {"en-US": text, "es-US": text}, audio=())
+    (directory / "audio" / "en").mkdir(parents=True)
+    (directory / "audio" / "en" / "hello.wav").write_bytes(b"RIFF")
+    assert load_catalog(directory).render("hello", "en-US").audio == "en/hello.wav"
 
 
 def test_audio_https_url(tmp_path: Path) -> None:
@@ -643,7 +651,7 @@ def test_minimal_settings_take_defaults() -> None:
     assert settings.transfer.number is None
     assert not settings.transfer.enabled
     assert settings.transfer.holidays == frozenset()
-    assert settings.ach.office_phone is None
+    assert settings.ach.office_phone == ""
     assert not settings.ach.enabled
 
 

@@ -118,7 +118,7 @@ def fail(ctx: CallContext, state: State, kind: str, help_: tuple[Speech, ...] = 
             ctx.call.awaiting_more_time = True
             return Ask(state=state.name, speech=(Speech("common.more_time"),), num_digits=1,
                        finish_on_key="", timeout=ctx.settings.input.extended_timeout_seconds)
-        lead = (Speech("common.no_input"),)
+        lead: tuple[Speech, ...] = (Speech("common.no_input"),)
     else:
         ctx.call.silences = 0
         lead = help_ or (Speech("common.no_match"),)

@@ -233,9 +233,11 @@ def _amount_menu_prompt(ctx: CallContext) -> SpeechList:
 def _choose_amount(ctx: CallContext, cents: int) -> Outcome:
     limits = ctx.settings.amount
     if cents > limits.maximum_cents:
-        return Go("amount_entry", (_say("amount.above_maximum", maximum=ctx.money(limits.maximum_cents)),))
+        return Go("amount_entry", (_say("amount.above_maximum",
+                                        maximum=ctx.money(limits.maximum_cents)),))
     if cents < limits.minimum_cents:
-        return Go("amount_entry", (_say("amount.below_minimum", minimum=ctx.money(limits.minimum_cents)),))
+        return Go("amount_entry", (_say("amount.below_minimum",
+                                        minimum=ctx.money(limits.minimum_cents)),))
     ctx.call.amount_cents = cents
     return Go("amount_confirm")
 
@@ -462,7 +464,7 @@ def _pay_failed_handle(ctx: CallContext, digits: str) -> Outcome:
     return Retry()
 
 
-def _account_digits(ctx: CallContext) -> int | None:
+def _until_pound(ctx: CallContext) -> int | None:
     return None
 
 
@@ -472,13 +474,13 @@ STATES: dict[str, State] = {
         State("language", _language_prompt, _language_handle, on_silence=_language_silence),
         State("confirm_account", _confirm_prompt, _confirm_handle),
         State("account_entry", lambda _c: (_say("account.enter"),), _account_entry_handle,
-              num_digits=_account_digits, sensitive=True),
+              num_digits=_until_pound, sensitive=True),
         State("verify", _verify_prompt, _verify_handle, num_digits=_verify_digits,
               sensitive=True),
         State("main_menu", _main_prompt, _main_handle),
         State("amount_menu", _amount_menu_prompt, _amount_menu_handle),
         State("amount_entry", lambda _c: (_say("amount.enter"),), _amount_entry_handle,
-              num_digits=_account_digits),
+              num_digits=_until_pound),
         State("amount_confirm", _amount_confirm_prompt, _amount_confirm_handle),
         State("method", lambda _c: (_say("method.menu"),), _method_handle),
         State("bank_type", lambda _c: (_say("method.bank_type"),), _bank_type_handle),

@@ -5,25 +5,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
+from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
 from ivr import get_config, get_database
 from ivr.flow import machine
 from ivr.flow.context import CallContext
 from ivr.flow.states import ENDED
-from ivr.flow.steps import Hangup, Silent, Speech, Step
+from ivr.flow.steps import Ask, Hangup, Silent, Speech, Step
 from ivr.models import CallSession, utcnow
 from ivr.prompts import Catalog, PromptStore
 from ivr.security import signed_url, valid_signature
 from ivr.voice.twiml import TwimlBuilder
 
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ def _store() -> PromptStore:
     return store
 
 
+def _now() -> datetime:
+    """The current time; tests replace ``ivr.clock`` to run calls at a chosen moment."""
+    clock: Callable[[], datetime] = current_app.extensions.get("ivr.clock", utcnow)
+    return clock()
+
+
 def _load_call(db: Session, call_sid: str) -> CallSession | None:
     stmt = select(CallSession).where(CallSession.call_sid == call_sid)
     if db.get_bind().dialect.name == "postgresql":
@@ -67,12 +75,12 @@ def _load_call(db: Session, call_sid: str) -> CallSession | None:
     return db.scalar(stmt)
 
 
-def _new_call(db: Session, call_sid: str, catalog: Catalog) -> CallSession:
+def _new_call(db: Session, call_sid: str, catalog: Catalog, now: datetime) -> CallSession:
     form = request.form
     call = CallSession(
         call_sid=call_sid, from_number=(form.get("From") or "")[:40],
         to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
-        state="language", prompts_version=catalog.version[:16], started_at=utcnow(),
+        state="language", prompts_version=catalog.version[:16], started_at=now,
     )
     db.add(call)
     db.flush()
@@ -80,7 +88,11 @@ def _new_call(db: Session, call_sid: str, catalog: Catalog) -> CallSession:
 
 
 def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool = True) -> Response:
-    """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line."""
+    """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line.
+
+    The TwiML is built inside the transaction: if building fails, the call's state is not
+    advanced, and the caller hears an apology instead of Twilio's application error.
+    """
     started = time.monotonic()
     config = get_config(current_app)
     call_sid = (request.form.get("CallSid") or "").strip()[:64]
@@ -89,48 +101,37 @@ def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool 
     except Exception:
         log.exception("prompt catalog unavailable")
         return _xml(_last_resort())
-    outcome = "ok"
-    state = ""
+    fields: dict[str, object] = {"route": route, "call_sid": call_sid, "state": "", "outcome": "ok"}
     lang = catalog.settings.default_language
     try:
         if not call_sid:
-            outcome = "no_call_sid"
-            step: Step = Hangup((Speech("common.apology"),))
-        else:
-            with get_database(current_app).session() as db:
-                call = _load_call(db, call_sid)
-                if call is None:
-                    if not create:
-                        outcome = "unknown_call"
-                        step = Silent()
-                        return _xml(str(TwimlBuilder(catalog, lang, config.base_url,
-                                                     config.pay_connector).build(step)))
-                    call = _new_call(db, call_sid, catalog)
-                    ctx = CallContext(db=db, call=call, catalog=catalog, config=config,
-                                      now=utcnow())
-                    step = machine.start(ctx) if route == "incoming" else action(ctx)
-                else:
-                    ctx = CallContext(db=db, call=call, catalog=catalog, config=config,
-                                      now=utcnow())
-                    step = action(ctx)
-                state, lang = call.state, call.language
-                body = str(TwimlBuilder(catalog, lang, config.base_url,
-                                        config.pay_connector).build(step))
-            return _xml(body)
-        return _xml(str(TwimlBuilder(catalog, lang, config.base_url,
-                                     config.pay_connector).build(step)))
-    except HTTPException:
-        raise
+            fields["outcome"] = "no_call_sid"
+            return _xml(_apology(catalog, lang))
+        with get_database(current_app).session() as db:
+            now = _now()
+            call = _load_call(db, call_sid)
+            if call is None and not create:
+                fields["outcome"] = "unknown_call"
+                return _xml(str(VoiceResponse()))
+            if call is None:
+                call = _new_call(db, call_sid, catalog, now)
+                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now)
+                step = machine.start(ctx) if route == "incoming" else action(ctx)
+            else:
+                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now)
+                step = action(ctx)
+            fields["state"], lang = call.state, call.language
+            builder = TwimlBuilder(catalog, lang, config.base_url, config.pay_connector)
+            return _xml(str(builder.build(step)))
     except Exception:
-        outcome = "error"
+        fields["outcome"] = "error"
         log.exception("webhook failed", extra={"fields": {"call_sid": call_sid, "route": route}})
         return _xml(_apology(catalog, lang))
     finally:
         from_number = normalize_e164(request.form.get("From") or "")
-        log.info("webhook", extra={"fields": {
-            "route": route, "call_sid": call_sid, "state": state, "outcome": outcome,
-            "from": mask_phone(from_number) if from_number else "",
-            "ms": round((time.monotonic() - started) * 1000, 1)}})
+        fields["from"] = mask_phone(from_number) if from_number else ""
+        fields["ms"] = round((time.monotonic() - started) * 1000, 1)
+        log.info("webhook", extra={"fields": fields})
 
 
 def _apology(catalog: Catalog, lang: str) -> str:
@@ -143,8 +144,6 @@ def _apology(catalog: Catalog, lang: str) -> str:
 
 
 def _last_resort() -> str:
-    from twilio.twiml.voice_response import VoiceResponse
-
     response = VoiceResponse()
     response.say(_LAST_RESORT)
     response.hangup()
@@ -211,8 +210,6 @@ def dial_done() -> Response:
         machine.record(ctx, "transfer_failed", status[:40])
         ctx.call.outcome = None
         step_ = machine.resume(ctx)
-        from ivr.flow.steps import Ask
-
         if isinstance(step_, Ask):
             return Ask(step_.state, (Speech("agent.no_answer"), *step_.speech),
                        step_.num_digits, step_.finish_on_key, step_.timeout)
@@ -230,12 +227,11 @@ def call_status() -> Response:
     def close(ctx: CallContext) -> Step:
         call = ctx.call
         call.call_status = status
-        if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
-            if call.ended_at is None:
-                call.ended_at = ctx.now
-                if call.outcome is None:
-                    call.outcome = "hung_up" if call.state != ENDED else "completed"
-                machine.record(ctx, "call_end", f"{status}:{call.outcome}")
+        if status in FINAL_CALL_STATUSES and call.ended_at is None:
+            call.ended_at = ctx.now
+            if call.outcome is None:
+                call.outcome = "hung_up" if call.state != ENDED else "completed"
+            machine.record(ctx, "call_end", f"{status}:{call.outcome}")
         return Silent()
 
     return run_flow("status", close, create=False)
