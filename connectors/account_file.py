@@ -472,13 +472,17 @@ def iter_account_file(
 ) -> Iterator[AccountRecord | Rejection]:
     """Yield one ``AccountRecord`` or ``Rejection`` per data row of an account file.
 
-    ``stream`` may be binary (decoded as UTF-8, BOM tolerated) or text. The first non-blank
-    row is the header; blank rows are skipped; an optional ``TRAILER,<count>,<sum>`` row must
-    come last. File-level problems raise ``AccountFileError``; a trailer mismatch is raised
-    only after every row has been yielded. ``summary``, if given, is updated as rows go by.
-    The caller's stream is left open.
+    ``stream`` may be binary (decoded as UTF-8, BOM tolerated) or text (open it with
+    ``newline=""`` so line breaks inside quoted fields survive). The first non-blank row is
+    the header; blank rows are skipped; an optional ``TRAILER,<count>,<sum>`` row must come
+    last. File-level problems raise ``AccountFileError``; a trailer mismatch is raised only
+    after every row has been yielded. ``summary``, if given, is reset when iteration starts
+    and updated as rows go by. The caller's stream is left open.
     """
     totals = summary if summary is not None else FileSummary()
+    # The trailer is checked against these counters, so they must describe this file only.
+    totals.records = totals.rejected = totals.balance_sum_cents = 0
+    totals.trailer = None
     text, wrapper = _text_stream(stream)
     try:
         yield from _iter_rows(text, totals)

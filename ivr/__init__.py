@@ -37,7 +37,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
     app.extensions["ivr.db"] = Database(settings.database_url)
-    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, REQUIRED_PROMPT_IDS)
+    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, REQUIRED_PROMPT_IDS,
+                                               min_interval=0.2)
     if settings.allow_unsigned:
         log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
                     "Use this only for local demos, never on a public address.")

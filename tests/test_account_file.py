@@ -107,6 +107,17 @@ def test_normalize_e164_rejects_junk(raw: str) -> None:
     assert normalize_e164(raw) is None
 
 
+@given(
+    area=st.integers(min_value=200, max_value=999),
+    exchange=st.integers(min_value=0, max_value=999),
+    line=st.integers(min_value=0, max_value=9999),
+)
+def test_e164_fast_path_agrees_with_phonenumbers(area: int, exchange: int, line: int) -> None:
+    # "+1..." skips the library; the formatted spelling goes through it.
+    e164 = f"+1{area}{exchange:03d}{line:04d}"
+    assert normalize_e164(e164) == normalize_e164(f"({area}) {exchange:03d}-{line:04d}") == e164
+
+
 @pytest.mark.parametrize(
     ("e164", "masked"),
     [
@@ -371,6 +382,13 @@ def test_trailer_padded_by_a_spreadsheet_is_accepted() -> None:
     assert summary.trailer == (1, 100)
 
 
+def test_summary_is_reset_so_a_reused_one_cannot_skew_the_trailer_check() -> None:
+    summary = FileSummary(records=5, rejected=1, balance_sum_cents=999, trailer=(1, 1))
+    data = minimal("1,1.00", trailer="TRAILER,1,1.00")
+    list(iter_account_file(io.StringIO(data, newline=""), summary))
+    assert summary == FileSummary(records=1, rejected=0, balance_sum_cents=100, trailer=(1, 100))
+
+
 def test_trailer_bad_count_raises_after_all_rows() -> None:
     summary = FileSummary()
     stream = io.StringIO(minimal("1,10.00", "2,5.00", trailer="TRAILER,3,15.00"))
@@ -567,7 +585,7 @@ class GeneratorStream(io.RawIOBase):
         return n
 
 
-def generated_file(rows: int) -> Iterator[bytes]:
+def generated_lines(rows: int) -> Iterator[bytes]:
     """Header, ``rows`` realistic data rows and a matching trailer, one line at a time."""
     yield b"account_number,customer_name,phones,service_zip,balance_due,due_date,usage_amount\r\n"
     total = 0
@@ -581,6 +599,19 @@ def generated_file(rows: int) -> Iterator[bytes]:
             f'{i:09d},"Customer {i}, Jr.",{phone},12345-6789,{amount},2025-07-15,812.5\r\n'
         ).encode()
     yield f"TRAILER,{rows},{total // 100}.{total % 100:02d}\r\n".encode()
+
+
+def generated_file(rows: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    """The generated file in ~64 KB chunks, like a socket or an upload would deliver it."""
+    pending: list[bytes] = []
+    size = 0
+    for line in generated_lines(rows):
+        pending.append(line)
+        size += len(line)
+        if size >= chunk:
+            yield b"".join(pending)
+            pending, size = [], 0
+    yield b"".join(pending)
 
 
 def test_streaming_200k_rows_keeps_memory_flat() -> None:

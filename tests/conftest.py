@@ -1,0 +1,200 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), the app, signed Twilio requests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from twilio.request_validator import RequestValidator
+
+from ivr import create_app, get_database
+from ivr.demo import demo_file
+from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
+
+TOKEN = "test-auth-token-12345"
+REPO = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("IVR_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_test")
+# A Tuesday at 10:00 in Chicago: inside business hours.
+OPEN_TIME = datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
+# A Saturday at 10:00 in Chicago: closed all weekend.
+CLOSED_TIME = datetime(2026, 12, 5, 16, 0, tzinfo=UTC)
+
+
+def _postgres_available() -> str | None:
+    """Create a fresh test database; return None on success or why it is unavailable."""
+    url = make_url(PG_URL)
+    admin = url.set(database="postgres").render_as_string(hide_password=False)
+    admin = admin.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{url.database}"')
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database on 127.0.0.1 (skipped locally when none runs)."""
+    problem = _postgres_available()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {problem}")
+        pytest.skip(f"PostgreSQL not available at {PG_URL}: {problem}")
+    from ivr.db import Database
+
+    database = Database(PG_URL)
+    database.upgrade()
+    database.dispose()
+    yield PG_URL
+
+
+def _truncate_postgres(url: str) -> None:
+    from ivr.db import Database
+    from ivr.models import Base
+
+    database = Database(url)
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with database.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    database.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both backends, each starting empty."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ivr.sqlite3'}"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite database file, for tests that only need one backend."""
+    return f"sqlite:///{tmp_path / 'ivr.sqlite3'}"
+
+
+@pytest.fixture
+def prompts_dir() -> Path:
+    """The shipped prompts (tests assert through the catalog, so wording edits don't break them)."""
+    return REPO / "prompts"
+
+
+def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
+             **overrides: Any) -> Flask:
+    """An app with a fixed clock, migrated and loaded with the demo accounts."""
+    from ivr.accounts import import_accounts
+
+    app = create_app({"database_url": database_url, "twilio_auth_token": TOKEN,
+                      "prompts_dir": str(prompts_dir), "pin_hash_iterations": 1000,
+                      **overrides})
+    app.extensions["ivr.clock"] = lambda: now
+    _APPS.append(app)
+    database = get_database(app)
+    database.upgrade()
+    import io
+
+    with database.session() as db:
+        report = import_accounts(db, io.BytesIO(demo_file(now.date())), "demo",
+                                 pin_iterations=1000)
+        assert report.applied, report.lines()
+    return app
+
+
+_APPS: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_apps() -> Iterator[None]:
+    """Close every app's connection pool after each test (no leaked connections)."""
+    yield
+    while _APPS:
+        get_database(_APPS.pop()).dispose()
+
+
+@pytest.fixture
+def app(database_url: str, prompts_dir: Path) -> Flask:
+    """The line on both databases, in business hours, with the demo accounts."""
+    return make_app(database_url, prompts_dir)
+
+
+@pytest.fixture
+def lite_app(sqlite_url: str, prompts_dir: Path) -> Flask:
+    """The line on SQLite only (for many-request property tests)."""
+    return make_app(sqlite_url, prompts_dir)
+
+
+def set_clock(app: Flask, now: datetime) -> None:
+    """Run the app's calls at ``now``."""
+    app.extensions["ivr.clock"] = lambda: now
+
+
+def call(app: Flask, presses: Sequence[str] | str, *, cards: Sequence[str] = ("4111111111111111",),
+         bank: Sequence[str] = ("123456789",), from_number: str = "+15555550123",
+         base_url: str = "http://localhost") -> CallResult:
+    """A whole simulated call through signed webhooks."""
+    if isinstance(presses, str):
+        presses = presses.split()
+    transport = FlaskTransport(app, TOKEN, base_url=base_url)
+    caller = ScriptedCaller(list(presses), cards=list(cards), bank_accounts=list(bank))
+    return run_call(transport, caller, base_url=base_url, from_number=from_number)
+
+
+@dataclass
+class Twilio:
+    """Posts webhooks to the app signed as Twilio would, and parses the TwiML answer."""
+
+    app: Flask
+    base_url: str = "http://localhost"
+
+    def post(self, path: str, sign: bool = True, headers: dict[str, str] | None = None,
+             **form: str) -> Any:
+        """POST form params to ``path``; returns the test response."""
+        url = self.base_url + path
+        sig = RequestValidator(TOKEN).compute_signature(url, form) if sign else None
+        hdrs = {"X-Twilio-Signature": sig} if sig else {}
+        hdrs.update(headers or {})
+        return self.app.test_client().post(path, data=form, headers=hdrs,
+                                           base_url=self.base_url)
+
+
+def twiml(response: Any) -> ET.Element:
+    """The TwiML document of a 200 response."""
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "text/xml"
+    root = ET.fromstring(response.data)  # noqa: S314 - our own app's output
+    assert root.tag == "Response"
+    return root
+
+
+def new_sid() -> str:
+    """A fresh CallSid."""
+    return "CA" + uuid.uuid4().hex
+
+
+def said_text(app: Flask, prompt_id: str, lang: str = "en-US", **params: str) -> str:
+    """What the line says for a prompt, flattened as the simulator flattens <Say>."""
+    from ivr.prompts import PromptStore
+
+    store: PromptStore = app.extensions["ivr.prompts"]
+    ssml = store.get().render(prompt_id, lang, **params).ssml
+    root = ET.fromstring(f"<speak>{ssml}</speak>")  # noqa: S314
+    return " ".join("".join(root.itertext()).split())
+
+
+Poster = Callable[..., Any]
