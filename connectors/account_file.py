@@ -57,7 +57,8 @@ LANGUAGES = frozenset({"en", "es"})
 # which Decimal and date would then happily parse.
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9-]{1,32}")
 _AMOUNT_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,2})?")
-_USAGE_RE = re.compile(r"-?[0-9]+(?:\.[0-9]{1,6})?")
+# Fits the cache's NUMERIC(14, 3) column exactly, so nothing is rounded or overflows there.
+_USAGE_RE = re.compile(r"-?[0-9]{1,11}(?:\.[0-9]{1,3})?")
 _ZIP_RE = re.compile(r"([0-9]{5})(?:-[0-9]{4})?")
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -68,6 +69,7 @@ _UNDECODABLE_RE = re.compile("[\udc80-\udcff]")
 # Keeps cents inside a signed 64-bit column with room to sum a large file.
 _MAX_AMOUNT_INT_DIGITS = 12
 _MAX_USAGE_UNIT = 32
+_MAX_CUSTOMER_NAME = 200
 _MAX_SHOWN_VALUE = 60
 _TRAILER = "TRAILER"
 
@@ -251,9 +253,15 @@ def _parse_usage(column: str, raw: str) -> Decimal | None:
     if not raw:
         return None
     # Negative usage is real (net-metered solar); exponents and NaN are not.
-    if not _USAGE_RE.fullmatch(raw) or len(raw.lstrip("-").split(".", 1)[0]) > 12:
-        raise _FieldError(f"{column}: {_show(raw)} is not a number")
+    if not _USAGE_RE.fullmatch(raw):
+        raise _FieldError(f"{column}: {_show(raw)} is not a number with at most 3 decimals")
     return Decimal(raw)
+
+
+def _parse_name(column: str, raw: str) -> str:
+    if len(raw) > _MAX_CUSTOMER_NAME:
+        raise _FieldError(f"{column}: {_show(raw)} is longer than {_MAX_CUSTOMER_NAME} characters")
+    return raw
 
 
 def _parse_unit(column: str, raw: str) -> str | None:
@@ -445,7 +453,7 @@ class _RowParser:
 
         record = AccountRecord(
             account_number=account or "",
-            customer_name=get("customer_name", ""),
+            customer_name=field(_parse_name, "customer_name", ""),
             phones=field(_parse_phones, "phones", ()),
             service_zip=field(_parse_zip, "service_zip", None),
             pin=field(_parse_pin, "pin", None),

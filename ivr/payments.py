@@ -100,7 +100,7 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
         bank_account_type=(call.bank_account_type or result.bank_account_type)
         if method == "ach" else None,
         bank_last=result.bank_last if method == "ach" else None,
-        language=call.language, posting_status="queued", paid_at=ctx.now,
+        language=ctx.lang, posting_status="queued", paid_at=ctx.now,
     )
     savepoint = db.begin_nested()
     try:

@@ -285,7 +285,15 @@ MULTILINE_NAME = row(
             {"status": "disconnect_pending"},
             "disconnect_date: is required when status is disconnect_pending",
         ),
-        ({"usage_amount": "1e3"}, "usage_amount: '1e3' is not a number"),
+        ({"usage_amount": "1e3"}, "usage_amount: '1e3' is not a number with at most 3 decimals"),
+        (
+            {"usage_amount": "1.2345"},
+            "usage_amount: '1.2345' is not a number with at most 3 decimals",
+        ),
+        (
+            {"customer_name": "N" * 201},
+            f"customer_name: '{'N' * 60}...' is longer than 200 characters",
+        ),
         ({"usage_period_end": "soon"}, "usage_period_end: 'soon' is not a date (YYYY-MM-DD)"),
         ({"language": "fr"}, "language: 'fr' is not one of en, es"),
         ({"payment_allowed": "yes"}, "payment_allowed: 'yes' is not Y or N"),

@@ -31,8 +31,10 @@ class CallContext:
 
     @property
     def lang(self) -> str:
-        """The caller's language tag, e.g. "en-US"."""
-        return self.call.language
+        """The caller's language tag, e.g. "en-US" (the default if the stored one is not offered)."""
+        if self.call.language in self.settings.languages:
+            return self.call.language
+        return self.settings.default_language
 
     @property
     def account(self) -> Account | None:

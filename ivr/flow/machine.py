@@ -34,7 +34,7 @@ def record(ctx: CallContext, event: str, detail: str = "", state: str | None = N
     """Add one step to the call's path (never keys typed)."""
     ctx.db.add(CallEvent(call_sid=ctx.call.call_sid, at=ctx.now,
                          state=state or ctx.call.state, event=event, detail=detail[:120],
-                         language=ctx.call.language))
+                         language=ctx.lang))
 
 
 def start(ctx: CallContext) -> Step:

@@ -120,7 +120,7 @@ def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool 
             else:
                 ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now)
                 step = action(ctx)
-            fields["state"], lang = call.state, call.language
+            fields["state"], lang = call.state, ctx.lang
             builder = TwimlBuilder(catalog, lang, config.base_url, config.pay_connector)
             return _xml(str(builder.build(step)))
     except Exception:
