@@ -92,7 +92,7 @@ def payments_list(as_json: bool, limit: int) -> None:
     with get_database(app).session() as session:
         rows = [{
             "paid_at": p.paid_at.isoformat(), "account": mask_account(p.account_number),
-            "amount": f"{p.amount_cents / 100:.2f}" if False else _dollars(p.amount_cents),
+            "amount": _dollars(p.amount_cents),
             "fee": _dollars(p.fee_cents), "method": p.method,
             "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
             "confirmation": p.confirmation_code, "posting": p.posting_status,
@@ -167,10 +167,14 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--press", help='Keys for each prompt, space-separated: "1 1 60614 1 1". '
                               '"-" is silence, "hangup" hangs up.')
 @click.option("--card", "cards", multiple=True,
-              help="Card or bank account number for each <Pay> (test numbers only).")
+              help="Card number for each card <Pay>, in order (test numbers only; "
+                   "default 4111111111111111).")
+@click.option("--bank", "banks", multiple=True,
+              help="Bank account number for each bank <Pay> (default 123456789).")
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
 def call(url: str | None, token: str | None, from_number: str, to_number: str,
-         press: str | None, cards: tuple[str, ...], as_json: bool) -> None:
+         press: str | None, cards: tuple[str, ...], banks: tuple[str, ...],
+         as_json: bool) -> None:
     """Place a simulated call, interactive unless --press is given."""
     from ivr.simulator import FlaskTransport, HttpTransport, Transport
 
@@ -183,24 +187,25 @@ def call(url: str | None, token: str | None, from_number: str, to_number: str,
     else:
         # In process the simulator and app share a throwaway token: requests are still signed.
         token = secrets.token_hex(16)
-        app = _app(twilio_auth_token=token, allow_unsigned=False)
+        app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING")
         get_database(app).upgrade()
         base_url = get_config(app).base_url or "http://localhost"
         transport = FlaskTransport(app, token, base_url=base_url)
-    _run(transport, base_url, from_number, to_number, press, cards, as_json)
+    _run(transport, base_url, from_number, to_number, press, cards, banks, as_json)
 
 
 def _run(transport: Any, base_url: str, from_number: str, to_number: str,
-         press: str | None, cards: tuple[str, ...], as_json: bool) -> None:
+         press: str | None, cards: tuple[str, ...], banks: tuple[str, ...],
+         as_json: bool) -> None:
     from ivr.simulator import InteractiveCaller, ScriptedCaller, format_event, run_call
 
     caller: Any
     if press is not None:
-        tokens = press.split()
-        bank = tuple(c for c in cards if len(c) < 12) or ("123456789",)
-        card_list = tuple(c for c in cards if len(c) >= 12 or not c.isdigit()) or (
-            "4111111111111111",)
-        caller = ScriptedCaller(tokens, cards=card_list, bank_accounts=bank)
+        try:
+            caller = ScriptedCaller(press.split(), cards=cards or ("4111111111111111",),
+                                    bank_accounts=banks or ("123456789",))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     else:
         caller = InteractiveCaller()
     result = run_call(transport, caller, base_url=base_url, from_number=from_number,
@@ -227,7 +232,7 @@ def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
     from ivr.simulator import FlaskTransport
 
     token = secrets.token_hex(16)
-    app = _app(twilio_auth_token=token, allow_unsigned=False)
+    app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING")
     database = get_database(app)
     database.upgrade()
     config = get_config(app)
@@ -243,7 +248,7 @@ def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
     base_url = config.base_url or "http://localhost"
     transport = FlaskTransport(app, token, base_url=base_url)
     keys = None if interactive else (press or " ".join(DEMO_PRESSES))
-    _run(transport, base_url, DEMO_CALLER, DEMO_LINE, keys, (), as_json)
+    _run(transport, base_url, DEMO_CALLER, DEMO_LINE, keys, (), (), as_json)
     if not as_json:
         click.echo("\nPayments so far (ivr payments list):")
         with database.session() as session:

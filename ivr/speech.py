@@ -213,3 +213,13 @@ def quantity(value: Decimal, lang: str) -> str:
         spoken = " ".join(_cardinal(int(c), code) for c in fraction)
         words = f"{words} {_DECIMAL_POINT[code]} {spoken}"
     return words
+
+
+def phone_number(number: str) -> str:
+    """A phone number read in groups: "+15555550100" -> "5 5 5, 5 5 5, 0 1 0 0"."""
+    only = "".join(ch for ch in number if ch.isdigit())
+    if len(only) == 11 and only.startswith("1"):
+        only = only[1:]
+    if len(only) != 10:
+        return digits(only)
+    return f"{digits(only[:3])}, {digits(only[3:6])}, {digits(only[6:])}"

@@ -93,8 +93,10 @@ results = st.one_of(st.sampled_from([
 
 @PROFILE
 @given(state=st.sampled_from(ALL_STATES), result=results,
-       code=st.one_of(st.just(""), st.text(max_size=80), st.from_regex(r"[A-Z0-9]{10}", fullmatch=True)),
-       card=st.one_of(st.none(), st.text(max_size=40)), exp=st.one_of(st.none(), st.text(max_size=6)))
+       code=st.one_of(st.just(""), st.text(max_size=80),
+                      st.from_regex(r"[A-Z0-9]{10}", fullmatch=True)),
+       card=st.one_of(st.none(), st.text(max_size=40)),
+       exp=st.one_of(st.none(), st.text(max_size=6)))
 def test_any_pay_result(lite_app: Flask, state: str, result: str, code: str, card: str | None,
                         exp: str | None) -> None:
     call_sid = seed_call(lite_app, state, "en-US", "card")

@@ -31,7 +31,7 @@ class CallContext:
 
     @property
     def lang(self) -> str:
-        """The caller's language tag, e.g. "en-US" (the default if the stored one is not offered)."""
+        """The caller's language tag, e.g. "en-US" (the default when not offered)."""
         if self.call.language in self.settings.languages:
             return self.call.language
         return self.settings.default_language

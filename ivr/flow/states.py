@@ -363,7 +363,7 @@ def _ach_params(ctx: CallContext) -> dict[str, str]:
         "date": ctx.date(ctx.today()),
         "account_type": ctx.catalog.render(kind, ctx.lang).ssml,
         "last4": speech.digits(account.account_number[-4:]),
-        "phone": speech.digits(ctx.settings.ach.office_phone.removeprefix("+1")),
+        "phone": speech.phone_number(ctx.settings.ach.office_phone),
     }
 
 

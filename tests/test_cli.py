@@ -1,0 +1,133 @@
+"""The `ivr` command line, end to end on a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from ivr import create_app, get_database
+from ivr.cli import main
+from ivr.demo import demo_file
+from ivr.models import Account
+from tests.conftest import OPEN_TIME, REPO
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    monkeypatch.setenv("IVR_PIN_HASH_ITERATIONS", "1000")
+    monkeypatch.setenv("IVR_LOG_LEVEL", "WARNING")
+    monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("IVR_PROMPTS_DIR", raising=False)
+    return CliRunner()
+
+
+def balances(tmp_path: Path) -> dict[str, int]:
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    database = get_database(app)
+    try:
+        with database.session() as db:
+            return {a.account_number: a.balance_due_cents for a in db.scalars(select(Account))}
+    finally:
+        database.dispose()
+
+
+def test_db_upgrade_then_import_and_report(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    good = tmp_path / "accounts.csv"
+    good.write_bytes(demo_file(OPEN_TIME.date()))
+    result = runner.invoke(main, ["accounts", "import", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "applied; 4 accounts, 0 rejected" in result.output
+    assert balances(tmp_path)["4401001234"] == 12345
+
+
+def test_bad_file_is_rejected_with_report_and_cache_kept(runner: CliRunner,
+                                                         tmp_path: Path) -> None:
+    runner.invoke(main, ["db", "upgrade"])
+    good = tmp_path / "accounts.csv"
+    good.write_bytes(demo_file(OPEN_TIME.date()))
+    runner.invoke(main, ["accounts", "import", str(good)])
+    lines = demo_file(OPEN_TIME.date()).decode().splitlines()
+    lines[1] = lines[1].replace("123.45", "999.99")  # a change that must not land
+    lines[2] = lines[2].replace("312.80", "31x.80")  # a bad amount on line 3
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    result = runner.invoke(main, ["accounts", "import", str(bad)])
+    assert result.exit_code == 1
+    assert "REJECTED" in result.output and "line 3" in result.output
+    assert "balance_due" in result.output
+    assert balances(tmp_path)["4401001234"] == 12345  # unchanged
+
+    result = runner.invoke(main, ["accounts", "import", "--partial", str(bad)])
+    assert result.exit_code == 0, result.output
+    assert balances(tmp_path)["4401001234"] == 99999
+
+
+def test_bad_trailer_rejects_the_whole_file(runner: CliRunner, tmp_path: Path) -> None:
+    runner.invoke(main, ["db", "upgrade"])
+    data = demo_file(OPEN_TIME.date()).decode().replace("TRAILER,4,", "TRAILER,5,")
+    bad = tmp_path / "trailer.csv"
+    bad.write_text(data, encoding="utf-8")
+    result = runner.invoke(main, ["accounts", "import", str(bad)])
+    assert result.exit_code == 1
+    assert "trailer" in result.output.lower()
+    assert balances(tmp_path) == {}
+
+
+def test_unknown_layout_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    f = tmp_path / "a.csv"
+    f.write_text("x\n")
+    result = runner.invoke(main, ["accounts", "import", "--layout", "bank9", str(f)])
+    assert result.exit_code != 0 and "unknown layout" in result.output
+
+
+def test_simulated_call_json_and_payments_list(runner: CliRunner, tmp_path: Path) -> None:
+    runner.invoke(main, ["db", "upgrade"])
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(demo_file(OPEN_TIME.date()))
+    runner.invoke(main, ["accounts", "import", str(accounts)])
+    result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
+    assert result.exit_code == 0, result.output
+    transcript = json.loads(result.output)
+    pays = [e for e in transcript["events"] if e["event"] == "pay"]
+    assert pays and pays[0]["result"] == "success" and pays[0]["amount"] == "123.45"
+    listed = runner.invoke(main, ["payments", "list", "--json"])
+    rows = json.loads(listed.output)
+    assert len(rows) == 1
+    assert rows[0]["amount"] == "123.45" and rows[0]["last4"] == "1111"
+    assert rows[0]["account"] == "******1234"
+    assert rows[0]["confirmation"] == pays[0]["confirmation"]
+    assert "4111111111111111" not in listed.output + result.output
+
+
+def test_demo_plays_a_paid_call(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["demo", "--scripted"])
+    assert result.exit_code == 0, result.output
+    assert "[payment credit-card 123.45" in result.output
+    assert "confirmation" in result.output.lower()
+
+
+def test_prompts_check(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["prompts", "check"])
+    assert result.exit_code == 0, result.output
+    broken = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", broken)
+    es = broken / "es-US.toml"
+    es.write_text(es.read_text(encoding="utf-8").replace("{amount}", "{importe}", 1),
+                  encoding="utf-8")
+    result = runner.invoke(main, ["prompts", "check", "--dir", str(broken)])
+    assert result.exit_code == 1
+    assert "importe" in result.output
+
+
+def test_serve_refuses_without_token(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["serve"])
+    assert result.exit_code != 0
+    assert "IVR_TWILIO_AUTH_TOKEN" in result.output

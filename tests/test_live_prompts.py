@@ -1,0 +1,68 @@
+"""Ops edits to wording and settings apply to the next call, without a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+from tests.conftest import REPO, call, make_app
+
+
+def _bump(path: Path) -> None:
+    # Filesystems with coarse timestamps: make sure the change is visible, then let the
+    # store's check interval pass.
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    time.sleep(0.25)
+
+
+def test_wording_edit_is_heard_on_the_next_call(tmp_path: Path, sqlite_url: str) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    app = make_app(sqlite_url, prompts)
+    assert "Thank you for calling our payment line." in call(app, "-").said()
+
+    en = prompts / "en-US.toml"
+    en.write_text(en.read_text(encoding="utf-8").replace(
+        "Thank you for calling our payment line.", "Welcome to City Water payments."),
+        encoding="utf-8")
+    _bump(en)
+    assert "Welcome to City Water payments." in call(app, "-").said()
+
+    # A broken edit is refused: callers keep hearing the last good wording.
+    en.write_text(en.read_text(encoding="utf-8").replace(
+        "Welcome to City Water payments.", "Welcome <emphasis>unclosed."), encoding="utf-8")
+    _bump(en)
+    assert "Welcome to City Water payments." in call(app, "-").said()
+
+
+def test_settings_edit_applies_to_the_next_call(tmp_path: Path, sqlite_url: str) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    app = make_app(sqlite_url, prompts)
+    assert "Para español" in call(app, "-").said()
+    settings = prompts / "settings.toml"
+    settings.write_text(settings.read_text().replace(
+        'languages = ["en-US", "es-US"]', 'languages = ["en-US"]'))
+    _bump(settings)
+    said = call(app, "-").said()
+    assert "Para español" not in said
+    assert "We found the account ending in" in said  # language menu skipped
+
+
+def test_code_speaks_only_registered_prompt_ids() -> None:
+    """Every prompt id in the code is in REQUIRED_PROMPT_IDS, which `prompts check` enforces."""
+    import re
+
+    used: set[str] = set()
+    pattern = re.compile(r'(?:Speech|_say|render|has)\(\s*"([a-z_]+\.[a-z_.]+)"')
+    for path in (REPO / "ivr").rglob("*.py"):
+        used.update(pattern.findall(path.read_text(encoding="utf-8")))
+    twiml_ids = re.findall(r'\("(pay\.[a-z_]+)", \{', (REPO / "ivr/voice/twiml.py").read_text())
+    used.update(twiml_ids)
+    used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', (REPO / "ivr/payments.py").read_text()))
+    assert len(used) > 60
+    assert used - set(REQUIRED_PROMPT_IDS) == set()
