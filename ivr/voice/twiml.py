@@ -109,6 +109,16 @@ class TwimlBuilder:
         # Should a <Gather> ever fall through, the same URL with no Digits counts as silence.
         response.redirect(action, method="POST")
 
+    def _pay_language(self, is_card: bool) -> str:
+        """Twilio's own <Pay> wording: bank (ACH) capture exists in English variants only.
+
+        Our <Prompt>s, in the caller's language, replace that wording for every step anyway.
+        """
+        language = self.catalog.settings.pay.language.get(self.lang, "en-US")
+        if not is_card and not language.startswith("en-"):
+            return "en-US"
+        return language
+
     def _pay(self, response: VoiceResponse, step: PayCapture) -> None:
         pay_settings = self.catalog.settings.pay
         self.speak(response, step.speech)
@@ -123,7 +133,7 @@ class TwimlBuilder:
             charge_amount=format_amount(step.charge_cents),
             currency=pay_settings.currency,
             description=step.description,
-            language=pay_settings.language.get(self.lang, "en-US"),
+            language=self._pay_language(is_card),
             max_attempts=pay_settings.max_attempts,
             timeout=pay_settings.timeout_seconds,
             security_code=pay_settings.security_code if is_card else None,
