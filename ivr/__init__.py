@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from ivr.config import AppConfig, load_config
+from ivr.config import AppConfig, ConfigError, load_config
 from ivr.db import Database
 from ivr.prompt_ids import REQUIRED_PROMPT_IDS
 from ivr.prompts import PromptStore
@@ -48,6 +48,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from ivr.voice.routes import bp as voice_bp
     from ivr.web import bp as web_bp
 
+    if settings.accounting != "none":
+        from connectors.registry import build_connector
+        from ivr.accounting import Accounting
+
+        try:
+            connector = build_connector(settings.accounting, settings.accounting_settings)
+        except ValueError as exc:
+            raise ConfigError(f"IVR_ACCOUNTING={settings.accounting}: {exc}") from None
+        if connector is not None:
+            app.extensions["ivr.accounting"] = Accounting(connector, app.extensions["ivr.db"],
+                                                          settings)
     app.register_blueprint(voice_bp)
     app.register_blueprint(web_bp)
     return app

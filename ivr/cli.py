@@ -266,3 +266,121 @@ Demo accounts: 4401001234 (ZIP 60614, calls from +15555550123), 4401005678 (ZIP 
 disconnection pending), 4401009012 (ZIP 60616, in credit), 4401003456 (ZIP 60617, Spanish).
 Test cards: 4111111111111111 succeeds, 4000000000000002 is declined.
 """
+
+
+def _accounting_or_fail(app: Flask) -> Any:
+    accounting = app.extensions.get("ivr.accounting")
+    if accounting is None:
+        raise click.ClickException(
+            "IVR_ACCOUNTING is 'none': set it to tryton, hledger or webhook "
+            "(see docs/connectors.md)")
+    return accounting
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Drain what is due, then exit.")
+@click.option("--idle", default=1.0, show_default=True, help="Seconds to sleep when idle.")
+def worker(once: bool, idle: float) -> None:
+    """Post queued payments to the accounting system (safe to run as several processes)."""
+    import signal
+
+    from ivr.posting import run_worker
+
+    app = _app()
+    accounting = _accounting_or_fail(app)
+    stop = {"now": False}
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop["now"] = True  # finish the current post, then leave
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stats = run_worker(get_database(app), accounting.connector, get_config(app), once=once,
+                       idle_sleep=idle, should_stop=lambda: stop["now"])
+    click.echo(f"posted {stats.posted}, retried {stats.retried}, dead {stats.dead}")
+
+
+@main.group()
+def outbox() -> None:
+    """Payments waiting to be posted, and dead letters."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(["pending", "posted", "dead"]))
+@click.option("--json", "as_json", is_flag=True)
+def outbox_list(status: str | None, as_json: bool) -> None:
+    """List outbox rows (newest first)."""
+    from sqlalchemy import select
+
+    from ivr.models import OutboxEntry
+    from ivr.security import mask_account
+
+    app = _app()
+    with get_database(app).session() as session:
+        stmt = select(OutboxEntry).order_by(OutboxEntry.id.desc()).limit(200)
+        if status:
+            stmt = stmt.where(OutboxEntry.status == status)
+        rows: list[dict[str, Any]] = [{
+            "id": e.id, "status": e.status, "attempts": e.attempts,
+            "account": mask_account(e.payment.account_number),
+            "amount": _dollars(e.payment.amount_cents),
+            "confirmation": e.payment.confirmation_code, "receipt_id": e.receipt_id,
+            "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
+        } for e in session.scalars(stmt)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>6} {r['status']:<8} {r['attempts']:>3} tries  {r['account']:>14} "
+                   f"${r['amount']:>10}  {r['confirmation']}  {r['receipt_id'] or ''}  "
+                   f"{(r['last_error'] or '')[:80]}")
+
+
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+def outbox_retry(outbox_id: int) -> None:
+    """Queue a dead-lettered payment again (after fixing what the system refused)."""
+    from ivr.models import utcnow
+    from ivr.posting import retry_dead
+
+    app = _app()
+    with get_database(app).session() as session:
+        if not retry_dead(session, outbox_id, utcnow()):
+            raise click.ClickException(f"outbox row {outbox_id} is not dead-lettered")
+    click.echo(f"outbox row {outbox_id} queued again")
+
+
+@main.command()
+@click.option("--date", "day", required=True, help="Local date, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile(day: str, as_json: bool) -> None:
+    """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
+    from datetime import date as date_type
+
+    from ivr.prompts import load_catalog
+    from ivr.reconcile import reconcile as run
+
+    try:
+        when = date_type.fromisoformat(day)
+    except ValueError:
+        raise click.ClickException("--date must be YYYY-MM-DD") from None
+    app = _app()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
+    with get_database(app).session() as session:
+        report = run(session, when, zone)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(f"{report.day} ({report.timezone}): captured {report.captured} "
+                   f"(${_dollars(report.captured_cents)}), posted {report.posted} "
+                   f"(${_dollars(report.posted_cents)}), queued {report.queued} "
+                   f"(${_dollars(report.queued_cents)}), dead {report.dead} "
+                   f"(${_dollars(report.dead_cents)})")
+        for line in report.differences:
+            click.echo(f"  {line.status:<7} #{line.payment_id} {line.account} "
+                       f"${_dollars(line.amount_cents)} {line.confirmation}: {line.detail}")
+        for line in report.unexplained:
+            click.echo(f"  UNEXPLAINED #{line.payment_id} {line.account} "
+                       f"${_dollars(line.amount_cents)} {line.confirmation}: {line.detail}")
+    if not report.ok:
+        sys.exit(1)

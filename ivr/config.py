@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,21 @@ class AppConfig:
     # PBKDF2 rounds for PIN hashes; PINs are short, so the hash mainly keeps them out of sight.
     pin_hash_iterations: int = 20_000
     log_level: str = "INFO"
+    # Posting to the accounting system (see connectors/ and docs/connectors.md).
+    accounting: str = "none"
+    post_budget_ms: int = 2000
+    outbox_max_attempts: int = 15
+    outbox_backoff_seconds: float = 5.0
+    outbox_backoff_max_seconds: float = 3600.0
+    outbox_claim_seconds: int = 60
+    lookup_timeout_ms: int = 1500
+    breaker_failures: int = 3
+    breaker_reset_seconds: int = 30
+    # Text receipts through Twilio's REST API.
+    sms_from: str = ""
+    twilio_api_base_url: str = ""
+    # IVR_TRYTON_*, IVR_HLEDGER_*, IVR_WEBHOOK_*, IVR_ACCOUNTING_* variables, for the connector.
+    accounting_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -53,7 +68,25 @@ _ENV = {
     "allow_unsigned": "IVR_ALLOW_UNSIGNED",
     "pin_hash_iterations": "IVR_PIN_HASH_ITERATIONS",
     "log_level": "IVR_LOG_LEVEL",
+    "accounting": "IVR_ACCOUNTING",
+    "post_budget_ms": "IVR_POST_BUDGET_MS",
+    "outbox_max_attempts": "IVR_OUTBOX_MAX_ATTEMPTS",
+    "outbox_backoff_seconds": "IVR_OUTBOX_BACKOFF_SECONDS",
+    "outbox_backoff_max_seconds": "IVR_OUTBOX_BACKOFF_MAX_SECONDS",
+    "outbox_claim_seconds": "IVR_OUTBOX_CLAIM_SECONDS",
+    "lookup_timeout_ms": "IVR_LOOKUP_TIMEOUT_MS",
+    "breaker_failures": "IVR_BREAKER_FAILURES",
+    "breaker_reset_seconds": "IVR_BREAKER_RESET_SECONDS",
+    "sms_from": "IVR_SMS_FROM",
+    "twilio_api_base_url": "IVR_TWILIO_API_BASE_URL",
 }
+_INT_FIELDS = {"pin_hash_iterations", "post_budget_ms", "outbox_max_attempts",
+               "outbox_claim_seconds", "lookup_timeout_ms", "breaker_failures",
+               "breaker_reset_seconds"}
+_FLOAT_FIELDS = {"outbox_backoff_seconds", "outbox_backoff_max_seconds"}
+# Prefixes of the variables handed to the accounting connector as they are.
+CONNECTOR_PREFIXES = ("IVR_TRYTON_", "IVR_HLEDGER_", "IVR_WEBHOOK_", "IVR_ACCOUNTING_")
+ACCOUNTING_SYSTEMS = ("none", "tryton", "hledger", "webhook")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -68,7 +101,7 @@ def _coerce(name: str, value: Any) -> Any:
         if text in _FALSE:
             return False
         raise ConfigError(f"{var} must be 1 or 0, not {value!r}")
-    if name == "pin_hash_iterations":
+    if name in _INT_FIELDS:
         try:
             number = int(value)
         except (TypeError, ValueError):
@@ -76,6 +109,17 @@ def _coerce(name: str, value: Any) -> Any:
         if number < 1:
             raise ConfigError(f"{var} must be at least 1")
         return number
+    if name in _FLOAT_FIELDS:
+        # Seconds of backoff: a duration, not money, so a float is the right type.
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{var} must be a number of seconds, not {value!r}") from None
+        if not seconds > 0:
+            raise ConfigError(f"{var} must be positive")
+        return seconds
+    if name == "accounting_settings":
+        return {str(k): str(v) for k, v in dict(value).items()}
     if name == "prompts_dir":
         return Path(value)
     return str(value)
@@ -89,6 +133,8 @@ def load_config(overrides: Mapping[str, Any] | None = None,
     for name, var in _ENV.items():
         if var in env:
             values[name] = _coerce(name, env[var])
+    values["accounting_settings"] = {k: v for k, v in env.items()
+                                     if k.startswith(CONNECTOR_PREFIXES)}
     known = {f.name for f in fields(AppConfig)}
     for name, value in (overrides or {}).items():
         if name not in known:
@@ -114,5 +160,8 @@ def _validate(config: AppConfig) -> None:
             raise ConfigError("IVR_DATABASE_URL is not a valid SQLAlchemy URL") from None
     if not config.prompts_dir.is_dir():
         raise ConfigError(f"IVR_PROMPTS_DIR {str(config.prompts_dir)!r} is not a directory")
+    if config.accounting not in ACCOUNTING_SYSTEMS:
+        raise ConfigError(f"IVR_ACCOUNTING must be one of {', '.join(ACCOUNTING_SYSTEMS)}, "
+                          f"not {config.accounting!r}")
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("IVR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

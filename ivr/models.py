@@ -195,22 +195,46 @@ class Payment(Base):
 
 
 class OutboxEntry(Base):
-    """A payment waiting to be posted to the accounting system; written with the payment."""
+    """A payment to post to the accounting system; written with the payment.
+
+    status: pending (to post; retried with backoff), posted (acknowledged, receipt_id set),
+    dead (refused or out of attempts; waits for a person). A claim (claimed_by until
+    claimed_until) keeps two posters off one row; a crashed poster's claim simply expires.
+    """
 
     __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
     claimed_until: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
-    receipt_id: Mapped[str | None] = mapped_column(String(120))
+    system: Mapped[str | None] = mapped_column(String(20))
+    receipt_id: Mapped[str | None] = mapped_column(String(200))
+    posted_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     payment: Mapped[Payment] = relationship()
+
+
+class PostingAttempt(Base):
+    """One try at posting a payment: who tried, when, how long, and what came of it."""
+
+    __tablename__ = "posting_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    poster: Mapped[str] = mapped_column(String(80))  # "realtime" or a worker id
+    system: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(16))  # posted | retry | dead
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(default=0)
 
 
 class AchAuthorization(Base):

@@ -162,6 +162,12 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         call.payment_id = payment.id
         call.outcome = "paid"
         record(ctx, "pay_result", "success", state=PAYING)
+        if created and ctx.accounting is not None:
+            # The payment, its outbox row and the call's new state are durable before we
+            # spend the posting budget; then the caller hears whether the biller has it.
+            ctx.db.commit()
+            if ctx.accounting.post_now(payment.id):
+                payment.posting_status = "posted"
         log.info("payment recorded", extra={"fields": {
             "call_sid": call.call_sid, "account": mask_account(payment.account_number),
             "amount_cents": payment.amount_cents, "method": payment.method,
@@ -183,8 +189,11 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
 
 
 def _success_speech(ctx: CallContext, payment: Payment) -> tuple[Speech, ...]:
-    return (Speech("pay.success", {"amount": ctx.money(payment.amount_cents + payment.fee_cents)}),
-            Speech("pay.success_pending"))
+    """Truthful: "posted" only when the accounting system acknowledged the payment."""
+    total = ctx.money(payment.amount_cents + payment.fee_cents)
+    posted = payment.posting_status == "posted"
+    return (Speech("pay.success", {"amount": total}),
+            Speech("pay.success_posted" if posted else "pay.success_pending"))
 
 
 def payments_for_listing(db: Session, limit: int = 100) -> list[Payment]:

@@ -29,6 +29,7 @@ REQUIRED_PROMPT_IDS: tuple[str, ...] = (
     "pay.postal_code_invalid", "pay.routing_number", "pay.routing_number_invalid",
     "pay.bank_account", "pay.bank_account_again", "pay.bank_account_mismatch",
     "pay.bank_account_invalid", "pay.processing", "pay.success", "pay.success_pending",
+    "pay.success_posted",
     "pay.cancelled", "pay.retry_menu", "pay.tries_exhausted",
     "pay.result.too_many_failed_attempts", "pay.result.declined", "pay.result.interrupted",
     "pay.result.validation_error", "pay.result.internal_error",

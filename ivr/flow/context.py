@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,9 @@ from ivr.config import AppConfig
 from ivr.line_settings import LineSettings
 from ivr.models import Account, CallSession
 from ivr.prompts import Catalog
+
+if TYPE_CHECKING:
+    from ivr.accounting import Accounting
 
 
 @dataclass
@@ -23,6 +27,7 @@ class CallContext:
     catalog: Catalog
     config: AppConfig
     now: datetime
+    accounting: Accounting | None = None
 
     @property
     def settings(self) -> LineSettings:

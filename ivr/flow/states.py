@@ -168,7 +168,18 @@ def verified(ctx: CallContext) -> Outcome:
     from ivr.flow.summary import summary_speech
 
     ctx.call.verified = True
+    refresh_live_balance(ctx)
     return Go("main_menu", summary_speech(ctx))
+
+
+def refresh_live_balance(ctx: CallContext) -> None:
+    """Read the balance from the accounting system when it can say, quickly; else the cache."""
+    account = ctx.account
+    if account is None or ctx.accounting is None:
+        return
+    live = ctx.accounting.live_balance_cents(account.account_number)
+    if live is not None and live != account.balance_due_cents:
+        account.balance_due_cents = live
 
 
 # --- main menu ------------------------------------------------------------------------------

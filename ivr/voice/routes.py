@@ -16,6 +16,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
 from ivr import get_config, get_database
+from ivr.accounting import Accounting
 from ivr.flow import machine
 from ivr.flow.context import CallContext
 from ivr.flow.states import ENDED
@@ -67,6 +68,11 @@ def _now() -> datetime:
     return clock()
 
 
+def _accounting() -> Accounting | None:
+    accounting: Accounting | None = current_app.extensions.get("ivr.accounting")
+    return accounting
+
+
 def _load_call(db: Session, call_sid: str) -> CallSession | None:
     stmt = select(CallSession).where(CallSession.call_sid == call_sid)
     if db.get_bind().dialect.name == "postgresql":
@@ -115,10 +121,12 @@ def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool 
                 return _xml(str(VoiceResponse()))
             if call is None:
                 call = _new_call(db, call_sid, catalog, now)
-                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now)
+                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                                  accounting=_accounting())
                 step = machine.start(ctx) if route == "incoming" else action(ctx)
             else:
-                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now)
+                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                                  accounting=_accounting())
                 step = action(ctx)
             fields["state"], lang = call.state, ctx.lang
             builder = TwimlBuilder(catalog, lang, config.base_url, config.pay_connector)

@@ -1,0 +1,112 @@
+"""Reconciliation: for one day, payments captured against what the accounting system has."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ivr.models import OutboxEntry, Payment
+from ivr.security import mask_account
+
+
+@dataclass
+class Line:
+    """One payment's standing."""
+
+    payment_id: int
+    account: str
+    amount_cents: int
+    confirmation: str
+    paid_at: str
+    status: str  # posted | queued | dead | missing
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """Totals per status and every payment that is not simply posted."""
+
+    day: str
+    timezone: str
+    captured: int = 0
+    captured_cents: int = 0
+    posted: int = 0
+    posted_cents: int = 0
+    queued: int = 0
+    queued_cents: int = 0
+    dead: int = 0
+    dead_cents: int = 0
+    differences: list[Line] = field(default_factory=list)
+    unexplained: list[Line] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing unexplained: every payment is posted, queued or dead-lettered with a reason."""
+        return not self.unexplained
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC start and end of a local calendar day."""
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+    return start, end
+
+
+def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
+    """Compare the day's payments with their posting records."""
+    start, end = day_bounds(day, zone)
+    report = Report(day=day.isoformat(), timezone=str(zone))
+    rows = db.execute(
+        select(Payment, OutboxEntry)
+        .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
+        .where(Payment.paid_at >= start, Payment.paid_at < end)
+        .order_by(Payment.paid_at, Payment.id)
+    ).all()
+    for payment, entry in rows:
+        report.captured += 1
+        report.captured_cents += payment.amount_cents
+        line = Line(payment_id=payment.id, account=mask_account(payment.account_number),
+                    amount_cents=payment.amount_cents, confirmation=payment.confirmation_code,
+                    paid_at=payment.paid_at.isoformat(), status="missing")
+        if entry is None:
+            line.detail = "no outbox row: this payment would never be posted"
+            report.unexplained.append(line)
+            continue
+        line.status = {"pending": "queued"}.get(entry.status, entry.status)
+        if entry.status == "posted":
+            report.posted += 1
+            report.posted_cents += payment.amount_cents
+            if not entry.receipt_id:
+                line.detail = "posted without a receipt id from the accounting system"
+                report.unexplained.append(line)
+            elif payment.posting_status != "posted":
+                line.detail = f"outbox posted but payment marked {payment.posting_status}"
+                report.unexplained.append(line)
+            continue
+        if entry.status == "pending":
+            report.queued += 1
+            report.queued_cents += payment.amount_cents
+            error = f"; last error: {entry.last_error[:200]}" if entry.last_error else ""
+            line.detail = (f"{entry.attempts} attempt(s); "
+                           f"next {entry.next_attempt_at.isoformat()}{error}")
+            report.differences.append(line)
+        elif entry.status == "dead":
+            report.dead += 1
+            report.dead_cents += payment.amount_cents
+            line.detail = f"dead-lettered: {(entry.last_error or 'no reason recorded')[:300]}"
+            (report.differences if entry.last_error else report.unexplained).append(line)
+        else:
+            line.detail = f"unknown outbox status {entry.status!r}"
+            report.unexplained.append(line)
+    return report
