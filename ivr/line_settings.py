@@ -81,7 +81,9 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "transfer",
         "pay",
         "ach",
+        "receipt",
     ),
+    "receipt": ("text",),
     "input": ("timeout_seconds", "extended_timeout_seconds", "max_tries"),
     "verification": (
         "method",
@@ -246,6 +248,13 @@ class AchSettings:
 
 
 @dataclass(frozen=True)
+class ReceiptSettings:
+    """After a payment: whether to offer a text-message receipt to the calling number."""
+
+    text: bool
+
+
+@dataclass(frozen=True)
 class LineSettings:
     """Everything in settings.toml, typed and validated."""
 
@@ -259,6 +268,7 @@ class LineSettings:
     transfer: TransferSettings
     pay: PaySettings
     ach: AchSettings
+    receipt: ReceiptSettings
 
 
 class _Table:
@@ -386,6 +396,7 @@ def parse_line_settings(data: Mapping[str, object]) -> LineSettings:
         transfer=_parse_transfer(section("transfer")),
         pay=_parse_pay(section("pay"), languages),
         ach=_parse_ach(section("ach")),
+        receipt=ReceiptSettings(text=section("receipt").get_bool("text", False)),
     )
     if problems:
         raise SettingsError(problems)

@@ -142,6 +142,7 @@ class CallSession(Base):
     method: Mapped[str | None] = mapped_column(String(8))
     bank_account_type: Mapped[str | None] = mapped_column(String(32))
     pay_tries: Mapped[int] = mapped_column(default=0)
+    text_receipt_sent: Mapped[bool] = mapped_column(Boolean, default=False)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     prompts_version: Mapped[str] = mapped_column(String(16), default="")
     outcome: Mapped[str | None] = mapped_column(String(32))

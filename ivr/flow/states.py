@@ -446,16 +446,57 @@ def _payment(ctx: CallContext) -> Payment | None:
 def _receipt_prompt(ctx: CallContext) -> SpeechList:
     payment = _payment(ctx)
     code = speech.spell(payment.confirmation_code) if payment else ""
-    return (_say("receipt.number", code=code), _say("receipt.menu"))
+    menu = "receipt.menu_text" if _can_text(ctx) else "receipt.menu"
+    return (_say("receipt.number", code=code), _say(menu))
+
+
+def _can_text(ctx: CallContext) -> bool:
+    """A text receipt is offered once, when enabled and the caller's number is usable."""
+    from ivr.receipts import can_send
+
+    return (ctx.settings.receipt.text and can_send(ctx.config)
+            and normalize_e164(ctx.call.from_number) is not None
+            and not ctx.call.text_receipt_sent)
 
 
 def _receipt_handle(ctx: CallContext, digits: str) -> Outcome:
-    choice = parse_choice(digits, "12")
+    choice = parse_choice(digits, "123" if _can_text(ctx) else "12")
     if choice == "1":
         return Go("receipt")
     if choice == "2":
         return Go("main_menu")
+    if choice == "3":
+        return Go("receipt", _send_text_receipt(ctx))
     return Retry()
+
+
+def _send_text_receipt(ctx: CallContext) -> SpeechList:
+    from ivr.receipts import ReceiptError, send_text
+    from ivr.security import mask_account
+
+    payment = _payment(ctx)
+    phone = normalize_e164(ctx.call.from_number)
+    if payment is None or phone is None:
+        return (_say("receipt.text_failed"),)
+    total = payment.amount_cents + payment.fee_cents
+    body = ctx.catalog.render(
+        "receipt.text_body", ctx.lang, amount=f"{total // 100}.{total % 100:02d}",
+        account_last4=mask_account(payment.account_number)[-4:],
+        method=_method_words(ctx), payment_last4=payment.card_last4 or payment.bank_last or "",
+        code=payment.confirmation_code).ssml
+    try:
+        send_text(ctx.config, phone, _plain(body))
+    except ReceiptError:
+        return (_say("receipt.text_failed"),)
+    ctx.call.text_receipt_sent = True
+    return (_say("receipt.text_sent", last4=speech.digits(phone[-4:])),)
+
+
+def _plain(text: str) -> str:
+    """Prompt text without escaping, for a text message (our templates carry no tags)."""
+    import html
+
+    return html.unescape(text)
 
 
 def _receipt_silence(ctx: CallContext) -> Outcome:

@@ -1,0 +1,1 @@
+"""Real servers (separate processes) that the connector tests run against."""

@@ -1,0 +1,67 @@
+"""Text receipts after a payment, sent through twilio's Client to a local stand-in."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from tests.conftest import REPO, call, make_app, said_text
+from tests.servers.twilio_api import StandIn
+
+SID = "AC" + "1" * 32
+
+
+@pytest.fixture
+def twilio_api() -> Iterator[StandIn]:
+    stand_in = StandIn().start()
+    yield stand_in
+    stand_in.stop()
+
+
+@pytest.fixture
+def receipts_app(tmp_path: Path, sqlite_url: str, twilio_api: StandIn) -> Flask:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    settings = prompts / "settings.toml"
+    settings.write_text(settings.read_text().replace("text = false", "text = true"))
+    return make_app(sqlite_url, prompts, twilio_account_sid=SID, sms_from="+15555550100",
+                    twilio_api_base_url=twilio_api.url)
+
+
+def test_text_receipt_is_sent_with_masked_data(receipts_app: Flask, twilio_api: StandIn) -> None:
+    result = call(receipts_app, "1 1 60614 1 1 1 1 1 3 -")
+    text = result.said()
+    assert said_text(receipts_app, "receipt.text_sent", last4="0 1 2 3") in text
+    [sent] = twilio_api.requests
+    assert sent["path"] == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert sent["form"]["To"] == "+15555550123" and sent["form"]["From"] == "+15555550100"
+    body = sent["form"]["Body"]
+    pay = next(e for e in result.events if e["event"] == "pay")
+    assert "$123.45" in body and str(pay["confirmation"]) in body
+    assert "1234" in body and "1111" in body
+    assert "4401001234" not in body and "4111111111111111" not in body
+    user, _ = base64.b64decode(sent["auth"].split()[1]).decode().split(":", 1)
+    assert user == SID
+    # Offered once: after sending, the menu no longer offers it.
+    assert text.count(said_text(receipts_app, "receipt.menu_text")) == 1
+
+
+def test_text_failure_is_said_and_the_call_goes_on(receipts_app: Flask,
+                                                   twilio_api: StandIn) -> None:
+    twilio_api.fail_status = 500
+    result = call(receipts_app, "1 1 60614 1 1 1 1 1 3 1 -")
+    text = result.said()
+    assert said_text(receipts_app, "receipt.text_failed") in text
+    assert len(twilio_api.requests) == 1
+    assert said_text(receipts_app, "goodbye.thanks") in text  # silence at the end: goodbye
+
+
+def test_no_text_offer_when_disabled(app: Flask) -> None:
+    result = call(app, "1 1 60614 1 1 1 1 1 3")
+    assert said_text(app, "receipt.menu_text") not in result.said()
+    assert said_text(app, "common.no_match") in result.said()
