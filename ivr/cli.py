@@ -60,7 +60,7 @@ def accounts() -> None:
               help="Apply good rows even when some rows are rejected.")
 def accounts_import(file: Path, layout: str, partial: bool) -> None:
     """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
-    from ivr.accounts import import_accounts
+    from ivr.account_import import import_accounts
 
     if layout != "default":
         raise click.ClickException(f"unknown layout {layout!r}; available: default")

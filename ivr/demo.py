@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from ivr.accounts import ImportReport, import_accounts
+from ivr.account_import import ImportReport, import_accounts
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"

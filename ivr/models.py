@@ -271,3 +271,81 @@ class ImportRun(Base):
     records: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AccountStaging(Base):
+    """Rows of an account file being imported, before they are merged into the cache at once."""
+
+    __tablename__ = "accounts_staging"
+    __table_args__ = (UniqueConstraint("import_id", "account_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[str] = mapped_column(String(36), index=True)
+    account_number: Mapped[str] = mapped_column(String(32))
+    customer_name: Mapped[str] = mapped_column(String(200), default="")
+    service_zip: Mapped[str | None] = mapped_column(String(10))
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    balance_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    past_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    last_payment_cents: Mapped[int | None] = mapped_column(BigInteger)
+    last_payment_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    disconnect_date: Mapped[date | None] = mapped_column(Date)
+    usage_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))
+    usage_unit: Mapped[str | None] = mapped_column(String(32))
+    usage_period_end: Mapped[date | None] = mapped_column(Date)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    payment_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
+    phones: Mapped[str] = mapped_column(Text, default="")  # E.164 numbers joined by ";"
+
+
+class SyncRun(Base):
+    """One `ivr sync pull` or `ivr sync push`: what it moved and how it ended."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # pull | push
+    status: Mapped[str] = mapped_column(String(12))  # running | ok | failed
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    host: Mapped[str] = mapped_column(String(120), default="")
+    files: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    records: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    interval_start: Mapped[datetime | None] = mapped_column()
+    interval_end: Mapped[datetime | None] = mapped_column()
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class IngestedFile(Base):
+    """An inbound file seen by `ivr sync pull`, so each remote file is ingested once."""
+
+    __tablename__ = "ingested_files"
+    __table_args__ = (UniqueConstraint("name", "size", "mtime", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))  # applied | rejected
+    records: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    import_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("import_runs.id", ondelete="SET NULL"))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobLock(Base):
+    """A named lock held in the database, so a job refuses to overlap with a running twin
+    even on another machine. A crashed holder's lock expires."""
+
+    __tablename__ = "job_locks"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
