@@ -98,7 +98,7 @@ def prompts_dir() -> Path:
 def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
              **overrides: Any) -> Flask:
     """An app with a fixed clock, migrated and loaded with the demo accounts."""
-    from ivr.accounts import import_accounts
+    from ivr.account_import import import_accounts
 
     app = create_app({"database_url": database_url, "twilio_auth_token": TOKEN,
                       "prompts_dir": str(prompts_dir), "pin_hash_iterations": 1000,
