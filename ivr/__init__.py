@@ -22,6 +22,21 @@ def default_database_url(instance_path: str) -> str:
     return f"sqlite:///{Path(instance_path) / 'ivr.sqlite3'}"
 
 
+def instance_pin_key(instance: Path) -> str:
+    """The PIN key kept in the instance folder, created on first use (one machine only:
+    several machines must share IVR_PIN_KEY)."""
+    import secrets
+
+    path = instance / "pin.key"
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(key, encoding="ascii")
+    return key
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: configuration, database, prompt catalog and routes.
 
@@ -31,9 +46,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__, instance_relative_config=True)
     settings = load_config(config)
+    defaults: dict[str, Any] = {}
     if not settings.database_url:
-        settings = load_config({**(config or {}),
-                                "database_url": default_database_url(app.instance_path)})
+        defaults["database_url"] = default_database_url(app.instance_path)
+    if not settings.pin_key:
+        defaults["pin_key"] = instance_pin_key(Path(app.instance_path))
+    if defaults:
+        settings = load_config({**(config or {}), **defaults})
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
     app.extensions["ivr.db"] = Database(settings.database_url)

@@ -1,11 +1,12 @@
-"""Applying account files to the cache: staged in bulk, then merged in one statement.
+"""Applying account files to the cache: staged in bulk, then swapped in at once.
 
-Rows are parsed as a stream and loaded into ``accounts_staging`` in batches (COPY on
-PostgreSQL, executemany elsewhere), so memory stays flat however large the file. Only when
-the whole file has been read, and nothing was rejected (unless partial imports are allowed),
-are the staged rows merged into ``accounts`` with one INSERT ... ON CONFLICT DO UPDATE and the
-phone numbers replaced. It all happens inside the caller's transaction, behind a savepoint: a
-bad file leaves the cache exactly as it was.
+Rows are parsed as a stream and loaded into ``accounts_staging`` in committed batches (COPY
+on PostgreSQL, executemany elsewhere): memory stays flat however large the file, and calls go
+on meanwhile (no lock is held while a large file is read). Only when the whole file has been
+read, and nothing was rejected (unless partial imports are allowed), are the staged rows
+merged into ``accounts`` in one short transaction: one INSERT ... ON CONFLICT DO UPDATE, the
+phone numbers replaced, and payments the biller's file cannot yet know about applied again.
+A rejected file's staged rows are deleted; the cache is exactly as it was.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import IO, Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,7 +29,16 @@ from connectors.account_file import (
     Rejection,
     iter_account_file,
 )
-from ivr.models import Account, AccountPhone, AccountStaging, ImportRun, utcnow
+from ivr.db import Database
+from ivr.models import (
+    Account,
+    AccountPhone,
+    AccountStaging,
+    ImportRun,
+    OutboxEntry,
+    Payment,
+    utcnow,
+)
 from ivr.security import hash_pin
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,7 @@ class ImportReport:
     rejections: list[Rejection] = field(default_factory=list)
     error: str | None = None
     run_id: int | None = None
+    reapplied: int = 0  # recent payments taken off again (not yet in the biller's file)
 
     def lines(self) -> list[str]:
         """The report as text lines."""
@@ -67,13 +79,15 @@ class ImportReport:
         return out
 
 
-def _staged(record: AccountRecord, import_id: str, pin_iterations: int) -> dict[str, Any]:
+def _staged(record: AccountRecord, import_id: str, pin_key: str,
+            now: datetime) -> dict[str, Any]:
     return {
         "import_id": import_id,
+        "staged_at": now,
         "account_number": record.account_number,
         "customer_name": record.customer_name,
         "service_zip": record.service_zip,
-        "pin_hash": hash_pin(record.pin, pin_iterations) if record.pin else None,
+        "pin_hash": hash_pin(record.pin, pin_key) if record.pin else None,
         "balance_due_cents": record.balance_due_cents,
         "past_due_cents": record.past_due_cents,
         "due_date": record.due_date,
@@ -90,7 +104,7 @@ def _staged(record: AccountRecord, import_id: str, pin_iterations: int) -> dict[
     }
 
 
-_STAGE_COLUMNS = ("import_id", *_COLUMNS, "phones")
+_STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS, "phones")
 
 
 def _load_batch(db: Session, rows: list[dict[str, Any]]) -> None:
@@ -99,9 +113,9 @@ def _load_batch(db: Session, rows: list[dict[str, Any]]) -> None:
     connection = db.connection()
     if connection.dialect.name == "postgresql":
         # COPY is PostgreSQL's bulk path: several times faster than multi-row INSERTs.
-        raw = connection.connection.driver_connection
+        raw: Any = connection.connection.driver_connection
         columns = ", ".join(_STAGE_COLUMNS)
-        with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
+        with raw.cursor() as cursor, cursor.copy(
                 f"COPY accounts_staging ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([row[c] for c in _STAGE_COLUMNS])
@@ -109,16 +123,24 @@ def _load_batch(db: Session, rows: list[dict[str, Any]]) -> None:
     db.execute(insert(AccountStaging), rows)
 
 
-def _merge(db: Session, import_id: str) -> None:
-    """Upsert the staged rows into accounts, then replace their phone numbers."""
+def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
+    """Upsert the staged rows into accounts, then replace their phone numbers.
+
+    Only columns the file carries are updated: a file without a ``pin`` column leaves PINs
+    as they were (new accounts take the defaults).
+    """
     dialect = db.connection().dialect.name
     source = select(*(getattr(AccountStaging, c) for c in _COLUMNS), func.now()).where(
         AccountStaging.import_id == import_id)
     module: Any = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(Account).from_select([*_COLUMNS, "updated_at"], source)
-    updates = {c: stmt.excluded[c] for c in _COLUMNS if c != "account_number"}
+    carried = [c for c in _COLUMNS if c != "account_number"
+               and (columns is None or _FILE_COLUMN.get(c, c) in columns)]
+    updates = {c: stmt.excluded[c] for c in carried}
     updates["updated_at"] = func.now()
     db.execute(stmt.on_conflict_do_update(index_elements=["account_number"], set_=updates))
+    if columns is not None and "phones" not in columns:
+        return
     staged_ids = (select(Account.id)
                   .join(AccountStaging, AccountStaging.account_number == Account.account_number)
                   .where(AccountStaging.import_id == import_id))
@@ -137,9 +159,42 @@ def _merge(db: Session, import_id: str) -> None:
         db.execute(insert(AccountPhone), batch)
 
 
+# Our column names where the file's differ.
+_FILE_COLUMN = {"pin_hash": "pin", "balance_due_cents": "balance_due",
+                "past_due_cents": "past_due_amount", "last_payment_cents": "last_payment_amount"}
+
+
+def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int:
+    """Take off again the payments the biller's file cannot include yet.
+
+    The file shows the biller's books when it was made (``as_of``). A payment we took that
+    was not posted by then (still queued, dead-lettered, or posted later) is missing from
+    it; without this the next caller would hear a balance they have already paid. Looks back
+    RECENT_DAYS; older unposted payments are a matter for reconciliation.
+    """
+    horizon = as_of - timedelta(days=RECENT_DAYS)
+    stmt = (select(Account, Payment)
+            .join(AccountStaging, AccountStaging.account_number == Account.account_number)
+            .join(Payment, Payment.account_id == Account.id)
+            .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
+            .where(AccountStaging.import_id == import_id, Payment.paid_at >= horizon,
+                   or_(OutboxEntry.id.is_(None), OutboxEntry.status != "posted",
+                       OutboxEntry.posted_at.is_(None), OutboxEntry.posted_at > as_of)))
+    count = 0
+    for account, payment in db.execute(stmt):
+        account.balance_due_cents -= payment.amount_cents
+        account.past_due_cents = max(0, account.past_due_cents - payment.amount_cents)
+        count += 1
+    return count
+
+
+RECENT_DAYS = 30
+
+
 def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, import_id: str,
-             pin_iterations: int, partial: bool) -> Iterator[list[dict[str, Any]]]:
+             pin_key: str, partial: bool) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
+    now = utcnow()
     for item in items:
         if isinstance(item, Rejection):
             report.rejected += 1
@@ -149,7 +204,7 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
         report.records += 1
         if report.rejected and not partial:
             continue  # the file will be rejected; read on only to report every bad line
-        batch.append(_staged(item, import_id, pin_iterations))
+        batch.append(_staged(item, import_id, pin_key, now))
         if len(batch) >= BATCH:
             yield batch
             batch = []
@@ -157,40 +212,55 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
         yield batch
 
 
-def apply_account_records(db: Session, items: Iterable[AccountRecord | Rejection], source: str,
-                          *, pin_iterations: int, partial: bool = False) -> ImportReport:
-    """Stage, check and merge parsed records; all-or-nothing unless ``partial``."""
+def apply_account_records(database: Database, items: Iterable[AccountRecord | Rejection],
+                          source: str, *, pin_key: str, partial: bool = False,
+                          columns: frozenset[str] | None = None,
+                          as_of: datetime | None = None) -> ImportReport:
+    """Stage, check and swap in parsed records; all-or-nothing unless ``partial``.
+
+    ``columns`` names the file's columns (None: all); ``as_of`` is when the file was made
+    (default: now), for payments it cannot know about yet.
+    """
     report = ImportReport(source=source)
     import_id = str(uuid.uuid4())
-    savepoint = db.begin_nested()
+    _clean_stale_staging(database)
     try:
-        for batch in _batches(items, report, import_id, pin_iterations, partial):
-            _load_batch(db, batch)
+        for batch in _batches(items, report, import_id, pin_key, partial):
+            with database.session() as db:
+                _load_batch(db, batch)
     except AccountFileError as exc:
         report.error = str(exc)
-    if report.error or (report.rejected and not partial):
-        savepoint.rollback()
-    else:
-        _merge(db, import_id)
+    with database.session() as db:
+        if report.error or (report.rejected and not partial):
+            report.applied = False
+        else:
+            _merge(db, import_id, columns)
+            report.reapplied = reapply_recent_payments(db, import_id, as_of or utcnow())
+            report.applied = True
         db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
-        savepoint.commit()
-        report.applied = True
-    run = ImportRun(source=source[:500], finished_at=utcnow(),
-                    status="applied" if report.applied else "rejected",
-                    records=report.records, rejected=report.rejected,
-                    report={"lines": report.lines()[:MAX_REPORTED + 2]})
-    db.add(run)
-    db.flush()
-    report.run_id = run.id
+        run = ImportRun(source=source[:500], finished_at=utcnow(),
+                        status="applied" if report.applied else "rejected",
+                        records=report.records, rejected=report.rejected,
+                        report={"lines": report.lines()[:MAX_REPORTED + 2]})
+        db.add(run)
+        db.flush()
+        report.run_id = run.id
     log.info("account import", extra={"fields": {
         "source": source, "applied": report.applied, "records": report.records,
         "rejected": report.rejected, "error": report.error}})
     return report
 
 
-def import_accounts(db: Session, stream: IO[bytes], source: str, *, pin_iterations: int,
-                    partial: bool = False) -> ImportReport:
+def _clean_stale_staging(database: Database) -> None:
+    """Drop rows left by an import that crashed a day or more ago."""
+    with database.session() as db:
+        db.execute(delete(AccountStaging).where(
+            AccountStaging.staged_at < utcnow() - timedelta(days=1)))
+
+
+def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
+                    partial: bool = False, as_of: datetime | None = None) -> ImportReport:
     """Apply an account file in the default layout (design section 4) to the cache."""
     summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
-    return apply_account_records(db, iter_account_file(stream, summary), source,
-                                 pin_iterations=pin_iterations, partial=partial)
+    return apply_account_records(database, iter_account_file(stream, summary), source,
+                                 pin_key=pin_key, partial=partial, as_of=as_of)

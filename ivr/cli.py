@@ -64,11 +64,13 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
 
     if layout != "default":
         raise click.ClickException(f"unknown layout {layout!r}; available: default")
+    from datetime import UTC, datetime
+
     app = _app()
-    database = get_database(app)
-    with database.session() as session, file.open("rb") as stream:
-        report = import_accounts(session, stream, str(file), partial=partial,
-                                 pin_iterations=get_config(app).pin_hash_iterations)
+    as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
+    with file.open("rb") as stream:
+        report = import_accounts(get_database(app), stream, str(file), partial=partial,
+                                 pin_key=get_config(app).pin_key, as_of=as_of)
     for line in report.lines():
         click.echo(line)
     if not report.applied:
@@ -236,9 +238,7 @@ def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
     database = get_database(app)
     database.upgrade()
     config = get_config(app)
-    with database.session() as session:
-        tz_today = datetime.now(UTC).date()
-        report = seed(session, tz_today, config.pin_hash_iterations)
+    report = seed(database, datetime.now(UTC).date(), config.pin_key)
     if not report.applied:
         raise click.ClickException("; ".join(report.lines()))
     if interactive is None:

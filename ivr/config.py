@@ -33,8 +33,9 @@ class AppConfig:
     prompts_dir: Path = REPO_PROMPTS_DIR
     pay_connector: str = ""
     allow_unsigned: bool = False
-    # PBKDF2 rounds for PIN hashes; PINs are short, so the hash mainly keeps them out of sight.
-    pin_hash_iterations: int = 20_000
+    # Secret key for PIN hashes (see ivr.security.hash_pin); a key file in the instance
+    # folder is created when unset.
+    pin_key: str = ""
     log_level: str = "INFO"
     # Posting to the accounting system (see connectors/ and docs/connectors.md).
     accounting: str = "none"
@@ -66,7 +67,7 @@ _ENV = {
     "prompts_dir": "IVR_PROMPTS_DIR",
     "pay_connector": "IVR_PAY_CONNECTOR",
     "allow_unsigned": "IVR_ALLOW_UNSIGNED",
-    "pin_hash_iterations": "IVR_PIN_HASH_ITERATIONS",
+    "pin_key": "IVR_PIN_KEY",
     "log_level": "IVR_LOG_LEVEL",
     "accounting": "IVR_ACCOUNTING",
     "post_budget_ms": "IVR_POST_BUDGET_MS",
@@ -80,7 +81,7 @@ _ENV = {
     "sms_from": "IVR_SMS_FROM",
     "twilio_api_base_url": "IVR_TWILIO_API_BASE_URL",
 }
-_INT_FIELDS = {"pin_hash_iterations", "post_budget_ms", "outbox_max_attempts",
+_INT_FIELDS = {"post_budget_ms", "outbox_max_attempts",
                "outbox_claim_seconds", "lookup_timeout_ms", "breaker_failures",
                "breaker_reset_seconds"}
 _FLOAT_FIELDS = {"outbox_backoff_seconds", "outbox_backoff_max_seconds"}

@@ -6,9 +6,8 @@ import csv
 import io
 from datetime import date, timedelta
 
-from sqlalchemy.orm import Session
-
 from ivr.account_import import ImportReport, import_accounts
+from ivr.db import Database
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"
@@ -72,7 +71,7 @@ def demo_file(today: date) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def seed(db: Session, today: date, pin_iterations: int) -> ImportReport:
+def seed(database: Database, today: date, pin_key: str) -> ImportReport:
     """Load (or refresh) the demo accounts through the normal import path."""
-    return import_accounts(db, io.BytesIO(demo_file(today)), "demo accounts",
-                           pin_iterations=pin_iterations)
+    return import_accounts(database, io.BytesIO(demo_file(today)), "demo accounts",
+                           pin_key=pin_key)

@@ -281,6 +281,7 @@ class AccountStaging(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     import_id: Mapped[str] = mapped_column(String(36), index=True)
+    staged_at: Mapped[datetime] = mapped_column(default=utcnow)
     account_number: Mapped[str] = mapped_column(String(32))
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     service_zip: Mapped[str | None] = mapped_column(String(10))

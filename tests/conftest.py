@@ -101,7 +101,7 @@ def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
     from ivr.account_import import import_accounts
 
     app = create_app({"database_url": database_url, "twilio_auth_token": TOKEN,
-                      "prompts_dir": str(prompts_dir), "pin_hash_iterations": 1000,
+                      "prompts_dir": str(prompts_dir), "pin_key": "test-pin-key",
                       **overrides})
     app.extensions["ivr.clock"] = lambda: now
     _APPS.append(app)
@@ -109,10 +109,9 @@ def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
     database.upgrade()
     import io
 
-    with database.session() as db:
-        report = import_accounts(db, io.BytesIO(demo_file(now.date())), "demo",
-                                 pin_iterations=1000)
-        assert report.applied, report.lines()
+    report = import_accounts(database, io.BytesIO(demo_file(now.date())), "demo",
+                             pin_key="test-pin-key")
+    assert report.applied, report.lines()
     return app
 
 

@@ -20,7 +20,7 @@ from tests.conftest import OPEN_TIME, REPO
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
-    monkeypatch.setenv("IVR_PIN_HASH_ITERATIONS", "1000")
+    monkeypatch.setenv("IVR_PIN_KEY", "test-pin-key")
     monkeypatch.setenv("IVR_LOG_LEVEL", "WARNING")
     monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("IVR_PROMPTS_DIR", raising=False)

@@ -11,7 +11,7 @@ import logging
 
 from ivr.flow.agent import closed_speech, escalate, transfer_open, transfer_step
 from ivr.flow.context import CallContext
-from ivr.flow.states import ENDED, PAYING, STATES, State, identify
+from ivr.flow.states import ENDED, PAYING, STATES, State, identify, locked
 from ivr.flow.steps import (
     Ask,
     Finish,
@@ -77,7 +77,7 @@ def apply(ctx: CallContext, outcome: Outcome, greeting: tuple[Speech, ...] = ())
         if greeting and isinstance(step, Hangup | Transfer | PayCapture):
             step = _prepend(step, greeting)
         return finish(ctx, step, outcome.state)
-    return fail(ctx, STATES[ctx.call.state], "nomatch", outcome.help)
+    return fail(ctx, STATES[ctx.call.state], "nomatch", outcome.help, counts=outcome.counts)
 
 
 def _prepend(step: Step, speech: tuple[Speech, ...]) -> Step:
@@ -104,26 +104,41 @@ def finish(ctx: CallContext, step: Step, state: str | None = None) -> Step:
     return step
 
 
-def fail(ctx: CallContext, state: State, kind: str, help_: tuple[Speech, ...] = ()) -> Step:
+def fail(ctx: CallContext, state: State, kind: str, help_: tuple[Speech, ...] = (),
+         counts: bool = True) -> Step:
     """Count a failed try; re-prompt with help, offer more time, or escalate at the limit."""
-    ctx.call.tries += 1
+    max_tries = ctx.settings.input.max_tries
+    if counts:
+        ctx.call.tries += 1
     record(ctx, kind)
-    if ctx.call.tries >= ctx.settings.input.max_tries:
+    if ctx.call.tries >= max_tries:
         record(ctx, "max_tries")
         return finish(ctx, escalate(ctx, (Speech("common.too_many_tries"),)))
+    prompts = state.prompt(ctx)
     if kind == "noinput":
         ctx.call.silences += 1
-        if ctx.call.silences >= 2 and not ctx.call.extended_time:
-            # Relay-service and TTY callers often need longer: offer it instead of giving up.
+        last_chance = ctx.call.tries == max_tries - 1
+        if (ctx.call.silences >= 2 or last_chance) and not ctx.call.extended_time:
+            # Relay-service and TTY callers often need longer: offer it before giving up.
             ctx.call.awaiting_more_time = True
             return Ask(state=state.name, speech=(Speech("common.more_time"),), num_digits=1,
                        finish_on_key="", timeout=ctx.settings.input.extended_timeout_seconds)
-        lead: tuple[Speech, ...] = (Speech("common.no_input"),)
+        lead = _variant(ctx, prompts, "noinput") or (Speech("common.no_input"),)
     else:
         ctx.call.silences = 0
-        lead = help_ or (Speech("common.no_match"),)
-    reprompt = tuple(Speech(s.prompt_id, s.params, "reprompt", s.lang) for s in state.prompt(ctx))
+        lead = help_ or _variant(ctx, prompts, "nomatch") or (Speech("common.no_match"),)
+    reprompt = tuple(Speech(s.prompt_id, s.params, "reprompt", s.lang) for s in prompts)
     return ask(ctx, state, (*lead, *reprompt))
+
+
+def _variant(ctx: CallContext, prompts: tuple[Speech, ...], variant: str) -> tuple[Speech, ...]:
+    """The state's own no-input/no-match wording when ops wrote one for its first prompt."""
+    if not prompts:
+        return ()
+    first = prompts[0]
+    if ctx.catalog.has(first.prompt_id, first.lang or ctx.lang, variant):
+        return (Speech(first.prompt_id, first.params, variant, first.lang),)
+    return ()
 
 
 def representative(ctx: CallContext, state: State) -> Step:
@@ -153,8 +168,10 @@ def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:
     if call.awaiting_more_time:
         call.awaiting_more_time = False
         if keys == "#":
+            # The caller is there and asked for time: a fresh start in this state.
             call.extended_time = True
             call.silences = 0
+            call.tries = 0
             record(ctx, "more_time")
             return ask(ctx, state, state.prompt(ctx))
     if not keys:
@@ -172,6 +189,23 @@ def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:
     if not isinstance(outcome, Retry):
         record(ctx, "ok")
     return apply(ctx, outcome)
+
+
+def resume_after_transfer(ctx: CallContext) -> Step:
+    """A transfer that did not connect: back to the question, unless the caller had run out
+    of tries there (then a polite goodbye, never another go at a failed verification)."""
+    call = ctx.call
+    verification = ctx.settings.verification
+    exhausted = (call.tries >= ctx.settings.input.max_tries
+                 or (not call.verified and call.verify_failures
+                     >= verification.max_failures_per_call)
+                 or (call.state == "verify" and locked(ctx)))
+    if exhausted or call.state not in STATES:
+        call.state = ENDED
+        record(ctx, "goodbye", state=ENDED)
+        return Hangup((Speech("agent.no_answer"), Speech("goodbye.help_later")))
+    state = STATES[call.state]
+    return ask(ctx, state, (Speech("agent.no_answer"), *state.prompt(ctx)))
 
 
 def resume(ctx: CallContext) -> Step:

@@ -60,7 +60,16 @@ def _language_handle(ctx: CallContext, digits: str) -> Outcome:
 
 
 def _language_silence(ctx: CallContext) -> Outcome:
+    """Silence: the language on file for a caller-ID match, else the default."""
     ctx.call.language = ctx.settings.default_language
+    phone = normalize_e164(ctx.call.from_number)
+    matches = accounts.find_by_phone(ctx.db, phone) if phone else []
+    if len(matches) == 1:
+        wanted = matches[0].language
+        for lang in ctx.settings.languages:
+            if lang.split("-")[0] == wanted:
+                ctx.call.language = lang
+                break
     return _after_language(ctx)
 
 
@@ -110,7 +119,8 @@ def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
 
 # --- verify ---------------------------------------------------------------------------------
 
-def _lock_until(ctx: CallContext) -> bool:
+def locked(ctx: CallContext) -> bool:
+    """Whether the call's account is locked for phone use after repeated failures."""
     account = ctx.account
     if account is None:
         return False
@@ -127,7 +137,7 @@ def start_verification(ctx: CallContext) -> Outcome:
     """Ask for the ZIP or PIN, unless the biller verifies nothing or the account is locked."""
     if ctx.settings.verification.method == "none":
         return verified(ctx)
-    if _lock_until(ctx):
+    if locked(ctx):
         return Finish(escalate(ctx, (_say("verify.locked"),)))
     return Go("verify")
 
@@ -146,9 +156,15 @@ def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
     account = ctx.account
     if account is None:  # the account vanished from the cache mid-call
         return Go("account_entry")
+    # Checked before the entry: a locked account or a spent call never verifies, whatever
+    # is typed (a caller coming back from a transfer that did not connect, say).
+    if locked(ctx):
+        return Finish(escalate(ctx, (_say("verify.locked"),)))
+    if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
+        return Finish(escalate(ctx, (_say("verify.failed_final"),)))
     entered = clean_number(digits, max_length=12) or ""
     if ctx.settings.verification.method == "pin":
-        ok = check_pin(entered, account.pin_hash)
+        ok = check_pin(entered, account.pin_hash, ctx.config.pin_key)
     else:
         expected = (account.service_zip or "")[:5]
         ok = bool(expected) and len(entered) == 5 and entered == expected
@@ -156,11 +172,11 @@ def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
         return verified(ctx)
     accounts.record_verification_failure(ctx.db, account.id, ctx.call.call_sid, ctx.now)
     ctx.call.verify_failures += 1
-    if _lock_until(ctx):
+    if locked(ctx):
         return Finish(escalate(ctx, (_say("verify.locked"),)))
     if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
         return Finish(escalate(ctx, (_say("verify.failed_final"),)))
-    return Retry((_say("verify.mismatch"),))
+    return Retry((_say("verify.mismatch"),), counts=False)
 
 
 def verified(ctx: CallContext) -> Outcome:
@@ -348,7 +364,9 @@ def _method_words(ctx: CallContext) -> str:
 
 
 def _fee_prompt(ctx: CallContext) -> SpeechList:
-    return (_say("fee.disclose", fee=ctx.money(ctx.call.fee_cents), method=_method_words(ctx),
+    # Without bank payments there is no other way to pay: the choice is accept or cancel.
+    prompt_id = "fee.disclose" if ctx.settings.ach.enabled else "fee.disclose_no_choice"
+    return (_say(prompt_id, fee=ctx.money(ctx.call.fee_cents), method=_method_words(ctx),
                  total=ctx.money(_total(ctx))),)
 
 

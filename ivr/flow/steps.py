@@ -74,9 +74,13 @@ class Go:
 
 @dataclass(frozen=True)
 class Retry:
-    """The input was not acceptable: count a failed try and ask again, saying ``help`` first."""
+    """The input was not acceptable: count a failed try and ask again, saying ``help`` first.
+
+    ``counts`` is False where the state keeps its own count (wrong ZIP or PIN).
+    """
 
     help: tuple[Speech, ...] = ()
+    counts: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ivr.accounting import Accounting
 from ivr.flow import machine
 from ivr.flow.context import CallContext
 from ivr.flow.states import ENDED
-from ivr.flow.steps import Ask, Hangup, Silent, Speech, Step
+from ivr.flow.steps import Hangup, Silent, Speech, Step
 from ivr.models import CallSession, utcnow
 from ivr.prompts import Catalog, PromptStore
 from ivr.security import signed_url, valid_signature
@@ -217,11 +217,7 @@ def dial_done() -> Response:
             return Hangup((Speech("goodbye.thanks"),))
         machine.record(ctx, "transfer_failed", status[:40])
         ctx.call.outcome = None
-        step_ = machine.resume(ctx)
-        if isinstance(step_, Ask):
-            return Ask(step_.state, (Speech("agent.no_answer"), *step_.speech),
-                       step_.num_digits, step_.finish_on_key, step_.timeout)
-        return step_
+        return machine.resume_after_transfer(ctx)
 
     return run_flow("dial_done", after, create=False)
 

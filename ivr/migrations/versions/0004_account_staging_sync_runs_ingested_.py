@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-26 15:51:07.015159
+Create Date: 2026-11-26 15:53:49.423139
 """
 from collections.abc import Sequence
 
@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.create_table('accounts_staging',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('import_id', sa.String(length=36), nullable=False),
+    sa.Column('staged_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('account_number', sa.String(length=32), nullable=False),
     sa.Column('customer_name', sa.String(length=200), nullable=False),
     sa.Column('service_zip', sa.String(length=10), nullable=True),

@@ -1,0 +1,113 @@
+"""Rules of the flow that are easy to get wrong: lockout after a failed transfer, retries,
+the caller's language on file, PIN verification, per-prompt wording variants."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import select
+
+from ivr import get_database
+from ivr.models import CallSession, Payment
+from tests.conftest import REPO, Twilio, call, make_app, new_sid, said_text, twiml
+
+
+def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the shipped prompts with (old, new) text replaced per file."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts, dirs_exist_ok=True)
+    for name, (old, new) in edits.items():
+        path = prompts / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, old
+        path.write_text(text.replace(old, new), encoding="utf-8")
+    return prompts
+
+
+def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flask) -> None:
+    twilio = Twilio(app)
+    sid = new_sid()
+    base = {"CallSid": sid, "From": "+15555550123"}
+    twiml(twilio.post("/voice/incoming", **base))
+    twiml(twilio.post("/voice/step/language", Digits="1", **base))
+    twiml(twilio.post("/voice/step/confirm_account", Digits="1", **base))
+    for wrong in ("11111", "22222"):
+        twiml(twilio.post("/voice/step/verify", Digits=wrong, **base))
+    root = twiml(twilio.post("/voice/step/verify", Digits="33333", **base))
+    assert root.find("Dial") is not None  # in business hours: a representative
+    # Nobody answers; the caller must not get another go at the ZIP code.
+    root = twiml(twilio.post("/voice/dial/done", DialCallStatus="no-answer", **base))
+    assert root.find("Hangup") is not None and root.find("Gather") is None
+    again = twiml(twilio.post("/voice/step/verify", Digits="60614", **base))
+    assert "dollars" not in "".join(again.itertext())
+
+
+def test_failed_transfer_from_a_menu_returns_to_the_question(app: Flask) -> None:
+    twilio = Twilio(app)
+    sid = new_sid()
+    base = {"CallSid": sid, "From": "+15555550123"}
+    for path, digits in [("/voice/incoming", ""), ("/voice/step/language", "1"),
+                         ("/voice/step/confirm_account", "1"), ("/voice/step/verify", "60614"),
+                         ("/voice/step/main_menu", "0")]:
+        twiml(twilio.post(path, Digits=digits, **base))
+    root = twiml(twilio.post("/voice/dial/done", DialCallStatus="busy", **base))
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("action") == "/voice/step/main_menu"
+    text = "".join(root.itertext())
+    assert said_text(app, "agent.no_answer") in text
+
+
+def test_wrong_zip_does_not_use_up_general_tries(tmp_path: Path, sqlite_url: str) -> None:
+    # With max_tries 2 but 3 ZIP attempts allowed, the caller still gets all three.
+    prompts = custom_prompts(tmp_path, {"settings.toml": ("max_tries = 3", "max_tries = 2")})
+    app = make_app(sqlite_url, prompts)
+    result = call(app, "1 1 11111 22222 60614 -")
+    assert result.said().count(said_text(app, "verify.mismatch")) == 2
+    assert said_text(app, "menu.main") in result.said()
+
+
+def test_more_time_resets_the_tries(app: Flask) -> None:
+    # silence, silence -> "need more time?", pound -> a fresh start with a longer timeout.
+    result = call(app, "1 1 - - # - 60614 -")
+    assert said_text(app, "menu.main") in result.said()
+    gathers = [e for e in result.events if e["event"] in {"press", "silence"}]
+    assert len(gathers) == 8
+
+
+def test_silence_at_language_menu_uses_the_language_on_file(app: Flask) -> None:
+    result = call(app, "- 1 60617 -", from_number="+15555550125")
+    with get_database(app).session() as db:
+        session = db.get(CallSession, result.call_sid)
+        assert session is not None and session.language == "es-US"
+    assert "setenta y seis dólares con veinte centavos" in result.said()
+
+
+def test_pin_verification(tmp_path: Path, sqlite_url: str) -> None:
+    prompts = custom_prompts(tmp_path, {"settings.toml": ('method = "zip"', 'method = "pin"')})
+    app = make_app(sqlite_url, prompts)
+    wrong = call(app, "1 1 1111# 9999# 8888#")
+    assert said_text(app, "verify.pin") in wrong.said()
+    assert said_text(app, "verify.failed_final") in wrong.said()
+    right = call(app, "1 1 2468# 1 1 1 1 1")
+    assert said_text(app, "verify.pin") in right.said()
+    with get_database(app).session() as db:
+        assert len(db.scalars(select(Payment)).all()) == 1
+    # No PIN on file (the in-credit demo account): it can never verify by PIN.
+    none = call(app, "1 4401009012# 0000# 1234# 5555#", from_number="+15555559999")
+    assert said_text(app, "verify.failed_final") in none.said()
+
+
+def test_ops_variant_for_no_input_is_spoken(tmp_path: Path, sqlite_url: str) -> None:
+    prompts = custom_prompts(tmp_path, {
+        "en-US.toml": ("[verify.zip]\n",
+                       '[verify.zip]\nnoinput = "Take your time: the ZIP code is on your bill."\n'),
+        # Variants must exist in every language (`ivr prompts check`).
+        "es-US.toml": ("[verify.zip]\n",
+                       '[verify.zip]\nnoinput = "Con calma: el código está en su factura."\n'),
+    })
+    app = make_app(sqlite_url, prompts)
+    result = call(app, "1 1 - 60614 -")
+    assert "Take your time: the ZIP code is on your bill." in result.said()
+    assert said_text(app, "common.no_input") not in result.said().split("five digit ZIP")[1]
