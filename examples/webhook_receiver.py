@@ -85,7 +85,8 @@ MIN_SECRET = 16
 _AMOUNT = re.compile(r"(?:0|[1-9][0-9]{0,11})\.[0-9]{2}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _PAID_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
-_LAST4 = re.compile(r"[0-9]{4}")
+# Cards give four digits; bank accounts only two (what Twilio's <Pay> reveals of them).
+_LAST4 = re.compile(r"[0-9]{1,4}")
 _METHODS = ("card", "ach")
 
 SCHEMA = """
@@ -183,7 +184,7 @@ def validate(payment: object, key_header: str | None) -> dict[str, Any]:
         raise Invalid("last4 is required (null when unknown)")
     last4 = payment["last4"]
     if last4 is not None and (not isinstance(last4, str) or not _LAST4.fullmatch(last4)):
-        raise Invalid("last4 must be four digits or null")
+        raise Invalid("last4 must be one to four digits or null")
     return {
         "idempotency_key": key,
         "account_number": _text(payment, "account_number"),
@@ -308,6 +309,11 @@ class Faults:
             raise FaultError("fault count must be a whole number of at least 1")
         if not isinstance(delay, int | float) or delay < 0:
             raise FaultError("fault delay must be a number of seconds")
+        methods = rule.get("methods", ["POST"])
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise FaultError('fault methods must be a list like ["POST", "HEAD"]')
+        if not isinstance(rule.get("retry_after", 0), int | str):
+            raise FaultError("fault retry_after must be seconds or an HTTP date")
 
     @staticmethod
     def _write(path: Path, rules: list[Any]) -> None:
@@ -338,6 +344,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ivr-webhook-receiver/1"
     timeout = 60  # an idle or stalled connection frees its thread after this
+    # Headers and body leave in two writes; with Nagle's algorithm on, the body would wait
+    # for the client's delayed ACK (~40 ms a request on Linux).
+    disable_nagle_algorithm = True
 
     @property
     def app(self) -> Server:

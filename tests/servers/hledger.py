@@ -1,0 +1,250 @@
+"""hledger-web (Debian's 1.25) as a real separate process, on a seeded journal.
+
+``start_hledger(workdir)`` writes ``workdir/biller.journal`` (account declarations and an
+opening bill for each IVR demo account), starts ``hledger-web --serve-api`` on a free
+127.0.0.1 port and returns once ``/version`` answers. Always ``stop()`` it (the tests do so
+in a fixture's ``finally``); an atexit hook kills any server a crashed run forgot.
+
+The read-back helpers deliberately do not use the connector: ``balance`` asks the server
+over plain HTTP, ``transactions_with_code`` reads the journal file itself (the truth, even
+when the server's view of it is stale).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+
+from ivr.demo import demo_rows
+
+BINARY = "hledger-web"
+START_TIMEOUT = 15.0
+RECEIVABLE_PREFIX = "receivables:customers:"
+CLEARING_ACCOUNT = "assets:bank:clearing"
+FEE_ACCOUNT = "income:convenience-fees"
+BILLED_ACCOUNT = "income:utility"
+COMMODITY = "USD"
+# The opening bills are dated long before any test payment.
+OPENING_DATE = "2026-01-01"
+# hledger-web re-reads the journal only when its mtime is newer than its last read, and
+# mtimes come from a coarse clock: an edit within a tick (1-10 ms) of a read goes unseen.
+RELOAD_GAP = 0.05
+
+_LIVE: set[HledgerServer] = set()
+
+
+def hledger_available() -> str | None:
+    """None when hledger-web can run here, else why not."""
+    path = shutil.which(BINARY)
+    if path is None:
+        return f"{BINARY} is not installed (apt-get install --no-install-recommends hledger-web)"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10,  # noqa: S603
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{BINARY} --version failed: {exc}"
+    if out.returncode != 0:
+        return f"{BINARY} --version exited {out.returncode}"
+    return None
+
+
+def seed_journal() -> str:
+    """Account declarations and one opening bill per demo account (balance due)."""
+    rows = demo_rows(datetime.now(UTC).date())
+    lines = [f"commodity {COMMODITY} 1000.00", ""]
+    lines += [f"account {name}" for name in (CLEARING_ACCOUNT, FEE_ACCOUNT, BILLED_ACCOUNT)]
+    lines += [f"account {RECEIVABLE_PREFIX}{row['account_number']}" for row in rows]
+    for row in rows:
+        number = row["account_number"]
+        lines += [
+            "",
+            f"{OPENING_DATE} Opening bill {number}  ; acct:{number}",
+            f"    {RECEIVABLE_PREFIX}{number}    {COMMODITY} {row['balance_due']}",
+            f"    {BILLED_ACCOUNT}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _quantity(amount: dict[str, object]) -> Decimal:
+    quantity = amount["aquantity"]
+    assert isinstance(quantity, dict)
+    return Decimal(int(quantity["decimalMantissa"])).scaleb(-int(quantity["decimalPlaces"]))
+
+
+class HledgerServer:
+    """One hledger-web process; ``restart()`` brings it back on the same port and journal."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.journal = workdir / "biller.journal"
+        self.log_file = workdir / "hledger-web.log"
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the JSON API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """The process is alive (paused counts as alive)."""
+        return self._process is not None and self._process.poll() is None
+
+    def settings(self) -> dict[str, str]:
+        """IVR settings that point the hledger connector at this server."""
+        return {"IVR_ACCOUNTING": "hledger", "IVR_HLEDGER_URL": self.url,
+                "IVR_HLEDGER_RECEIVABLE_PREFIX": RECEIVABLE_PREFIX,
+                "IVR_HLEDGER_CLEARING_ACCOUNT": CLEARING_ACCOUNT,
+                "IVR_HLEDGER_FEE_ACCOUNT": FEE_ACCOUNT, "IVR_HLEDGER_COMMODITY": COMMODITY}
+
+    # -- read-back, independent of the connector ------------------------------------------
+
+    def account_balance(self, account: str) -> Decimal:
+        """An account's inclusive balance in USD from ``GET /accounts`` (0 when absent)."""
+        response = requests.get(f"{self.url}/accounts", timeout=5)
+        response.raise_for_status()
+        for entry in response.json():
+            if entry["aname"] == account:
+                return sum((_quantity(a) for a in entry["aibalance"]
+                            if a["acommodity"] == COMMODITY), Decimal(0))
+        return Decimal(0)
+
+    def balance(self, account_number: str) -> Decimal:
+        """The customer's balance due, as the server reports it."""
+        return self.account_balance(RECEIVABLE_PREFIX + account_number)
+
+    def transactions_with_code(self, code: str) -> int:
+        """How many transactions in the journal file carry ``(code)`` in their header."""
+        header = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\S*(?: [*!])? \(" + re.escape(code)
+                            + r"\)", re.MULTILINE)
+        return len(header.findall(self.journal.read_text(encoding="utf-8")))
+
+    def append_journal(self, text: str) -> None:
+        """Append to the journal as an operator would, late enough for the server to notice."""
+        time.sleep(RELOAD_GAP)
+        with self.journal.open("a", encoding="utf-8") as journal:
+            journal.write(text)
+
+    # -- process control ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch (on ``self.port``; 0 picks a free one) and wait until ``/version`` answers."""
+        if self.running:
+            raise RuntimeError("hledger-web already running")
+        if self.port == 0:
+            self.port = _free_port()
+        binary = shutil.which(BINARY)
+        if binary is None:
+            raise RuntimeError(f"{BINARY} is not installed")
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own files
+                [binary, "-f", str(self.journal), "--serve-api", "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir)
+        _LIVE.add(self)
+        try:
+            self._wait_answering()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_answering(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if not self.running:
+                raise RuntimeError(f"hledger-web exited: {self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/version", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hledger-web did not answer in {START_TIMEOUT} s: "
+                                   f"{self.log_tail()}")
+            time.sleep(0.02)
+
+    def log_tail(self) -> str:
+        """The end of the server's output (errors such as an unparseable journal)."""
+        try:
+            return self.log_file.read_text(encoding="utf-8", errors="replace")[-2000:]
+        except FileNotFoundError:
+            return "(no log)"
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted (by the kernel) but never answered."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Terminate gracefully (SIGTERM), killing it if it does not exit in 10 s."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            self.resume()  # a stopped process would hold SIGTERM until continued
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash (works while paused too)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            self._process.wait(timeout=10)
+        _LIVE.discard(self)
+
+    def restart(self) -> None:
+        """Stop (if running) and start again on the same port with the same journal."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> HledgerServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_hledger(workdir: Path) -> HledgerServer:
+    """A running hledger-web on a freshly seeded journal in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = HledgerServer(workdir)
+    server.journal.write_text(seed_journal(), encoding="utf-8")
+    server.start()
+    return server
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_LIVE):
+        server.kill()

@@ -1,0 +1,354 @@
+"""The hledger connector against a real hledger-web 1.25 process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+
+from connectors.accounting import (
+    AccountingConnector,
+    PaymentPost,
+    PermanentError,
+    RetryableError,
+)
+from connectors.hledger import HledgerConnector, Posting, transaction_code, unbalanced_by
+from tests.servers.hledger import (
+    CLEARING_ACCOUNT,
+    FEE_ACCOUNT,
+    HledgerServer,
+    hledger_available,
+    start_hledger,
+)
+
+PAID_AT = datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HledgerServer]:
+    """One hledger-web for the module (skipped locally when it is not installed)."""
+    problem = hledger_available()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"hledger-web is required under CI=true: {problem}")
+        pytest.skip(problem)
+    hledger = start_hledger(tmp_path_factory.mktemp("hledger"))
+    try:
+        yield hledger
+    finally:
+        hledger.stop()
+
+
+@pytest.fixture
+def live(server: HledgerServer) -> Iterator[HledgerServer]:
+    """The server, brought back (same port, same journal) if a test left it down."""
+    yield server
+    server.resume()
+    if not server.running:
+        server.start()
+
+
+@pytest.fixture
+def connector(live: HledgerServer) -> Iterator[HledgerConnector]:
+    """A connector configured from the server's IVR_HLEDGER_* settings."""
+    conn = HledgerConnector.from_settings(live.settings())
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def payment(account: str = "4401001234", amount: str = "50.00", fee: str = "2.95",
+            **changes: Any) -> PaymentPost:
+    """A fresh payment (new idempotency key each time)."""
+    post = PaymentPost(idempotency_key=str(uuid.uuid4()), account_number=account,
+                       amount=Decimal(amount), fee=Decimal(fee), currency="USD",
+                       paid_at=PAID_AT, confirmation_number="PC" + uuid.uuid4().hex[:8],
+                       method="card", last4="1111", card_brand="visa")
+    return replace(post, **changes)
+
+
+def server_transaction(server: HledgerServer, code: str) -> dict[str, Any]:
+    """The transaction with ``code`` as the server reports it."""
+    response = requests.get(f"{server.url}/transactions", timeout=5)
+    response.raise_for_status()
+    found = [t for t in response.json() if t["tcode"] == code]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_is_an_accounting_connector(connector: HledgerConnector) -> None:
+    assert isinstance(connector, AccountingConnector)
+    assert connector.name == "hledger"
+    connector.health(timeout=2)
+
+
+def test_payment_lowers_balance_and_credits_fee(live: HledgerServer,
+                                                connector: HledgerConnector) -> None:
+    before = live.balance("4401001234")
+    fees = live.account_balance(FEE_ACCOUNT)
+    clearing = live.account_balance(CLEARING_ACCOUNT)
+    post = payment(amount="50.00", fee="2.95")
+
+    result = connector.post_payment(post, timeout=5)
+
+    assert result.receipt_id == post.idempotency_key
+    assert not result.already_posted
+    assert live.balance("4401001234") == before - Decimal("50.00")
+    assert live.account_balance(FEE_ACCOUNT) == fees - Decimal("2.95")
+    assert live.account_balance(CLEARING_ACCOUNT) == clearing + Decimal("52.95")
+    txn = server_transaction(live, result.receipt_id)
+    tags = dict(map(tuple, txn["ttags"]))
+    assert tags == {"acct": "4401001234", "ivr_ref": post.idempotency_key,
+                    "conf": post.confirmation_number}
+    assert txn["tdescription"] == (f"IVR payment conf {post.confirmation_number} "
+                                   "visa card ****1111")
+    assert txn["tdate"] == "2026-12-01"
+    assert live.transactions_with_code(result.receipt_id) == 1
+
+
+def test_no_fee_means_no_fee_posting(live: HledgerServer, connector: HledgerConnector) -> None:
+    fees = live.account_balance(FEE_ACCOUNT)
+    post = payment(account="4401005678", amount="12.5", fee="0.00", method="ach",
+                   card_brand=None, last4="6789")
+    result = connector.post_payment(post, timeout=5)
+    txn = server_transaction(live, result.receipt_id)
+    assert [p["paccount"] for p in txn["tpostings"]] == [
+        CLEARING_ACCOUNT, "receivables:customers:4401005678"]
+    assert txn["tdescription"].endswith(" ach ****6789")
+    assert live.account_balance(FEE_ACCOUNT) == fees
+
+
+def test_same_payment_twice_posts_once(live: HledgerServer,
+                                       connector: HledgerConnector) -> None:
+    before = live.balance("4401001234")
+    post = payment(amount="10.00", fee="1.00")
+    first = connector.post_payment(post, timeout=5)
+    second = connector.post_payment(post, timeout=5)
+    # A second connector (another worker, or after a restart of ours) sees it too.
+    other = HledgerConnector.from_settings(live.settings())
+    try:
+        third = other.post_payment(post, timeout=5)
+    finally:
+        other.close()
+    assert not first.already_posted
+    assert second.already_posted and third.already_posted
+    assert first.receipt_id == second.receipt_id == third.receipt_id
+    assert live.transactions_with_code(first.receipt_id) == 1
+    assert live.balance("4401001234") == before - Decimal("10.00")
+
+
+def test_repost_right_after_posting_is_seen(live: HledgerServer,
+                                            connector: HledgerConnector) -> None:
+    # hledger-web reloads its journal by file mtime; writes landing within a clock tick of
+    # a reload stayed invisible until the next write. Back-to-back posts must still dedupe.
+    posts = [payment(amount="1.00", fee="0") for _ in range(8)]
+    for post in posts:
+        assert not connector.post_payment(post, timeout=5).already_posted
+        assert connector.post_payment(post, timeout=5).already_posted
+    for post in posts:
+        assert live.transactions_with_code(post.idempotency_key) == 1
+
+
+def test_unbalanced_transaction_is_never_sent(live: HledgerServer) -> None:
+    class Buggy(HledgerConnector):
+        def postings(self, payment: PaymentPost) -> list[Posting]:
+            good = super().postings(payment)
+            # A one-cent slip, as a bad fee split would make.
+            return [Posting(good[0].account, good[0].amount + Decimal("0.01")), *good[1:]]
+
+    journal = live.journal.read_bytes()
+    mtime = live.journal.stat().st_mtime_ns
+    buggy = Buggy.from_settings(live.settings())
+    try:
+        with pytest.raises(PermanentError, match="does not balance"):
+            buggy.post_payment(payment(), timeout=5)
+    finally:
+        buggy.close()
+    assert live.journal.read_bytes() == journal
+    assert live.journal.stat().st_mtime_ns == mtime
+    # The journal still parses: a restart succeeds (1.25 would refuse to start otherwise).
+    live.restart()
+    assert requests.get(f"{live.url}/version", timeout=5).json() == "1.25"
+
+
+def test_balance_check_reads_the_wire_amounts() -> None:
+    def amount(mantissa: int, places: int) -> dict[str, Any]:
+        return {"acommodity": "USD",
+                "aquantity": {"decimalMantissa": mantissa, "decimalPlaces": places}}
+
+    balanced = {"tpostings": [{"pamount": [amount(5295, 2)]}, {"pamount": [amount(-50, 0)]},
+                              {"pamount": [amount(-2950, 3)]}]}
+    assert unbalanced_by(balanced) == {}
+    off = {"tpostings": [{"pamount": [amount(5295, 2)]}, {"pamount": [amount(-5294, 2)]}]}
+    assert unbalanced_by(off) == {"USD": Decimal("0.01")}
+    inferred = {"tpostings": [{"pamount": [amount(100, 2)]}, {"pamount": []}]}
+    assert unbalanced_by(inferred)
+
+
+def test_unknown_customer_is_permanent(live: HledgerServer,
+                                       connector: HledgerConnector) -> None:
+    journal = live.journal.read_bytes()
+    with pytest.raises(PermanentError, match="unknown customer"):
+        connector.post_payment(payment(account="9999999999"), timeout=5)
+    with pytest.raises(PermanentError, match="unknown customer"):
+        connector.lookup_balance("9999999999", timeout=5)
+    with pytest.raises(PermanentError, match="cannot name"):
+        connector.post_payment(payment(account="44 01;x"), timeout=5)
+    assert live.journal.read_bytes() == journal
+
+
+def test_customer_added_to_journal_is_known_at_once(live: HledgerServer,
+                                                    connector: HledgerConnector) -> None:
+    # Fill the name cache first; a miss must re-read, never trust the cached list.
+    connector.post_payment(payment(amount="1.00", fee="0"), timeout=5)
+    live.append_journal("\naccount receivables:customers:4401007777\n")
+    result = connector.post_payment(payment(account="4401007777", amount="5.00", fee="0"),
+                                    timeout=5)
+    assert live.balance("4401007777") == Decimal("-5.00")
+    assert live.transactions_with_code(result.receipt_id) == 1
+
+
+def test_invalid_payments_are_permanent(connector: HledgerConnector) -> None:
+    for bad in (payment(amount="0"), payment(amount="-5.00"), payment(fee="-1.00"),
+                payment(currency="EUR"), payment(amount="NaN")):
+        with pytest.raises(PermanentError):
+            connector.post_payment(bad, timeout=5)
+
+
+def test_server_killed_is_retryable(live: HledgerServer, connector: HledgerConnector) -> None:
+    connector.health(timeout=2)  # a pooled connection to the old process
+    live.kill()
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="connection failed"):
+        connector.post_payment(payment(), timeout=5)
+    with pytest.raises(RetryableError):
+        connector.lookup_balance("4401001234", timeout=5)
+    with pytest.raises(RetryableError):
+        connector.health(timeout=2)
+    assert time.monotonic() - started < 2
+    live.start()
+    result = connector.post_payment(payment(amount="2.00"), timeout=5)
+    assert live.transactions_with_code(result.receipt_id) == 1
+
+
+def test_server_paused_times_out_within_budget(live: HledgerServer,
+                                               connector: HledgerConnector) -> None:
+    post = payment(amount="3.00")
+    live.pause()
+    try:
+        for call in (lambda: connector.post_payment(post, timeout=0.5),
+                     lambda: connector.lookup_balance("4401001234", timeout=0.5)):
+            started = time.monotonic()
+            with pytest.raises(RetryableError, match="timed out"):
+                call()
+            assert 0.4 < time.monotonic() - started < 1.5
+    finally:
+        live.resume()
+    # Nothing was written while it stood still; the retry posts exactly once.
+    assert live.transactions_with_code(post.idempotency_key) == 0
+    assert not connector.post_payment(post, timeout=5).already_posted
+    assert live.transactions_with_code(post.idempotency_key) == 1
+
+
+def test_lookup_balance(live: HledgerServer, connector: HledgerConnector) -> None:
+    # Accounts no other test pays into hold their opening bills.
+    assert connector.lookup_balance("4401009012", timeout=5).balance_due == Decimal("-25.00")
+    balance = connector.lookup_balance("4401003456", timeout=5)
+    assert (balance.account_number, balance.balance_due) == ("4401003456", Decimal("76.20"))
+    assert str(balance.balance_due) == "76.20"
+    before = connector.lookup_balance("4401001234", timeout=5).balance_due
+    assert before == live.balance("4401001234")
+    connector.post_payment(payment(amount="0.45", fee="0"), timeout=5)
+    assert connector.lookup_balance("4401001234", timeout=5).balance_due == before - \
+        Decimal("0.45")
+
+
+def test_declared_account_without_postings_has_zero_balance(
+        live: HledgerServer, connector: HledgerConnector) -> None:
+    live.append_journal("\naccount receivables:customers:4401008888\n")
+    assert connector.lookup_balance("4401008888", timeout=5).balance_due == Decimal("0.00")
+
+
+def test_restart_keeps_a_parseable_journal_with_the_posting(
+        live: HledgerServer, connector: HledgerConnector) -> None:
+    # Characters that mean something in journal text: ")" ends a code, ";" a description.
+    post = payment(idempotency_key="key with ) and ; inside", confirmation_number="AB;C)D\n",
+                   last4="12;4", card_brand="vi(sa")
+    result = connector.post_payment(post, timeout=5)
+    assert result.receipt_id == transaction_code(post.idempotency_key)
+    assert result.receipt_id.startswith("ivr-")
+    live.restart()
+    assert live.transactions_with_code(result.receipt_id) == 1
+    txn = server_transaction(live, result.receipt_id)
+    assert txn["tdescription"] == "IVR payment conf ABCD visa card ****124"
+    assert dict(map(tuple, txn["ttags"]))["conf"] == "ABCD"
+    again = connector.post_payment(post, timeout=5)
+    assert again.already_posted and again.receipt_id == result.receipt_id
+
+
+def test_settings() -> None:
+    with pytest.raises(ValueError, match="IVR_HLEDGER_URL"):
+        HledgerConnector.from_settings({})
+    with pytest.raises(ValueError, match="IVR_HLEDGER_URL"):
+        HledgerConnector.from_settings({"IVR_HLEDGER_URL": "ftp://x"})
+    base = {"IVR_HLEDGER_URL": "http://127.0.0.1:5051/"}
+    with pytest.raises(ValueError, match="IVR_ACCOUNTING_READ_TIMEOUT"):
+        HledgerConnector.from_settings({**base, "IVR_ACCOUNTING_READ_TIMEOUT": "0"})
+    with pytest.raises(ValueError, match="IVR_HLEDGER_FEE_ACCOUNT"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_FEE_ACCOUNT": "income; x"})
+    with pytest.raises(ValueError, match="IVR_HLEDGER_COMMODITY"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_COMMODITY": "US D"})
+    with pytest.raises(ValueError, match="IVR_HLEDGER_TIMEZONE"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_TIMEZONE": "Mars/Base"})
+    conn = HledgerConnector.from_settings({**base, "IVR_HLEDGER_COMMODITY": "$",
+                                           "IVR_HLEDGER_TIMEZONE": "America/Chicago"})
+    try:
+        assert conn.url == "http://127.0.0.1:5051"
+        assert conn.receivable_account("4401001234") == "receivables:customers:4401001234"
+        assert (conn.clearing_account, conn.fee_account) == (
+            "assets:bank:clearing", "income:convenience-fees")
+        assert conn.currency == "USD"
+        # 20:30 in Chicago on Dec 1 is already Dec 2 in UTC: the biller's day counts.
+        late = payment(paid_at=datetime(2026, 12, 2, 2, 30, tzinfo=UTC))
+        assert conn.transaction(late)["tdate"] == "2026-12-01"
+        wire = conn.transaction(payment(amount="50", fee="0"))["tpostings"][0]["pamount"][0]
+        assert wire["aquantity"] == {"decimalMantissa": 5000, "decimalPlaces": 2}
+        assert wire["acommodity"] == "$" and wire["astyle"]["ascommodityspaced"] is False
+    finally:
+        conn.close()
+
+
+def test_write_that_timed_out_but_landed_is_found_by_the_retry(live: HledgerServer) -> None:
+    class StallsBeforeWriting(HledgerConnector):
+        def _wait_after_read(self, deadline: Any) -> None:
+            super()._wait_after_read(deadline)
+            live.pause()  # the PUT is then queued by the kernel and answered too late
+
+    post = payment(amount="4.00")
+    stalling = StallsBeforeWriting.from_settings(live.settings())
+    try:
+        with pytest.raises(RetryableError, match="timed out"):
+            stalling.post_payment(post, timeout=1.0)
+    finally:
+        live.resume()
+        stalling.close()
+    deadline = time.monotonic() + 5
+    while live.transactions_with_code(post.idempotency_key) == 0:
+        assert time.monotonic() < deadline, "the late PUT never landed"
+        time.sleep(0.02)
+    retry = HledgerConnector.from_settings(live.settings())
+    try:
+        result = retry.post_payment(post, timeout=5)
+    finally:
+        retry.close()
+    assert result.already_posted
+    assert live.transactions_with_code(post.idempotency_key) == 1
