@@ -1,7 +1,8 @@
 """Seed an initialised Tryton database for the IVR connector tests (run with Tryton's python).
 
 Usage: ``python tryton_seed.py CONFIG_FILE DATABASE < spec.json`` where the spec is
-``{"payment_method": "IVR", "parties": [{"code": ..., "name": ..., "invoices":
+``{"payment_method": "IVR", "users": [{"login": ..., "password": ..., "groups":
+[...]}], "parties": [{"code": ..., "name": ..., "invoices":
 [[days_ago, "123.45"], ...]}, ...]}``. It creates the company (USD), the chart of accounts,
 a fiscal year around today with monthly periods and invoice sequences, the payment method on
 the cash journal, and one customer party per entry with its invoices posted. It uses the
@@ -26,7 +27,8 @@ def main() -> None:
     config_file, database = sys.argv[1], sys.argv[2]
     spec = json.load(sys.stdin)
     config.set_trytond(database, config_file=config_file)
-    today = datetime.date.today()
+    # Tryton dates documents by the server's local day, as this does.
+    today = datetime.date.today()  # noqa: DTZ011
 
     create_company()
     create_chart()
@@ -41,23 +43,42 @@ def main() -> None:
         debit_account=accounts["cash"], credit_account=accounts["cash"])
     method.save()
 
+    # A least-privilege user, as a biller would set one up for the IVR.
+    group_model = Model.get("res.group")
+    company_model = Model.get("company.company")
+    company, = company_model.find()
+    for entry in spec.get("users", []):
+        user = Model.get("res.user")(login=entry["login"], name=entry["login"])
+        user.password = entry["password"]
+        for group_name in entry["groups"]:
+            group, = group_model.find([("name", "=", group_name)])
+            user.groups.append(group)
+        user.companies.append(company)
+        user.company = company
+        user.save()
+
     party_model = Model.get("party.party")
     invoice_model = Model.get("account.invoice")
+    to_post = []
     for entry in spec["parties"]:
         party = party_model(name=entry["name"], code=entry["code"])
         party.save()
-        for days_ago, amount in entry["invoices"]:
-            invoice = invoice_model(type="out", party=party,
-                                    invoice_date=today - datetime.timedelta(days=days_ago))
-            line = invoice.lines.new()
-            line.account = accounts["revenue"]
-            line.description = "Service"
-            line.quantity = 1
-            line.unit_price = Decimal(amount)
-            invoice.click("post")
-            print(f"{entry['code']} invoice {invoice.number} {invoice.invoice_date} "
-                  f"{invoice.state} {invoice.total_amount}")
-
+        to_post.extend((days_ago, entry["code"], party, amount)
+                       for days_ago, amount in entry["invoices"])
+    # Tryton numbers customer invoices in date order and refuses to post one dated before
+    # an already numbered one, so post them oldest first across all parties.
+    to_post.sort(key=lambda item: -item[0])
+    for days_ago, code, party, amount in to_post:
+        invoice = invoice_model(type="out", party=party,
+                                invoice_date=today - datetime.timedelta(days=days_ago))
+        line = invoice.lines.new()
+        line.account = accounts["revenue"]
+        line.description = "Service"
+        line.quantity = 1
+        line.unit_price = Decimal(amount)
+        invoice.click("post")
+        print(f"{code} invoice {invoice.number} {invoice.invoice_date} "
+              f"{invoice.state} {invoice.total_amount}")
 
 if __name__ == "__main__":
     main()
