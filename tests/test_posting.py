@@ -1,0 +1,400 @@
+"""Posting payments to real accounting servers on 127.0.0.1: in real time, through the
+outbox when the system is down or slow, retries, dead letters, and crashed workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from sqlalchemy import select
+
+from ivr import get_config, get_database
+from ivr.cli import main
+from ivr.models import Account, OutboxEntry, Payment, PostingAttempt, utcnow
+from ivr.posting import drain_once
+from tests.conftest import OPEN_TIME, REPO, call, make_app, said_text
+from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
+from tests.servers.webhook import Receiver, start_receiver
+
+SECRET = "receiver-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    server = start_receiver(tmp_path / "receiver", SECRET)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hledger(tmp_path: Path) -> Iterator[HledgerServer]:
+    problem = hledger_available()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"hledger-web is required under CI=true: {problem}")
+        pytest.skip(problem)
+    server = start_hledger(tmp_path / "hledger")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def posting_app(database_url: str, settings: dict[str, str], now: datetime = OPEN_TIME,
+                **overrides: object) -> Flask:
+    system = settings["IVR_ACCOUNTING"]
+    return make_app(database_url, REPO / "prompts", now, accounting=system,
+                    accounting_settings=settings, **overrides)
+
+
+def outbox(app: Flask) -> list[OutboxEntry]:
+    with get_database(app).session() as db:
+        return list(db.scalars(select(OutboxEntry).order_by(OutboxEntry.id)))
+
+
+def attempts(app: Flask) -> list[PostingAttempt]:
+    with get_database(app).session() as db:
+        return list(db.scalars(select(PostingAttempt).order_by(PostingAttempt.id)))
+
+
+def drain(app: Flask, later: timedelta = timedelta(0)) -> None:
+    """One worker pass, as if ``later`` had passed (so backoff delays are due)."""
+    accounting = app.extensions["ivr.accounting"]
+    drain_once(get_database(app), accounting.connector, get_config(app), poster="test-worker",
+               clock=lambda: utcnow() + later)
+
+
+PAID_CALL = "1 1 60614 1 1 1 1 1"
+
+
+def test_paid_call_is_posted_to_the_webhook_receiver_in_real_time(
+        database_url: str, receiver: Receiver) -> None:
+    app = posting_app(database_url, receiver.settings())
+    result = call(app, PAID_CALL)
+    assert said_text(app, "pay.success_posted") in result.said()
+    [stored] = receiver.payments()
+    [payment] = payments(app)
+    body = stored["payment"]
+    assert body["idempotency_key"] == payment.idempotency_key
+    assert body["amount"] == "123.45" and body["account_number"] == "4401001234"
+    assert body["last4"] == "1111" and body["method"] == "card"
+    assert body["confirmation_number"] == payment.confirmation_code
+    [entry] = outbox(app)
+    assert entry.status == "posted" and entry.receipt_id == stored["receipt_id"]
+    assert payment.posting_status == "posted"
+    drain(app, timedelta(hours=1))
+    assert len(receiver.payments()) == 1  # nothing left for the worker: posted once
+
+
+def test_paid_call_is_posted_to_hledger(sqlite_url: str, hledger: HledgerServer) -> None:
+    app = posting_app(sqlite_url, hledger.settings())
+    before = hledger.balance("4401001234")
+    result = call(app, PAID_CALL)
+    assert said_text(app, "pay.success_posted") in result.said()
+    [payment] = payments(app)
+    assert hledger.balance("4401001234") == before - Decimal(payment.amount_cents) / 100
+    assert hledger.transactions_with_code(outbox(app)[0].receipt_id or "") == 1
+
+
+def payments(app: Flask) -> list[Payment]:
+    with get_database(app).session() as db:
+        return list(db.scalars(select(Payment).order_by(Payment.id)))
+
+
+def test_receiver_down_at_payment_time_queues_then_posts_once(
+        database_url: str, receiver: Receiver) -> None:
+    app = posting_app(database_url, receiver.settings())
+    receiver.stop()
+    result = call(app, PAID_CALL)
+    # Truthful: received, will be applied. Not "posted".
+    assert said_text(app, "pay.success_pending") in result.said()
+    assert said_text(app, "pay.success_posted") not in result.said()
+    [entry] = outbox(app)
+    assert entry.status == "pending" and entry.attempts == 1 and entry.last_error
+    receiver.restart()
+    drain(app)  # not due yet: backoff
+    assert receiver.payments() == []
+    drain(app, timedelta(hours=1))
+    drain(app, timedelta(hours=2))
+    assert len(receiver.payments()) == 1
+    [entry] = outbox(app)
+    assert entry.status == "posted" and entry.attempts == 2
+    assert [a.outcome for a in attempts(app)] == ["retry", "posted"]
+
+
+def test_receiver_slower_than_budget_queues_and_posts_exactly_once(
+        sqlite_url: str, receiver: Receiver) -> None:
+    app = posting_app(sqlite_url, receiver.settings(), post_budget_ms=300)
+    receiver.set_faults({"delay": 1.5, "count": 1})
+    started = time.monotonic()
+    result = call(app, PAID_CALL)
+    assert time.monotonic() - started < 8
+    assert said_text(app, "pay.success_pending") in result.said()
+    time.sleep(1.5)  # the slow request lands after we gave up on it
+    drain(app, timedelta(hours=1))
+    assert len(receiver.payments()) == 1
+    [entry] = outbox(app)
+    assert entry.status == "posted"
+
+
+def queue_payments(app: Flask, count: int, account_number: str = "4401001234") -> list[str]:
+    """Payments as the line records them (payment + outbox row), without placing calls."""
+    keys = []
+    with get_database(app).session() as db:
+        account = db.scalar(select(Account).where(Account.account_number == account_number))
+        assert account is not None
+        for i in range(count):
+            key = str(uuid.uuid4())
+            payment = Payment(idempotency_key=key, call_sid=f"CA{uuid.uuid4().hex}",
+                              confirmation_code=f"Q{i:09d}", account_id=account.id,
+                              account_number=account_number, amount_cents=100 + i,
+                              fee_cents=0, method="card", card_brand="visa", card_last4="1111",
+                              paid_at=utcnow())
+            db.add(payment)
+            db.flush()
+            db.add(OutboxEntry(payment_id=payment.id, next_attempt_at=utcnow()))
+            keys.append(key)
+    return keys
+
+
+def test_500_and_429_are_retried_with_backoff(sqlite_url: str, receiver: Receiver) -> None:
+    app = posting_app(sqlite_url, receiver.settings())
+    queue_payments(app, 1)
+    receiver.set_faults({"status": 500, "count": 2})
+    drain(app)
+    [entry] = outbox(app)
+    first_delay = (entry.next_attempt_at - utcnow()).total_seconds()
+    assert entry.status == "pending" and first_delay > 0
+    drain(app, timedelta(hours=1))
+    [entry] = outbox(app)
+    assert entry.attempts == 2 and entry.status == "pending"
+    receiver.set_faults({"status": 429, "retry_after": 600, "count": 1})
+    drain(app, timedelta(hours=2))
+    [entry] = outbox(app)
+    assert entry.attempts == 3
+    # Retry-After (600 s) is honoured even though the backoff alone would be shorter.
+    assert entry.next_attempt_at >= utcnow() + timedelta(hours=2, seconds=590)
+    drain(app, timedelta(hours=3))
+    [entry] = outbox(app)
+    assert entry.status == "posted" and entry.attempts == 4
+    assert [a.outcome for a in attempts(app)] == ["retry", "retry", "retry", "posted"]
+    assert len(receiver.payments()) == 1
+
+
+def test_validation_error_is_dead_lettered_visible_and_not_retried(
+        sqlite_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = posting_app(sqlite_url, receiver.settings())
+    queue_payments(app, 1)
+    receiver.set_faults({"status": 422, "body": {"error": "unknown account"}})
+    drain(app)
+    [entry] = outbox(app)
+    assert entry.status == "dead" and "422" in (entry.last_error or "")
+    assert payments(app)[0].posting_status == "dead"
+    drain(app, timedelta(days=30))
+    assert len(attempts(app)) == 1  # never retried on its own
+    monkeypatch.setenv("IVR_DATABASE_URL", sqlite_url)
+    listed = CliRunner().invoke(main, ["outbox", "list", "--status", "dead", "--json"])
+    rows = json.loads(listed.output)
+    assert [r["id"] for r in rows] == [entry.id] and "422" in rows[0]["last_error"]
+    # A person fixes the cause and retries it.
+    receiver.clear_faults()
+    assert CliRunner().invoke(main, ["outbox", "retry", str(entry.id)]).exit_code == 0
+    drain(app)
+    assert outbox(app)[0].status == "posted" and len(receiver.payments()) == 1
+
+
+def test_out_of_attempts_is_dead_lettered(sqlite_url: str, receiver: Receiver) -> None:
+    app = posting_app(sqlite_url, receiver.settings(), outbox_max_attempts=3)
+    queue_payments(app, 1)
+    receiver.set_faults({"status": 503})
+    for hours in range(4):
+        drain(app, timedelta(hours=hours * 10))
+    [entry] = outbox(app)
+    assert entry.status == "dead" and entry.attempts == 3
+    assert [a.outcome for a in attempts(app)] == ["retry", "retry", "dead"]
+
+
+def worker_env(database_url: str, settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    env.update(settings)
+    env.update({"IVR_DATABASE_URL": database_url, "IVR_PROMPTS_DIR": str(REPO / "prompts"),
+                "IVR_OUTBOX_CLAIM_SECONDS": "1", "IVR_LOG_LEVEL": "WARNING",
+                "IVR_PIN_KEY": "test-pin-key", "IVR_OUTBOX_BACKOFF_SECONDS": "0.2",
+                "IVR_OUTBOX_BACKOFF_MAX_SECONDS": "1"})
+    return env
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from ivr.cli import main; main()", "worker", "--idle", "0.1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_all_posted(app: Flask, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(e.status == "posted" for e in outbox(app)):
+            return
+        time.sleep(0.2)
+    pending = [(e.id, e.status, e.last_error) for e in outbox(app) if e.status != "posted"]
+    raise AssertionError(f"not all posted: {pending[:5]}")
+
+
+def test_workers_killed_mid_post_still_post_each_payment_exactly_once(
+        database_url: str, hledger: HledgerServer) -> None:
+    app = posting_app(database_url, hledger.settings())
+    keys = queue_payments(app, 30)
+    env = worker_env(get_database(app).url, hledger.settings())
+    before = hledger.balance("4401001234")
+    # SIGKILL a worker again and again while it posts; claims expire and are taken over.
+    for delay in (0.4, 0.7, 0.3, 0.9, 0.5, 0.6, 0.35, 0.8):
+        worker = start_worker(env)
+        time.sleep(delay)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        time.sleep(0.05)
+    time.sleep(1.1)  # let the last claims expire
+    finisher = start_worker(env)
+    try:
+        wait_all_posted(app, 60)
+    finally:
+        finisher.terminate()
+        finisher.wait(timeout=10)
+    for key in keys:
+        assert hledger.transactions_with_code(key) == 1, diagnose(app, hledger, key)
+    # The killed workers did post (so the kills landed mid-drain), and the survivor
+    # took over their claims.
+    posters = {a.poster for a in attempts(app)}
+    assert len(posters) >= 2, posters
+    total = sum(p.amount_cents for p in payments(app))
+    assert hledger.balance("4401001234") == before - Decimal(total) / 100
+
+
+def diagnose(app: Flask, hledger: HledgerServer, key: str) -> str:
+    """Why a payment is not exactly once in the journal: its attempts and the server's view."""
+    import requests
+
+    with get_database(app).session() as db:
+        rows = db.execute(select(PostingAttempt.poster, PostingAttempt.outcome,
+                                 PostingAttempt.error, OutboxEntry.receipt_id)
+                          .join(OutboxEntry, OutboxEntry.id == PostingAttempt.outbox_id)
+                          .join(Payment, Payment.id == OutboxEntry.payment_id)
+                          .where(Payment.idempotency_key == key)).all()
+    served = requests.get(f"{hledger.url}/transactions", timeout=5).text.count(key)
+    return (f"{key}: file has {hledger.transactions_with_code(key)}, API has {served}; "
+            f"attempts {rows}")
+
+
+def test_two_workers_at_once_never_double_post(database_url: str,
+                                               hledger: HledgerServer) -> None:
+    app = posting_app(database_url, hledger.settings())
+    keys = queue_payments(app, 30)
+    env = worker_env(get_database(app).url, hledger.settings())
+    env["IVR_OUTBOX_CLAIM_SECONDS"] = "30"
+    workers = [start_worker(env) for _ in range(3)]
+    try:
+        wait_all_posted(app, 60)
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=10)
+    for key in keys:
+        assert hledger.transactions_with_code(key) == 1, diagnose(app, hledger, key)
+    posters = {a.poster for a in attempts(app)}
+    assert len(attempts(app)) == 30  # one attempt per payment: no one posted twice
+    assert len(posters) >= 1
+
+
+def test_live_balance_is_read_and_falls_back_to_cache(sqlite_url: str,
+                                                      hledger: HledgerServer) -> None:
+    app = posting_app(sqlite_url, hledger.settings(), lookup_timeout_ms=300,
+                      breaker_failures=2, breaker_reset_seconds=60)
+    # The biller's books say 100.00 more than the cached file (a new bill posted today).
+    hledger.append_journal(
+        "\n2026-12-01 New bill  ; acct:4401001234\n"
+        "    receivables:customers:4401001234   USD 100.00\n    income:utility\n")
+    live = call(app, "1 1 60614 -")
+    assert "two hundred twenty-three dollars and forty-five cents" in live.said()
+    accounting = app.extensions["ivr.accounting"]
+    hledger.pause()  # slower than the lookup timeout
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            slow = call(app, "1 1 60614 -")
+            assert time.monotonic() - started < 5
+            # The cache (refreshed by the last live read) answers.
+            assert "two hundred twenty-three dollars" in slow.said()
+        assert accounting.lookup_breaker.is_open
+        started = time.monotonic()
+        call(app, "1 1 60614 -")
+        assert time.monotonic() - started < 0.3 + 1.0  # the open breaker skips the lookup
+    finally:
+        hledger.resume()
+
+
+def test_worker_once_and_reconcile_cli(sqlite_url: str, receiver: Receiver,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    app = posting_app(sqlite_url, receiver.settings())
+    queue_payments(app, 3)
+    for key, value in worker_env(sqlite_url, receiver.settings()).items():
+        monkeypatch.setenv(key, value)
+    receiver.set_faults({"status": 422, "count": 1})
+    result = CliRunner().invoke(main, ["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "posted 2, retried 0, dead 1" in result.output
+    day = utcnow().astimezone(app.extensions["ivr.prompts"].get().settings.transfer.timezone)
+    report = CliRunner().invoke(main, ["reconcile", "--date", day.date().isoformat(), "--json"])
+    assert report.exit_code == 0, report.output
+    data = json.loads(report.output)
+    assert (data["captured"], data["posted"], data["dead"], data["queued"]) == (3, 2, 1, 0)
+    assert data["ok"] and len(data["differences"]) == 1
+    # A payment that could never be posted (its outbox row gone) is unexplained: exit 1.
+    with get_database(app).session() as db:
+        gone = db.scalars(select(OutboxEntry).where(OutboxEntry.status == "posted")).first()
+        assert gone is not None
+        for row in db.scalars(select(PostingAttempt).where(PostingAttempt.outbox_id == gone.id)):
+            db.delete(row)
+        db.flush()
+        db.delete(gone)
+    report = CliRunner().invoke(main, ["reconcile", "--date", day.date().isoformat()])
+    assert report.exit_code == 1 and "UNEXPLAINED" in report.output
+
+
+def test_paid_call_is_applied_in_tryton(tmp_path: Path, database_url: str) -> None:
+    from tests.servers.tryton import TrytonUnavailable, start_tryton
+
+    try:
+        tryton = start_tryton(tmp_path / "tryton")
+    except TrytonUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Tryton is required under CI=true: {exc}")
+        pytest.skip(f"Tryton 8.2 could not be installed or started: {exc}")
+    try:
+        settings = {"IVR_ACCOUNTING": "tryton", **tryton.settings()}
+        # Real time here: Tryton dates the payment move with its own today.
+        app = posting_app(database_url, settings, now=utcnow())
+        # The disconnection-pending account has two open invoices: 187.50 (older), 125.30.
+        before = tryton.invoice_amounts("4401005678")
+        result = call(app, "1 4401005678# 60615 1 2 1 1 1", from_number="+15555559999")
+        assert said_text(app, "pay.success_posted") in result.said()
+        after = tryton.invoice_amounts("4401005678")
+        assert sum(before) - sum(after) == Decimal("187.50")
+        assert Decimal(0) in after  # the older invoice is paid off, the newer one still open
+        drain(app, timedelta(hours=1))
+        assert tryton.invoice_amounts("4401005678") == after  # posted once, nothing re-sent
+    finally:
+        tryton.stop()
