@@ -1,0 +1,186 @@
+"""Outbox drain rate and real-time posting latency, against real servers on 127.0.0.1.
+
+Prints, for the reference webhook receiver and for hledger-web:
+- the server's own maximum request rate: a bare loop of prebuilt requests on one keep-alive
+  session, one at a time (the same concurrency as one worker);
+- our outbox drain rate (one `ivr worker` pass over N queued payments) and its ratio to that;
+- the real-time path's extra latency: a whole <Pay> success callback (record the payment,
+  commit, post within the budget, answer TwiML) against the connector's bare round trip.
+
+Usage: python -m bench.posting [--payments 300] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+from sqlalchemy import update
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from connectors.accounting import AccountingConnector, PaymentPost  # noqa: E402
+from connectors.hledger import HledgerConnector, transaction_code  # noqa: E402
+from connectors.webhook import WebhookConnector, _encode, payload, sign  # noqa: E402
+from ivr import get_config, get_database  # noqa: E402
+from ivr.models import Account  # noqa: E402
+from ivr.posting import drain_once  # noqa: E402
+from tests.conftest import Twilio, make_app, new_sid  # noqa: E402
+from tests.servers.hledger import start_hledger  # noqa: E402
+from tests.servers.webhook import start_receiver  # noqa: E402
+from tests.test_posting import queue_payments  # noqa: E402
+from tests.test_webhooks import success_form, walk_to_pay  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef"
+
+
+def post(i: int, account: str = "4401001234") -> PaymentPost:
+    """A payment with a fresh key."""
+    return PaymentPost(idempotency_key=str(uuid.uuid4()), account_number=account,
+                       amount=Decimal("1.00") + Decimal(i) / 100, fee=Decimal(0),
+                       currency="USD", paid_at=datetime.now(UTC),
+                       confirmation_number=f"B{i:08d}", method="card", last4="1111")
+
+
+def rate(count: int, action: Callable[[int], None]) -> float:
+    """Requests per second of ``action`` over ``count`` runs."""
+    started = time.perf_counter()
+    for i in range(count):
+        action(i)
+    return count / (time.perf_counter() - started)
+
+
+def bare_webhook(url: str, count: int) -> float:
+    """The receiver's rate for prebuilt, presigned requests on one keep-alive session."""
+    session = requests.Session()
+    payments = [post(i) for i in range(count)]
+    bodies = [_encode(payload(p)) for p in payments]
+
+    def send(i: int) -> None:
+        body = bodies[i]
+        stamp = int(time.time())
+        response = session.post(url, data=body, timeout=10, headers={
+            "Content-Type": "application/json", "X-IVR-Signature": sign(SECRET, body, stamp),
+            "Idempotency-Key": payments[i].idempotency_key})
+        response.raise_for_status()
+
+    return rate(count, send)
+
+
+def bare_hledger(base: str, connector: HledgerConnector, count: int) -> float:
+    """hledger-web's rate for prebuilt PUT /add requests."""
+    session = requests.Session()
+    bodies = [connector.transaction(post(i)) for i in range(count)]
+
+    def send(i: int) -> None:
+        session.put(f"{base}/add", json=bodies[i], timeout=10).raise_for_status()
+
+    return rate(count, send)
+
+
+def drain_rate(database_url: str, settings: dict[str, str], count: int) -> float:
+    """Payments per second one worker pass posts from the outbox."""
+    app = make_app(database_url, REPO / "prompts", accounting=settings["IVR_ACCOUNTING"],
+                   accounting_settings=settings)
+    queue_payments(app, count)
+    connector = app.extensions["ivr.accounting"].connector
+    started = time.perf_counter()
+    stats = drain_once(get_database(app), connector, get_config(app), poster="bench")
+    elapsed = time.perf_counter() - started
+    assert stats.posted == count, stats
+    get_database(app).dispose()
+    return count / elapsed
+
+
+def realtime_latency(database_url: str, settings: dict[str, str], connector: AccountingConnector,
+                     calls: int, new_bill: Callable[[], None]) -> tuple[float, float]:
+    """Median ms of a whole success callback vs. the connector's bare post."""
+    app = make_app(database_url, REPO / "prompts", accounting=settings["IVR_ACCOUNTING"],
+                   accounting_settings=settings)
+    twilio = Twilio(app)
+    whole: list[float] = []
+    for i in range(calls):
+        new_bill()  # the same bill again for each call, in the books and in the cache
+        with get_database(app).session() as session:
+            session.execute(update(Account).where(Account.account_number == "4401001234")
+                            .values(balance_due_cents=12345))
+        sid = new_sid()
+        walk_to_pay(twilio, sid)
+        started = time.perf_counter()
+        response = twilio.post("/voice/pay/result", **success_form(sid, f"RT{i:08d}"))
+        whole.append((time.perf_counter() - started) * 1000)
+        assert b"posted to your account" in response.data, response.data[:300]
+    bare: list[float] = []
+    for i in range(calls):
+        payment = post(i)
+        started = time.perf_counter()
+        connector.post_payment(payment)
+        bare.append((time.perf_counter() - started) * 1000)
+    get_database(app).dispose()
+    return statistics.median(whole), statistics.median(bare)
+
+
+def main() -> None:
+    """Run both systems and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payments", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-posting-"))
+
+    def db(name: str) -> str:
+        return args.database_url or f"sqlite:///{work / (name + '.sqlite3')}"
+
+    receiver = start_receiver(work / "receiver", SECRET)
+    hledger = start_hledger(work / "hledger")
+    try:
+        webhook_settings = receiver.settings()
+        hledger_settings = hledger.settings()
+        print(f"payments per run: {args.payments}; database: {db('x').split('://')[0]}")
+        for name, settings, baseline in (
+            ("webhook receiver", webhook_settings,
+             lambda: bare_webhook(receiver.url, args.payments)),
+            ("hledger-web", hledger_settings,
+             lambda: bare_hledger(hledger.url, HledgerConnector.from_settings(hledger_settings),
+                                  args.payments)),
+        ):
+            limit = baseline()
+            drained = drain_rate(db(name.split()[0]), settings, args.payments)
+            print(f"{name:>17}: bare {limit:7.1f} req/s | outbox drain {drained:7.1f} posts/s"
+                  f" | ratio {drained / limit:5.2f}")
+        def hledger_bill() -> None:
+            # The drain above paid money in; bring the live balance back to one bill.
+            due = hledger.balance("4401001234")
+            hledger.append_journal(
+                f"\n2026-12-01 Bill\n    receivables:customers:4401001234   "
+                f"USD {Decimal('123.45') - due:.2f}\n    income:utility\n")
+
+        for name, settings, connector, bill in (
+            ("webhook receiver", webhook_settings,
+             WebhookConnector.from_settings(webhook_settings), lambda: None),
+            ("hledger-web", hledger_settings, HledgerConnector.from_settings(hledger_settings),
+             hledger_bill),
+        ):
+            whole, bare = realtime_latency(db(name.split()[0] + "-rt"), settings, connector,
+                                           args.calls, bill)
+            print(f"{name:>17}: real-time <Pay> callback {whole:6.1f} ms median | bare post "
+                  f"{bare:6.1f} ms | our extra {whole - bare:6.1f} ms")
+        _ = transaction_code  # imported to show the code the baseline's transactions carry
+    finally:
+        receiver.stop()
+        hledger.stop()
+
+
+if __name__ == "__main__":
+    main()
