@@ -36,6 +36,9 @@ class AppConfig:
     # Secret key for PIN hashes (see ivr.security.hash_pin); a key file in the instance
     # folder is created when unset.
     pin_key: str = ""
+    # Signs the ops console's session cookies and CSRF tokens; a key file in the instance
+    # folder is created when unset (several machines must share IVR_SECRET_KEY).
+    secret_key: str = ""
     log_level: str = "INFO"
     # Posting to the accounting system (see connectors/ and docs/connectors.md).
     accounting: str = "none"
@@ -52,6 +55,8 @@ class AppConfig:
     twilio_api_base_url: str = ""
     # IVR_TRYTON_*, IVR_HLEDGER_*, IVR_WEBHOOK_*, IVR_ACCOUNTING_* variables, for the connector.
     accounting_settings: Mapping[str, str] = field(default_factory=dict)
+    # IVR_SYNC_*, IVR_SFTP_*, IVR_PGP_* variables, for `ivr sync` (see ivr.sync.SyncConfig).
+    sync_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -68,6 +73,7 @@ _ENV = {
     "pay_connector": "IVR_PAY_CONNECTOR",
     "allow_unsigned": "IVR_ALLOW_UNSIGNED",
     "pin_key": "IVR_PIN_KEY",
+    "secret_key": "IVR_SECRET_KEY",
     "log_level": "IVR_LOG_LEVEL",
     "accounting": "IVR_ACCOUNTING",
     "post_budget_ms": "IVR_POST_BUDGET_MS",
@@ -88,6 +94,7 @@ _FLOAT_FIELDS = {"outbox_backoff_seconds", "outbox_backoff_max_seconds"}
 # Prefixes of the variables handed to the accounting connector as they are.
 CONNECTOR_PREFIXES = ("IVR_TRYTON_", "IVR_HLEDGER_", "IVR_WEBHOOK_", "IVR_ACCOUNTING_")
 ACCOUNTING_SYSTEMS = ("none", "tryton", "hledger", "webhook")
+SYNC_PREFIXES = ("IVR_SYNC_", "IVR_SFTP_", "IVR_PGP_")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -119,7 +126,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not seconds > 0:
             raise ConfigError(f"{var} must be positive")
         return seconds
-    if name == "accounting_settings":
+    if name in ("accounting_settings", "sync_settings"):
         return {str(k): str(v) for k, v in dict(value).items()}
     if name == "prompts_dir":
         return Path(value)
@@ -136,6 +143,7 @@ def load_config(overrides: Mapping[str, Any] | None = None,
             values[name] = _coerce(name, env[var])
     values["accounting_settings"] = {k: v for k, v in env.items()
                                      if k.startswith(CONNECTOR_PREFIXES)}
+    values["sync_settings"] = {k: v for k, v in env.items() if k.startswith(SYNC_PREFIXES)}
     known = {f.name for f in fields(AppConfig)}
     for name, value in (overrides or {}).items():
         if name not in known:

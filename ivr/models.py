@@ -298,7 +298,19 @@ class AccountStaging(Base):
     usage_period_end: Mapped[date | None] = mapped_column(Date)
     language: Mapped[str] = mapped_column(String(8), default="en")
     payment_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
-    phones: Mapped[str] = mapped_column(Text, default="")  # E.164 numbers joined by ";"
+    # Whether the file carried phone numbers (the numbers themselves are staged beside).
+    phones: Mapped[str] = mapped_column(Text, default="")
+
+
+class AccountPhoneStaging(Base):
+    """Phone numbers of staged accounts, merged with their accounts in one statement."""
+
+    __tablename__ = "account_phones_staging"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[str] = mapped_column(String(36), index=True)
+    account_number: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(20))
 
 
 class SyncRun(Base):
@@ -350,3 +362,51 @@ class JobLock(Base):
     holder: Mapped[str] = mapped_column(String(120))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class OpsUser(Base):
+    """A person who may sign in to the ops console (created by `ivr ops add-user`)."""
+
+    __tablename__ = "ops_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    # werkzeug.security hash (scrypt by default); the password itself is never stored.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class OpsLoginAttempt(Base):
+    """One sign-in attempt, kept in the database so the rate limit holds across workers."""
+
+    __tablename__ = "ops_login_attempts"
+    __table_args__ = (Index("ix_ops_login_attempts_username_at", "username", "at"),
+                      Index("ix_ops_login_attempts_address_at", "address", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    username: Mapped[str] = mapped_column(String(80))
+    address: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(12))  # ok | failed | refused
+
+
+class PromptVersion(Base):
+    """One change to a prompt's wording made in the ops console (a revert is a change too).
+
+    ``old_text``/``new_text`` are None where the variant did not exist before / was removed.
+    """
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (Index("ix_prompt_versions_prompt_at", "prompt_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(String(120))
+    language: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(16))
+    old_text: Mapped[str | None] = mapped_column(Text)
+    new_text: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str] = mapped_column(String(500), default="")

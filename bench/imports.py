@@ -1,0 +1,242 @@
+"""Account-file import and confirmation-file export speed, against bare baselines.
+
+Import: a generated N-row account file (default layout) into SQLite and PostgreSQL through
+`ivr` (stream parse and validate, staged load, one merge), against a bare load of the same
+rows in the same run (csv.reader + sqlite3 executemany; csv.reader + PostgreSQL COPY) into a
+plain table, which is the limit. Export: M payments written as a confirmation file by the
+default payment layout, against a bare csv.writer of the same values. Each phase runs in a
+fresh process so its peak memory (ru_maxrss) is its own.
+
+Usage: python -m bench.imports [--rows 1000000] [--payments 100000] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
+           "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
+           "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
+           "payment_allowed")
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_bench"
+
+
+def make_account_file(path: Path, rows: int) -> None:
+    """A realistic file: phones on most rows, some past due, some pending disconnection."""
+    base = date(2026, 12, 15)
+    total = 0
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\r\n")
+        writer.writerow(COLUMNS)
+        for i in range(rows):
+            cents = (i * 7919) % 50000 - 2000
+            total += cents
+            pending = i % 97 == 0
+            writer.writerow([
+                f"{1000000000 + i}", f"Customer {i}, Jr.", f"+1312555{i % 10000:04d}",
+                f"{60600 + i % 99:05d}", "", f"{cents / 100:.2f}" if False else _money(cents),
+                _money(max(0, cents // 3)) if pending else "0.00",
+                (base + timedelta(days=i % 28)).isoformat(), "45.10", "2026-11-10",
+                "disconnect_pending" if pending else "active",
+                "2026-12-20" if pending else "", str(300 + i % 900), "kWh", "2026-11-20",
+                "es" if i % 5 == 0 else "en", "Y"])
+        writer.writerow(["TRAILER", rows, _money(total)])
+
+
+def _money(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_ours(file: Path, url: str) -> dict[str, float]:
+    """Import through ivr: parse, validate, stage, merge."""
+    from ivr.account_import import import_accounts
+    from ivr.db import Database
+
+    database = Database(url)
+    database.upgrade()
+    started = time.perf_counter()
+    with file.open("rb") as stream:
+        report = import_accounts(database, stream, str(file), pin_key="bench")
+    elapsed = time.perf_counter() - started
+    assert report.applied, report.lines()[:5]
+    database.dispose()
+    return {"seconds": elapsed, "rows": report.records, "peak_mb": _peak_mb()}
+
+
+def phase_bare_sqlite(file: Path, url: str) -> dict[str, float]:
+    """csv.reader + executemany into a plain table: the least work that loads the rows."""
+    path = url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE bare ({', '.join(c + ' TEXT' for c in COLUMNS)})")
+    started = time.perf_counter()
+    count = 0
+    with file.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        batch: list[list[str]] = []
+        marks = ", ".join("?" * len(COLUMNS))
+        for row in reader:
+            if row[0] == "TRAILER":
+                continue
+            batch.append(row)
+            if len(batch) == 5000:
+                conn.executemany(f"INSERT INTO bare VALUES ({marks})", batch)  # noqa: S608
+                count += len(batch)
+                batch = []
+        conn.executemany(f"INSERT INTO bare VALUES ({marks})", batch)  # noqa: S608
+        count += len(batch)
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
+
+
+def phase_bare_postgres(file: Path, url: str) -> dict[str, float]:
+    """csv.reader + COPY into a plain table."""
+    import psycopg
+
+    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    conn.execute("DROP TABLE IF EXISTS bare")
+    conn.execute(f"CREATE TABLE bare ({', '.join(c + ' TEXT' for c in COLUMNS)})")
+    started = time.perf_counter()
+    count = 0
+    with file.open(encoding="utf-8", newline="") as f, conn.cursor() as cur, \
+            cur.copy(f"COPY bare ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if row[0] != "TRAILER":
+                copy.write_row(row)
+                count += 1
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
+
+
+def _payment_rows(count: int) -> list[tuple[str, int, int, datetime, str]]:
+    start = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    return [(f"{1000000000 + i}", 1000 + i % 90000, 0 if i % 3 else 295,
+             start + timedelta(seconds=i), f"C{i:09d}") for i in range(count)]
+
+
+def phase_export_ours(count: int) -> dict[str, float]:
+    """The default confirmation layout writing ``count`` payments."""
+    from connectors.layouts import DEFAULT_PAYMENT_LAYOUT, PaymentRow, write_payment_file
+
+    rows = [PaymentRow(account_number=a, amount_cents=c, fee_cents=f, paid_at=t,
+                       confirmation_number=code, method="card", card_brand="visa",
+                       last4="1111") for a, c, f, t, code in _payment_rows(count)]
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        written, _total = write_payment_file(rows, out, DEFAULT_PAYMENT_LAYOUT)
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "rows": written, "peak_mb": _peak_mb()}
+
+
+def phase_export_bare(count: int) -> dict[str, float]:
+    """csv.writer of the same values, formatted the simplest way."""
+    data = _payment_rows(count)
+    with tempfile.TemporaryFile("w", newline="") as out:
+        started = time.perf_counter()
+        writer = csv.writer(out)
+        writer.writerow(["account_number", "amount", "fee", "paid_at", "confirmation_number",
+                         "method", "card_brand", "last4"])
+        for a, c, f, t, code in data:
+            writer.writerow([a, f"{c // 100}.{c % 100:02d}", f"{f // 100}.{f % 100:02d}",
+                             t.isoformat(), code, "card", "visa", "1111"])
+        writer.writerow(["TRAILER", count, "0"])
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
+
+
+def _fresh_postgres(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin.replace("postgresql+psycopg://", "postgresql://"),
+                         autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+def run_phase(*args: str) -> dict[str, float]:
+    """Run one phase in a fresh interpreter; returns its figures."""
+    output = subprocess.run(  # noqa: S603 - this very script
+        [sys.executable, "-m", "bench.imports", "--phase", *args], cwd=REPO, check=True,
+        capture_output=True, text=True, env={**os.environ, "IVR_LOG_LEVEL": "WARNING"}).stdout
+    figures: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    """Generate, run each phase, print figures and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--payments", type=int, default=100_000)
+    parser.add_argument("--postgres", default=DEFAULT_PG, help="'' to skip PostgreSQL")
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        name, *rest = args.phase
+        funcs = {"ours": phase_ours, "bare-sqlite": phase_bare_sqlite,
+                 "bare-postgres": phase_bare_postgres}
+        if name in funcs:
+            result = funcs[name](Path(rest[0]), rest[1])
+        elif name == "export-ours":
+            result = phase_export_ours(int(rest[0]))
+        else:
+            result = phase_export_bare(int(rest[0]))
+        print(json.dumps(result))
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    file = work / "accounts.csv"
+    started = time.perf_counter()
+    make_account_file(file, args.rows)
+    size_mb = file.stat().st_size / 1e6
+    print(f"account file: {args.rows:,} rows, {size_mb:.0f} MB "
+          f"(generated in {time.perf_counter() - started:.1f} s)")
+    targets = [("SQLite", f"sqlite:///{work / 'ours.sqlite3'}",
+                f"sqlite:///{work / 'bare.sqlite3'}", "bare-sqlite")]
+    if args.postgres:
+        targets.append(("PostgreSQL", args.postgres, args.postgres, "bare-postgres"))
+    for label, ours_url, bare_url, bare_phase in targets:
+        if label == "PostgreSQL":
+            _fresh_postgres(args.postgres)
+        bare = run_phase(bare_phase, str(file), bare_url)
+        ours = run_phase("ours", str(file), ours_url)
+        print(f"{label:>10} import: ivr {ours['rows'] / ours['seconds']:9,.0f} rows/s "
+              f"({ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB) | bare "
+              f"{bare['rows'] / bare['seconds']:9,.0f} rows/s ({bare['seconds']:.1f} s, peak "
+              f"{bare['peak_mb']:.0f} MB) | ivr takes {ours['seconds'] / bare['seconds']:.2f}x")
+    ours = run_phase("export-ours", str(args.payments))
+    bare = run_phase("export-bare", str(args.payments))
+    print(f"    export: ivr {ours['rows'] / ours['seconds']:9,.0f} rows/s "
+          f"({ours['seconds']:.2f} s, peak {ours['peak_mb']:.0f} MB) | csv.writer "
+          f"{bare['rows'] / bare['seconds']:9,.0f} rows/s ({bare['seconds']:.2f} s) | ivr takes "
+          f"{ours['seconds'] / bare['seconds']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
