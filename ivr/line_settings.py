@@ -113,6 +113,10 @@ VerificationMethod = Literal["zip", "pin", "none"]
 _T = TypeVar("_T")
 
 
+# Languages ivr.speech can say amounts and dates in (kept here to avoid importing it).
+SPEAKABLE = frozenset({"en", "es"})
+
+
 class SettingsError(ValueError):
     """settings.toml is invalid; ``problems`` lists every problem found, one line each."""
 
@@ -410,6 +414,10 @@ def _parse_languages(root: _Table) -> tuple[str, ...]:
     for lang in languages:
         if not _LANGUAGE_TAG.fullmatch(lang):
             root.problem("languages", f'{lang!r} is not a language tag like "en-US"')
+        elif lang.split("-")[0].lower() not in SPEAKABLE:
+            # Amounts and dates are put into words by ivr.speech, which knows these only.
+            root.problem("languages", f"{lang!r}: amounts and dates can be spoken in "
+                                      f"{', '.join(sorted(SPEAKABLE))} only")
     duplicates = sorted({lang for lang in languages if languages.count(lang) > 1})
     if duplicates:
         root.problem("languages", f"lists {', '.join(duplicates)} more than once")
@@ -580,6 +588,10 @@ def _parse_pay(table: _Table, languages: tuple[str, ...]) -> PaySettings:
     currency = table.get_str("currency", "usd")
     if not _CURRENCY.fullmatch(currency):
         table.problem("currency", f'must be a lowercase ISO 4217 code like "usd", got {currency!r}')
+    elif currency != "usd":
+        # Amounts are spoken as dollars and cents and stored as USD: another currency would
+        # be charged in one unit and announced in another.
+        table.problem("currency", f"only usd is supported today, got {currency!r}")
 
     language_table = table.table("language", None)
     pay_language = dict(_DEFAULT_PAY_LANGUAGE)

@@ -727,17 +727,29 @@ def test_settings_errors(overrides: dict[str, Any], expected: str) -> None:
 
 def test_settings_pay_language_required_for_each_language() -> None:
     data = settings_data(
-        languages=["en-US", "fr-CA"],
-        voices={"fr-CA": {"voice": "Polly.Gabrielle-Neural"}},
+        languages=["en-US", "es-MX"],
+        voices={"es-MX": {"voice": "Polly.Mia-Neural"}},
     )
     with pytest.raises(SettingsError) as info:
         parse_line_settings(data)
     assert info.value.problems == [
-        'pay.language: no <Pay> language for \'fr-CA\' (add "fr-CA" = "...")'
+        'pay.language: no <Pay> language for \'es-MX\' (add "es-MX" = "...")'
     ]
-    data["pay"]["language"]["fr-CA"] = "fr-CA"
+    data["pay"]["language"]["es-MX"] = "es-MX"
     settings = parse_line_settings(data)
-    assert settings.voices["fr-CA"].language == "fr-CA"  # defaults to the line language
+    assert settings.voices["es-MX"].language == "es-MX"  # defaults to the line language
+
+
+def test_settings_refuse_what_the_line_cannot_say() -> None:
+    data = settings_data(languages=["en-US", "fr-CA"],
+                         voices={"fr-CA": {"voice": "Polly.Gabrielle-Neural"}})
+    data["pay"]["language"]["fr-CA"] = "fr-CA"
+    data["pay"]["currency"] = "eur"
+    with pytest.raises(SettingsError) as info:
+        parse_line_settings(data)
+    assert any("'fr-CA': amounts and dates can be spoken in en, es only" in p
+               for p in info.value.problems)
+    assert any("only usd is supported" in p for p in info.value.problems)
 
 
 def test_settings_transfer_enabled_needs_number() -> None:
