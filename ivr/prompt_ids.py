@@ -1,42 +1,61 @@
-"""Every prompt id the code speaks. `ivr prompts check` fails when a language lacks one.
+"""Every prompt id the code speaks, with the placeholder values it supplies.
 
-A test scans the code for prompt ids so this list cannot drift from what is spoken.
+`ivr prompts check` (and every reload) fails when a language lacks one of these ids, or when
+a template uses a placeholder the code does not supply: that prompt would fail on every call
+that reaches it. A test scans the code for prompt ids so this list cannot drift.
 """
 
 from __future__ import annotations
 
-REQUIRED_PROMPT_IDS: tuple[str, ...] = (
-    "greeting.welcome", "language.option",
-    "common.tips", "common.no_input", "common.no_match", "common.more_time",
-    "common.too_many_tries", "common.apology",
-    "identify.found", "account.enter", "account.not_found",
-    "verify.zip", "verify.pin", "verify.mismatch", "verify.failed_final", "verify.locked",
-    "summary.balance_due_on", "summary.balance_due", "summary.zero_balance",
-    "summary.credit_balance", "summary.past_due", "summary.disconnect_pending",
-    "summary.disconnected", "summary.last_payment", "summary.usage_period", "summary.usage",
-    "summary.no_phone_payments",
-    "recent.intro", "recent.payment", "recent.none",
-    "menu.main", "menu.main_no_pay",
-    "amount.menu_full", "amount.menu_disconnect", "amount.menu_other", "amount.enter",
-    "amount.invalid", "amount.below_minimum", "amount.above_maximum", "amount.confirm",
-    "method.menu", "method.bank_type",
-    "words.method_card", "words.method_ach", "words.checking", "words.savings",
-    "words.today", "words.tomorrow",
-    "fee.disclose", "fee.disclose_no_choice", "fee.declined", "ach.authorize", "confirm.card",
-    "confirm.card_with_fee",
-    "pay.intro_card", "pay.intro_ach", "pay.card_number", "pay.card_number_invalid",
-    "pay.card_type_invalid", "pay.expiration", "pay.expiration_invalid", "pay.security_code",
-    "pay.security_code_amex", "pay.security_code_invalid", "pay.postal_code",
-    "pay.postal_code_invalid", "pay.routing_number", "pay.routing_number_invalid",
-    "pay.bank_account", "pay.bank_account_again", "pay.bank_account_mismatch",
-    "pay.bank_account_invalid", "pay.processing", "pay.success", "pay.success_pending",
-    "pay.success_posted",
-    "pay.cancelled", "pay.retry_menu", "pay.tries_exhausted",
-    "pay.result.too_many_failed_attempts", "pay.result.declined", "pay.result.interrupted",
-    "pay.result.validation_error", "pay.result.internal_error",
-    "receipt.number", "receipt.menu", "receipt.menu_text", "receipt.text_sent",
-    "receipt.text_failed", "receipt.text_body",
-    "agent.connecting", "agent.no_answer", "agent.unavailable", "agent.closed",
-    "agent.closed_opens",
-    "goodbye.thanks", "goodbye.help_later",
-)
+_NONE: tuple[str, ...] = ()
+
+PROMPT_PARAMS: dict[str, tuple[str, ...]] = {
+    "greeting.welcome": _NONE, "language.option": ("key",),
+    "common.tips": _NONE, "common.no_input": _NONE, "common.no_match": _NONE,
+    "common.more_time": _NONE, "common.too_many_tries": _NONE, "common.apology": _NONE,
+    "identify.found": ("last4",), "account.enter": _NONE, "account.not_found": _NONE,
+    "verify.zip": _NONE, "verify.pin": _NONE, "verify.mismatch": _NONE,
+    "verify.failed_final": _NONE, "verify.locked": _NONE,
+    "summary.balance_due_on": ("amount", "date"), "summary.balance_due": ("amount",),
+    "summary.zero_balance": _NONE, "summary.credit_balance": ("amount",),
+    "summary.past_due": ("amount",), "summary.disconnect_pending": ("date", "amount"),
+    "summary.disconnected": _NONE, "summary.last_payment": ("amount", "date"),
+    "summary.usage_period": ("quantity", "unit", "date"), "summary.usage": ("quantity", "unit"),
+    "summary.no_phone_payments": _NONE,
+    "recent.intro": _NONE, "recent.payment": ("amount", "date"), "recent.none": _NONE,
+    "menu.main": _NONE, "menu.main_no_pay": _NONE,
+    "amount.menu_full": ("amount",), "amount.menu_disconnect": ("amount",),
+    "amount.menu_other": _NONE, "amount.enter": _NONE, "amount.invalid": _NONE,
+    "amount.below_minimum": ("minimum",), "amount.above_maximum": ("maximum",),
+    "amount.confirm": ("amount",),
+    "method.menu": _NONE, "method.bank_type": _NONE,
+    "words.method_card": _NONE, "words.method_ach": _NONE, "words.checking": _NONE,
+    "words.savings": _NONE, "words.today": _NONE, "words.tomorrow": _NONE,
+    "fee.disclose": ("fee", "method", "total"),
+    "fee.disclose_no_choice": ("fee", "method", "total"),
+    "fee.declined": _NONE,
+    "ach.authorize": ("name", "amount", "date", "account_type", "last4", "phone"),
+    "confirm.card": ("amount", "last4"),
+    "confirm.card_with_fee": ("amount", "fee", "total", "last4"),
+    "pay.intro_card": _NONE, "pay.intro_ach": _NONE, "pay.card_number": _NONE,
+    "pay.card_number_invalid": _NONE, "pay.card_type_invalid": _NONE, "pay.expiration": _NONE,
+    "pay.expiration_invalid": _NONE, "pay.security_code": _NONE,
+    "pay.security_code_amex": _NONE, "pay.security_code_invalid": _NONE,
+    "pay.postal_code": _NONE, "pay.postal_code_invalid": _NONE, "pay.routing_number": _NONE,
+    "pay.routing_number_invalid": _NONE, "pay.bank_account": _NONE,
+    "pay.bank_account_again": _NONE, "pay.bank_account_mismatch": _NONE,
+    "pay.bank_account_invalid": _NONE, "pay.processing": _NONE, "pay.success": ("amount",),
+    "pay.success_pending": _NONE, "pay.success_posted": _NONE, "pay.cancelled": _NONE,
+    "pay.retry_menu": _NONE, "pay.tries_exhausted": _NONE,
+    "pay.result.too_many_failed_attempts": _NONE, "pay.result.declined": _NONE,
+    "pay.result.interrupted": _NONE, "pay.result.validation_error": _NONE,
+    "pay.result.internal_error": _NONE,
+    "receipt.number": ("code",), "receipt.menu": _NONE, "receipt.menu_text": _NONE,
+    "receipt.text_sent": ("last4",), "receipt.text_failed": _NONE,
+    "receipt.text_body": ("amount", "account_last4", "method", "payment_last4", "code"),
+    "agent.connecting": _NONE, "agent.no_answer": _NONE, "agent.unavailable": _NONE,
+    "agent.closed": _NONE, "agent.closed_opens": ("day", "time"),
+    "goodbye.thanks": _NONE, "goodbye.help_later": _NONE,
+}
+
+REQUIRED_PROMPT_IDS: tuple[str, ...] = tuple(PROMPT_PARAMS)

@@ -216,15 +216,30 @@ class Catalog:
 
 def load_catalog(directory: Path) -> Catalog:
     """Load and validate a prompts directory; raise CatalogError listing every problem."""
-    catalog, problems = _load(Path(directory), ())
+    catalog, problems = _load(Path(directory), {})
     if catalog is None:
         raise CatalogError(problems)
     return catalog
 
 
-def check_catalog(directory: Path, required_ids: Iterable[str] = ()) -> list[str]:
-    """Every problem in a prompts directory (and any missing ``required_ids``); [] if fine."""
-    return _load(Path(directory), tuple(required_ids))[1]
+Required = Mapping[str, frozenset[str] | None]
+
+
+def _required(ids: Iterable[str] | Mapping[str, Iterable[str]]) -> Required:
+    """Prompt ids the code speaks, each with the placeholder values it supplies (if known)."""
+    if isinstance(ids, Mapping):
+        return {pid: frozenset(names) for pid, names in ids.items()}
+    return dict.fromkeys(ids)
+
+
+def check_catalog(directory: Path,
+                  required_ids: Iterable[str] | Mapping[str, Iterable[str]] = ()) -> list[str]:
+    """Every problem in a prompts directory (and any missing ``required_ids``); [] if fine.
+
+    With a mapping of id to supplied placeholder names, a template using a placeholder the
+    code does not supply is a problem too (it would fail on every call reaching it).
+    """
+    return _load(Path(directory), _required(required_ids))[1]
 
 
 class PromptStore:
@@ -236,10 +251,12 @@ class PromptStore:
     """
 
     def __init__(
-        self, directory: Path, required_ids: Iterable[str] = (), min_interval: float = 1.0
+        self, directory: Path,
+        required_ids: Iterable[str] | Mapping[str, Iterable[str]] = (),
+        min_interval: float = 1.0,
     ) -> None:
         self._directory = Path(directory)
-        self._required_ids = tuple(required_ids)
+        self._required_ids = _required(required_ids)
         self._min_interval = min_interval
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
@@ -319,7 +336,7 @@ def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(entries))
 
 
-def _load(directory: Path, required_ids: tuple[str, ...]) -> tuple[Catalog | None, list[str]]:
+def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list[str]]:
     """Read and validate everything; return (catalog or None, problems)."""
     if not directory.is_dir():
         return None, [f"{directory}: prompts directory does not exist"]
@@ -584,16 +601,28 @@ def _resolve_audio(
 
 
 def _cross_check(
-    prompts: Mapping[str, Mapping[str, _Prompt]], required_ids: tuple[str, ...]
+    prompts: Mapping[str, Mapping[str, _Prompt]], required_ids: Required
 ) -> list[str]:
     """Problems between languages: missing ids/variants and differing placeholders."""
     problems: list[str] = []
     langs = sorted(prompts)
     all_ids = sorted({pid for entries in prompts.values() for pid in entries})
 
-    for prompt_id in required_ids:
+    for prompt_id, supplied in required_ids.items():
         if prompt_id not in all_ids:
             problems.append(f"required prompt {prompt_id!r} is missing from every language file")
+            continue
+        if supplied is None:
+            continue
+        for lang in langs:
+            entry = prompts[lang].get(prompt_id)
+            for variant, template in (entry.templates.items() if entry else ()):
+                unknown = template.fields - supplied
+                if unknown:
+                    problems.append(
+                        f"{lang}.toml: prompt {prompt_id!r} ({variant}) uses "
+                        f"{_names(frozenset(unknown))}, which the line does not supply "
+                        f"(it supplies {_names(supplied)})")
 
     for prompt_id in all_ids:
         having = [lang for lang in langs if prompt_id in prompts[lang]]

@@ -66,3 +66,33 @@ def test_code_speaks_only_registered_prompt_ids() -> None:
     used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', (REPO / "ivr/payments.py").read_text()))
     assert len(used) > 60
     assert used - set(REQUIRED_PROMPT_IDS) == set()
+
+
+def test_every_prompt_renders_with_the_values_the_code_supplies() -> None:
+    from ivr.prompt_ids import PROMPT_PARAMS
+    from ivr.prompts import load_catalog
+
+    catalog = load_catalog(REPO / "prompts")
+    for lang in catalog.settings.languages:
+        for prompt_id, names in PROMPT_PARAMS.items():
+            values = dict.fromkeys(names, "x")
+            for variant in ("say", "reprompt"):
+                assert catalog.render(prompt_id, lang, variant, **values).ssml
+
+
+def test_check_catches_a_placeholder_the_code_does_not_supply(tmp_path: Path) -> None:
+    from ivr.prompt_ids import PROMPT_PARAMS
+    from ivr.prompts import check_catalog
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    # Renamed the same way in both languages: consistent, yet every call would fail there.
+    for name in ("en-US.toml", "es-US.toml"):
+        path = prompts / name
+        text = path.read_text(encoding="utf-8")
+        start = text.index("[amount.confirm]")
+        end = text.index("[", start + 1)
+        path.write_text(text[:start] + text[start:end].replace("{amount}", "{amt}") + text[end:],
+                        encoding="utf-8")
+    problems = check_catalog(prompts, PROMPT_PARAMS)
+    assert any("'amount.confirm'" in p and "{amt}" in p for p in problems), problems
