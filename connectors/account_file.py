@@ -3,6 +3,9 @@
 The layout is a contract with billers; see ``iter_account_file`` for the rules. The parser
 yields one ``AccountRecord`` or ``Rejection`` per data row and never holds the file in
 memory: only a compact fingerprint table for duplicate detection grows with the file.
+
+The cell validators (``RowValidator`` and ``RowRules``) are shared with
+``connectors.layouts``, which reads billers' own layouts through the same rules.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import csv
 import io
 import re
 from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import IO, TypeVar, cast
@@ -20,15 +23,26 @@ from typing import IO, TypeVar, cast
 from connectors.phones import normalize_e164
 
 __all__ = [
+    "LANGUAGES",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "STATUSES",
     "AccountFileError",
     "AccountRecord",
+    "FieldError",
     "FileSummary",
     "Rejection",
+    "RowRules",
+    "RowValidator",
+    "check_control_totals",
+    "format_cents",
+    "has_undecodable",
+    "is_blank_row",
     "iter_account_file",
     "parse_amount_cents",
+    "parse_count",
+    "parse_iso_date",
+    "show_value",
 ]
 
 REQUIRED_COLUMNS = ("account_number", "balance_due")
@@ -124,7 +138,7 @@ class FileSummary:
     trailer: tuple[int, int] | None = None
 
 
-class _FieldError(Exception):
+class FieldError(Exception):
     """One cell failed validation; the message is the user-facing reason."""
 
 
@@ -137,12 +151,12 @@ def _attempt(
     """Run one column's parser, collecting its error so a row reports every bad column."""
     try:
         return parse(column, raw)
-    except _FieldError as exc:
+    except FieldError as exc:
         errors.append(str(exc))
         return fallback
 
 
-def _show(value: str) -> str:
+def show_value(value: str) -> str:
     """Quote a bad value for a reason, cut short so one huge cell can't flood a report."""
     if len(value) > _MAX_SHOWN_VALUE:
         value = value[:_MAX_SHOWN_VALUE] + "..."
@@ -155,50 +169,54 @@ def parse_amount_cents(column: str, raw: str) -> int:
     # The regex rejects exponents, NaN, Infinity, thousands separators and currency signs,
     # all of which Decimal alone would accept or misread.
     if not _AMOUNT_RE.fullmatch(text):
-        raise _FieldError(f"{column}: {_show(raw)} is not an amount")
-    int_part = text.lstrip("-").split(".", 1)[0].lstrip("0")
-    if len(int_part) > _MAX_AMOUNT_INT_DIGITS:
-        raise _FieldError(f"{column}: {_show(raw)} is too large")
-    # Exact: at most two decimal places, so scaling by 100 leaves an integer.
-    return int(Decimal(text).scaleb(2))
+        raise FieldError(f"{column}: {show_value(raw)} is not an amount")
+    negative = text.startswith("-")
+    whole, _, fraction = text.lstrip("-").partition(".")
+    if len(whole.lstrip("0")) > _MAX_AMOUNT_INT_DIGITS:
+        raise FieldError(f"{column}: {show_value(raw)} is too large")
+    # Exact integer arithmetic on the digits the regex allowed (at most two decimals).
+    cents = int(whole) * 100 + int(fraction.ljust(2, "0"))
+    return -cents if negative else cents
 
 
-def _parse_date(column: str, raw: str) -> date | None:
+def parse_iso_date(column: str, raw: str) -> date | None:
+    """Parse a ``YYYY-MM-DD`` cell; blank is None."""
     if not raw:
         return None
     # date.fromisoformat in 3.11 also takes "20240131" and week dates; the contract is
     # YYYY-MM-DD only.
     if not _DATE_RE.fullmatch(raw):
-        raise _FieldError(f"{column}: {_show(raw)} is not a date (YYYY-MM-DD)")
+        raise FieldError(f"{column}: {show_value(raw)} is not a date (YYYY-MM-DD)")
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise _FieldError(f"{column}: {_show(raw)} is not a real date") from None
+        raise FieldError(f"{column}: {show_value(raw)} is not a real date") from None
 
 
-def _parse_optional_amount(column: str, raw: str) -> int | None:
-    if not raw:
-        return None
-    cents = parse_amount_cents(column, raw)
-    if cents < 0:
-        raise _FieldError(f"{column}: {_show(raw)} cannot be negative")
-    return cents
+def _optional_amount(parse_amount: Callable[[str, str], int]) -> Callable[[str, str], int | None]:
+    """A parser for an amount column that may be blank but never negative."""
+
+    def parse(column: str, raw: str) -> int | None:
+        if not raw:
+            return None
+        cents = parse_amount(column, raw)
+        if cents < 0:
+            raise FieldError(f"{column}: {show_value(raw)} cannot be negative")
+        return cents
+
+    return parse
 
 
-def _parse_past_due(column: str, raw: str) -> int:
-    return _parse_optional_amount(column, raw) or 0
-
-
-def _parse_phones(column: str, raw: str) -> tuple[str, ...]:
+def _parse_phones(column: str, raw: str, separator: str = ";") -> tuple[str, ...]:
     phones: list[str] = []
-    for part in raw.split(";"):
+    for part in raw.split(separator):
         piece = part.strip()
         if not piece:
             # Tolerate "a;b;" and "a;;b" from hand-edited sheets.
             continue
         e164 = normalize_e164(piece)
         if e164 is None:
-            raise _FieldError(f"{column}: {_show(piece)} is not a phone number")
+            raise FieldError(f"{column}: {show_value(piece)} is not a phone number")
         if e164 not in phones:
             phones.append(e164)
     return tuple(phones)
@@ -209,7 +227,7 @@ def _parse_zip(column: str, raw: str) -> str | None:
         return None
     match = _ZIP_RE.fullmatch(raw)
     if match is None:
-        raise _FieldError(f"{column}: {_show(raw)} is not a ZIP code (12345 or 12345-6789)")
+        raise FieldError(f"{column}: {show_value(raw)} is not a ZIP code (12345 or 12345-6789)")
     return match.group(1)
 
 
@@ -218,7 +236,7 @@ def _parse_pin(column: str, raw: str) -> str | None:
         return None
     if not _PIN_RE.fullmatch(raw):
         # The value is a credential (or a typo of one): never echo it into reports or logs.
-        raise _FieldError(f"{column}: must be 4 to 8 digits (value not shown)")
+        raise FieldError(f"{column}: must be 4 to 8 digits (value not shown)")
     return raw
 
 
@@ -228,7 +246,7 @@ def _parse_choice(column: str, raw: str, allowed: frozenset[str], default: str) 
     value = raw.lower()
     if value not in allowed:
         choices = ", ".join(sorted(allowed))
-        raise _FieldError(f"{column}: {_show(raw)} is not one of {choices}")
+        raise FieldError(f"{column}: {show_value(raw)} is not one of {choices}")
     return value
 
 
@@ -246,7 +264,7 @@ def _parse_flag(column: str, raw: str) -> bool:
         return True
     if value == "N":
         return False
-    raise _FieldError(f"{column}: {_show(raw)} is not Y or N")
+    raise FieldError(f"{column}: {show_value(raw)} is not Y or N")
 
 
 def _parse_usage(column: str, raw: str) -> Decimal | None:
@@ -254,13 +272,15 @@ def _parse_usage(column: str, raw: str) -> Decimal | None:
         return None
     # Negative usage is real (net-metered solar); exponents and NaN are not.
     if not _USAGE_RE.fullmatch(raw):
-        raise _FieldError(f"{column}: {_show(raw)} is not a number with at most 3 decimals")
+        raise FieldError(f"{column}: {show_value(raw)} is not a number with at most 3 decimals")
     return Decimal(raw)
 
 
 def _parse_name(column: str, raw: str) -> str:
     if len(raw) > _MAX_CUSTOMER_NAME:
-        raise _FieldError(f"{column}: {_show(raw)} is longer than {_MAX_CUSTOMER_NAME} characters")
+        raise FieldError(
+            f"{column}: {show_value(raw)} is longer than {_MAX_CUSTOMER_NAME} characters"
+        )
     return raw
 
 
@@ -268,7 +288,7 @@ def _parse_unit(column: str, raw: str) -> str | None:
     if not raw:
         return None
     if len(raw) > _MAX_USAGE_UNIT or not raw.isprintable():
-        raise _FieldError(f"{column}: {_show(raw)} is not a unit name")
+        raise FieldError(f"{column}: {show_value(raw)} is not a unit name")
     return raw
 
 
@@ -338,7 +358,8 @@ def _text_stream(stream: IO[bytes] | IO[str]) -> tuple[IO[str], io.TextIOWrapper
     return wrapper, wrapper
 
 
-def _is_blank(row: list[str]) -> bool:
+def is_blank_row(row: list[str]) -> bool:
+    """True for an empty row or one of only empty or space cells."""
     # Spreadsheet exports pad empty lines with commas (",,,,"); those are blank too.
     return all(not cell.strip() for cell in row)
 
@@ -374,39 +395,161 @@ def _parse_trailer(row: list[str], line: int) -> tuple[int, int]:
         raise AccountFileError(
             f"trailer: line {line} must be TRAILER,<record count>,<sum of balance_due>"
         )
-    count_text, sum_text = cells[1], cells[2]
-    if not _COUNT_RE.fullmatch(count_text):
-        raise AccountFileError(f"trailer: line {line}: {_show(count_text)} is not a record count")
     try:
-        total = parse_amount_cents("trailer sum", sum_text)
-    except _FieldError as exc:
+        return parse_count(cells[1]), parse_amount_cents("trailer sum", cells[2])
+    except FieldError as exc:
         raise AccountFileError(f"trailer: line {line}: {exc}") from None
-    return int(count_text), total
 
 
-def _format_cents(cents: int) -> str:
+def parse_count(raw: str) -> int:
+    """Parse a control record's record count (ASCII digits only)."""
+    text = raw.strip()
+    if not _COUNT_RE.fullmatch(text):
+        raise FieldError(f"{show_value(text)} is not a record count")
+    return int(text)
+
+
+def has_undecodable(row: list[str]) -> bool:
+    """True if a row read with errors="surrogateescape" holds bytes its encoding rejected."""
+    return _UNDECODABLE_RE.search("".join(row)) is not None
+
+
+def format_cents(cents: int) -> str:
+    """Render cents as a plain amount: ``-1234.50``."""
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
-class _RowParser:
-    """Validates data rows against the header's column positions."""
+@dataclass(frozen=True)
+class RowRules:
+    """How a layout spells amounts, dates and phone lists; the defaults are design §4's.
 
-    def __init__(self, header: dict[str, int], width: int) -> None:
-        self._header = header
+    ``value_maps`` maps a column name to {file value: our value}; keys are matched without
+    regard to case and values not in the map pass through to the column's own validation.
+    """
+
+    parse_amount: Callable[[str, str], int] = parse_amount_cents
+    parse_date: Callable[[str, str], date | None] = parse_iso_date
+    phone_separator: str = ";"
+    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+DEFAULT_ROW_RULES = RowRules()
+
+
+class RowValidator:
+    """Validates data rows, given where each of our columns sits in a row.
+
+    ``columns`` maps column names to 0-based cell indexes (unknown names are ignored; absent
+    ones read as blank). A row must have exactly ``width`` cells, or at least ``width`` when
+    ``exact_width`` is false; ``width_source`` names what set the width in the reason.
+    """
+
+    def __init__(
+        self,
+        columns: Mapping[str, int],
+        width: int,
+        *,
+        rules: RowRules = DEFAULT_ROW_RULES,
+        exact_width: bool = True,
+        width_source: str = "the header",
+    ) -> None:
+        self._columns = tuple((n, i) for n, i in columns.items() if n in _KNOWN_COLUMNS)
         self._width = width
+        self._exact_width = exact_width
+        self._width_source = width_source
         self._seen = _Fingerprints()
+        self._parse_amount = rules.parse_amount
+        self._parse_date = rules.parse_date
+        self._parse_optional_amount = _optional_amount(rules.parse_amount)
+        separator = rules.phone_separator
+        self._parse_phones: Callable[[str, str], tuple[str, ...]] = lambda column, raw: (
+            _parse_phones(column, raw, separator)
+        )
+        # Keys folded once here so each row pays one dict lookup per mapped column.
+        self._value_maps = tuple(
+            (name, {key.strip().casefold(): value for key, value in mapping.items()})
+            for name, mapping in rules.value_maps.items()
+            if mapping
+        )
+
+    def width_problem(self, cells: int) -> str | None:
+        """Why a row of ``cells`` cells cannot be read, or None if its width is right."""
+        if self._exact_width and cells != self._width:
+            return f"row has {cells} cells but {self._width_source} has {self._width}"
+        if not self._exact_width and cells < self._width:
+            return f"row has {cells} cells but {self._width_source} needs at least {self._width}"
+        return None
 
     def parse(self, row: list[str], line: int, summary: FileSummary) -> AccountRecord | Rejection:
-        if len(row) != self._width:
+        """Validate one data row, adding its balance to ``summary`` if that parsed."""
+        width_problem = self.width_problem(len(row))
+        if width_problem is not None:
             # Cells are misaligned, so no column can be trusted, not even account_number.
-            return Rejection(
-                line, None, f"row has {len(row)} cells but the header has {self._width}"
-            )
-        errors: list[str] = []
-        header = self._header
+            return Rejection(line, None, width_problem)
         # Columns absent from the header read as blank, i.e. take their default.
-        cells = {name: row[i].strip() for name, i in header.items() if name in _KNOWN_COLUMNS}
+        cells = {name: row[i].strip() for name, i in self._columns}
+        for name, mapping in self._value_maps:
+            value = cells.get(name)
+            if value is not None:
+                cells[name] = mapping.get(value.casefold(), value)
+        try:
+            record = self._parse_good_row(cells, line)
+        except FieldError:
+            # Something is wrong: read the row again, this time collecting every reason.
+            return self._parse_bad_row(cells, line, summary)
+        summary.balance_sum_cents += record.balance_due_cents
+        return record
+
+    def _parse_good_row(self, cells: dict[str, str], line: int) -> AccountRecord:
+        """The common case, straight through: any problem raises FieldError.
+
+        Same parsers and rules as _parse_bad_row, without collecting errors per cell (which
+        costs more than the checks themselves on large files). The duplicate check comes
+        last, so a row that falls back to the careful path is not counted twice.
+        """
+        get = cells.get
+        if "\x00" in "".join(cells.values()):
+            raise FieldError("NUL")
+        balance_raw = get("balance_due", "")
+        account = get("account_number", "")
+        if not balance_raw or not account or not _ACCOUNT_RE.fullmatch(account) or (
+                account.strip("-") == ""):
+            raise FieldError("account or balance")
+        status = _parse_status("status", get("status", ""))
+        parse_date = self._parse_date
+        disconnect_raw = get("disconnect_date", "")
+        if status == "disconnect_pending" and not disconnect_raw:
+            raise FieldError("disconnect_date")
+        optional_amount = self._parse_optional_amount
+        record = AccountRecord(
+            account_number=account,
+            customer_name=_parse_name("customer_name", get("customer_name", "")),
+            phones=self._parse_phones("phones", get("phones", "")),
+            service_zip=_parse_zip("service_zip", get("service_zip", "")),
+            pin=_parse_pin("pin", get("pin", "")),
+            balance_due_cents=self._parse_amount("balance_due", balance_raw),
+            past_due_cents=optional_amount("past_due_amount", get("past_due_amount", "")) or 0,
+            due_date=parse_date("due_date", get("due_date", "")),
+            last_payment_cents=optional_amount("last_payment_amount",
+                                               get("last_payment_amount", "")),
+            last_payment_date=parse_date("last_payment_date", get("last_payment_date", "")),
+            status=status,
+            disconnect_date=parse_date("disconnect_date", disconnect_raw),
+            usage_amount=_parse_usage("usage_amount", get("usage_amount", "")),
+            usage_unit=_parse_unit("usage_unit", get("usage_unit", "")),
+            usage_period_end=parse_date("usage_period_end", get("usage_period_end", "")),
+            language=_parse_language("language", get("language", "")),
+            payment_allowed=_parse_flag("payment_allowed", get("payment_allowed", "")),
+        )
+        if self._seen.add(account, line) is not None:
+            raise FieldError("duplicate")
+        return record
+
+    def _parse_bad_row(self, cells: dict[str, str], line: int,
+                       summary: FileSummary) -> AccountRecord | Rejection:
+        """Read a row cell by cell, collecting every problem for the report."""
+        errors: list[str] = []
         get = cells.get
 
         if "\x00" in "".join(cells.values()):
@@ -423,9 +566,9 @@ class _RowParser:
             errors.append("balance_due: is required")
         else:
             try:
-                balance = parse_amount_cents("balance_due", balance_raw)
+                balance = self._parse_amount("balance_due", balance_raw)
                 summary.balance_sum_cents += balance
-            except _FieldError as exc:
+            except FieldError as exc:
                 errors.append(str(exc))
 
         account: str | None = get("account_number", "")
@@ -434,41 +577,42 @@ class _RowParser:
             account = None
         elif not _ACCOUNT_RE.fullmatch(account) or account.strip("-") == "":
             errors.append(
-                f"account_number: {_show(account)} must be 1-32 letters, digits or dashes"
+                f"account_number: {show_value(account)} must be 1-32 letters, digits or dashes"
             )
             account = None
         else:
             first = self._seen.add(account, line)
             if first is not None:
-                errors.append(f"account_number: {_show(account)} duplicates line {first}")
+                errors.append(f"account_number: {show_value(account)} duplicates line {first}")
 
         status = _attempt(errors, _parse_status, "status", get("status", ""), "active")
         disconnect_raw = get("disconnect_date", "")
-        disconnect = _attempt(errors, _parse_date, "disconnect_date", disconnect_raw, None)
+        disconnect = _attempt(errors, self._parse_date, "disconnect_date", disconnect_raw, None)
         if status == "disconnect_pending" and not disconnect_raw:
             errors.append("disconnect_date: is required when status is disconnect_pending")
 
-        def field(parse: Callable[[str, str], _T], column: str, fallback: _T) -> _T:
+        def cell(parse: Callable[[str, str], _T], column: str, fallback: _T) -> _T:
             return _attempt(errors, parse, column, get(column, ""), fallback)
 
+        parse_date = self._parse_date
         record = AccountRecord(
             account_number=account or "",
-            customer_name=field(_parse_name, "customer_name", ""),
-            phones=field(_parse_phones, "phones", ()),
-            service_zip=field(_parse_zip, "service_zip", None),
-            pin=field(_parse_pin, "pin", None),
+            customer_name=cell(_parse_name, "customer_name", ""),
+            phones=cell(self._parse_phones, "phones", ()),
+            service_zip=cell(_parse_zip, "service_zip", None),
+            pin=cell(_parse_pin, "pin", None),
             balance_due_cents=balance or 0,
-            past_due_cents=field(_parse_past_due, "past_due_amount", 0),
-            due_date=field(_parse_date, "due_date", None),
-            last_payment_cents=field(_parse_optional_amount, "last_payment_amount", None),
-            last_payment_date=field(_parse_date, "last_payment_date", None),
+            past_due_cents=cell(self._parse_optional_amount, "past_due_amount", None) or 0,
+            due_date=cell(parse_date, "due_date", None),
+            last_payment_cents=cell(self._parse_optional_amount, "last_payment_amount", None),
+            last_payment_date=cell(parse_date, "last_payment_date", None),
             status=status,
             disconnect_date=disconnect,
-            usage_amount=field(_parse_usage, "usage_amount", None),
-            usage_unit=field(_parse_unit, "usage_unit", None),
-            usage_period_end=field(_parse_date, "usage_period_end", None),
-            language=field(_parse_language, "language", "en"),
-            payment_allowed=field(_parse_flag, "payment_allowed", True),
+            usage_amount=cell(_parse_usage, "usage_amount", None),
+            usage_unit=cell(_parse_unit, "usage_unit", None),
+            usage_period_end=cell(parse_date, "usage_period_end", None),
+            language=cell(_parse_language, "language", "en"),
+            payment_allowed=cell(_parse_flag, "payment_allowed", True),
         )
         if errors or balance is None or account is None:
             return Rejection(line, account, "; ".join(errors))
@@ -504,7 +648,7 @@ def _iter_rows(text: IO[str], totals: FileSummary) -> Iterator[AccountRecord | R
     # strict: RFC 4180 quoting errors (text after a closing quote, a quote left open at end
     # of file) are reported instead of silently guessed at.
     reader = csv.reader(text, strict=True)
-    parser: _RowParser | None = None
+    parser: RowValidator | None = None
     trailer_line: int | None = None
     while True:
         # csv.reader counts physical lines consumed, so the next record starts one past it,
@@ -520,16 +664,16 @@ def _iter_rows(text: IO[str], totals: FileSummary) -> Iterator[AccountRecord | R
             raise AccountFileError(f"line {line}: file is not valid UTF-8 (near here)") from None
         except csv.Error as exc:
             raise AccountFileError(f"line {line}: malformed CSV: {exc}") from None
-        if _UNDECODABLE_RE.search("".join(row)):
+        if has_undecodable(row):
             raise AccountFileError(
                 f"line {line}: file is not valid UTF-8 (save it as UTF-8, not Windows-1252)"
             )
-        if _is_blank(row):
+        if is_blank_row(row):
             continue
         if trailer_line is not None:
             raise AccountFileError(f"line {line}: rows after the trailer on line {trailer_line}")
         if parser is None:
-            parser = _RowParser(_read_header(row, line), len(row))
+            parser = RowValidator(_read_header(row, line), len(row))
             continue
         if row[0].strip() == _TRAILER:
             totals.trailer = _parse_trailer(row, line)
@@ -545,19 +689,26 @@ def _iter_rows(text: IO[str], totals: FileSummary) -> Iterator[AccountRecord | R
     if parser is None:
         raise AccountFileError("file has no header row")
     if totals.trailer is not None:
-        _check_trailer(totals.trailer, totals)
+        check_control_totals("trailer", *totals.trailer, totals)
 
 
-def _check_trailer(trailer: tuple[int, int], totals: FileSummary) -> None:
-    count, total = trailer
+def check_control_totals(
+    label: str,
+    count: int | None,
+    total: int | None,
+    totals: FileSummary,
+    format_amount: Callable[[int], str] = format_cents,
+) -> None:
+    """Raise ``AccountFileError`` unless a control record's count and sum (where it carries
+    them) match every data row read and the sum of the balances that parsed."""
     rows = totals.records + totals.rejected
     problems: list[str] = []
-    if count != rows:
+    if count is not None and count != rows:
         problems.append(f"record count {count} does not match {rows} data rows")
-    if total != totals.balance_sum_cents:
+    if total is not None and total != totals.balance_sum_cents:
         problems.append(
-            f"balance sum {_format_cents(total)} does not match "
-            f"{_format_cents(totals.balance_sum_cents)} in the file"
+            f"balance sum {format_amount(total)} does not match "
+            f"{format_amount(totals.balance_sum_cents)} in the file"
         )
     if problems:
-        raise AccountFileError("trailer: " + "; ".join(problems))
+        raise AccountFileError(f"{label}: " + "; ".join(problems))
