@@ -44,7 +44,13 @@ from connectors.accounting import (
     PostResult,
     RetryableError,
 )
-from connectors.http import DEFAULT_TIMEOUT, make_session, request, timeout_for
+from connectors.http import (
+    DEFAULT_TIMEOUT,
+    make_session,
+    request,
+    timeout_for,
+    timeouts_from_settings,
+)
 
 __all__ = ["HledgerConnector", "Posting", "transaction_code", "unbalanced_by"]
 
@@ -200,18 +206,6 @@ def _url(settings: Mapping[str, str]) -> str:
     return url
 
 
-def _seconds(settings: Mapping[str, str], name: str, default: float) -> float:
-    raw = settings.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return value
-
 
 def _zone(settings: Mapping[str, str]) -> ZoneInfo:
     name = "IVR_HLEDGER_TIMEZONE"
@@ -284,8 +278,7 @@ class HledgerConnector:
                                _COMMODITY, "a commodity symbol such as USD or $"),
             currency=currency,
             zone=_zone(settings),
-            timeout=(_seconds(settings, "IVR_ACCOUNTING_CONNECT_TIMEOUT", DEFAULT_TIMEOUT[0]),
-                     _seconds(settings, "IVR_ACCOUNTING_READ_TIMEOUT", DEFAULT_TIMEOUT[1])),
+            timeout=timeouts_from_settings(settings),
         )
 
     # -- building -------------------------------------------------------------------------

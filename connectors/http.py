@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,25 @@ def timeout_for(budget: float | None, default: tuple[float, float] = DEFAULT_TIM
     if budget is None:
         return default
     return (min(default[0], budget), min(default[1], budget))
+
+
+def timeouts_from_settings(settings: Mapping[str, str]) -> tuple[float, float]:
+    """Connect/read timeouts from IVR_ACCOUNTING_CONNECT_TIMEOUT and _READ_TIMEOUT (seconds)."""
+    return (_seconds(settings, "IVR_ACCOUNTING_CONNECT_TIMEOUT", DEFAULT_TIMEOUT[0]),
+            _seconds(settings, "IVR_ACCOUNTING_READ_TIMEOUT", DEFAULT_TIMEOUT[1]))
+
+
+def _seconds(settings: Mapping[str, str], name: str, default: float) -> float:
+    raw = settings.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return value
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

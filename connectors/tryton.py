@@ -37,7 +37,6 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -57,7 +56,13 @@ from connectors.accounting import (
     PostResult,
     RetryableError,
 )
-from connectors.http import DEFAULT_TIMEOUT, make_session, request, timeout_for
+from connectors.http import (
+    DEFAULT_TIMEOUT,
+    make_session,
+    request,
+    timeout_for,
+    timeouts_from_settings,
+)
 
 __all__ = ["TrytonConnector"]
 
@@ -154,18 +159,6 @@ def _setting(settings: Mapping[str, str], name: str, default: str | None = None)
     return value
 
 
-def _seconds(settings: Mapping[str, str], name: str, default: float) -> float:
-    raw = (settings.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return value
-
 
 class TrytonConnector:
     """Posts payments to Tryton's customer invoices; looks up the party's receivable."""
@@ -196,10 +189,7 @@ class TrytonConnector:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"IVR_TRYTON_URL must be an http(s) URL, not {url!r}")
-        timeouts = (
-            _seconds(settings, "IVR_ACCOUNTING_CONNECT_TIMEOUT", DEFAULT_TIMEOUT[0]),
-            _seconds(settings, "IVR_ACCOUNTING_READ_TIMEOUT", DEFAULT_TIMEOUT[1]),
-        )
+        timeouts = timeouts_from_settings(settings)
         return cls(url, _setting(settings, "IVR_TRYTON_DATABASE"),
                    _setting(settings, "IVR_TRYTON_USER"),
                    _setting(settings, "IVR_TRYTON_PASSWORD"),

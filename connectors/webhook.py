@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -29,7 +28,13 @@ from connectors.accounting import (
     PermanentError,
     PostResult,
 )
-from connectors.http import DEFAULT_TIMEOUT, make_session, request, timeout_for
+from connectors.http import (
+    DEFAULT_TIMEOUT,
+    make_session,
+    request,
+    timeout_for,
+    timeouts_from_settings,
+)
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -173,18 +178,6 @@ def _secret(settings: Mapping[str, str]) -> str:
     return secret
 
 
-def _seconds(settings: Mapping[str, str], name: str, default: float) -> float:
-    raw = settings.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return value
-
 
 class WebhookConnector:
     """Posts payments to the biller's signed-webhook receiver. No balance lookups."""
@@ -203,10 +196,7 @@ class WebhookConnector:
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> WebhookConnector:
         """Build from IVR_WEBHOOK_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one."""
-        timeout = (
-            _seconds(settings, "IVR_ACCOUNTING_CONNECT_TIMEOUT", DEFAULT_TIMEOUT[0]),
-            _seconds(settings, "IVR_ACCOUNTING_READ_TIMEOUT", DEFAULT_TIMEOUT[1]),
-        )
+        timeout = timeouts_from_settings(settings)
         return cls(_url(settings), _secret(settings), timeout=timeout)
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
