@@ -128,11 +128,11 @@ def prompts() -> None:
 def prompts_check(directory: Path | None) -> None:
     """Validate wording and settings: ids, placeholders, keys, SSML, audio files."""
     from ivr.config import load_config
-    from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+    from ivr.prompt_ids import PROMPT_PARAMS
     from ivr.prompts import check_catalog
 
     target = directory or load_config().prompts_dir
-    problems = check_catalog(target, REQUIRED_PROMPT_IDS)
+    problems = check_catalog(target, PROMPT_PARAMS)
     for problem in problems:
         click.echo(problem, err=True)
     if problems:
@@ -384,3 +384,135 @@ def reconcile(day: str, as_json: bool) -> None:
                        f"${_dollars(line.amount_cents)} {line.confirmation}: {line.detail}")
     if not report.ok:
         sys.exit(1)
+
+
+@main.group()
+def sync() -> None:
+    """Scheduled file exchange with the biller (SFTP or a folder)."""
+
+
+def _sync_setup() -> tuple[Flask, Any]:
+    from ivr.sync import SyncConfig, SyncError
+
+    app = _app()
+    try:
+        return app, SyncConfig.from_settings(get_config(app).sync_settings)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@sync.command("pull")
+def sync_pull() -> None:
+    """Fetch new account files from IVR_SYNC_INBOX_URL and apply each all-or-nothing."""
+    from connectors.transport import TransferError
+    from ivr.sync import SyncError, pull
+
+    app, config = _sync_setup()
+    try:
+        results = pull(get_database(app), config, pin_key=get_config(app).pin_key)
+    except (SyncError, TransferError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for result in results:
+        line = f"{result.name}: {result.outcome}"
+        if result.report:
+            line += f" ({result.report.records} accounts, {result.report.rejected} rejected)"
+        click.echo(line)
+    if not results:
+        click.echo("no files in the inbox")
+
+
+@sync.command("push")
+@click.option("--interval", help="Push this interval again (YYYY-MM-DD, or YYYY-MM-DDTHH:MM "
+                                 "for intervals shorter than a day). Default: every closed "
+                                 "interval since the last push.")
+def sync_push(interval: str | None) -> None:
+    """Send payment confirmation files to IVR_SYNC_OUTBOX_URL, one per interval."""
+    from connectors.transport import TransferError
+    from ivr.prompts import load_catalog
+    from ivr.sync import SyncError, parse_interval, push
+
+    app, config = _sync_setup()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
+    try:
+        chosen = parse_interval(interval, config.interval_minutes, zone) if interval else None
+        files = push(get_database(app), config, zone, interval=chosen)
+    except (SyncError, TransferError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for sent in files:
+        click.echo(f"{sent.name}: {sent.count} payments, ${_dollars(sent.sum_cents)}")
+    if not files:
+        click.echo("nothing due: the current interval has not closed yet")
+
+
+@sync.command("runs")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def sync_runs(limit: int, as_json: bool) -> None:
+    """Recent pulls and pushes."""
+    from sqlalchemy import select
+
+    from ivr.models import SyncRun
+
+    app = _app()
+    with get_database(app).session() as session:
+        rows: list[dict[str, Any]] = [{"id": r.id, "kind": r.kind, "status": r.status,
+                 "started_at": r.started_at.isoformat(),
+                 "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                 "files": r.files, "records": r.records, "rejected": r.rejected,
+                 "detail": r.detail}
+                for r in session.scalars(select(SyncRun).order_by(SyncRun.id.desc())
+                                         .limit(limit))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        names = ", ".join(f["name"] for f in r["files"] if isinstance(f, dict))
+        click.echo(f"{r['id']:>5} {r['kind']:<4} {r['status']:<7} {r['started_at'][:19]}  "
+                   f"{r['records']:>8} records  {names}  {r['detail'][:80]}")
+
+
+@main.group()
+def ops() -> None:
+    """Ops console users (see docs/ops-console.md)."""
+
+
+def _new_password(password_stdin: bool) -> str:
+    if password_stdin:
+        # One line: the password, without its line ending (scripts: printf '%s\n' "$pw" | ...).
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@ops.command("add-user")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--reset", is_flag=True,
+              help="Set a new password for an existing user and enable them again.")
+def ops_add_user(username: str, password_stdin: bool, reset: bool) -> None:
+    """Create a console user; the password is asked twice (or read with --password-stdin)."""
+    from ivr.models import utcnow
+    from ivr.ops.auth import UserError, add_user
+
+    app = _app()
+    password = _new_password(password_stdin)
+    try:
+        with get_database(app).session() as session:
+            user = add_user(session, username, password, utcnow(), reset=reset)
+            name = user.username
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{'password set for' if reset else 'created'} ops user {name!r}")
+
+
+@ops.command("disable-user")
+@click.argument("username")
+def ops_disable_user(username: str) -> None:
+    """Stop a user from signing in (their open sessions end at their next click)."""
+    from ivr.ops.auth import disable_user
+
+    app = _app()
+    with get_database(app).session() as session:
+        if not disable_user(session, username):
+            raise click.ClickException(f"no ops user {username!r}")
+    click.echo(f"disabled ops user {username!r}")
