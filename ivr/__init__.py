@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from flask import Flask
 
 from ivr.config import AppConfig, ConfigError, load_config
 from ivr.db import Database
-from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+from ivr.prompt_ids import PROMPT_PARAMS
 from ivr.prompts import PromptStore
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,38 @@ def default_database_url(instance_path: str) -> str:
 def instance_pin_key(instance: Path) -> str:
     """The PIN key kept in the instance folder, created on first use (one machine only:
     several machines must share IVR_PIN_KEY)."""
+    return _instance_key(instance, "pin.key")
+
+
+def instance_secret_key(instance: Path) -> str:
+    """The ops console's session key kept in the instance folder, created on first use
+    (one machine only: several machines must share IVR_SECRET_KEY)."""
+    return _instance_key(instance, "secret.key")
+
+
+def _instance_key(instance: Path, name: str) -> str:
     import secrets
 
-    path = instance / "pin.key"
+    path = instance / name
     if path.exists():
         return path.read_text(encoding="ascii").strip()
     instance.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
-    path.touch(mode=0o600)
-    path.write_text(key, encoding="ascii")
-    return key
+    # Written aside and linked into place: workers starting together all end up with the
+    # one key that won, never with a half-written file or a key of their own.
+    temp = instance / f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as stream:
+        stream.write(secrets.token_hex(32))
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: last writer wins, still whole
+        if not path.exists():
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -51,12 +74,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         defaults["database_url"] = default_database_url(app.instance_path)
     if not settings.pin_key:
         defaults["pin_key"] = instance_pin_key(Path(app.instance_path))
+    if not settings.secret_key:
+        defaults["secret_key"] = instance_secret_key(Path(app.instance_path))
     if defaults:
         settings = load_config({**(config or {}), **defaults})
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
     app.extensions["ivr.db"] = Database(settings.database_url)
-    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, REQUIRED_PROMPT_IDS,
+    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, PROMPT_PARAMS,
                                                min_interval=0.2)
     if settings.allow_unsigned:
         log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
@@ -80,6 +105,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                                           settings)
     app.register_blueprint(voice_bp)
     app.register_blueprint(web_bp)
+    from ivr.ops import init_ops
+
+    init_ops(app, settings)
     return app
 
 

@@ -33,6 +33,7 @@ from connectors.accounting import (
 )
 from ivr.config import AppConfig
 from ivr.db import Database
+from ivr.metrics import observe_posting
 from ivr.models import OutboxEntry, Payment, PostingAttempt, utcnow
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
         outcome = record_outcome(db, entry, entry.payment, poster=poster, system=connector.name,
                                  now=clock(), duration_ms=duration_ms, config=config,
                                  result=result, error=error)
+    observe_posting(connector.name, outcome, duration_ms / 1000)
     log.info("posting attempt", extra={"fields": {
         "outbox_id": entry_id, "poster": poster, "system": connector.name, "outcome": outcome,
         "ms": duration_ms, "error": str(error)[:200] if error else None}})

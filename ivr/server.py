@@ -22,7 +22,21 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
+def _on_starting(_server: Any) -> None:
+    from ivr.metrics import clear_multiproc_dir
+
+    clear_multiproc_dir()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    # With PROMETHEUS_MULTIPROC_DIR set, a dead worker's counters stay summed in /metrics.
+    from ivr.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
 def run_gunicorn(host: str, port: int, workers: int) -> None:
     """Serve with sync workers: webhooks are short, and Twilio waits at most 15 s."""
     _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "timeout": 30,
-               "accesslog": "-", "worker_class": "sync"}).run()
+               "accesslog": "-", "worker_class": "sync",
+               "on_starting": _on_starting, "child_exit": _child_exit}).run()

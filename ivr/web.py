@@ -1,4 +1,4 @@
-"""Unsigned operational endpoints: health."""
+"""Unsigned operational endpoints: health and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from ivr import get_database
+from ivr.models import utcnow
 
 bp = Blueprint("web", __name__)
 
@@ -19,3 +20,19 @@ def healthz() -> tuple[Response, int]:
     except Exception:
         return jsonify(status="error", database="unreachable"), 503
     return jsonify(status="ok", database="ok"), 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; no personal data in any label (see ivr.metrics)."""
+    from zoneinfo import ZoneInfo
+
+    from ivr.metrics import generate
+
+    try:
+        zone = current_app.extensions["ivr.prompts"].get().settings.transfer.timezone
+    except Exception:  # a broken catalog must not hide the metrics
+        zone = ZoneInfo("UTC")
+    clock = current_app.extensions.get("ivr.clock") or utcnow
+    body, content_type = generate(get_database(current_app), zone, clock)
+    return Response(body, status=200, content_type=content_type)

@@ -21,6 +21,7 @@ from ivr.flow import machine
 from ivr.flow.context import CallContext
 from ivr.flow.states import ENDED
 from ivr.flow.steps import Hangup, Silent, Speech, Step
+from ivr.metrics import observe_webhook
 from ivr.models import CallSession, utcnow
 from ivr.prompts import Catalog, PromptStore
 from ivr.security import signed_url, valid_signature
@@ -140,6 +141,7 @@ def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool 
         fields["from"] = mask_phone(from_number) if from_number else ""
         fields["ms"] = round((time.monotonic() - started) * 1000, 1)
         log.info("webhook", extra={"fields": fields})
+        observe_webhook(route, str(fields["outcome"]), time.monotonic() - started)
 
 
 def _apology(catalog: Catalog, lang: str) -> str:

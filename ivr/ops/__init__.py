@@ -1,0 +1,46 @@
+"""The ops console: server-rendered pages under /ops to tune prompts, follow calls and
+payments, and see file runs. See docs/ops-console.md."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+
+from ivr.config import AppConfig
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session; the Secure flag is dropped only in testing."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) and not app.testing
+
+
+def init_ops(app: Flask, settings: AppConfig) -> None:
+    """Session and CSRF settings, and the /ops routes."""
+    # The view modules add their routes to the blueprint as they are imported.
+    import ivr.ops.views_auth
+    import ivr.ops.views_calls
+    import ivr.ops.views_money
+    import ivr.ops.views_prompts  # noqa: F401
+    from ivr.ops.base import SESSION_HOURS, bp, csrf
+
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="ivr_ops",
+        SESSION_COOKIE_PATH="/ops",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Plain http only when the public base URL says so (a local trial); see the guide.
+        SESSION_COOKIE_SECURE=not settings.public_base_url.startswith("http://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        # CSRF is checked by the ops blueprint itself: Twilio's webhooks are signed instead
+        # and must never meet a CSRF check.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
+    )
+    app.session_interface = _SessionInterface()
+    csrf.init_app(app)
+    app.register_blueprint(bp)

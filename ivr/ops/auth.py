@@ -1,0 +1,172 @@
+"""Ops console users: hashed passwords, and sign-in with a rate limit kept in the database.
+
+The limit lives in a table (not in process memory) so it holds across gunicorn workers and
+machines. A refusal says the same thing whether or not the user exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ivr.models import OpsLoginAttempt, OpsUser
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,79}")
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+# Failures within WINDOW that lock sign-in for LOCKOUT. Per address the bar is higher: an
+# office behind one NAT address shares it (and so does everyone behind a proxy that does not
+# forward the client address; see docs/ops-console.md).
+USER_FAILURES = 5
+ADDRESS_FAILURES = 10
+WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+KEEP_ATTEMPTS = timedelta(days=1)
+
+class UserError(ValueError):
+    """A user cannot be created or changed; the message says why."""
+
+
+def normalize_username(raw: str) -> str:
+    """Usernames compare case-insensitively and without surrounding spaces."""
+    return raw.strip().lower()[:80]
+
+
+def password_problems(password: str) -> list[str]:
+    """Why a new password is not acceptable ([] when it is)."""
+    problems = []
+    if len(password) < MIN_PASSWORD_LENGTH:
+        problems.append(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        problems.append(f"the password may have at most {MAX_PASSWORD_LENGTH} characters")
+    if password.strip() != password:
+        problems.append("the password must not start or end with spaces")
+    return problems
+
+
+def add_user(db: Session, username: str, password: str, now: datetime, *,
+             reset: bool = False) -> OpsUser:
+    """Create a user (or, with ``reset``, set a new password and enable them again)."""
+    name = normalize_username(username)
+    if not USERNAME.fullmatch(name):
+        raise UserError("a username is 1 to 80 letters, digits, '.', '_', '-' or '@', "
+                        "starting with a letter or digit")
+    problems = password_problems(password)
+    if problems:
+        raise UserError("; ".join(problems))
+    user = db.scalar(select(OpsUser).where(OpsUser.username == name))
+    if user is not None and not reset:
+        raise UserError(f"user {name!r} exists already (use --reset to set a new password)")
+    if user is None:
+        if reset:
+            raise UserError(f"no user {name!r}")
+        user = OpsUser(username=name, created_at=now)
+        db.add(user)
+    user.password_hash = generate_password_hash(password)
+    user.disabled = False
+    db.flush()
+    return user
+
+
+def disable_user(db: Session, username: str) -> bool:
+    """Stop a user from signing in; their open sessions end at their next request."""
+    user = db.scalar(select(OpsUser).where(OpsUser.username == normalize_username(username)))
+    if user is None:
+        return False
+    user.disabled = True
+    return True
+
+
+def session_stamp(user: OpsUser) -> str:
+    """A short fingerprint of the password hash, kept in the session: a new password ends
+    every session signed in with the old one."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def locked_until(db: Session, username: str, address: str, now: datetime) -> datetime | None:
+    """When sign-in opens again for this username or address (None: it is open now)."""
+    since = now - WINDOW - LOCKOUT
+    last_ok = db.scalar(select(func.max(OpsLoginAttempt.at)).where(
+        OpsLoginAttempt.username == username, OpsLoginAttempt.outcome == "ok"))
+    user_since = max(since, last_ok) if last_ok is not None else since
+    by_user = list(db.scalars(select(OpsLoginAttempt.at).where(
+        OpsLoginAttempt.username == username, OpsLoginAttempt.outcome == "failed",
+        OpsLoginAttempt.at > user_since).order_by(OpsLoginAttempt.at)))
+    by_address = list(db.scalars(select(OpsLoginAttempt.at).where(
+        OpsLoginAttempt.address == address, OpsLoginAttempt.outcome == "failed",
+        OpsLoginAttempt.at > since).order_by(OpsLoginAttempt.at)))
+    ends = [end for end in (_lock_end(by_user, USER_FAILURES),
+                            _lock_end(by_address, ADDRESS_FAILURES)) if end is not None]
+    until = max(ends, default=None)
+    return until if until is not None and until > now else None
+
+
+def _lock_end(failures: list[datetime], limit: int) -> datetime | None:
+    """LOCKOUT after the failure that made ``limit`` failures within WINDOW (latest such)."""
+    end = None
+    for i in range(limit - 1, len(failures)):
+        if failures[i] - failures[i - limit + 1] <= WINDOW:
+            end = failures[i] + LOCKOUT
+    return end
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """A signed-in user, or why not: refused_until is set while sign-in is locked."""
+
+    user: OpsUser | None
+    refused_until: datetime | None = None
+
+
+def attempt_login(db: Session, username: str, password: str, address: str,
+                  now: datetime) -> LoginResult:
+    """Check a sign-in and record it (the caller commits)."""
+    name = normalize_username(username)
+    address = address[:64]
+    db.execute(delete(OpsLoginAttempt).where(OpsLoginAttempt.at < now - KEEP_ATTEMPTS))
+    until = locked_until(db, name, address, now)
+    if until is not None:
+        db.add(OpsLoginAttempt(at=now, username=name, address=address, outcome="refused"))
+        return LoginResult(None, until)
+    user = db.scalar(select(OpsUser).where(OpsUser.username == name)) if name else None
+    if user is None:
+        # Same work as for a real user, so timing does not tell which usernames exist.
+        check_password_hash(_dummy(), password)
+        ok = False
+    else:
+        ok = check_password_hash(user.password_hash, password) and not user.disabled
+    db.add(OpsLoginAttempt(at=now, username=name, address=address,
+                           outcome="ok" if ok else "failed"))
+    if not ok or user is None:
+        return LoginResult(None)
+    user.last_login_at = now
+    return LoginResult(user)
+
+
+def active_user(db: Session, user_id: object, stamp: object) -> OpsUser | None:
+    """The session's user while still enabled and with the same password, else None."""
+    if not isinstance(user_id, int) or not isinstance(stamp, str):
+        return None
+    user = db.get(OpsUser, user_id)
+    if user is None or user.disabled or session_stamp(user) != stamp:
+        return None
+    return user
+
+
+def recent_failures(db: Session, now: datetime) -> int:
+    """Failed sign-ins in the last WINDOW (for the home page)."""
+    return int(db.scalar(select(func.count()).select_from(OpsLoginAttempt).where(
+        OpsLoginAttempt.at > now - WINDOW,
+        or_(OpsLoginAttempt.outcome == "failed", OpsLoginAttempt.outcome == "refused"))) or 0)
+
+
+@functools.cache
+def _dummy() -> str:
+    return generate_password_hash("not a password of anyone")

@@ -1,0 +1,173 @@
+"""Which states speak each prompt (and, from ivr.prompt_ids, which values it is given).
+
+Written by reading ivr/flow/states.py, summary.py, agent.py, machine.py, ivr/payments.py and
+ivr/voice/twiml.py. A test checks it against REQUIRED_PROMPT_IDS and the state names, so it
+cannot drift silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ivr.prompt_ids import PROMPT_PARAMS
+
+# Prompts the machine may speak in whatever state the caller is in.
+ANY_STATE = "any-state"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Where a prompt is spoken and the values the code fills in."""
+
+    states: tuple[str, ...]
+    placeholders: frozenset[str] = frozenset()
+    where: str = ""
+
+
+def _u(states: str, where: str = "") -> Usage:
+    return Usage(tuple(states.split()), where=where)
+
+
+_SUMMARY = "verify main_menu"
+_SUMMARY_WHERE = "account summary, after verification and on main menu key 3"
+
+PROMPT_USAGE: dict[str, Usage] = {
+    "greeting.welcome": _u("language", where="first words of every call"),
+    "language.option": _u("language", where="one line per offered language"),
+    "common.tips": _u("language", where="after the language choice, before identification"),
+    "common.no_input": _u(ANY_STATE, where="after silence, before the question again"),
+    "common.no_match": _u(ANY_STATE, where="after an invalid key, before the question again"),
+    "common.more_time": _u(ANY_STATE, where="after repeated silence"),
+    "common.too_many_tries": _u(ANY_STATE, where="after the last failed try in a state"),
+    "common.apology": _u(ANY_STATE, where="when something failed on our side"),
+    "identify.found": _u("confirm_account"),
+    "account.enter": _u("account_entry"),
+    "account.not_found": _u("account_entry", where="unknown account number"),
+    "verify.zip": _u("verify", where="verification method zip"),
+    "verify.pin": _u("verify", where="verification method pin"),
+    "verify.mismatch": _u("verify"),
+    "verify.failed_final": _u("verify"),
+    "verify.locked": _u("confirm_account account_entry verify",
+                        where="account locked after repeated failures"),
+    "summary.balance_due_on": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.balance_due": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.zero_balance": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.credit_balance": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.past_due": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.disconnect_pending": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.disconnected": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.last_payment": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.usage_period": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.usage": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "summary.no_phone_payments": _u(_SUMMARY, where=_SUMMARY_WHERE),
+    "recent.intro": _u("main_menu", where="main menu key 2"),
+    "recent.payment": _u("main_menu", where="main menu key 2"),
+    "recent.none": _u("main_menu", where="main menu key 2"),
+    "menu.main": _u("main_menu"),
+    "menu.main_no_pay": _u("main_menu", where="accounts that cannot pay by phone"),
+    "amount.menu_full": _u("amount_menu"),
+    "amount.menu_disconnect": _u("amount_menu", where="disconnection pending"),
+    "amount.menu_other": _u("amount_menu"),
+    "amount.enter": _u("amount_entry"),
+    "amount.invalid": _u("amount_entry"),
+    "amount.below_minimum": _u("amount_menu amount_entry"),
+    "amount.above_maximum": _u("amount_menu amount_entry"),
+    "amount.confirm": _u("amount_confirm"),
+    "method.menu": _u("method"),
+    "method.bank_type": _u("bank_type"),
+    "words.method_card": _u("fee_accept receipt", where="the {method} value"),
+    "words.method_ach": _u("fee_accept receipt", where="the {method} value"),
+    "words.checking": _u("ach_authorize", where="the {account_type} value"),
+    "words.savings": _u("ach_authorize", where="the {account_type} value"),
+    "words.today": _u(ANY_STATE, where="the {day} value of agent.closed_opens"),
+    "words.tomorrow": _u(ANY_STATE, where="the {day} value of agent.closed_opens"),
+    "fee.disclose": _u("fee_accept"),
+    "fee.disclose_no_choice": _u("fee_accept", where="bank payments disabled"),
+    "fee.declined": _u("fee_accept method"),
+    "ach.authorize": _u("ach_authorize",
+                        where="NACHA TEL script: change [ach] script_version with it"),
+    "confirm.card": _u("final_confirm"),
+    "confirm.card_with_fee": _u("final_confirm", where="card fee configured"),
+    "pay.intro_card": _u("final_confirm paying"),
+    "pay.intro_ach": _u("ach_authorize paying"),
+    "pay.card_number": _u("paying", where="<Pay> card capture"),
+    "pay.card_number_invalid": _u("paying", where="<Pay> card capture"),
+    "pay.card_type_invalid": _u("paying", where="<Pay> card capture"),
+    "pay.expiration": _u("paying", where="<Pay> card capture"),
+    "pay.expiration_invalid": _u("paying", where="<Pay> card capture"),
+    "pay.security_code": _u("paying", where="<Pay> card capture"),
+    "pay.security_code_amex": _u("paying", where="<Pay> card capture"),
+    "pay.security_code_invalid": _u("paying", where="<Pay> card capture"),
+    "pay.postal_code": _u("paying", where="<Pay> card capture"),
+    "pay.postal_code_invalid": _u("paying", where="<Pay> card capture"),
+    "pay.routing_number": _u("paying", where="<Pay> bank capture"),
+    "pay.routing_number_invalid": _u("paying", where="<Pay> bank capture"),
+    "pay.bank_account": _u("paying", where="<Pay> bank capture"),
+    "pay.bank_account_again": _u("paying", where="<Pay> bank capture"),
+    "pay.bank_account_mismatch": _u("paying", where="<Pay> bank capture"),
+    "pay.bank_account_invalid": _u("paying", where="<Pay> bank capture"),
+    "pay.processing": _u("paying", where="<Pay> card and bank capture"),
+    "pay.success": _u("paying receipt"),
+    "pay.success_pending": _u("paying receipt", where="not yet acknowledged by accounting"),
+    "pay.success_posted": _u("paying receipt", where="acknowledged by accounting"),
+    "pay.cancelled": _u("fee_accept ach_authorize final_confirm main_menu"),
+    "pay.retry_menu": _u("pay_failed"),
+    "pay.tries_exhausted": _u("main_menu pay_failed paying"),
+    "pay.result.too_many_failed_attempts": _u("paying pay_failed"),
+    "pay.result.declined": _u("paying pay_failed"),
+    "pay.result.interrupted": _u("paying pay_failed"),
+    "pay.result.validation_error": _u("paying pay_failed"),
+    "pay.result.internal_error": _u("paying pay_failed"),
+    "receipt.number": _u("receipt"),
+    "receipt.menu": _u("receipt"),
+    "receipt.menu_text": _u("receipt", where="text receipts enabled"),
+    "receipt.text_sent": _u("receipt"),
+    "receipt.text_failed": _u("receipt"),
+    "receipt.text_body": _u("receipt",
+                            where="the text message itself, never spoken"),
+    "agent.connecting": _u(ANY_STATE, where="transfer to a representative"),
+    "agent.no_answer": _u(ANY_STATE, where="transfer did not connect"),
+    "agent.unavailable": _u(ANY_STATE, where="no transfer configured"),
+    "agent.closed": _u(ANY_STATE, where="outside business hours"),
+    "agent.closed_opens": _u(ANY_STATE, where="outside business hours"),
+    "goodbye.thanks": _u("receipt paying ended", where="end of a call, after a transfer"),
+    "goodbye.help_later": _u(ANY_STATE, where="goodbye after too many tries"),
+}
+
+# Optional prompts the code looks up by a computed id (``units.<usage_unit>``).
+_PREFIX_USAGE: dict[str, Usage] = {
+    "units.": _u(_SUMMARY, where="the {unit} value of the usage summary (optional)"),
+}
+
+# The question each menu state asks: where its no-input and no-match rates belong.
+STATE_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "language": ("language.option",),
+    "confirm_account": ("identify.found",),
+    "account_entry": ("account.enter",),
+    "verify": ("verify.zip", "verify.pin"),
+    "main_menu": ("menu.main", "menu.main_no_pay"),
+    "amount_menu": ("amount.menu_full", "amount.menu_disconnect", "amount.menu_other"),
+    "amount_entry": ("amount.enter",),
+    "amount_confirm": ("amount.confirm",),
+    "method": ("method.menu",),
+    "bank_type": ("method.bank_type",),
+    "fee_accept": ("fee.disclose", "fee.disclose_no_choice"),
+    "ach_authorize": ("ach.authorize",),
+    "final_confirm": ("confirm.card", "confirm.card_with_fee"),
+    "receipt": ("receipt.menu", "receipt.menu_text"),
+    "pay_failed": ("pay.retry_menu",),
+}
+
+_NOT_SPOKEN = Usage((), frozenset(), "not spoken by the current code")
+
+
+def usage_for(prompt_id: str) -> Usage:
+    """Where ``prompt_id`` is used; an unknown id is not spoken (and takes no values)."""
+    usage = PROMPT_USAGE.get(prompt_id)
+    if usage is not None:
+        # The values each prompt is given are kept in one place, beside the required ids.
+        return replace(usage, placeholders=frozenset(PROMPT_PARAMS.get(prompt_id, ())))
+    for prefix, prefixed in _PREFIX_USAGE.items():
+        if prompt_id.startswith(prefix):
+            return prefixed
+    return _NOT_SPOKEN
