@@ -86,8 +86,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.allow_unsigned:
         log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
                     "Use this only for local demos, never on a public address.")
-    elif not settings.twilio_auth_token:
-        log.warning("IVR_TWILIO_AUTH_TOKEN is not set: every webhook will be refused (403).")
 
     from ivr.voice.routes import bp as voice_bp
     from ivr.web import bp as web_bp

@@ -55,22 +55,35 @@ def accounts() -> None:
 @accounts.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--layout", default="default", show_default=True,
-              help="File layout name (only the default layout ships today).")
+              help="Layout name: default (docs/files.md) or an [account.NAME] table of the "
+                   "IVR_SYNC_LAYOUTS file (docs/layouts.md).")
 @click.option("--partial", is_flag=True,
               help="Apply good rows even when some rows are rejected.")
 def accounts_import(file: Path, layout: str, partial: bool) -> None:
     """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
-    from ivr.account_import import import_accounts
-
-    if layout != "default":
-        raise click.ClickException(f"unknown layout {layout!r}; available: default")
     from datetime import UTC, datetime
 
+    from connectors.account_file import FileSummary
+    from connectors.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
+    from ivr.account_import import apply_account_records
+
     app = _app()
+    chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
+    if layout != "default":
+        from ivr.sync import SyncConfig, SyncError
+
+        try:
+            found = SyncConfig.from_settings(
+                {**get_config(app).sync_settings, "IVR_SYNC_ACCOUNT_LAYOUT": layout})
+        except SyncError as exc:
+            raise click.ClickException(f"unknown layout {layout!r}: {exc}") from None
+        chosen = found.account_layout
     as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
+    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
     with file.open("rb") as stream:
-        report = import_accounts(get_database(app), stream, str(file), partial=partial,
-                                 pin_key=get_config(app).pin_key, as_of=as_of)
+        report = apply_account_records(
+            get_database(app), iter_layout_file(stream, chosen, summary), str(file),
+            partial=partial, pin_key=get_config(app).pin_key, as_of=as_of)
     for line in report.lines():
         click.echo(line)
     if not report.applied:
@@ -157,6 +170,18 @@ def serve(host: str, port: int, workers: int) -> None:
     if config.allow_unsigned:
         click.secho("WARNING: IVR_ALLOW_UNSIGNED=1 -- webhooks are NOT authenticated. "
                     "Local demos only.", fg="red", bold=True, err=True)
+    if not config.public_base_url.startswith("https://"):
+        # <Pay> needs absolute https action URLs, and Twilio signs the public URL.
+        click.secho("WARNING: IVR_PUBLIC_BASE_URL is not an https:// URL: <Pay> will not work "
+                    "with real calls, and signatures behind a proxy will not validate.",
+                    fg="yellow", err=True)
+    from ivr.prompts import CatalogError, PromptStore
+
+    store: PromptStore = app.extensions["ivr.prompts"]
+    try:
+        store.get()  # fail now, not on the first caller
+    except CatalogError as exc:
+        raise click.ClickException(f"prompts in {config.prompts_dir}: {exc}") from None
     run_gunicorn(host, port, workers)
 
 
@@ -174,9 +199,12 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--bank", "banks", multiple=True,
               help="Bank account number for each bank <Pay> (default 123456789).")
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
+@click.option("--post", is_flag=True,
+              help="In process, also post the simulated payment to IVR_ACCOUNTING "
+                   "(off by default: a test call never reaches the biller's books).")
 def call(url: str | None, token: str | None, from_number: str, to_number: str,
          press: str | None, cards: tuple[str, ...], banks: tuple[str, ...],
-         as_json: bool) -> None:
+         as_json: bool, post: bool) -> None:
     """Place a simulated call, interactive unless --press is given."""
     from ivr.simulator import FlaskTransport, HttpTransport, Transport
 
@@ -189,7 +217,11 @@ def call(url: str | None, token: str | None, from_number: str, to_number: str,
     else:
         # In process the simulator and app share a throwaway token: requests are still signed.
         token = secrets.token_hex(16)
-        app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING")
+        overrides: dict[str, Any] = {"twilio_auth_token": token, "allow_unsigned": False,
+                                     "log_level": "WARNING"}
+        if not post:
+            overrides["accounting"] = "none"
+        app = _app(**overrides)
         get_database(app).upgrade()
         base_url = get_config(app).base_url or "http://localhost"
         transport = FlaskTransport(app, token, base_url=base_url)
@@ -228,17 +260,35 @@ def _run(transport: Any, base_url: str, from_number: str, to_number: str,
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
 @click.option("--interactive/--scripted", default=None,
               help="Default: interactive at a terminal, scripted otherwise.")
-def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
-    """Seed demo accounts and walk a simulated call, with no setup."""
+@click.option("--database", help="SQLAlchemy URL for the demo "
+                                 "(default: instance/demo.sqlite3, never IVR_DATABASE_URL).")
+def demo(press: str | None, as_json: bool, interactive: bool | None,
+         database: str | None) -> None:
+    """Seed demo accounts and walk a simulated call, with no setup.
+
+    The demo keeps to a database of its own and posts nowhere, so trying it can never put
+    demo accounts or test payments into a real line's data.
+    """
+    from ivr import default_database_url
     from ivr.demo import DEMO_CALLER, DEMO_LINE, DEMO_PRESSES, seed
     from ivr.simulator import FlaskTransport
 
     token = secrets.token_hex(16)
-    app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING")
-    database = get_database(app)
-    database.upgrade()
+    if database is None:
+        probe = Flask("ivr")  # only for its instance folder
+        demo_file = Path(probe.instance_path) / "demo.sqlite3"
+        # A fresh demo every time: the scripted call expects the accounts as seeded.
+        for leftover in (demo_file, demo_file.with_name("demo.sqlite3-wal"),
+                         demo_file.with_name("demo.sqlite3-shm")):
+            leftover.unlink(missing_ok=True)
+        database = default_database_url(probe.instance_path).replace("ivr.sqlite3",
+                                                                       "demo.sqlite3")
+    app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING",
+               database_url=database, accounting="none")
+    demo_db = get_database(app)
+    demo_db.upgrade()
     config = get_config(app)
-    report = seed(database, datetime.now(UTC).date(), config.pin_key)
+    report = seed(demo_db, datetime.now(UTC).date(), config.pin_key)
     if not report.applied:
         raise click.ClickException("; ".join(report.lines()))
     if interactive is None:
@@ -250,8 +300,8 @@ def demo(press: str | None, as_json: bool, interactive: bool | None) -> None:
     keys = None if interactive else (press or " ".join(DEMO_PRESSES))
     _run(transport, base_url, DEMO_CALLER, DEMO_LINE, keys, (), (), as_json)
     if not as_json:
-        click.echo("\nPayments so far (ivr payments list):")
-        with database.session() as session:
+        click.echo("\nPayments so far in the demo database:")
+        with demo_db.session() as session:
             from ivr.payments import payments_for_listing
 
             for p in payments_for_listing(session, 5):
@@ -516,3 +566,25 @@ def ops_disable_user(username: str) -> None:
         if not disable_user(session, username):
             raise click.ClickException(f"no ops user {username!r}")
     click.echo(f"disabled ops user {username!r}")
+
+
+@accounts.command("unlock")
+@click.argument("account_number")
+def accounts_unlock(account_number: str) -> None:
+    """Clear the phone lockout of an account after failed ZIP/PIN checks (e.g. after a
+    representative has verified the caller)."""
+    from sqlalchemy import delete
+
+    from ivr.accounts import find_by_number
+    from ivr.models import VerificationFailure
+    from ivr.security import mask_account
+
+    app = _app()
+    with get_database(app).session() as session:
+        account = find_by_number(session, account_number)
+        if account is None:
+            raise click.ClickException("no such account")
+        result = session.execute(delete(VerificationFailure).where(
+            VerificationFailure.account_id == account.id))
+        removed = int(getattr(result, "rowcount", 0))
+    click.echo(f"account {mask_account(account_number)}: {removed} failed check(s) cleared")

@@ -107,8 +107,9 @@ def test_simulated_call_json_and_payments_list(runner: CliRunner, tmp_path: Path
     assert "4111111111111111" not in listed.output + result.output
 
 
-def test_demo_plays_a_paid_call(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["demo", "--scripted"])
+def test_demo_plays_a_paid_call(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["demo", "--scripted", "--database",
+                                  f"sqlite:///{tmp_path / 'demo.sqlite3'}"])
     assert result.exit_code == 0, result.output
     assert "[payment credit-card 123.45" in result.output
     assert "confirmation" in result.output.lower()
@@ -131,3 +132,31 @@ def test_serve_refuses_without_token(runner: CliRunner) -> None:
     result = runner.invoke(main, ["serve"])
     assert result.exit_code != 0
     assert "IVR_TWILIO_AUTH_TOKEN" in result.output
+
+
+def test_demo_keeps_to_its_own_database(runner: CliRunner, tmp_path: Path) -> None:
+    demo_db = tmp_path / "demo.sqlite3"
+    result = runner.invoke(main, ["demo", "--scripted", "--database", f"sqlite:///{demo_db}"])
+    assert result.exit_code == 0, result.output
+    assert demo_db.exists()
+    # The configured line's database got no demo accounts and no payments.
+    assert not (tmp_path / "cli.sqlite3").exists() or balances(tmp_path) == {}
+
+
+def test_unlock_clears_the_lockout(runner: CliRunner, tmp_path: Path) -> None:
+    from ivr.models import VerificationFailure, utcnow
+
+    runner.invoke(main, ["db", "upgrade"])
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(demo_file(OPEN_TIME.date()))
+    runner.invoke(main, ["accounts", "import", str(accounts)])
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    with get_database(app).session() as db:
+        account = db.scalar(select(Account).where(Account.account_number == "4401001234"))
+        assert account is not None
+        db.add_all([VerificationFailure(account_id=account.id, call_sid="CA1", failed_at=utcnow())
+                    for _ in range(5)])
+    get_database(app).dispose()
+    result = runner.invoke(main, ["accounts", "unlock", "4401001234"])
+    assert result.exit_code == 0 and "5 failed check(s) cleared" in result.output
+    assert "4401001234" not in result.output

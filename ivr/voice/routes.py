@@ -201,7 +201,8 @@ def pay_status() -> Response:
     """<Pay> progress callbacks: informational only; never carries usable card data."""
     log.info("pay progress", extra={"fields": {
         "call_sid": (request.form.get("CallSid") or "")[:64],
-        "capture": (request.form.get("Capture") or "")[:40],
+        # <Pay> names the field being captured "For"; the Payments API calls it "Capture".
+        "capture": (request.form.get("For") or request.form.get("Capture") or "")[:40],
         "error_type": (request.form.get("ErrorType") or "")[:40]}})
     return Response("", status=204)
 
