@@ -271,3 +271,45 @@ def test_sync_with_a_local_folder(sqlite_url: str, tmp_path: Path) -> None:
     [result] = pull(get_database(app), config_of(app), pin_key="k")
     assert result.outcome == "applied" and balance(app, "4401001234") == 1000
     assert (inbox / "archive" / "accounts.csv").exists()
+
+
+def test_pgp_both_ways(sqlite_url: str, sshd: SshdServer, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from connectors.pgp import decrypt_file, encrypt_file
+    from tests.test_layouts import _keyring
+
+    if shutil.which("gpg") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("gpg is required under CI=true")
+        pytest.skip("GnuPG not installed")
+    root = Path(tempfile.mkdtemp(prefix="gpg", dir="/tmp"))  # short: gpg-agent socket path
+    ring = _keyring(root, "ivr", None)
+    try:
+        app = sync_app(sqlite_url, sshd, IVR_PGP_HOME=str(ring.home),
+                       IVR_PGP_RECIPIENT=ring.fingerprint)
+        # Inbound: the biller encrypts the account file to our key.
+        plain = tmp_path / "accounts.csv"
+        plain.write_bytes(account_file(a4401001234="42.00"))
+        inbound = sshd.root / "inbox" / "accounts.csv.pgp"
+        encrypt_file(plain, inbound, ring.fingerprint, ring.home)
+        inbound.chmod(0o644)  # as if the biller had uploaded it as the SFTP user
+        [pulled] = pull(get_database(app), config_of(app), pin_key="k")
+        assert pulled.outcome == "applied" and balance(app, "4401001234") == 4200
+        # Outbound: the confirmation file is encrypted to the biller's key.
+        add_payment(app, datetime(2026, 11, 30, 18, 0, tzinfo=UTC), 4200, "PGP00001")
+        [sent] = push(get_database(app), config_of(app), CHICAGO, interval=day("2026-11-30"),
+                      now=datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+        assert sent.name == "payments_20261130.csv.pgp"
+        sealed = (sshd.root / "outbox" / sent.name).read_bytes()
+        assert b"PGP00001" not in sealed
+        opened = tmp_path / "back.csv"
+        decrypt_file(sshd.root / "outbox" / sent.name, opened, ring.home, None)
+        rows = list(read_payment_file(opened.open("rb"), DEFAULT_PAYMENT_LAYOUT))
+        assert [r.confirmation_number for r in rows] == ["PGP00001"]
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(ring.home), "--kill", "gpg-agent"],  # noqa: S603,S607
+                       check=False)
+        shutil.rmtree(root, ignore_errors=True)
