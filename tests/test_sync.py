@@ -307,7 +307,8 @@ def test_pgp_both_ways(sqlite_url: str, sshd: SshdServer, tmp_path: Path) -> Non
         assert b"PGP00001" not in sealed
         opened = tmp_path / "back.csv"
         decrypt_file(sshd.root / "outbox" / sent.name, opened, ring.home, None)
-        rows = list(read_payment_file(opened.open("rb"), DEFAULT_PAYMENT_LAYOUT))
+        with opened.open("rb") as stream:
+            rows = list(read_payment_file(stream, DEFAULT_PAYMENT_LAYOUT))
         assert [r.confirmation_number for r in rows] == ["PGP00001"]
     finally:
         subprocess.run(["gpgconf", "--homedir", str(ring.home), "--kill", "gpg-agent"],  # noqa: S603,S607
