@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.models import Account, AccountPhone, VerificationFailure
@@ -61,13 +60,3 @@ def locked_until(db: Session, account_id: int, now: datetime, *, failures: int,
             if until > now:
                 return until
     return None
-
-
-def account_count(db: Session) -> int:
-    """How many accounts the cache holds."""
-    return int(db.scalar(select(func.count()).select_from(Account)) or 0)
-
-
-def delete_accounts(db: Session, numbers: Iterable[str]) -> None:
-    """Remove accounts by number (demo reseeding)."""
-    db.execute(delete(Account).where(Account.account_number.in_(list(numbers))))

@@ -20,7 +20,6 @@ from ivr.flow.steps import (
     Outcome,
     PayCapture,
     Retry,
-    Silent,
     Speech,
     Step,
     Transfer,
@@ -216,8 +215,3 @@ def resume(ctx: CallContext) -> Step:
             return Hangup((Speech("goodbye.thanks"),))
         return enter(ctx, "main_menu" if ctx.call.verified else "account_entry")
     return ask(ctx, state, state.prompt(ctx))
-
-
-def silent() -> Step:
-    """Nothing to say (the caller has gone)."""
-    return Silent()
