@@ -106,7 +106,7 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "max_tries_per_call",
         "language",
     ),
-    "ach": ("enabled", "script_version", "office_phone"),
+    "ach": ("enabled", "script_version", "office_phone", "record_authorization"),
 }
 
 VerificationMethod = Literal["zip", "pin", "none"]
@@ -249,6 +249,8 @@ class AchSettings:
     script_version: str
     # E.164; "" only when ACH is disabled (an enabled ACH without it is a SettingsError).
     office_phone: str
+    # Record the spoken authorization through Twilio (NACHA TEL: keep it two years).
+    record_authorization: bool = True
 
 
 @dataclass(frozen=True)
@@ -625,6 +627,7 @@ def _parse_ach(table: _Table) -> AchSettings:
         enabled=enabled,
         script_version=table.get_str("script_version", "tel-2026-11-v1"),
         office_phone=office_phone or "",
+        record_authorization=table.get_bool("record_authorization", True),
     )
 
 

@@ -24,8 +24,13 @@ from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
 
 TOKEN = "test-auth-token-12345"
 REPO = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("IVR_TEST_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_test")
+_PG_SERVER = os.environ.get("IVR_TEST_POSTGRES_URL",
+                            "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_test")
+# A database of this run's own: two test runs on one machine (a developer's and CI's, say)
+# must not truncate each other's tables.
+PG_URL = make_url(_PG_SERVER).set(
+    database=f"{make_url(_PG_SERVER).database}_{os.getpid()}").render_as_string(
+    hide_password=False)
 # A Tuesday at 10:00 in Chicago: inside business hours.
 OPEN_TIME = datetime(2026, 12, 1, 16, 0, tzinfo=UTC)
 # A Saturday at 10:00 in Chicago: closed all weekend.
@@ -60,6 +65,15 @@ def postgres_url() -> Iterator[str]:
     database.upgrade()
     database.dispose()
     yield PG_URL
+    _drop_postgres()
+
+
+def _drop_postgres() -> None:
+    url = make_url(PG_URL)
+    admin = url.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin.replace("postgresql+psycopg://", "postgresql://"),
+                         autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 def _truncate_postgres(url: str) -> None:

@@ -65,3 +65,42 @@ def test_no_text_offer_when_disabled(app: Flask) -> None:
     result = call(app, "1 1 60614 1 1 1 1 1 3")
     assert said_text(app, "receipt.menu_text") not in result.said()
     assert said_text(app, "common.no_match") in result.said()
+
+
+def test_bank_authorization_is_recorded_and_stopped_before_bank_entry(
+        sqlite_url: str, twilio_api: StandIn) -> None:
+    from sqlalchemy import select
+
+    from ivr import get_database
+    from ivr.models import AchAuthorization
+
+    app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,
+                   twilio_api_base_url=twilio_api.url)
+    result = call(app, "1 1 60614 1 1 1 2 1 1")
+    pay = next(e for e in result.events if e["event"] == "pay")
+    assert pay["result"] == "success" and pay["method"] == "ach-debit"
+    paths = [r["path"] for r in twilio_api.requests]
+    start = f"/2010-04-01/Accounts/{SID}/Calls/{result.call_sid}/Recordings.json"
+    stop = f"/2010-04-01/Accounts/{SID}/Calls/{result.call_sid}/Recordings/RE{'1' * 32}.json"
+    assert paths == [start, stop]
+    assert twilio_api.requests[1]["form"]["Status"] == "stopped"
+    with get_database(app).session() as db:
+        [auth] = db.scalars(select(AchAuthorization)).all()
+        assert auth.recording_sid == "RE" + "1" * 32
+
+
+def test_bank_authorization_still_stored_when_recording_fails(
+        sqlite_url: str, twilio_api: StandIn) -> None:
+    from sqlalchemy import select
+
+    from ivr import get_database
+    from ivr.models import AchAuthorization
+
+    twilio_api.fail_status = 500
+    app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,
+                   twilio_api_base_url=twilio_api.url)
+    result = call(app, "1 1 60614 1 1 1 2 1 1")
+    assert next(e for e in result.events if e["event"] == "pay")["result"] == "success"
+    with get_database(app).session() as db:
+        [auth] = db.scalars(select(AchAuthorization)).all()
+        assert auth.recording_sid is None and auth.script_text

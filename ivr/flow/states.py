@@ -7,6 +7,7 @@ outcome; the machine applies the outcome, counts failed tries and handles silenc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -350,8 +351,37 @@ def after_method(ctx: CallContext) -> Outcome:
 def after_fee(ctx: CallContext) -> Outcome:
     """Bank debits need the TEL authorization, which also serves as their final confirmation."""
     if ctx.call.method == "ach":
+        _start_authorization_recording(ctx)
         return Go("ach_authorize")
     return Go("final_confirm")
+
+
+def _start_authorization_recording(ctx: CallContext) -> None:
+    """Record the call while the authorization is read and answered, where configured."""
+    from ivr.twilio_api import TwilioApiError, has_credentials, start_recording
+
+    if (not ctx.settings.ach.record_authorization or ctx.call.ach_recording_sid
+            or not has_credentials(ctx.config)):
+        return
+    try:
+        ctx.call.ach_recording_sid = start_recording(ctx.config, ctx.call.call_sid)
+    except TwilioApiError:
+        # The stored authorization (script, version, time, call) still stands; the
+        # operator sees a missing recording SID on it.
+        ctx.call.ach_recording_sid = None
+
+
+def _stop_authorization_recording(ctx: CallContext) -> str | None:
+    """Stop the authorization recording before anything else is said; return its SID."""
+    from ivr.twilio_api import TwilioApiError, stop_recording
+
+    sid = ctx.call.ach_recording_sid
+    ctx.call.ach_recording_sid = None
+    if sid:
+        # A failed stop leaves the recording running to the end of the call; it is kept.
+        with contextlib.suppress(TwilioApiError):
+            stop_recording(ctx.config, ctx.call.call_sid, sid)
+    return sid
 
 
 def _total(ctx: CallContext) -> int:
@@ -402,6 +432,7 @@ def _ach_prompt(ctx: CallContext) -> SpeechList:
 
 def _ach_handle(ctx: CallContext, digits: str) -> Outcome:
     choice = parse_choice(digits, "12")
+    recording = _stop_authorization_recording(ctx) if choice else None
     if choice == "1":
         account = ctx.account
         assert account is not None  # noqa: S101
@@ -412,7 +443,7 @@ def _ach_handle(ctx: CallContext, digits: str) -> Outcome:
             amount_cents=ctx.call.amount_cents or 0, fee_cents=ctx.call.fee_cents,
             bank_account_type=ctx.call.bank_account_type or "consumer-checking",
             script_version=ctx.settings.ach.script_version, script_text=script,
-            language=ctx.lang, authorized_at=ctx.now,
+            language=ctx.lang, authorized_at=ctx.now, recording_sid=recording,
         ))
         return Finish(pay_step(ctx, (_say("pay.intro_ach"),)), state="paying")
     if choice == "2":

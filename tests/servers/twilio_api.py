@@ -33,6 +33,14 @@ class StandIn:
                     self._send(stand_in.fail_status, body)
                     return
                 account = self.path.split("/")[3]
+                if "/Recordings" in self.path:
+                    # Create (…/Calls/CA…/Recordings.json) or update (…/Recordings/RE….json).
+                    sid = (self.path.rsplit("/", 1)[1].removesuffix(".json")
+                           if self.path.endswith(".json") and "/Recordings/" in self.path
+                           else "RE" + "1" * 32)
+                    self._send(201, {"sid": sid, "account_sid": account,
+                                     "status": form.get("Status", "in-progress")})
+                    return
                 self._send(201, {"sid": "SM" + "0" * 32, "account_sid": account,
                                  "to": form.get("To"), "from": form.get("From"),
                                  "body": form.get("Body"), "status": "queued"})

@@ -1,0 +1,75 @@
+"""Twilio's REST API, for the few things the line asks of it during a call: text receipts
+and recording the spoken authorization of a bank debit. Every call has a short timeout
+because a caller is waiting on the line."""
+
+from __future__ import annotations
+
+import logging
+
+from twilio.base.exceptions import TwilioException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from connectors.phones import mask_phone
+from ivr.config import AppConfig
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 5.0
+
+
+class TwilioApiError(Exception):
+    """The request failed; the message says why (never with personal data)."""
+
+
+def has_credentials(config: AppConfig) -> bool:
+    """Whether the account SID and auth token are configured."""
+    return bool(config.twilio_account_sid and config.twilio_auth_token)
+
+
+def client(config: AppConfig) -> Client:
+    """A client with a timeout, pointed at IVR_TWILIO_API_BASE_URL when set."""
+    api = Client(config.twilio_account_sid, config.twilio_auth_token,
+                 http_client=TwilioHttpClient(timeout=TIMEOUT))
+    if config.twilio_api_base_url:
+        # A regional or test endpoint; the library has no constructor option for it.
+        api.api.base_url = config.twilio_api_base_url.rstrip("/")
+    return api
+
+
+def send_text(config: AppConfig, to_number: str, body: str) -> str:
+    """Send ``body`` to ``to_number``; return the message SID."""
+    sender = ({"messaging_service_sid": config.sms_from} if config.sms_from.startswith("MG")
+              else {"from_": config.sms_from})
+    try:
+        message = client(config).messages.create(to=to_number, body=body, **sender)
+    except (TwilioException, OSError) as exc:
+        log.warning("text receipt failed", extra={"fields": {
+            "to": mask_phone(to_number), "error": type(exc).__name__}})
+        raise TwilioApiError(str(exc)[:200]) from exc
+    sid = str(message.sid)
+    log.info("text receipt sent", extra={"fields": {"to": mask_phone(to_number), "sid": sid}})
+    return sid
+
+
+def start_recording(config: AppConfig, call_sid: str) -> str:
+    """Start recording the live call (both sides); return the recording SID."""
+    try:
+        recording = client(config).calls(call_sid).recordings.create(
+            recording_channels="dual", recording_track="both")
+    except (TwilioException, OSError) as exc:
+        log.warning("could not start recording", extra={"fields": {
+            "call_sid": call_sid, "error": type(exc).__name__}})
+        raise TwilioApiError(str(exc)[:200]) from exc
+    return str(recording.sid)
+
+
+def stop_recording(config: AppConfig, call_sid: str, recording_sid: str) -> None:
+    """Stop a recording started with start_recording."""
+    try:
+        client(config).calls(call_sid).recordings(recording_sid).update(status="stopped")
+    except (TwilioException, OSError) as exc:
+        log.warning("could not stop recording", extra={"fields": {
+            "call_sid": call_sid, "recording_sid": recording_sid,
+            "error": type(exc).__name__}})
+        raise TwilioApiError(str(exc)[:200]) from exc
