@@ -70,18 +70,6 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
     return delay
 
 
-def claim(db: Session, entry_id: int, poster: str, now: datetime, seconds: float) -> bool:
-    """Take the row for ``seconds`` unless someone else holds an unexpired claim."""
-    result = db.execute(
-        update(OutboxEntry)
-        .where(OutboxEntry.id == entry_id, OutboxEntry.status == "pending",
-               or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
-        .values(claimed_by=poster, claimed_until=now + timedelta(seconds=seconds))
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
 def record_outcome(db: Session, entry: OutboxEntry, payment: Payment, *, poster: str,
                    system: str, now: datetime, duration_ms: int, config: AppConfig,
                    result: PostResult | None = None, error: ConnectorError | None = None,
@@ -120,11 +108,36 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
     """Claim, post and record one outbox row. Returns the outcome, or "skipped"."""
     claim_seconds = max(float(config.outbox_claim_seconds), (budget or 0) + 5)
     with database.session() as db:
-        if not claim(db, entry_id, poster, clock(), claim_seconds):
-            return "skipped"
-        entry = db.get(OutboxEntry, entry_id)
-        assert entry is not None  # noqa: S101 - just claimed
-        post = payment_post(entry.payment)
+        posts = claim_rows(db, [entry_id], poster, clock(), claim_seconds)
+    if not posts:
+        return "skipped"
+    return post_claimed(database, connector, entry_id, posts[entry_id], poster=poster,
+                        config=config, budget=budget, clock=clock)
+
+
+def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
+               seconds: float) -> dict[int, PaymentPost]:
+    """Claim the given rows that nobody holds; return what to post for each one claimed."""
+    if not ids:
+        return {}
+    until = now + timedelta(seconds=seconds)
+    db.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.id.in_(ids), OutboxEntry.status == "pending",
+               or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
+        .values(claimed_by=poster, claimed_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = db.scalars(select(OutboxEntry).where(
+        OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
+        OutboxEntry.claimed_until == until).execution_options(populate_existing=True))
+    return {entry.id: payment_post(entry.payment) for entry in claimed}
+
+
+def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
+                 post: PaymentPost, *, poster: str, config: AppConfig,
+                 budget: float | None = None, clock: Callable[[], datetime] = utcnow) -> str:
+    """Post a row this poster holds and record the outcome."""
     # The claim is committed; no database lock is held while we wait on the network.
     started = time.monotonic()
     result: PostResult | None = None
@@ -208,21 +221,34 @@ def worker_id() -> str:
     return f"worker:{socket.gethostname()}:{os.getpid()}"
 
 
+# Worst case for one post: the connectors' connect plus read timeouts, with room to spare.
+POST_WORST_CASE_SECONDS = 12.0
+
+
 def drain_once(database: Database, connector: AccountingConnector, config: AppConfig, *,
-               poster: str, batch: int = 50,
-               clock: Callable[[], datetime] = utcnow) -> DrainStats:
-    """Post every due row once (a batch at a time)."""
+               poster: str, clock: Callable[[], datetime] = utcnow) -> DrainStats:
+    """Post every due row once, claiming a few rows per transaction.
+
+    A claim covers as many rows as can surely be posted before it expires, so a live worker
+    never loses rows to another; claiming them together saves a commit per payment.
+    """
+    batch = max(1, int(config.outbox_claim_seconds // POST_WORST_CASE_SECONDS))
     stats = DrainStats()
     while True:
         with database.session() as db:
-            ids = due_entries(db, clock(), batch)
-        if not ids:
+            now = clock()
+            posts = claim_rows(db, due_entries(db, now, batch), poster, now,
+                               float(config.outbox_claim_seconds))
+        if not posts:
+            # Nothing due, or every due row was taken by another worker meanwhile.
+            with database.session() as db:
+                if not due_entries(db, clock(), 1):
+                    return stats
+            stats.skipped += 1
             return stats
-        for entry_id in ids:
-            stats.add(attempt(database, connector, entry_id, poster=poster, config=config,
-                              clock=clock))
-        if len(ids) < batch:
-            return stats
+        for entry_id, post in posts.items():
+            stats.add(post_claimed(database, connector, entry_id, post, poster=poster,
+                                   config=config, clock=clock))
 
 
 def run_worker(database: Database, connector: AccountingConnector, config: AppConfig, *,
