@@ -136,6 +136,9 @@ class FileSummary:
     rejected: int = 0
     balance_sum_cents: int = 0
     trailer: tuple[int, int] | None = None
+    # Our column names the file carries, once its header (or layout) is known: an import
+    # updates only these, so a file without a pin column leaves PINs as they are.
+    columns: frozenset[str] = frozenset()
 
 
 class FieldError(Exception):
@@ -455,6 +458,7 @@ class RowValidator:
         width_source: str = "the header",
     ) -> None:
         self._columns = tuple((n, i) for n, i in columns.items() if n in _KNOWN_COLUMNS)
+        self.columns = frozenset(n for n, _ in self._columns)
         self._width = width
         self._exact_width = exact_width
         self._width_source = width_source
@@ -635,6 +639,7 @@ def iter_account_file(
     # The trailer is checked against these counters, so they must describe this file only.
     totals.records = totals.rejected = totals.balance_sum_cents = 0
     totals.trailer = None
+    totals.columns = frozenset()
     text, wrapper = _text_stream(stream)
     try:
         yield from _iter_rows(text, totals)
@@ -674,6 +679,7 @@ def _iter_rows(text: IO[str], totals: FileSummary) -> Iterator[AccountRecord | R
             raise AccountFileError(f"line {line}: rows after the trailer on line {trailer_line}")
         if parser is None:
             parser = RowValidator(_read_header(row, line), len(row))
+            totals.columns = parser.columns
             continue
         if row[0].strip() == _TRAILER:
             totals.trailer = _parse_trailer(row, line)

@@ -579,6 +579,7 @@ class _AccountReader:
                 exact_width=layout.width is not None,
                 width_source="the layout",
             )
+            totals.columns = self.validator.columns
         # (label, count, total) of control records read, checked once every row is in.
         self.controls: list[tuple[str, int | None, int | None]] = []
 
@@ -607,6 +608,7 @@ class _AccountReader:
                 f"line {line}: header is missing column(s): {', '.join(map(repr, missing))}"
             )
         self.validator = RowValidator(index, len(row), rules=self.rules)
+        self.totals.columns = self.validator.columns
 
     def read_control(self, record: ControlRecord, label: str, row: list[str], line: int) -> None:
         """Take the count and total a control record carries."""
@@ -652,6 +654,7 @@ def iter_layout_file(
     # The control records are checked against these counters: they must describe this file.
     totals.records = totals.rejected = totals.balance_sum_cents = 0
     totals.trailer = None
+    totals.columns = frozenset()
     # surrogateescape, not strict: a bad byte then shows up in the row it belongs to, so the
     # error names the line rather than the start of an 8 KB decode chunk.
     text = io.TextIOWrapper(

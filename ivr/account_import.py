@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,7 @@ from ivr.models import (
     ImportRun,
     OutboxEntry,
     Payment,
+    SyncRun,
     utcnow,
 )
 from ivr.security import hash_pin
@@ -162,19 +163,26 @@ _FILE_COLUMN = {"pin_hash": "pin", "balance_due_cents": "balance_due",
 def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int:
     """Take off again the payments the biller's file cannot include yet.
 
-    The file shows the biller's books when it was made (``as_of``). A payment we took that
-    was not posted by then (still queued, dead-lettered, or posted later) is missing from
-    it; without this the next caller would hear a balance they have already paid. Looks back
-    RECENT_DAYS; older unposted payments are a matter for reconciliation.
+    The file shows the biller's books when it was made (``as_of``). A payment the biller
+    had not heard of by then is missing from it; without this the next caller would hear a
+    balance they have already paid. The biller has heard of a payment once it was posted to
+    their system, or sent to them in a confirmation file (``ivr sync push``), before
+    ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation.
     """
     horizon = as_of - timedelta(days=RECENT_DAYS)
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == "push", SyncRun.status == "ok",
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
+                     SyncRun.interval_end > Payment.paid_at)
+              .exists())
+    posted = and_(OutboxEntry.status == "posted", OutboxEntry.posted_at <= as_of)
     stmt = (select(Account, Payment)
             .join(AccountStaging, AccountStaging.account_number == Account.account_number)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .where(AccountStaging.import_id == import_id, Payment.paid_at >= horizon,
-                   or_(OutboxEntry.id.is_(None), OutboxEntry.status != "posted",
-                       OutboxEntry.posted_at.is_(None), OutboxEntry.posted_at > as_of)))
+                   Payment.posting_status != "test",
+                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
     count = 0
     for account, payment in db.execute(stmt):
         account.balance_due_cents -= payment.amount_cents
@@ -214,12 +222,13 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
 
 def apply_account_records(database: Database, items: Iterable[AccountRecord | Rejection],
                           source: str, *, pin_key: str, partial: bool = False,
-                          columns: frozenset[str] | None = None,
+                          summary: FileSummary | None = None,
                           as_of: datetime | None = None) -> ImportReport:
     """Stage, check and swap in parsed records; all-or-nothing unless ``partial``.
 
-    ``columns`` names the file's columns (None: all); ``as_of`` is when the file was made
-    (default: now), for payments it cannot know about yet.
+    ``summary`` is the parser's (its ``columns`` say which columns the file carries: only
+    those are updated); ``as_of`` is when the file was made (default: now), for payments
+    it cannot know about yet.
     """
     report = ImportReport(source=source)
     import_id = str(uuid.uuid4())
@@ -235,6 +244,7 @@ def apply_account_records(database: Database, items: Iterable[AccountRecord | Re
         if report.error or (report.rejected and not partial):
             report.applied = False
         else:
+            columns = summary.columns if summary is not None and summary.columns else None
             _merge(db, import_id, columns)
             report.reapplied = reapply_recent_payments(db, import_id, as_of or utcnow())
             report.applied = True
@@ -268,4 +278,5 @@ def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_k
     """Apply an account file in the default layout (design section 4) to the cache."""
     summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
     return apply_account_records(database, iter_account_file(stream, summary), source,
-                                 pin_key=pin_key, partial=partial, as_of=as_of)
+                                 pin_key=pin_key, partial=partial, summary=summary,
+                                 as_of=as_of)

@@ -83,7 +83,7 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     with file.open("rb") as stream:
         report = apply_account_records(
             get_database(app), iter_layout_file(stream, chosen, summary), str(file),
-            partial=partial, pin_key=get_config(app).pin_key, as_of=as_of)
+            partial=partial, pin_key=get_config(app).pin_key, summary=summary, as_of=as_of)
     for line in report.lines():
         click.echo(line)
     if not report.applied:
@@ -144,7 +144,10 @@ def prompts_check(directory: Path | None) -> None:
     from ivr.prompt_ids import PROMPT_PARAMS
     from ivr.prompts import check_catalog
 
-    target = directory or load_config().prompts_dir
+    try:
+        target = directory or load_config().prompts_dir
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
     problems = check_catalog(target, PROMPT_PARAMS)
     for problem in problems:
         click.echo(problem, err=True)
@@ -200,8 +203,9 @@ def serve(host: str, port: int, workers: int) -> None:
               help="Bank account number for each bank <Pay> (default 123456789).")
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
 @click.option("--post", is_flag=True,
-              help="In process, also post the simulated payment to IVR_ACCOUNTING "
-                   "(off by default: a test call never reaches the biller's books).")
+              help="In process, treat the simulated payment as real: post it to "
+                   "IVR_ACCOUNTING and include it in confirmation files. Without it the "
+                   "payment is marked test and never reaches the biller's books.")
 def call(url: str | None, token: str | None, from_number: str, to_number: str,
          press: str | None, cards: tuple[str, ...], banks: tuple[str, ...],
          as_json: bool, post: bool) -> None:
@@ -221,6 +225,7 @@ def call(url: str | None, token: str | None, from_number: str, to_number: str,
                                      "log_level": "WARNING"}
         if not post:
             overrides["accounting"] = "none"
+            overrides["simulated"] = True
         app = _app(**overrides)
         get_database(app).upgrade()
         base_url = get_config(app).base_url or "http://localhost"
@@ -284,7 +289,7 @@ def demo(press: str | None, as_json: bool, interactive: bool | None,
         database = default_database_url(probe.instance_path).replace("ivr.sqlite3",
                                                                        "demo.sqlite3")
     app = _app(twilio_auth_token=token, allow_unsigned=False, log_level="WARNING",
-               database_url=database, accounting="none")
+               database_url=database, accounting="none", simulated=True)
     demo_db = get_database(app)
     demo_db.upgrade()
     config = get_config(app)

@@ -53,6 +53,9 @@ class AppConfig:
     # Text receipts through Twilio's REST API.
     sms_from: str = ""
     twilio_api_base_url: str = ""
+    # Set by `ivr call` and `ivr demo` (never from the environment): payments taken by a
+    # simulated call are marked "test", never posted and never put in confirmation files.
+    simulated: bool = False
     # IVR_TRYTON_*, IVR_HLEDGER_*, IVR_WEBHOOK_*, IVR_ACCOUNTING_* variables, for the connector.
     accounting_settings: Mapping[str, str] = field(default_factory=dict)
     # IVR_SYNC_*, IVR_SFTP_*, IVR_PGP_* variables, for `ivr sync` (see ivr.sync.SyncConfig).
@@ -100,6 +103,8 @@ SYNC_PREFIXES = ("IVR_SYNC_", "IVR_SFTP_", "IVR_PGP_")
 def _coerce(name: str, value: Any) -> Any:
     """Turn an environment string (or a test override) into the field's type."""
     var = _ENV.get(name, name)
+    if name == "simulated":
+        return bool(value)
     if name == "allow_unsigned":
         if isinstance(value, bool):
             return value

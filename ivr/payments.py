@@ -100,7 +100,8 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
         bank_account_type=(call.bank_account_type or result.bank_account_type)
         if method == "ach" else None,
         bank_last=result.bank_last if method == "ach" else None,
-        language=ctx.lang, posting_status="queued", paid_at=ctx.now,
+        language=ctx.lang, posting_status="test" if ctx.config.simulated else "queued",
+        paid_at=ctx.now,
     )
     savepoint = db.begin_nested()
     try:
@@ -116,8 +117,13 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
             raise
         return twin, False
     savepoint.commit()
-    apply_to_cache(account, payment, ctx)
-    db.add(OutboxEntry(payment_id=payment.id, next_attempt_at=ctx.now))
+    if not ctx.config.simulated:
+        # A test payment must not change what real callers hear about the account.
+        apply_to_cache(account, payment, ctx)
+    # A simulated call's payment keeps its outbox row (the invariant holds) marked "test":
+    # no worker picks it up.
+    db.add(OutboxEntry(payment_id=payment.id, next_attempt_at=ctx.now,
+                       status="test" if ctx.config.simulated else "pending"))
     if method == "ach":
         auth = db.scalar(select(AchAuthorization).where(
             AchAuthorization.call_sid == call.call_sid, AchAuthorization.payment_id.is_(None))
@@ -162,7 +168,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         call.payment_id = payment.id
         call.outcome = "paid"
         record(ctx, "pay_result", "success", state=PAYING)
-        if created and ctx.accounting is not None:
+        if created and ctx.accounting is not None and not ctx.config.simulated:
             # The payment, its outbox row and the call's new state are durable before we
             # spend the posting budget; then the caller hears whether the biller has it.
             ctx.db.commit()

@@ -70,7 +70,8 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
     rows = db.execute(
         select(Payment, OutboxEntry)
         .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
-        .where(Payment.paid_at >= start, Payment.paid_at < end)
+        .where(Payment.paid_at >= start, Payment.paid_at < end,
+               Payment.posting_status != "test")
         .order_by(Payment.paid_at, Payment.id)
     ).all()
     for payment, entry in rows:

@@ -249,7 +249,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
     with local.open("rb") as stream:
         report = apply_account_records(
             database, iter_layout_file(stream, config.account_layout, summary), source,
-            pin_key=pin_key, as_of=datetime.fromtimestamp(remote.mtime, UTC))
+            pin_key=pin_key, summary=summary, as_of=datetime.fromtimestamp(remote.mtime, UTC))
     outcome = "applied" if report.applied else "rejected"
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:
@@ -329,7 +329,8 @@ def file_name(prefix: str, interval: Interval, minutes: int) -> str:
 def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
     start, end = interval.utc
     with database.session() as db:
-        stmt = (select(Payment).where(Payment.paid_at >= start, Payment.paid_at < end)
+        stmt = (select(Payment).where(Payment.paid_at >= start, Payment.paid_at < end,
+                                      Payment.posting_status != "test")
                 .order_by(Payment.paid_at, Payment.id).execution_options(yield_per=1000))
         for payment in db.scalars(stmt):
             yield PaymentRow(

@@ -160,3 +160,22 @@ def test_unlock_clears_the_lockout(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["accounts", "unlock", "4401001234"])
     assert result.exit_code == 0 and "5 failed check(s) cleared" in result.output
     assert "4401001234" not in result.output
+
+
+def test_simulated_call_payment_is_marked_test(runner: CliRunner, tmp_path: Path) -> None:
+    from ivr.models import OutboxEntry
+
+    runner.invoke(main, ["db", "upgrade"])
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(demo_file(OPEN_TIME.date()))
+    runner.invoke(main, ["accounts", "import", str(accounts)])
+    result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(runner.invoke(main, ["payments", "list", "--json"]).output)
+    assert [row["posting"] for row in listed] == ["test"]
+    # Real callers still hear the real balance; no worker will ever post it.
+    assert balances(tmp_path)["4401001234"] == 12345
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    with get_database(app).session() as db:
+        assert [e.status for e in db.scalars(select(OutboxEntry))] == ["test"]
+    get_database(app).dispose()

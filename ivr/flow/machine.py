@@ -201,6 +201,7 @@ def resume_after_transfer(ctx: CallContext) -> Step:
                  or (call.state == "verify" and locked(ctx)))
     if exhausted or call.state not in STATES:
         call.state = ENDED
+        call.outcome = "gave_up"
         record(ctx, "goodbye", state=ENDED)
         return Hangup((Speech("agent.no_answer"), Speech("goodbye.help_later")))
     state = STATES[call.state]
