@@ -137,8 +137,9 @@ class FileSummary:
     balance_sum_cents: int = 0
     trailer: tuple[int, int] | None = None
     # Our column names the file carries, once its header (or layout) is known: an import
-    # updates only these, so a file without a pin column leaves PINs as they are.
-    columns: frozenset[str] = frozenset()
+    # updates only these, so a file without a pin column leaves PINs as they are. Not part
+    # of equality: it describes the file's shape, not its totals.
+    columns: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 class FieldError(Exception):
