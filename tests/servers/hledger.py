@@ -12,11 +12,8 @@ when the server's view of it is stale).
 
 from __future__ import annotations
 
-import atexit
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -27,6 +24,7 @@ from pathlib import Path
 import requests
 
 from ivr.demo import demo_rows
+from tests.servers.process import ServerProcess
 
 BINARY = "hledger-web"
 START_TIMEOUT = 15.0
@@ -41,7 +39,6 @@ OPENING_DATE = "2026-01-01"
 # mtimes come from a coarse clock: an edit within a tick (1-10 ms) of a read goes unseen.
 RELOAD_GAP = 0.05
 
-_LIVE: set[HledgerServer] = set()
 
 
 def hledger_available() -> str | None:
@@ -89,7 +86,7 @@ def _quantity(amount: dict[str, object]) -> Decimal:
     return Decimal(int(quantity["decimalMantissa"])).scaleb(-int(quantity["decimalPlaces"]))
 
 
-class HledgerServer:
+class HledgerServer(ServerProcess):
     """One hledger-web process; ``restart()`` brings it back on the same port and journal."""
 
     def __init__(self, workdir: Path) -> None:
@@ -103,11 +100,6 @@ class HledgerServer:
     def url(self) -> str:
         """Base URL of the JSON API."""
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        """The process is alive (paused counts as alive)."""
-        return self._process is not None and self._process.poll() is None
 
     def settings(self) -> dict[str, str]:
         """IVR settings that point the hledger connector at this server."""
@@ -156,11 +148,11 @@ class HledgerServer:
         if binary is None:
             raise RuntimeError(f"{BINARY} is not installed")
         with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own files
+            process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own files
                 [binary, "-f", str(self.journal), "--serve-api", "--host", "127.0.0.1",
                  "--port", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir)
-        _LIVE.add(self)
+        self._launched(process)
         try:
             self._wait_answering()
         except BaseException:
@@ -189,52 +181,6 @@ class HledgerServer:
         except FileNotFoundError:
             return "(no log)"
 
-    def pause(self) -> None:
-        """SIGSTOP: connections are still accepted (by the kernel) but never answered."""
-        if self._process is not None:
-            os.kill(self._process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after ``pause``."""
-        if self._process is not None:
-            os.kill(self._process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        """Terminate gracefully (SIGTERM), killing it if it does not exit in 10 s."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            self.resume()  # a stopped process would hold SIGTERM until continued
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies at once, as in a crash (works while paused too)."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.wait(timeout=10)
-        _LIVE.discard(self)
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same port with the same journal."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> HledgerServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 def start_hledger(workdir: Path) -> HledgerServer:
     """A running hledger-web on a freshly seeded journal in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -243,8 +189,3 @@ def start_hledger(workdir: Path) -> HledgerServer:
     server.start()
     return server
 
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for server in list(_LIVE):
-        server.kill()

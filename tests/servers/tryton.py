@@ -10,7 +10,6 @@ Werkzeug. Always ``stop()`` the server; an atexit hook kills any a crashed run f
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import fcntl
@@ -18,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.servers.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
@@ -66,7 +66,6 @@ SEED_SPEC: dict[str, Any] = {
     "parties": list(PARTIES),
 }
 
-_LIVE: set[TrytonServer] = set()
 
 
 class TrytonUnavailable(RuntimeError):
@@ -179,7 +178,7 @@ def _free_port() -> int:
         return port
 
 
-class TrytonServer:
+class TrytonServer(ServerProcess):
     """One ``trytond`` process; ``restart()`` brings it back on the same port and data."""
 
     def __init__(self, venv: Path, workdir: Path, session_timeout: int | None) -> None:
@@ -198,11 +197,6 @@ class TrytonServer:
         """Base URL, as IVR_TRYTON_URL wants it."""
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """The process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     def settings(self, user: str = ADMIN_USER, password: str = ADMIN_PASSWORD
                  ) -> dict[str, str]:
         """IVR_TRYTON_* settings pointing the connector at this server."""
@@ -216,12 +210,12 @@ class TrytonServer:
             raise RuntimeError("trytond already running")
         with self.log_file.open("ab") as log:
             # "-d" loads the database's pool at start; without it the first login fails.
-            self._process = subprocess.Popen(  # noqa: S603 - our venv, fixed arguments
+            process = subprocess.Popen(  # noqa: S603 - our venv, fixed arguments
                 [str(self.venv / "bin" / "trytond"), "-c", str(self.config_file),
                  "-d", self.database],
                 env=_clean_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 cwd=self.workdir)
-        _LIVE.add(self)
+        self._launched(process)
         try:
             self._wait_ready()
         except BaseException:
@@ -249,51 +243,6 @@ class TrytonServer:
             return self.log_file.read_text(encoding="utf-8", errors="replace")[-2000:]
         except FileNotFoundError:
             return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # a paused process would not see SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL: Tryton dies mid-whatever, as in a crash or power cut."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.wait(timeout=10)
-        _LIVE.discard(self)
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same port with the same database."""
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are still accepted by the kernel but nothing answers."""
-        if self._process is not None:
-            os.kill(self._process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT after ``pause()``."""
-        if self._process is not None:
-            os.kill(self._process.pid, signal.SIGCONT)
-
-    def __enter__(self) -> TrytonServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- reading back, independently of the connector ------------------------------------
 
@@ -359,8 +308,3 @@ def start_tryton(workdir: Path, *, session_timeout: int | None = None) -> Tryton
     server.start()
     return server
 
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for server in list(_LIVE):
-        server.kill()

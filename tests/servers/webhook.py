@@ -8,7 +8,6 @@ receiver a crashed test run forgot, so no process outlives pytest.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import subprocess
@@ -20,16 +19,17 @@ from typing import Any
 
 import requests
 
+from tests.servers.process import ServerProcess
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "webhook_receiver.py"
 # A variable of its own, so the receiver provably reads --secret-env and not the default.
 SECRET_ENV = "IVR_TEST_RECEIVER_SECRET"
 START_TIMEOUT = 20.0
 
-_LIVE: set[Receiver] = set()
 
 
-class Receiver:
+class Receiver(ServerProcess):
     """One receiver process; ``restart()`` brings it back on the same port and database."""
 
     def __init__(self, workdir: Path, secret: str) -> None:
@@ -46,11 +46,6 @@ class Receiver:
     def url(self) -> str:
         """The webhook URL (POST payments here)."""
         return f"http://127.0.0.1:{self.port}/payments"
-
-    @property
-    def running(self) -> bool:
-        """The process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def settings(self) -> dict[str, str]:
         """IVR settings that point the webhook connector at this receiver."""
@@ -82,11 +77,11 @@ class Receiver:
         ready_file = self.workdir / f"receiver-ready-{self._starts}.txt"
         env = {**os.environ, SECRET_ENV: self.secret}
         with ready_file.open("wb") as out, self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+            process = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
                 [sys.executable, str(SCRIPT), "--port", str(self.port), "--db", str(self.db),
                  "--secret-env", SECRET_ENV, "--faults", str(self.faults_file)],
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=log, cwd=self.workdir)
-        _LIVE.add(self)
+        self._launched(process)
         try:
             self.port = self._wait_listening(ready_file)
             self._wait_answering()
@@ -124,43 +119,6 @@ class Receiver:
         except FileNotFoundError:
             return "(no log)"
 
-    def stop(self) -> None:
-        """Terminate gracefully (SIGTERM), killing it if it does not exit in 10 s."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        self._reap()
-
-    def kill(self) -> None:
-        """SIGKILL: the receiver dies mid-whatever, as in a crash or power cut."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.wait(timeout=10)
-        _LIVE.discard(self)
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same port with the same database."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> Receiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 def start_receiver(workdir: Path, secret: str) -> Receiver:
     """A running receiver process keeping its database and logs in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +126,3 @@ def start_receiver(workdir: Path, secret: str) -> Receiver:
     receiver.start()
     return receiver
 
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for receiver in list(_LIVE):
-        receiver.kill()

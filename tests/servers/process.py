@@ -1,0 +1,83 @@
+"""What the test servers share: a child process that can be stopped, killed, paused and
+restarted, and that no test run leaves behind (an atexit hook kills any a crash forgot)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+from typing import Self
+
+_LIVE: set[ServerProcess] = set()
+
+
+class ServerProcess:
+    """A server started as a child process; subclasses implement ``start()``."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Launch the server and wait until it answers."""
+        raise NotImplementedError
+
+    def _launched(self, process: subprocess.Popen[bytes]) -> None:
+        """Remember the child just started, so it is stopped even if the run crashes."""
+        self._process = process
+        _LIVE.add(self)
+
+    @property
+    def running(self) -> bool:
+        """The process is alive (paused counts as alive)."""
+        return self._process is not None and self._process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, but nothing answers."""
+        if self.running and self._process is not None:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self.running and self._process is not None:
+            os.kill(self._process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            self.resume()  # a stopped process would hold SIGTERM until continued
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash (works while paused too)."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            self._process.wait(timeout=10)
+        _LIVE.discard(self)
+
+    def restart(self) -> None:
+        """Stop (if running) and start again, on the same port with the same data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_LIVE):
+        server.kill()
