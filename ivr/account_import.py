@@ -90,11 +90,10 @@ def _staged(record: AccountRecord, import_id: str, pin_key: str,
         record.past_due_cents, record.due_date, record.last_payment_cents,
         record.last_payment_date, record.status, record.disconnect_date, record.usage_amount,
         record.usage_unit, record.usage_period_end, record.language, record.payment_allowed,
-        "",
     )
 
 
-_STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS, "phones")
+_STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS)
 _PHONE_COLUMNS = ("import_id", "account_number", "phone")
 
 

@@ -63,13 +63,9 @@ class Base(DeclarativeBase):
     }
 
 
-class Account(Base):
-    """One biller account as last loaded from a file or API (the cache the call reads)."""
+class AccountFields:
+    """What a biller tells us about an account: the cache and the import staging share it."""
 
-    __tablename__ = "accounts"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_number: Mapped[str] = mapped_column(String(32), unique=True)
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     service_zip: Mapped[str | None] = mapped_column(String(10))
     pin_hash: Mapped[str | None] = mapped_column(String(200))
@@ -85,6 +81,15 @@ class Account(Base):
     usage_period_end: Mapped[date | None] = mapped_column(Date)
     language: Mapped[str] = mapped_column(String(8), default="en")
     payment_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Account(AccountFields, Base):
+    """One biller account as last loaded from a file or API (the cache the call reads)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(32), unique=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     phones: Mapped[list[AccountPhone]] = relationship(
@@ -277,7 +282,7 @@ class ImportRun(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class AccountStaging(Base):
+class AccountStaging(AccountFields, Base):
     """Rows of an account file being imported, before they are merged into the cache at once."""
 
     __tablename__ = "accounts_staging"
@@ -287,23 +292,6 @@ class AccountStaging(Base):
     import_id: Mapped[str] = mapped_column(String(36), index=True)
     staged_at: Mapped[datetime] = mapped_column(default=utcnow)
     account_number: Mapped[str] = mapped_column(String(32))
-    customer_name: Mapped[str] = mapped_column(String(200), default="")
-    service_zip: Mapped[str | None] = mapped_column(String(10))
-    pin_hash: Mapped[str | None] = mapped_column(String(200))
-    balance_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
-    past_due_cents: Mapped[int] = mapped_column(BigInteger, default=0)
-    due_date: Mapped[date | None] = mapped_column(Date)
-    last_payment_cents: Mapped[int | None] = mapped_column(BigInteger)
-    last_payment_date: Mapped[date | None] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(32), default="active")
-    disconnect_date: Mapped[date | None] = mapped_column(Date)
-    usage_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))
-    usage_unit: Mapped[str | None] = mapped_column(String(32))
-    usage_period_end: Mapped[date | None] = mapped_column(Date)
-    language: Mapped[str] = mapped_column(String(8), default="en")
-    payment_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Whether the file carried phone numbers (the numbers themselves are staged beside).
-    phones: Mapped[str] = mapped_column(Text, default="")
 
 
 class AccountPhoneStaging(Base):

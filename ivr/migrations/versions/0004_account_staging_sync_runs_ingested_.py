@@ -48,7 +48,6 @@ def upgrade() -> None:
     sa.Column('usage_period_end', sa.Date(), nullable=True),
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('payment_allowed', sa.Boolean(), nullable=False),
-    sa.Column('phones', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('import_id', 'account_number')
     )
