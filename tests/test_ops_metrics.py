@@ -3,12 +3,7 @@ and correct sums under several gunicorn workers."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +23,7 @@ from ivr.metrics import DatabaseCollector
 from ivr.models import OutboxEntry, utcnow
 from ivr.posting import attempt
 from tests.conftest import OPEN_TIME, REPO, TOKEN, call, make_app, new_sid
+from tests.servers.line import serve_line
 from tests.test_ops_helpers import SECRETS
 
 
@@ -149,12 +145,6 @@ def test_database_down_is_reported_not_fatal() -> None:
 
 # --- several gunicorn workers -----------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def multiworker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`ivr serve --workers 2` with PROMETHEUS_MULTIPROC_DIR set, as the guide says."""
@@ -164,33 +154,10 @@ def multiworker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"stale")  # left by an earlier run
-    port = _free_port()
-    env = {**os.environ, "IVR_DATABASE_URL": url, "IVR_TWILIO_AUTH_TOKEN": TOKEN,
-           "IVR_LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-           "IVR_SECRET_KEY": "test-secret-key"}
-    env.pop("IVR_PUBLIC_BASE_URL", None)
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-c", "from ivr.cli import main; main()", "serve",
-         "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "no server")
-            time.sleep(0.2)
+    env = {"IVR_DATABASE_URL": url, "IVR_TWILIO_AUTH_TOKEN": TOKEN,
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "IVR_SECRET_KEY": "test-secret-key"}
+    with serve_line(env) as base:
         yield base, metrics_dir
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def _incoming(base: str) -> int:

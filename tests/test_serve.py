@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +13,7 @@ from click.testing import CliRunner
 from ivr import get_database
 from ivr.cli import main
 from tests.conftest import REPO, TOKEN, make_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers.line import serve_line
 
 
 @pytest.fixture
@@ -31,32 +21,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     url = f"sqlite:///{tmp_path / 'served.sqlite3'}"
     app = make_app(url, REPO / "prompts")  # migrates and seeds the demo accounts
     get_database(app).dispose()
-    port = _free_port()
-    env = {**os.environ, "IVR_DATABASE_URL": url, "IVR_TWILIO_AUTH_TOKEN": TOKEN,
-           "IVR_LOG_LEVEL": "WARNING"}
-    env.pop("IVR_PUBLIC_BASE_URL", None)
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-c", "from ivr.cli import main; main()", "serve",
-         "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "no server")
-            time.sleep(0.2)
+    with serve_line({"IVR_DATABASE_URL": url, "IVR_TWILIO_AUTH_TOKEN": TOKEN}) as base:
         yield base, url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def test_paid_call_over_http_against_gunicorn(server: tuple[str, str],
