@@ -40,6 +40,9 @@ class AppConfig:
     # folder is created when unset (several machines must share IVR_SECRET_KEY).
     secret_key: str = ""
     log_level: str = "INFO"
+    # How many reverse proxies in front of the app append to X-Forwarded-For (werkzeug's
+    # ProxyFix x_for). 0: the header is ignored and the peer address is the client's.
+    trusted_proxies: int = 0
     # Posting to the accounting system (see connectors/ and docs/connectors.md).
     accounting: str = "none"
     post_budget_ms: int = 2000
@@ -78,6 +81,7 @@ _ENV = {
     "pin_key": "IVR_PIN_KEY",
     "secret_key": "IVR_SECRET_KEY",
     "log_level": "IVR_LOG_LEVEL",
+    "trusted_proxies": "IVR_TRUSTED_PROXIES",
     "accounting": "IVR_ACCOUNTING",
     "post_budget_ms": "IVR_POST_BUDGET_MS",
     "outbox_max_attempts": "IVR_OUTBOX_MAX_ATTEMPTS",
@@ -114,6 +118,14 @@ def _coerce(name: str, value: Any) -> Any:
         if text in _FALSE:
             return False
         raise ConfigError(f"{var} must be 1 or 0, not {value!r}")
+    if name == "trusted_proxies":
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{var} must be a whole number, not {value!r}") from None
+        if not 0 <= count <= 10:
+            raise ConfigError(f"{var} must be between 0 and 10")
+        return count
     if name in _INT_FIELDS:
         try:
             number = int(value)

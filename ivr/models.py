@@ -114,12 +114,40 @@ class VerificationFailure(Base):
     """A failed ZIP/PIN check, kept to lock an account after repeated failures across calls."""
 
     __tablename__ = "verification_failures"
-    __table_args__ = (Index("ix_verification_failures_account_at", "account_id", "failed_at"),)
+    __table_args__ = (Index("ix_verification_failures_account_at", "account_id", "failed_at"),
+                      Index("ix_verification_failures_caller_at", "caller", "failed_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     call_sid: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The calling number (E.164 when it is one, else as Twilio sent it): a stranger's
+    # failures lock strangers out, not the owner calling from the number on file.
+    caller: Mapped[str] = mapped_column(String(40), default="", server_default="")
+
+
+class GuardEvent(Base):
+    """Something an abuse limit counts (a declined <Pay> session, an account number not
+    found), kept in the database so sliding windows hold across workers and machines.
+
+    Never holds digits the caller typed: only which account (when known), the calling
+    number, the line's own number and the call.
+    """
+
+    __tablename__ = "guard_events"
+    __table_args__ = (Index("ix_guard_events_kind_at", "kind", "at"),
+                      Index("ix_guard_events_kind_account_at", "kind", "account_id", "at"),
+                      Index("ix_guard_events_kind_caller_at", "kind", "caller", "at"),
+                      Index("ix_guard_events_kind_line_at", "kind", "line", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"))
+    caller: Mapped[str] = mapped_column(String(40), default="")
+    line: Mapped[str] = mapped_column(String(40), default="")
+    call_sid: Mapped[str] = mapped_column(String(64), default="")
 
 
 class CallSession(Base):
@@ -368,6 +396,9 @@ class OpsUser(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column()
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped by sign-out, a password reset or disabling: every session carrying an older
+    # generation ends, on every machine (cookies alone cannot be revoked).
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class OpsLoginAttempt(Base):
@@ -402,3 +433,16 @@ class PromptVersion(Base):
     username: Mapped[str] = mapped_column(String(80))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class PromptSnapshot(Base):
+    """A catalog (settings and wording files) that loaded cleanly, so a line whose prompts
+    folder is broken at start still speaks the last good wording, on every machine."""
+
+    __tablename__ = "prompt_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    saved_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # File name (relative to the prompts folder) to its text.
+    files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
