@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -31,32 +32,52 @@ def find_by_phone(db: Session, phone_e164: str) -> list[Account]:
 
 
 def record_verification_failure(db: Session, account_id: int, call_sid: str,
-                                now: datetime) -> None:
-    """Remember a failed ZIP/PIN check for the cross-call lockout."""
-    db.add(VerificationFailure(account_id=account_id, call_sid=call_sid, failed_at=now))
+                                now: datetime, caller: str = "") -> None:
+    """Remember a failed ZIP/PIN check (and from which number) for the cross-call lockout."""
+    db.add(VerificationFailure(account_id=account_id, call_sid=call_sid, failed_at=now,
+                               caller=caller[:40]))
     db.flush()
 
 
-def locked_until(db: Session, account_id: int, now: datetime, *, failures: int,
-                 window_minutes: int, lock_minutes: int) -> datetime | None:
-    """When the account unlocks, if ``failures`` checks failed within a window; else None.
+@dataclass(frozen=True)
+class Lockout:
+    """The cross-call lockout policy (from settings.toml's [verification])."""
 
-    The lock runs from the failure that reached the limit, so it expires by itself.
+    failures: int  # from one calling number
+    failures_all_callers: int  # from every number not on file, together
+    window: timedelta
+    duration: timedelta
+
+
+def locked_until(db: Session, account_id: int, now: datetime, caller: str,
+                 policy: Lockout) -> datetime | None:
+    """When ``caller`` may try the account again, if failures locked them out; else None.
+
+    A calling number is locked by its own failures. Every number not on file for the account
+    is also locked by their failures together, so guessing from many phones is bounded too;
+    a number on file is exempt from that, so a stranger cannot lock the owner out. Each
+    lock runs from the failure that reached the limit, so it expires by itself.
     """
+    horizon = now - policy.window - policy.duration
+    rows = list(db.execute(
+        select(VerificationFailure.failed_at, VerificationFailure.caller)
+        .where(VerificationFailure.account_id == account_id,
+               VerificationFailure.failed_at >= horizon)
+        .order_by(VerificationFailure.failed_at)))
+    on_file = set(db.scalars(select(AccountPhone.phone)
+                             .where(AccountPhone.account_id == account_id)))
+    ends = [_lock_end([at for at, who in rows if who == caller], policy, policy.failures)]
+    if caller not in on_file:
+        strangers = [at for at, who in rows if who not in on_file]
+        ends.append(_lock_end(strangers, policy, policy.failures_all_callers))
+    until = max((end for end in ends if end is not None), default=None)
+    return until if until is not None and until > now else None
 
-    horizon = now - timedelta(minutes=window_minutes + lock_minutes)
-    times = list(
-        db.scalars(
-            select(VerificationFailure.failed_at)
-            .where(VerificationFailure.account_id == account_id,
-                   VerificationFailure.failed_at >= horizon)
-            .order_by(VerificationFailure.failed_at)
-        )
-    )
-    window = timedelta(minutes=window_minutes)
-    for i in range(failures - 1, len(times)):
-        if times[i] - times[i - failures + 1] <= window:
-            until = times[i] + timedelta(minutes=lock_minutes)
-            if until > now:
-                return until
-    return None
+
+def _lock_end(times: list[datetime], policy: Lockout, limit: int) -> datetime | None:
+    """The end of the latest lock ``times`` earned: ``limit`` failures within the window."""
+    end = None
+    for i in range(limit - 1, len(times)):
+        if times[i] - times[i - limit + 1] <= policy.window:
+            end = times[i] + policy.duration
+    return end

@@ -82,13 +82,25 @@ _KEYS: Final[Mapping[str, tuple[str, ...]]] = {
         "pay",
         "ach",
         "receipt",
+        "limits",
     ),
     "receipt": ("text",),
+    "limits": (
+        "pay_declines_per_account",
+        "pay_declines_per_caller",
+        "pay_decline_window_minutes",
+        "pay_declines_per_line",
+        "account_misses_per_caller",
+        "account_miss_window_minutes",
+        "account_misses_per_line",
+        "line_window_minutes",
+    ),
     "input": ("timeout_seconds", "extended_timeout_seconds", "max_tries"),
     "verification": (
         "method",
         "max_failures_per_call",
         "lockout_failures",
+        "lockout_failures_all_callers",
         "lockout_window_minutes",
         "lockout_minutes",
     ),
@@ -148,7 +160,11 @@ class VerificationSettings:
 
     method: VerificationMethod
     max_failures_per_call: int
+    # Failures from one calling number on one account that lock that number out of it.
     lockout_failures: int
+    # Failures from every number not on file for the account, together, that lock them all
+    # out of it (the numbers on file are held only by their own failures).
+    lockout_failures_all_callers: int
     lockout_window: timedelta
     lockout_duration: timedelta
 
@@ -261,6 +277,20 @@ class ReceiptSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Abuse limits across calls (sliding windows kept in the database)."""
+
+    pay_declines_per_account: int
+    pay_declines_per_caller: int
+    pay_decline_window: timedelta
+    pay_declines_per_line: int
+    account_misses_per_caller: int
+    account_miss_window: timedelta
+    account_misses_per_line: int
+    line_window: timedelta
+
+
+@dataclass(frozen=True)
 class LineSettings:
     """Everything in settings.toml, typed and validated."""
 
@@ -275,6 +305,7 @@ class LineSettings:
     pay: PaySettings
     ach: AchSettings
     receipt: ReceiptSettings
+    limits: LimitSettings
 
 
 class _Table:
@@ -403,6 +434,7 @@ def parse_line_settings(data: Mapping[str, object]) -> LineSettings:
         pay=_parse_pay(section("pay"), languages),
         ach=_parse_ach(section("ach")),
         receipt=ReceiptSettings(text=section("receipt").get_bool("text", False)),
+        limits=_parse_limits(section("limits")),
     )
     if problems:
         raise SettingsError(problems)
@@ -479,8 +511,25 @@ def _parse_verification(table: _Table) -> VerificationSettings:
         method=cast(VerificationMethod, method),
         max_failures_per_call=table.get_int("max_failures_per_call", 3),
         lockout_failures=table.get_int("lockout_failures", 5),
+        lockout_failures_all_callers=table.get_int("lockout_failures_all_callers", 10),
         lockout_window=timedelta(minutes=table.get_int("lockout_window_minutes", 30)),
         lockout_duration=timedelta(minutes=table.get_int("lockout_minutes", 30)),
+    )
+
+
+def _parse_limits(table: _Table) -> LimitSettings:
+    def minutes(key: str, default: int) -> timedelta:
+        return timedelta(minutes=table.get_int(key, default, high=7 * 24 * 60))
+
+    return LimitSettings(
+        pay_declines_per_account=table.get_int("pay_declines_per_account", 3),
+        pay_declines_per_caller=table.get_int("pay_declines_per_caller", 3),
+        pay_decline_window=minutes("pay_decline_window_minutes", 24 * 60),
+        pay_declines_per_line=table.get_int("pay_declines_per_line", 40),
+        account_misses_per_caller=table.get_int("account_misses_per_caller", 6),
+        account_miss_window=minutes("account_miss_window_minutes", 24 * 60),
+        account_misses_per_line=table.get_int("account_misses_per_line", 100),
+        line_window=minutes("line_window_minutes", 60),
     )
 
 

@@ -28,8 +28,17 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper
 
+from ivr import guards
 from ivr.db import Database
-from ivr.models import CallEvent, CallSession, ImportRun, OutboxEntry, Payment, SyncRun
+from ivr.models import (
+    CallEvent,
+    CallSession,
+    GuardEvent,
+    ImportRun,
+    OutboxEntry,
+    Payment,
+    SyncRun,
+)
 from ivr.reconcile import day_bounds
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -51,6 +60,10 @@ CALL_EVENTS = Counter(
     ["state", "event"], registry=PROCESS)
 PAYMENT_RESULTS = Counter("ivr_payment_results", "<Pay> results by Twilio's Result.",
                           ["result"], registry=PROCESS)
+GUARD_EVENTS = Counter(
+    "ivr_guard_events", "What the abuse limits count and refuse: pay_declined (a failed <Pay> "
+    "session), pay_blocked, account_miss, lookup_blocked, verify_locked.",
+    ["kind"], registry=PROCESS)
 POSTING_ATTEMPTS = Counter(
     "ivr_posting_attempts", "Tries at posting a payment to the accounting system.",
     ["system", "outcome"], registry=PROCESS)
@@ -106,6 +119,12 @@ def _call_event_inserted(_mapper: Mapper[Any], _connection: Connection,
                          target: CallEvent) -> None:
     # Every step the machine records passes here, so the flow code needs no metric calls.
     observe_call_event(target.state, target.event, target.detail or "")
+
+
+@event.listens_for(GuardEvent, "after_insert")
+def _guard_event_inserted(_mapper: Mapper[Any], _connection: Connection,
+                          target: GuardEvent) -> None:
+    GUARD_EVENTS.labels(_known(target.kind, guards.KINDS)).inc()
 
 
 class DatabaseCollector:
@@ -191,6 +210,14 @@ class DatabaseCollector:
                                      _known(str(status), _RUN_STATUSES)],
                                     _aware(started).timestamp())
             yield runs
+
+            recent = GaugeMetricFamily(
+                "ivr_guard_events_last_hour",
+                "Abuse-limit events in the last hour, by kind, from the database (all nodes).",
+                labels=["kind"])
+            for kind, count in guards.counts_since(db, self.now - timedelta(hours=1)).items():
+                recent.add_metric([kind], count)
+            yield recent
 
             imports = GaugeMetricFamily("ivr_import_runs_today",
                                         "Account file imports today by status.",

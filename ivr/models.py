@@ -154,6 +154,8 @@ class CallSession(Base):
     """Everything the line remembers about one call, keyed by Twilio's CallSid."""
 
     __tablename__ = "call_sessions"
+    # Calls waiting in <Pay> right now are few; the card-testing limits count them.
+    __table_args__ = (Index("ix_call_sessions_state_started", "state", "started_at"),)
 
     call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
     from_number: Mapped[str] = mapped_column(String(40), default="")

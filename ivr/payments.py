@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ivr import guards
 from ivr.flow.agent import escalate
 from ivr.flow.context import CallContext
 from ivr.flow.machine import enter, finish, record
-from ivr.flow.states import ENDED, PAYING
+from ivr.flow.states import ENDED, PAYING, pay_limited
 from ivr.flow.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.security import mask_account
@@ -30,6 +31,10 @@ FAILURE_PROMPTS = {
     "validation-error": "pay.result.validation_error",
     "internal-error": "pay.result.internal_error",
 }
+# Results that tried a card or bank account and failed: what card testing produces, so the
+# limits in ivr.guards count them. Hang-ups, "*" and Twilio's own errors test nothing.
+_DECLINES = frozenset({"too-many-failed-attempts", "payment-connector-error",
+                       "validation-error"})
 _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a4b-4c59-9b1e-2d0f5a7e9c31")
 _CODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
@@ -189,6 +194,11 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         kind = "internal-error"  # success without a usable confirmation code: not recorded
     record(ctx, "pay_result", kind, state=PAYING)
     message = (Speech(FAILURE_PROMPTS[kind]),)
+    if kind in _DECLINES:
+        guards.record(ctx.db, guards.PAY_DECLINED, call, ctx.now, call.account_id)
+        if call.account_id is not None and pay_limited(ctx):
+            # Say so now rather than offer a retry that would be refused.
+            return finish(ctx, escalate(ctx, (*message, Speech("pay.limit_reached"))))
     if call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return finish(ctx, escalate(ctx, (*message, Speech("pay.tries_exhausted"))))
     return enter(ctx, "pay_failed", message)

@@ -109,6 +109,20 @@ def prompts_dir() -> Path:
     return REPO / "prompts"
 
 
+def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the shipped prompts with (old, new) text replaced per file."""
+    import shutil
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts, dirs_exist_ok=True)
+    for name, (old, new) in edits.items():
+        path = prompts / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, old
+        path.write_text(text.replace(old, new), encoding="utf-8")
+    return prompts
+
+
 def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
              **overrides: Any) -> Flask:
     """An app with a fixed clock, migrated and loaded with the demo accounts."""

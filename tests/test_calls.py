@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import func, select
 
 from ivr import get_database, speech
 from ivr.models import Account, AchAuthorization, CallEvent, CallSession, OutboxEntry, Payment
-from tests.conftest import CLOSED_TIME, OPEN_TIME, call, said_text, set_clock
+from tests.conftest import (
+    CLOSED_TIME,
+    OPEN_TIME,
+    call,
+    custom_prompts,
+    make_app,
+    said_text,
+    set_clock,
+)
 
 CURRENT = "4401001234"  # caller ID +15555550123, ZIP 60614, owes 123.45
 PAST_DUE = "4401005678"  # ZIP 60615, disconnection pending, 312.80 due, 187.50 to avoid it
@@ -235,14 +244,21 @@ def test_each_failed_result_is_explained(app: Flask) -> None:
         "internal-error": "pay.result.internal_error",
         "validation-error": "pay.result.validation_error",
     }
-    for card, prompt_id in expectations.items():
+    for day, (card, prompt_id) in enumerate(expectations.items()):
+        # A day apart: three declines a day on one account is the card-testing limit.
+        set_clock(app, OPEN_TIME + timedelta(days=day))
         result = call(app, "1 1 60614 1 1 1 1 1 2", cards=[card])
         assert said_text(app, prompt_id) in result.said(), card
         assert said_text(app, "pay.retry_menu") in result.said()
     assert payments(app) == []
 
 
-def test_three_failed_payments_end_the_attempts(app: Flask) -> None:
+def test_three_failed_payments_end_the_attempts(database_url: str, tmp_path: Path) -> None:
+    # The per-call limit alone: the card-testing limits across calls are set out of reach.
+    prompts = custom_prompts(tmp_path, {"settings.toml": (
+        "pay_declines_per_account = 3\npay_declines_per_caller = 3",
+        "pay_declines_per_account = 9\npay_declines_per_caller = 9")})
+    app = make_app(database_url, prompts)
     set_clock(app, CLOSED_TIME)
     result = call(app, "1 1 60614 1 1 1 1 1" + " 1 1 1 1 1" * 2, cards=["4000000000000002"])
     assert said_text(app, "pay.tries_exhausted") in result.said()

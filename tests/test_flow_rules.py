@@ -3,7 +3,6 @@ the caller's language on file, PIN verification, per-prompt wording variants."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from flask import Flask
@@ -11,19 +10,15 @@ from sqlalchemy import select
 
 from ivr import get_database
 from ivr.models import CallSession, Payment
-from tests.conftest import REPO, Twilio, call, make_app, new_sid, said_text, twiml
-
-
-def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
-    """A copy of the shipped prompts with (old, new) text replaced per file."""
-    prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts, dirs_exist_ok=True)
-    for name, (old, new) in edits.items():
-        path = prompts / name
-        text = path.read_text(encoding="utf-8")
-        assert old in text, old
-        path.write_text(text.replace(old, new), encoding="utf-8")
-    return prompts
+from tests.conftest import (
+    Twilio,
+    call,
+    custom_prompts,
+    make_app,
+    new_sid,
+    said_text,
+    twiml,
+)
 
 
 def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flask) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connectors.phones import normalize_e164
-from ivr import accounts, speech
+from ivr import accounts, guards, speech
 from ivr.flow.agent import escalate
 from ivr.flow.context import CallContext
 from ivr.flow.parsing import clean_number, parse_amount, parse_choice
@@ -109,10 +109,17 @@ def _confirm_handle(ctx: CallContext, digits: str) -> Outcome:
 
 
 def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
+    # Bounded per calling number and per line across calls: otherwise anyone can learn
+    # which account numbers exist by typing them, call after call.
+    guards.lock_caller(ctx.db, guards.caller_key(ctx.call.from_number))
+    if guards.lookup_limit(ctx.db, ctx.call, ctx.now, ctx.settings.limits) is not None:
+        guards.record(ctx.db, guards.LOOKUP_BLOCKED, ctx.call, ctx.now)
+        return Finish(escalate(ctx, (_say("account.lookup_limit"),)))
     number = clean_number(digits.replace("*", ""))
     account = accounts.find_by_number(ctx.db, number) if number else None
     if account is None:
         ctx.call.identify_failures += 1
+        guards.record(ctx.db, guards.ACCOUNT_MISS, ctx.call, ctx.now)
         return Retry((_say("account.not_found"),))
     ctx.call.account_id = account.id
     return start_verification(ctx)
@@ -121,17 +128,22 @@ def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
 # --- verify ---------------------------------------------------------------------------------
 
 def locked(ctx: CallContext) -> bool:
-    """Whether the call's account is locked for phone use after repeated failures."""
+    """Whether this calling number is locked out of the call's account after failures."""
     account = ctx.account
     if account is None:
         return False
     v = ctx.settings.verification
-    until = accounts.locked_until(
-        ctx.db, account.id, ctx.now, failures=v.lockout_failures,
-        window_minutes=int(v.lockout_window.total_seconds() // 60),
-        lock_minutes=int(v.lockout_duration.total_seconds() // 60),
-    )
+    policy = accounts.Lockout(failures=v.lockout_failures,
+                              failures_all_callers=v.lockout_failures_all_callers,
+                              window=v.lockout_window, duration=v.lockout_duration)
+    until = accounts.locked_until(ctx.db, account.id, ctx.now,
+                                  guards.caller_key(ctx.call.from_number), policy)
     return until is not None
+
+
+def _refuse_locked(ctx: CallContext) -> Outcome:
+    guards.record(ctx.db, guards.VERIFY_LOCKED, ctx.call, ctx.now, ctx.call.account_id)
+    return Finish(escalate(ctx, (_say("verify.locked"),)))
 
 
 def start_verification(ctx: CallContext) -> Outcome:
@@ -139,7 +151,7 @@ def start_verification(ctx: CallContext) -> Outcome:
     if ctx.settings.verification.method == "none":
         return verified(ctx)
     if locked(ctx):
-        return Finish(escalate(ctx, (_say("verify.locked"),)))
+        return _refuse_locked(ctx)
     return Go("verify")
 
 
@@ -157,10 +169,13 @@ def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
     account = ctx.account
     if account is None:  # the account vanished from the cache mid-call
         return Go("account_entry")
+    # One guess at a time per account, on every worker and machine: the lockout check and
+    # the failure it records must not interleave with another call's.
+    guards.lock_account(ctx.db, account.id)
     # Checked before the entry: a locked account or a spent call never verifies, whatever
     # is typed (a caller coming back from a transfer that did not connect, say).
     if locked(ctx):
-        return Finish(escalate(ctx, (_say("verify.locked"),)))
+        return _refuse_locked(ctx)
     if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
         return Finish(escalate(ctx, (_say("verify.failed_final"),)))
     entered = clean_number(digits, max_length=12) or ""
@@ -171,10 +186,11 @@ def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
         ok = bool(expected) and len(entered) == 5 and entered == expected
     if ok:
         return verified(ctx)
-    accounts.record_verification_failure(ctx.db, account.id, ctx.call.call_sid, ctx.now)
+    accounts.record_verification_failure(ctx.db, account.id, ctx.call.call_sid, ctx.now,
+                                         guards.caller_key(ctx.call.from_number))
     ctx.call.verify_failures += 1
     if locked(ctx):
-        return Finish(escalate(ctx, (_say("verify.locked"),)))
+        return _refuse_locked(ctx)
     if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
         return Finish(escalate(ctx, (_say("verify.failed_final"),)))
     return Retry((_say("verify.mismatch"),), counts=False)
@@ -229,6 +245,8 @@ def start_payment(ctx: CallContext) -> Outcome:
     assert account is not None  # noqa: S101 - only reachable after verification
     if ctx.call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return Go("main_menu", (_say("pay.tries_exhausted"),))
+    if pay_limited(ctx):
+        return Finish(escalate(ctx, (_say("pay.limit_reached"),)))
     ctx.call.amount_cents = None
     ctx.call.fee_cents = 0
     if account.balance_due_cents <= 0:
@@ -445,7 +463,7 @@ def _ach_handle(ctx: CallContext, digits: str) -> Outcome:
             script_version=ctx.settings.ach.script_version, script_text=script,
             language=ctx.lang, authorized_at=ctx.now, recording_sid=recording,
         ))
-        return Finish(pay_step(ctx, (_say("pay.intro_ach"),)), state="paying")
+        return hand_off(ctx, (_say("pay.intro_ach"),))
     if choice == "2":
         return Go("main_menu", (_say("pay.cancelled"),))
     return Retry()
@@ -465,10 +483,30 @@ def _final_prompt(ctx: CallContext) -> SpeechList:
 def _final_handle(ctx: CallContext, digits: str) -> Outcome:
     choice = parse_choice(digits, "12")
     if choice == "1":
-        return Finish(pay_step(ctx, (_say("pay.intro_card"),)), state="paying")
+        return hand_off(ctx, (_say("pay.intro_card"),))
     if choice == "2":
         return Go("main_menu", (_say("pay.cancelled"),))
     return Retry()
+
+
+def pay_limited(ctx: CallContext) -> bool:
+    """Whether a card-testing limit stops another <Pay> session on this call (recorded)."""
+    account = ctx.account
+    assert account is not None  # noqa: S101 - only reachable after verification
+    # The row lock makes the count and this call's own hand-off one step per account.
+    guards.lock_account(ctx.db, account.id)
+    limit = guards.pay_limit(ctx.db, ctx.call, account.id, ctx.now, ctx.settings.limits)
+    if limit is None:
+        return False
+    guards.record(ctx.db, guards.PAY_BLOCKED, ctx.call, ctx.now, account.id)
+    return True
+
+
+def hand_off(ctx: CallContext, before: SpeechList) -> Outcome:
+    """Hand the call to <Pay>, unless a limit was reached while the caller chose."""
+    if pay_limited(ctx):
+        return Finish(escalate(ctx, (_say("pay.limit_reached"),)))
+    return Finish(pay_step(ctx, before), state=PAYING)
 
 
 def pay_step(ctx: CallContext, before: SpeechList) -> PayCapture:

@@ -57,12 +57,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_verification_failures_caller_at', ['caller', 'failed_at'],
                               unique=False)
 
+    with op.batch_alter_table('call_sessions', schema=None) as batch_op:
+        batch_op.create_index('ix_call_sessions_state_started', ['state', 'started_at'],
+                              unique=False)
+
     with op.batch_alter_table('ops_users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('session_generation', sa.Integer(), server_default='0',
                                       nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('call_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_call_sessions_state_started')
     with op.batch_alter_table('ops_users', schema=None) as batch_op:
         batch_op.drop_column('session_generation')
     with op.batch_alter_table('verification_failures', schema=None) as batch_op:
