@@ -232,3 +232,35 @@ def test_the_owner_is_held_by_their_own_failures(app: Flask) -> None:
     again = call(app, ["1", "1", "44444", "55555", "60614"], from_number=OWNER)
     assert said_text(app, "verify.locked") in again.said()
     assert "dollars" not in again.said()
+
+
+def test_simultaneous_guesses_through_four_workers_stop_at_the_limit(
+        postgres_url: str) -> None:
+    """The race as an attacker runs it: 16 wrong ZIPs at once, four gunicorn workers."""
+    import requests
+    from twilio.request_validator import RequestValidator
+
+    from tests.conftest import REPO, TOKEN, _truncate_postgres
+    from tests.servers.line import serve_line
+
+    _truncate_postgres(postgres_url)
+    get_database(make_app(postgres_url, REPO / "prompts")).dispose()
+    validator = RequestValidator(TOKEN)
+    with serve_line({"IVR_DATABASE_URL": postgres_url, "IVR_TWILIO_AUTH_TOKEN": TOKEN},
+                    workers=4) as base:
+
+        def post(path: str, **form: str) -> None:
+            url = base + path
+            answer = requests.post(url, data=form, timeout=30, headers={
+                "X-Twilio-Signature": validator.compute_signature(url, form)})
+            assert answer.status_code == 200
+
+        calls = [{"CallSid": new_sid(), "From": STRANGERS[12]} for _ in range(16)]
+        for form in calls:
+            post("/voice/incoming", **form)
+            post("/voice/step/language", Digits="1", **form)
+            post("/voice/step/account_entry", Digits="4401001234", **form)
+        _burst([lambda form=form: post(  # type: ignore[misc]
+            "/voice/step/verify", Digits="11111", **form) for form in calls])
+    app = make_app(postgres_url, REPO / "prompts")
+    assert _guesses_checked(app) == 5
