@@ -171,6 +171,10 @@ def serve(host: str, port: int, workers: int) -> None:
             "IVR_TWILIO_AUTH_TOKEN is required to serve calls "
             "(or IVR_ALLOW_UNSIGNED=1 for a local demo only)")
     if config.allow_unsigned:
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            raise click.ClickException(
+                f"IVR_ALLOW_UNSIGNED=1 accepts forged webhooks: serve it on 127.0.0.1 only, "
+                f"not {host}")
         click.secho("WARNING: IVR_ALLOW_UNSIGNED=1 -- webhooks are NOT authenticated. "
                     "Local demos only.", fg="red", bold=True, err=True)
     if not config.public_base_url.startswith("https://"):

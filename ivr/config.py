@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,21 @@ REPO_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def unsigned_refusal(config: AppConfig) -> str:
+    """Why unsigned mode would serve a real line here ('' when it looks like a local demo).
+
+    A real auth token, an https public URL or a server database each mean real callers could
+    reach the line, and then anyone could forge a payment.
+    """
+    if config.twilio_auth_token:
+        return "with IVR_TWILIO_AUTH_TOKEN set"
+    if config.public_base_url.lower().startswith("https://"):
+        return "with an https IVR_PUBLIC_BASE_URL"
+    if config.database_url and make_url(config.database_url).get_backend_name() != "sqlite":
+        return "with a server database (IVR_DATABASE_URL)"
+    return ""
 
 
 class ConfigError(ValueError):
@@ -171,7 +187,17 @@ def load_config(overrides: Mapping[str, Any] | None = None,
     return config
 
 
+# What Twilio issues as an account's auth token (the key every webhook signature uses).
+_AUTH_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
+
+
 def _validate(config: AppConfig) -> None:
+    token = config.twilio_auth_token
+    if token and not _AUTH_TOKEN.fullmatch(token):
+        # Never echoed: it is a secret, even when wrong.
+        raise ConfigError(
+            "IVR_TWILIO_AUTH_TOKEN must be the account's auth token from the Twilio console: "
+            f"32 hexadecimal characters (got {len(token)} characters)")
     if config.public_base_url:
         parts = urlsplit(config.public_base_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
@@ -184,6 +210,11 @@ def _validate(config: AppConfig) -> None:
             make_url(config.database_url)
         except ArgumentError:
             raise ConfigError("IVR_DATABASE_URL is not a valid SQLAlchemy URL") from None
+    if config.allow_unsigned:
+        reason = unsigned_refusal(config)
+        if reason:
+            raise ConfigError(f"IVR_ALLOW_UNSIGNED=1 accepts forged webhooks and is for a local "
+                              f"demo only; it cannot be used {reason}")
     if not config.prompts_dir.is_dir():
         raise ConfigError(f"IVR_PROMPTS_DIR {str(config.prompts_dir)!r} is not a directory")
     if config.accounting not in ACCOUNTING_SYSTEMS:

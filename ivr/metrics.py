@@ -251,10 +251,25 @@ class _ProcessCollector:
         yield from PROCESS.collect()
 
 
-def generate(database: Database, zone: ZoneInfo,
-             clock: Callable[[], datetime]) -> tuple[bytes, str]:
+class _UnsignedCollector:
+    """Whether this node accepts webhooks without checking Twilio's signature."""
+
+    def __init__(self, unsigned: bool) -> None:
+        self.unsigned = unsigned
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "ivr_unsigned_webhooks_accepted",
+            "1 when IVR_ALLOW_UNSIGNED=1: this node accepts forged webhooks (demos only).")
+        gauge.add_metric([], 1 if self.unsigned else 0)
+        yield gauge
+
+
+def generate(database: Database, zone: ZoneInfo, clock: Callable[[], datetime],
+             unsigned: bool = False) -> tuple[bytes, str]:
     """The /metrics body and its content type."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(_UnsignedCollector(unsigned))
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 

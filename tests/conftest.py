@@ -22,7 +22,7 @@ from ivr import create_app, get_database
 from ivr.demo import demo_file
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
 
-TOKEN = "test-auth-token-12345"
+TOKEN = "0123456789abcdef0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
 _PG_SERVER = os.environ.get("IVR_TEST_POSTGRES_URL",
                             "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_test")
