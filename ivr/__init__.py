@@ -81,8 +81,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
     app.extensions["ivr.db"] = Database(settings.database_url)
-    app.extensions["ivr.prompts"] = PromptStore(settings.prompts_dir, PROMPT_PARAMS,
-                                               min_interval=0.2)
+    from ivr.prompt_snapshots import PromptSnapshots
+
+    app.extensions["ivr.prompts"] = PromptStore(
+        settings.prompts_dir, PROMPT_PARAMS, min_interval=0.2,
+        snapshots=PromptSnapshots(app.extensions["ivr.db"]))
     if settings.allow_unsigned:
         log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
                     "Use this only for local demos, never on a public address.")

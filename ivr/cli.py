@@ -186,9 +186,13 @@ def serve(host: str, port: int, workers: int) -> None:
 
     store: PromptStore = app.extensions["ivr.prompts"]
     try:
-        store.get()  # fail now, not on the first caller
+        catalog = store.get()  # fail now, not on the first caller
     except CatalogError as exc:
         raise click.ClickException(f"prompts in {config.prompts_dir}: {exc}") from None
+    if store.problems:
+        click.secho(f"WARNING: prompts in {config.prompts_dir} are broken; serving the last good "
+                    f"version {catalog.version} until they are fixed (ivr prompts check):\n  "
+                    + "\n  ".join(store.problems), fg="red", bold=True, err=True)
     run_gunicorn(host, port, workers)
 
 

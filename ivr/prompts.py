@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import string
+import tempfile
 import threading
 import time
 import tomllib
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 from xml.parsers import expat
 
 from ivr.line_settings import LineSettings, SettingsError, parse_line_settings
@@ -142,11 +143,14 @@ class Catalog:
         version: str,
         settings: LineSettings,
         prompts: Mapping[str, Mapping[str, _Prompt]],
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.languages = languages
         self.version = version
         self.settings = settings
         self._prompts = prompts
+        # The TOML texts this catalog was read from (file name to text), to keep a copy.
+        self.sources: Mapping[str, str] = MappingProxyType(dict(sources or {}))
 
     def __repr__(self) -> str:
         return f"<Catalog version={self.version} languages={list(self.languages)}>"
@@ -242,26 +246,42 @@ def check_catalog(directory: Path,
     return _load(Path(directory), _required(required_ids))[1]
 
 
+class Snapshots(Protocol):
+    """Where the last good catalog is kept, shared by every machine (see ivr.prompt_snapshots)."""
+
+    def save(self, version: str, files: Mapping[str, str]) -> None:
+        """Keep a catalog that loaded cleanly (once per version)."""
+
+    def latest(self) -> Mapping[str, str] | None:
+        """The most recently kept catalog's files, or None."""
+
+
 class PromptStore:
     """Holds the current catalog and reloads it when any file in the directory changes.
 
     Changes are detected by (mtime, size) of every file under the directory, checked at most
     once per ``min_interval`` seconds, so ops edits apply to the next call without a restart.
     A failed reload keeps the previous good catalog and logs the problems once per change.
+    With ``snapshots``, every good catalog is also kept there, and a process that starts
+    while the folder is broken speaks the last good one instead of nothing; ``problems``
+    says what is wrong with the folder meanwhile (the alarm for logs, /healthz and ops).
     """
 
     def __init__(
         self, directory: Path,
         required_ids: Iterable[str] | Mapping[str, Iterable[str]] = (),
         min_interval: float = 1.0,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self._directory = Path(directory)
         self._required_ids = _required(required_ids)
         self._min_interval = min_interval
+        self._snapshots = snapshots
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self._checked_at = 0.0
+        self.problems: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -290,11 +310,20 @@ class PromptStore:
         fingerprint = _fingerprint(self._directory)
         catalog, problems = _load(self._directory, self._required_ids)
         if catalog is None:
-            # Not remembered: the next get() tries again, so a fixed directory recovers.
-            raise CatalogError(problems)
+            catalog = self._last_good()
+            if catalog is None:
+                # Not remembered: the next get() tries again, so a fixed directory recovers.
+                raise CatalogError(problems)
+            self.problems = tuple(problems)
+            logger.error(
+                "prompts in %s are broken; speaking the last good version %s kept in the "
+                "database until they are fixed; %d problem(s):\n%s", self._directory,
+                catalog.version, len(problems), "\n".join(f"  {p}" for p in problems))
+        else:
+            self._keep(catalog)
+            logger.info("prompts loaded from %s: version %s", self._directory, catalog.version)
         self._catalog, self._fingerprint = catalog, fingerprint
         self._checked_at = time.monotonic()
-        logger.info("prompts loaded from %s: version %s", self._directory, catalog.version)
         return catalog
 
     def _reload_if_changed(self) -> None:
@@ -309,6 +338,7 @@ class PromptStore:
         self._fingerprint = fingerprint
         catalog, problems = _load(self._directory, self._required_ids)
         if catalog is None:
+            self.problems = tuple(problems)
             old = self._catalog.version if self._catalog else "none"
             logger.error(
                 "prompts in %s not reloaded, keeping version %s; %d problem(s):\n%s",
@@ -318,9 +348,45 @@ class PromptStore:
                 "\n".join(f"  {problem}" for problem in problems),
             )
             return
+        self.problems = ()
         if self._catalog is None or catalog.version != self._catalog.version:
             logger.info("prompts reloaded from %s: version %s", self._directory, catalog.version)
+            self._keep(catalog)
         self._catalog = catalog
+
+    def _keep(self, catalog: Catalog) -> None:
+        if self._snapshots is None or not catalog.sources:
+            return
+        try:
+            self._snapshots.save(catalog.version, catalog.sources)
+        except Exception:  # a database hiccup must not stop the line speaking
+            logger.warning("could not keep prompts version %s as the last good one",
+                           catalog.version, exc_info=True)
+
+    def _last_good(self) -> Catalog | None:
+        """The last good catalog from ``snapshots``, read with today's audio files."""
+        if self._snapshots is None:
+            return None
+        try:
+            files = self._snapshots.latest()
+        except Exception:
+            logger.warning("could not read the last good prompts", exc_info=True)
+            return None
+        if not files:
+            return None
+        with tempfile.TemporaryDirectory(prefix="ivr-prompts-") as temp:
+            folder = Path(temp)
+            for name, text in files.items():
+                if "/" in name or "\\" in name or name.startswith("."):
+                    continue  # only plain file names were ever kept
+                (folder / name).write_text(text, encoding="utf-8")
+            audio = self._directory / AUDIO_DIR
+            if audio.is_dir():
+                (folder / AUDIO_DIR).symlink_to(audio.resolve(), target_is_directory=True)
+            catalog, problems = _load(folder, self._required_ids)
+        if catalog is None:
+            logger.error("the last good prompts no longer load: %s", "; ".join(problems))
+        return catalog
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -342,6 +408,7 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
         return None, [f"{directory}: prompts directory does not exist"]
     problems: list[str] = []
     digest = hashlib.sha256()
+    sources: dict[str, str] = {}
 
     def read(path: Path) -> dict[str, object] | None:
         try:
@@ -353,7 +420,9 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
         digest.update(f"{path.relative_to(directory)}\0{len(data)}\0".encode())
         digest.update(data)
         try:
-            return tomllib.loads(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            sources[path.name] = text
+            return tomllib.loads(text)
         except UnicodeDecodeError as exc:
             problems.append(f"{path.name}: not UTF-8: {exc}")
         except tomllib.TOMLDecodeError as exc:
@@ -423,6 +492,7 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
         version=digest.hexdigest()[:_VERSION_LENGTH],
         settings=settings,
         prompts=MappingProxyType(frozen),
+        sources=sources,
     )
     return catalog, []
 

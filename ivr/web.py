@@ -13,17 +13,35 @@ bp = Blueprint("web", __name__)
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """200 when the database answers, 503 otherwise; says so when webhooks go unchecked."""
+    """200 when the database answers and the line has wording, 503 otherwise; "degraded"
+    while the prompts folder is broken, and a warning when webhooks go unchecked."""
     extra: dict[str, object] = {}
     if get_config(current_app).allow_unsigned:
         extra = {"unsigned_webhooks": True,
                  "warning": "IVR_ALLOW_UNSIGNED=1: webhook signatures are not checked"}
+    extra.update(_prompts_health())
     try:
         with get_database(current_app).session() as db:
             db.execute(text("SELECT 1"))
     except Exception:
         return jsonify(status="error", database="unreachable", **extra), 503
-    return jsonify(status="ok", database="ok", **extra), 200
+    if extra["prompts"] == "unavailable":  # callers would hear only the last-resort apology
+        return jsonify(status="error", database="ok", **extra), 503
+    return jsonify(status="ok" if extra["prompts"] == "ok" else "degraded", database="ok",
+                   **extra), 200
+
+
+def _prompts_health() -> dict[str, object]:
+    """The wording callers hear: the folder's, or the last good one while it is broken."""
+    store = current_app.extensions["ivr.prompts"]
+    try:
+        version = store.get().version
+    except Exception:
+        return {"prompts": "unavailable", "prompts_problems": list(store.problems)[:10]}
+    if store.problems:
+        return {"prompts": "broken, speaking the last good version",
+                "prompts_version": version, "prompts_problems": list(store.problems)[:10]}
+    return {"prompts": "ok", "prompts_version": version}
 
 
 @bp.get("/metrics")

@@ -43,6 +43,8 @@ PROMPT_USAGE: dict[str, Usage] = {
     "identify.found": _u("confirm_account"),
     "account.enter": _u("account_entry"),
     "account.not_found": _u("account_entry", where="unknown account number"),
+    "account.lookup_limit": _u("account_entry",
+                               where="too many unknown account numbers from one phone or line"),
     "verify.zip": _u("verify", where="verification method zip"),
     "verify.pin": _u("verify", where="verification method pin"),
     "verify.mismatch": _u("verify"),
@@ -113,6 +115,8 @@ PROMPT_USAGE: dict[str, Usage] = {
     "pay.cancelled": _u("fee_accept ach_authorize final_confirm main_menu"),
     "pay.retry_menu": _u("pay_failed"),
     "pay.tries_exhausted": _u("main_menu pay_failed paying"),
+    "pay.limit_reached": _u("main_menu amount_confirm ach_authorize final_confirm pay_failed "
+                            "paying", where="card-testing limit: too many declined payments"),
     "pay.result.too_many_failed_attempts": _u("paying pay_failed"),
     "pay.result.declined": _u("paying pay_failed"),
     "pay.result.interrupted": _u("paying pay_failed"),
