@@ -4,8 +4,8 @@ in any log line, not in any table the line writes while calls run."""
 from __future__ import annotations
 
 import io
-import re
 import logging
+import re
 from pathlib import Path
 
 from flask import Flask
