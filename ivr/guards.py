@@ -14,7 +14,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
@@ -37,6 +37,8 @@ KINDS: Final = frozenset({PAY_DECLINED, PAY_BLOCKED, ACCOUNT_MISS, LOOKUP_BLOCKE
 # taken to be over even if its status callback never came.
 _IN_FLIGHT = timedelta(hours=1)
 _PAYING = "paying"
+# Events are kept this long for the console's history (the limits look back a week at most).
+KEEP = timedelta(days=90)
 
 
 def caller_key(from_number: str) -> str:
@@ -71,7 +73,8 @@ def lock_caller(db: Session, caller: str) -> None:
 
 def record(db: Session, kind: str, call: CallSession, now: datetime,
            account_id: int | None = None) -> None:
-    """Remember one event a limit counts."""
+    """Remember one event a limit counts (and forget that kind's events past ``KEEP``)."""
+    db.execute(delete(GuardEvent).where(GuardEvent.kind == kind, GuardEvent.at < now - KEEP))
     db.add(GuardEvent(kind=kind, at=now, account_id=account_id,
                       caller=caller_key(call.from_number), line=call.to_number[:40],
                       call_sid=call.call_sid))
