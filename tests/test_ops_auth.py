@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from ivr import get_database
@@ -272,3 +273,45 @@ def test_cli_add_and_disable_user(sqlite_url: str, tmp_path: Path,
     with get_database(app).session() as db:
         stored = db.scalar(select(OpsUser.password_hash).where(OpsUser.username == "bob"))
     assert stored and "the reset password" not in stored and re.match(r"(scrypt|pbkdf2)", stored)
+
+
+def _copy(client: FlaskClient, app: Flask) -> FlaskClient:
+    """Another browser holding a copy of ``client``'s session cookie."""
+    cookie = client.get_cookie("ivr_ops", path="/ops")
+    assert cookie is not None
+    other = app.test_client()
+    other.set_cookie("ivr_ops", cookie.value, path="/ops")
+    return other
+
+
+def test_sign_out_ends_every_session_of_the_user(app: Flask) -> None:
+    client = signed_in(app)
+    copied = _copy(client, app)
+    elsewhere = signed_in(app)  # the same user on another machine
+    assert copied.get("/ops/").status_code == 200
+    assert client.post("/ops/logout", data={"csrf_token": token(client, "/ops/")}) \
+        .status_code == 302
+    for browser in (client, copied, elsewhere):
+        response = browser.get("/ops/")
+        assert response.status_code == 302 and "/ops/login" in response.headers["Location"]
+    # Signing in again works, with a new session.
+    assert signed_in(app).get("/ops/").status_code == 200
+
+
+def test_reset_and_disable_from_the_command_line_end_copied_sessions(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = ops_app(sqlite_url, tmp_path)
+    monkeypatch.setenv("IVR_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("IVR_SECRET_KEY", "test-secret-key")
+    runner = CliRunner()
+    # A reset to the same password still ends the sessions: the point is to end them.
+    for command in (["ops", "add-user", USER, "--reset", "--password-stdin"],
+                    ["ops", "disable-user", USER]):
+        client = signed_in(app)
+        copied = _copy(client, app)
+        result = runner.invoke(main, command, input=f"{PASSWORD}\n")
+        assert result.exit_code == 0, result.output
+        assert client.get("/ops/").status_code == 302, command
+        assert copied.get("/ops/").status_code == 302, command
+    assert login(app.test_client()).status_code == 401  # disabled
+

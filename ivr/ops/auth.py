@@ -2,17 +2,20 @@
 
 The limit lives in a table (not in process memory) so it holds across gunicorn workers and
 machines. A refusal says the same thing whether or not the user exists.
+
+A session cookie cannot be taken back once issued, so each session carries its user's
+``session_generation``; signing out, a new password or disabling the user bumps it, which
+ends every session of that user on every machine.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -69,6 +72,8 @@ def add_user(db: Session, username: str, password: str, now: datetime, *,
             raise UserError(f"no user {name!r}")
         user = OpsUser(username=name, created_at=now)
         db.add(user)
+    else:
+        end_sessions(db, user.id)  # whoever knew the old password is signed out
     user.password_hash = generate_password_hash(password)
     user.disabled = False
     db.flush()
@@ -76,18 +81,21 @@ def add_user(db: Session, username: str, password: str, now: datetime, *,
 
 
 def disable_user(db: Session, username: str) -> bool:
-    """Stop a user from signing in; their open sessions end at their next request."""
+    """Stop a user from signing in and end their open sessions."""
     user = db.scalar(select(OpsUser).where(OpsUser.username == normalize_username(username)))
     if user is None:
         return False
     user.disabled = True
+    end_sessions(db, user.id)
     return True
 
 
-def session_stamp(user: OpsUser) -> str:
-    """A short fingerprint of the password hash, kept in the session: a new password ends
-    every session signed in with the old one."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+def end_sessions(db: Session, user_id: int) -> None:
+    """End every session of a user, on every machine (sign-out, new password, disabling)."""
+    # One UPDATE, not read-then-write: two sign-outs at once must both count.
+    db.execute(update(OpsUser).where(OpsUser.id == user_id)
+               .values(session_generation=OpsUser.session_generation + 1)
+               .execution_options(synchronize_session="fetch"))
 
 
 def locked_until(db: Session, username: str, address: str, now: datetime) -> datetime | None:
@@ -150,12 +158,13 @@ def attempt_login(db: Session, username: str, password: str, address: str,
     return LoginResult(user)
 
 
-def active_user(db: Session, user_id: object, stamp: object) -> OpsUser | None:
-    """The session's user while still enabled and with the same password, else None."""
-    if not isinstance(user_id, int) or not isinstance(stamp, str):
+def active_user(db: Session, user_id: object, generation: object) -> OpsUser | None:
+    """The session's user while still enabled and none of their sessions was ended since
+    this one began (``generation`` is the one stored at sign-in), else None."""
+    if not isinstance(user_id, int) or not isinstance(generation, int):
         return None
     user = db.get(OpsUser, user_id)
-    if user is None or user.disabled or session_stamp(user) != stamp:
+    if user is None or user.disabled or user.session_generation != generation:
         return None
     return user
 

@@ -126,7 +126,7 @@ def _session_user() -> str | None:
     if now().timestamp() - login_at > SESSION_HOURS * 3600:
         return None
     with database().session() as db:
-        user = auth.active_user(db, session.get("uid"), session.get("stamp"))
+        user = auth.active_user(db, session.get("uid"), session.get("generation"))
         return user.username if user else None
 
 

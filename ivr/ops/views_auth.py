@@ -40,7 +40,7 @@ def login() -> ResponseReturnValue:
                     session.clear()
                     session.permanent = True
                     session["uid"] = result.user.id
-                    session["stamp"] = auth.session_stamp(result.user)
+                    session["generation"] = result.user.session_generation
                     session["login_at"] = moment.timestamp()
                     return redirect(_safe_next(request.args.get("next")))
             if result.refused_until is not None:
@@ -56,7 +56,11 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session."""
+    """End the session, and every other session of this user (a copied cookie too)."""
+    user_id = session.get("uid")
+    if isinstance(user_id, int):
+        with database().session() as db:
+            auth.end_sessions(db, user_id)
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("ops.login"))
