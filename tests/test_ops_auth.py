@@ -131,10 +131,8 @@ def test_rate_limit_per_address(lite: Flask) -> None:
     for i in range(auth.ADDRESS_FAILURES):
         assert login(client, username=f"guess{i}", password="wrong password!").status_code == 401
     assert login(client).status_code == 429
-    # Behind a proxy on this machine, the address the proxy forwarded is the one limited.
-    other = lite.test_client()
-    response = login(other, X_Forwarded_For="203.0.113.9")
-    assert response.status_code == 302
+    # Another address is not limited.
+    assert login(_from(lite, "192.0.2.10")).status_code == 302
 
 
 def test_lock_window_is_sliding(lite: Flask) -> None:
@@ -143,11 +141,14 @@ def test_lock_window_is_sliding(lite: Flask) -> None:
                                address="10.0.0.1", outcome="failed"))
 
     def until(minutes: int) -> object:
-        return auth.locked_until(db, "bob", "10.0.0.2", OPEN_TIME + timedelta(minutes=minutes))
+        return auth.locked_until(db, "bob", "10.0.0.1", OPEN_TIME + timedelta(minutes=minutes))
 
     with get_database(lite).session() as db:
         for minutes in (0, 5, 10, 14, 20, 21):
             fail_at(minutes)
+        # Failures from elsewhere do not count for this user at this address.
+        db.add(OpsLoginAttempt(at=OPEN_TIME + timedelta(minutes=21), username="bob",
+                               address="10.0.0.9", outcome="failed"))
         # Never five failures within 15 minutes: 0..20 and 5..21 are too spread out.
         assert until(21) is None
         fail_at(22)
@@ -315,3 +316,44 @@ def test_reset_and_disable_from_the_command_line_end_copied_sessions(
         assert copied.get("/ops/").status_code == 302, command
     assert login(app.test_client()).status_code == 401  # disabled
 
+
+def _from(app: Flask, address: str) -> FlaskClient:
+    """A browser whose connection comes from ``address``."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_wrong_passwords_from_elsewhere_do_not_lock_the_user_out(app: Flask) -> None:
+    attacker = _from(app, "198.51.100.7")
+    for _ in range(auth.USER_FAILURES + 2):
+        login(attacker, password="wrong password!")
+    # The attacker's own address is paused for this user...
+    assert login(attacker).status_code == 429
+    # ...but the operator, from their own address, signs in with the right password.
+    assert login(_from(app, "192.0.2.10")).status_code == 302
+    # And the attacker's pause for this user holds after the operator's sign-in.
+    assert login(attacker, password="wrong again!!!").status_code == 429
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_configured(sqlite_url: str,
+                                                               tmp_path: Path) -> None:
+    app = ops_app(sqlite_url, tmp_path)
+    client = app.test_client()  # from 127.0.0.1, as a proxy on this machine would be
+    for i in range(auth.ADDRESS_FAILURES):
+        login(client, username=f"guess{i}", password="wrong password!",
+              X_Forwarded_For=f"203.0.113.{i}")
+    # A new X-Forwarded-For does not make a new client: the peer address is limited.
+    assert login(client, X_Forwarded_For="203.0.113.200").status_code == 429
+
+
+def test_forwarded_for_from_a_configured_proxy(sqlite_url: str, tmp_path: Path) -> None:
+    app = ops_app(sqlite_url, tmp_path, trusted_proxies=1)
+    client = app.test_client()
+    for i in range(auth.ADDRESS_FAILURES):
+        login(client, username=f"guess{i}", password="wrong password!",
+              X_Forwarded_For="203.0.113.9")
+    assert login(client, X_Forwarded_For="203.0.113.9").status_code == 429
+    # The proxy appends the real client last; anything before it is the client's own claim.
+    assert login(client, X_Forwarded_For="203.0.113.9, 198.51.100.1").status_code == 302
+    assert login(client, X_Forwarded_For="198.51.100.1, 203.0.113.9").status_code == 429

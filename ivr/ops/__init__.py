@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ivr.config import AppConfig
 
@@ -19,7 +20,8 @@ class _SessionInterface(SecureCookieSessionInterface):
 
 
 def init_ops(app: Flask, settings: AppConfig) -> None:
-    """Session and CSRF settings, and the /ops routes."""
+    """Session and CSRF settings, the client address from trusted proxies, and the /ops
+    routes."""
     # The view modules add their routes to the blueprint as they are imported.
     import ivr.ops.views_auth
     import ivr.ops.views_calls
@@ -42,5 +44,9 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
     )
     app.session_interface = _SessionInterface()
+    if settings.trusted_proxies:
+        # Only then is X-Forwarded-For believed, and only the entries those proxies added:
+        # anyone can send the header, and the sign-in limit counts per client address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     csrf.init_app(app)
     app.register_blueprint(bp)

@@ -24,9 +24,10 @@ from ivr.models import OpsLoginAttempt, OpsUser
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,79}")
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
-# Failures within WINDOW that lock sign-in for LOCKOUT. Per address the bar is higher: an
-# office behind one NAT address shares it (and so does everyone behind a proxy that does not
-# forward the client address; see docs/ops-console.md).
+# Failures within WINDOW that lock sign-in for LOCKOUT: for one username from one client
+# address, and for one address whatever the usernames. Never for a username alone: then
+# anyone could lock an operator out by typing wrong passwords for them. Per address the bar
+# is higher: an office behind one NAT address shares it (see docs/ops-console.md).
 USER_FAILURES = 5
 ADDRESS_FAILURES = 10
 WINDOW = timedelta(minutes=15)
@@ -99,14 +100,17 @@ def end_sessions(db: Session, user_id: int) -> None:
 
 
 def locked_until(db: Session, username: str, address: str, now: datetime) -> datetime | None:
-    """When sign-in opens again for this username or address (None: it is open now)."""
+    """When sign-in opens again for this username from this address, or for this address
+    (None: it is open now)."""
     since = now - WINDOW - LOCKOUT
     last_ok = db.scalar(select(func.max(OpsLoginAttempt.at)).where(
-        OpsLoginAttempt.username == username, OpsLoginAttempt.outcome == "ok"))
+        OpsLoginAttempt.username == username, OpsLoginAttempt.address == address,
+        OpsLoginAttempt.outcome == "ok"))
     user_since = max(since, last_ok) if last_ok is not None else since
     by_user = list(db.scalars(select(OpsLoginAttempt.at).where(
-        OpsLoginAttempt.username == username, OpsLoginAttempt.outcome == "failed",
-        OpsLoginAttempt.at > user_since).order_by(OpsLoginAttempt.at)))
+        OpsLoginAttempt.username == username, OpsLoginAttempt.address == address,
+        OpsLoginAttempt.outcome == "failed", OpsLoginAttempt.at > user_since)
+        .order_by(OpsLoginAttempt.at)))
     by_address = list(db.scalars(select(OpsLoginAttempt.at).where(
         OpsLoginAttempt.address == address, OpsLoginAttempt.outcome == "failed",
         OpsLoginAttempt.at > since).order_by(OpsLoginAttempt.at)))

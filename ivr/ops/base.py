@@ -38,7 +38,6 @@ csrf = CSRFProtect()
 
 SESSION_HOURS = 8
 _PUBLIC = frozenset({"ops.login", "ops.static"})
-_LOOPBACK = frozenset({"127.0.0.1", "::1"})
 NAV = (("ops.home", "Overview"), ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
        ("ops.payments", "Payments"), ("ops.reconcile", "Reconciliation"),
        ("ops.files", "File runs"))
@@ -95,13 +94,9 @@ def username() -> str:
 
 
 def client_address() -> str:
-    """The client's address for the sign-in limit. Behind a proxy on this machine, the last
-    X-Forwarded-For entry (the one the proxy added); otherwise the peer address."""
-    peer = request.remote_addr or ""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if peer in _LOOPBACK and forwarded:
-        return forwarded.split(",")[-1].strip()[:64] or peer
-    return peer[:64]
+    """The client's address for the sign-in limit: the peer's, which is the client's own
+    unless trusted proxies are configured (IVR_TRUSTED_PROXIES; see ``init_ops``)."""
+    return (request.remote_addr or "")[:64]
 
 
 @bp.before_request

@@ -21,7 +21,7 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """The sign-in form; rate-limited per username and per client address."""
+    """The sign-in form; rate-limited per username and client address, and per address."""
     error = ""
     username = ""
     status = 200
