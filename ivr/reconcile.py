@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -54,6 +54,28 @@ class Report:
         data = asdict(self)
         data["ok"] = self.ok
         return data
+
+
+# The days reports and the console accept: wide enough for any line's records, narrow enough
+# that a day's bounds exist in every time zone and database (date.min and date.max do not:
+# their neighbouring instants overflow).
+FIRST_DAY: Final = date(2000, 1, 1)
+LAST_DAY: Final = date(2999, 12, 31)
+
+
+def parse_day(text: str) -> date:
+    """A local calendar day written like 2026-12-01, between FIRST_DAY and LAST_DAY.
+
+    Raises ValueError with a message for the user.
+    """
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:20]!r} is not a date like 2026-12-01") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"{text[:20]!r} is outside the supported dates, "
+                         f"{FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
+    return day
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:

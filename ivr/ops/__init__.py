@@ -27,7 +27,7 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
     import ivr.ops.views_calls
     import ivr.ops.views_money
     import ivr.ops.views_prompts  # noqa: F401
-    from ivr.ops.base import SESSION_HOURS, bp, csrf
+    from ivr.ops.base import SESSION_HOURS, RowIdConverter, bp, csrf
 
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -49,4 +49,5 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
         # anyone can send the header, and the sign-in limit counts per client address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     csrf.init_app(app)
+    app.url_map.converters["row_id"] = RowIdConverter  # before the routes that use it
     app.register_blueprint(bp)

@@ -22,6 +22,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import IntegerConverter, Map
 
 from ivr import get_config, get_database
 from ivr.db import Database
@@ -30,7 +31,7 @@ from ivr.ops import auth, present
 from ivr.ops.charts import percent
 from ivr.ops.funnel import Period
 from ivr.prompts import Catalog, PromptStore
-from ivr.reconcile import day_bounds
+from ivr.reconcile import day_bounds, parse_day
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates",
                static_folder="static")
@@ -41,6 +42,19 @@ _PUBLIC = frozenset({"ops.login", "ops.static"})
 NAV = (("ops.home", "Overview"), ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
        ("ops.payments", "Payments"), ("ops.reconcile", "Reconciliation"),
        ("ops.files", "File runs"))
+
+
+# Row ids are INTEGER columns (32-bit in PostgreSQL): a larger number in a URL cannot name a
+# row, and would make the database refuse the query rather than find nothing.
+MAX_ROW_ID = 2**31 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """``<row_id:name>`` in a route: a table row's id, 1 to MAX_ROW_ID; anything else does
+    not match the route (404)."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_ROW_ID)
 
 
 def database() -> Database:
@@ -188,14 +202,14 @@ def choose_period(args: Mapping[str, str], languages: tuple[str, ...],
     first_text, last_text = args.get("from", "").strip(), args.get("to", "").strip()
     try:
         if first_text:
-            first = date.fromisoformat(first_text)
-    except ValueError:
-        errors.append(f"From date {first_text[:20]!r} is not a date like 2026-12-01.")
+            first = parse_day(first_text)
+    except ValueError as exc:
+        errors.append(f"From date {exc}.")
     try:
         if last_text:
-            last = date.fromisoformat(last_text)
-    except ValueError:
-        errors.append(f"To date {last_text[:20]!r} is not a date like 2026-12-01.")
+            last = parse_day(last_text)
+    except ValueError as exc:
+        errors.append(f"To date {exc}.")
     if first > last:
         errors.append("The from date is after the to date; showing the default period.")
     elif (last - first).days > 366:

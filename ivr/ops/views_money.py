@@ -20,7 +20,7 @@ from ivr.models import (
 from ivr.ops.base import bp, database, line_zone, now, today
 from ivr.ops.present import dollars, scrub
 from ivr.posting import retry_dead
-from ivr.reconcile import day_bounds
+from ivr.reconcile import day_bounds, parse_day
 from ivr.reconcile import reconcile as reconcile_day
 
 POSTING_STATUSES = ("", "posted", "queued", "dead")
@@ -38,9 +38,9 @@ def payments() -> tuple[str, int]:
     day: date | None = None
     if day_text:
         try:
-            day = date.fromisoformat(day_text)
-        except ValueError:
-            errors.append(f"{day_text[:20]!r} is not a date like 2026-12-01; showing all days.")
+            day = parse_day(day_text)
+        except ValueError as exc:
+            errors.append(f"{exc}; showing all days.")
     stmt = (select(Payment, OutboxEntry)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .order_by(Payment.paid_at.desc(), Payment.id.desc()).limit(200))
@@ -58,7 +58,7 @@ def payments() -> tuple[str, int]:
                            errors=errors), 400 if errors else 200
 
 
-@bp.get("/payments/<int:payment_id>")
+@bp.get("/payments/<row_id:payment_id>")
 def payment(payment_id: int) -> str:
     """One payment and every try at posting it."""
     with database().session() as db:
@@ -74,7 +74,7 @@ def payment(payment_id: int) -> str:
                            entry=entry, attempts=attempts)
 
 
-@bp.post("/outbox/<int:outbox_id>/retry")
+@bp.post("/outbox/<row_id:outbox_id>/retry")
 def outbox_retry(outbox_id: int) -> ResponseReturnValue:
     """Queue a dead-lettered posting again (after the cause was fixed)."""
     with database().session() as db:
@@ -99,9 +99,9 @@ def reconcile() -> tuple[str, int]:
     day = today()
     if day_text:
         try:
-            day = date.fromisoformat(day_text)
-        except ValueError:
-            error = f"{day_text[:20]!r} is not a date like 2026-12-01; showing today."
+            day = parse_day(day_text)
+        except ValueError as exc:
+            error = f"{exc}; showing today."
     with database().session() as db:
         report = reconcile_day(db, day, line_zone())
     return render_template("ops/reconcile.html", title="Reconciliation", report=report,
@@ -142,7 +142,7 @@ def files() -> str:
                            imports=imports, file_entries=file_entries)
 
 
-@bp.get("/files/runs/<int:run_id>")
+@bp.get("/files/runs/<row_id:run_id>")
 def sync_run(run_id: int) -> str:
     """One pull or push: its files and what went wrong, if anything."""
     with database().session() as db:
@@ -155,7 +155,7 @@ def sync_run(run_id: int) -> str:
                            run=run, ingested=ingested, file_entries=file_entries)
 
 
-@bp.get("/files/imports/<int:import_id>")
+@bp.get("/files/imports/<row_id:import_id>")
 def import_run(import_id: int) -> str:
     """An account import's report: every rejected line and why (numbers masked)."""
     with database().session() as db:

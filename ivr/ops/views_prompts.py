@@ -215,7 +215,7 @@ def preview_audio(key: str) -> Response:
     return send_file(path, mimetype="audio/wav", max_age=0)
 
 
-@bp.post("/prompts/<prompt_id>/revert/<int:version_id>")
+@bp.post("/prompts/<prompt_id>/revert/<row_id:version_id>")
 def prompt_revert(prompt_id: str, version_id: int) -> ResponseReturnValue:
     """Put back the text from before a change, as a new (recorded) change."""
     with database().session() as db:
