@@ -597,14 +597,84 @@ def _parse_template(text: str) -> tuple[_Template | None, list[str]]:
     return _Template(parts=tuple(parts), fields=fields), []
 
 
+# Pauses: Twilio plays whatever <break> asks for while the caller hears silence (and a
+# webhook waits), so one break and all the breaks of one text are bounded.
+MAX_BREAK_SECONDS: Final = 10
+MAX_PAUSE_SECONDS: Final = 20
+_BREAK_TIME: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The values an SSML attribute may take: keywords, or a number with a unit in range
+    (Polly's limits, tighter where a value would make a prompt unusable on a call)."""
+
+    words: tuple[str, ...]
+    number: re.Pattern[str]
+    low: float
+    high: float
+    shown: str
+
+    def problem(self, tag: str, attr: str, value: str) -> str | None:
+        """Why ``value`` is refused, or None."""
+        if value in self.words:
+            return None
+        match = self.number.fullmatch(value)
+        if match and self.low <= float(match.group(1)) <= self.high:
+            return None
+        return (f"{tag} {attr} {value!r} is out of range: {self.shown}, "
+                f"or {', '.join(self.words)}")
+
+
+_SSML_BOUNDS: Final[Mapping[tuple[str, str], _Bounds]] = {
+    # Below 20% one word takes seconds; Polly refuses more than 200%.
+    ("prosody", "rate"): _Bounds(("x-slow", "slow", "medium", "fast", "x-fast"),
+                                 re.compile(r"(\d+(?:\.\d+)?)%"), 20, 200, "20% to 200%"),
+    ("prosody", "pitch"): _Bounds(("default", "x-low", "low", "medium", "high", "x-high"),
+                                  re.compile(r"([+-]\d+(?:\.\d+)?)%"), -33.3, 50,
+                                  "-33.3% to +50%"),
+    # +6dB is about twice as loud; "silent" is left out: callers would hear nothing at all.
+    ("prosody", "volume"): _Bounds(("default", "x-soft", "soft", "medium", "loud", "x-loud"),
+                                   re.compile(r"([+-]\d+(?:\.\d+)?)dB"), -6, 6,
+                                   "-6dB to +6dB"),
+}
+
+
+def _break_seconds(value: str) -> float | None:
+    """A <break time> in seconds (None when it is not a time; that is reported apart)."""
+    match = _BREAK_TIME.fullmatch(value)
+    if match is None:
+        return None
+    number = float(match.group(1))
+    return number / 1000 if match.group(2) == "ms" else number
+
+
+def _check_limits(tag: str, attrs: Mapping[str, str]) -> tuple[list[str], float]:
+    """Problems with the bounded attributes of one element, and the pause it asks for."""
+    errors = []
+    for attr, value in attrs.items():
+        bounds = _SSML_BOUNDS.get((tag, attr))
+        if "{" in value or "}" in value:
+            continue  # a placeholder: refused as such
+        if bounds is not None and (problem := bounds.problem(tag, attr, value)):
+            errors.append(problem)
+    pause = _break_seconds(attrs.get("time", "")) if tag == "break" else None
+    if pause is not None and pause > MAX_BREAK_SECONDS:
+        errors.append(f"break time {attrs['time']!r} is too long: at most "
+                      f"{MAX_BREAK_SECONDS}s ({MAX_BREAK_SECONDS * 1000}ms)")
+    return errors, pause or 0.0
+
+
 def _check_ssml(text: str) -> list[str]:
-    """Problems with the SSML markup of ``text``: well-formedness and the allow-list."""
+    """Problems with the SSML markup of ``text``: well-formedness, the allow-list and the
+    limits on pauses, rate, pitch and volume."""
     errors: list[str] = []
     depth = 0
+    pauses = 0.0
     parser = expat.ParserCreate()
 
     def start(tag: str, attrs: dict[str, str]) -> None:
-        nonlocal depth
+        nonlocal depth, pauses
         depth += 1
         if depth == 1:  # our wrapper element
             return
@@ -623,6 +693,9 @@ def _check_ssml(text: str) -> list[str]:
                 errors.append(f"bad value {value!r} for {attr} on <{tag}>")
         for attr in sorted(_SSML_REQUIRED.get(tag, frozenset()) - attrs.keys()):
             errors.append(f"<{tag}> needs attribute {attr!r}")
+        problems, pause = _check_limits(tag, attrs)
+        errors.extend(problems)
+        pauses += pause
 
     def refuse(what: str) -> None:
         errors.append(f"{what} are not allowed in prompt text (use `note` for comments)")
@@ -641,6 +714,8 @@ def _check_ssml(text: str) -> list[str]:
         column = exc.offset - len(opening) if exc.lineno == 1 else exc.offset
         message = expat.errors.messages[exc.code]
         errors.append(f"malformed SSML: {message} at line {exc.lineno}, column {column + 1}")
+    if pauses > MAX_PAUSE_SECONDS:
+        errors.append(f"pauses add up to {pauses:g}s: at most {MAX_PAUSE_SECONDS}s in one text")
     return errors
 
 

@@ -128,6 +128,18 @@ def test_prompts_check(runner: CliRunner, tmp_path: Path) -> None:
     assert "importe" in result.output
 
 
+
+def test_prompts_check_refuses_an_endless_pause(runner: CliRunner, tmp_path: Path) -> None:
+    broken = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", broken)
+    en = broken / "en-US.toml"
+    en.write_text(en.read_text(encoding="utf-8").replace(
+        '<break time=\\"300ms\\"/>', '<break time=\\"100000s\\"/>', 1), encoding="utf-8")
+    result = runner.invoke(main, ["prompts", "check", "--dir", str(broken)])
+    assert result.exit_code == 1
+    assert "break time '100000s' is too long: at most 10s (10000ms)" in result.output
+
+
 def test_serve_refuses_without_token(runner: CliRunner) -> None:
     result = runner.invoke(main, ["serve"])
     assert result.exit_code != 0

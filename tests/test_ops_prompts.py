@@ -149,6 +149,8 @@ def test_multi_line_text_keeps_its_lines(lite: Flask) -> None:
     ("greeting.welcome", {("en-US", "say"): "Welcome <emphasis>unclosed."}, "malformed SSML"),
     ("greeting.welcome", {("en-US", "say"): "Welcome <blink>now</blink>."},
      "unknown SSML tag <blink>"),
+    ("greeting.welcome", {("en-US", "say"): 'Welcome.<break time="100000s"/>'},
+     "break time '100000s' is too long: at most 10s (10000ms)"),
     ("greeting.welcome", {("en-US", "say"): "  "}, "text is empty"),
     ("greeting.welcome", {("en-US", "say"): "Pay {"}, "bad placeholder syntax"),
     ("menu.main_no_pay", {("en-US", "reprompt"): "Recent payments, 2."},

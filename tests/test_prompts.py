@@ -393,6 +393,40 @@ def test_problem_bad_text(tmp_path: Path, say: str, fragments: tuple[str, ...]) 
     assert problem.startswith("en-US.toml: prompt 'goodbye' (say): "), problem
 
 
+
+@pytest.mark.parametrize("markup", [
+    "<break time='10s'/>", "<break time='10000ms'/>", "<break time='9.5s'/>",
+    "<break time='2s'/><break time='10s'/><break time='8s'/>",
+    "<prosody rate='20%'>a</prosody>", "<prosody rate='200%'>a</prosody>",
+    "<prosody rate='x-slow' pitch='-33%' volume='+6dB'>a</prosody>",
+    "<prosody pitch='+50%' volume='-6dB'>a</prosody>",
+    "<prosody pitch='x-high' volume='x-soft'>a</prosody>",
+])
+def test_ssml_within_limits_is_accepted(tmp_path: Path, markup: str) -> None:
+    en = EN.replace('say = "Goodbye."', f'say = "Goodbye.{markup}"')
+    assert check_catalog(make_prompts(tmp_path / "p", {"en-US": en, "es-US": ES})) == []
+
+
+@pytest.mark.parametrize(("markup", "fragment"), [
+    ("<break time='100000s'/>", "break time '100000s' is too long: at most 10s (10000ms)"),
+    ("<break time='10001ms'/>", "break time '10001ms' is too long: at most 10s (10000ms)"),
+    ("<break time='10.5s'/>", "break time '10.5s' is too long"),
+    ("<break time='9s'/><break time='9s'/><break time='9s'/>",
+     "pauses add up to 27s: at most 20s in one text"),
+    ("<prosody rate='1%'>slow</prosody>", "prosody rate '1%' is out of range: 20% to 200%"),
+    ("<prosody rate='5000%'>fast</prosody>", "prosody rate '5000%' is out of range"),
+    ("<prosody rate='0.1'>slow</prosody>", "prosody rate '0.1' is out of range"),
+    ("<prosody pitch='+900%'>hi</prosody>", "prosody pitch '+900%' is out of range"),
+    ("<prosody volume='+60dB'>loud</prosody>", "prosody volume '+60dB' is out of range"),
+    ("<prosody volume='silent'>quiet</prosody>", "prosody volume 'silent' is out of range"),
+])
+def test_ssml_beyond_limits_is_refused(tmp_path: Path, markup: str, fragment: str) -> None:
+    en = EN.replace('say = "Goodbye."', f'say = "Goodbye.{markup}"')
+    problems = check_catalog(make_prompts(tmp_path / "p", {"en-US": en, "es-US": ES}))
+    problem = one_problem(problems, fragment)
+    assert problem.startswith("en-US.toml: prompt 'goodbye' (say): "), problem
+
+
 def test_problem_ssml_in_other_variants_and_languages(tmp_path: Path) -> None:
     es = ES.replace('nomatch = "Perdón, esa opción no es válida."', 'nomatch = "<b>No</b>"')
     directory = make_prompts(tmp_path / "p", {"en-US": EN, "es-US": es})
