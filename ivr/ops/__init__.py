@@ -26,7 +26,8 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
     import ivr.ops.views_auth
     import ivr.ops.views_calls
     import ivr.ops.views_money
-    import ivr.ops.views_prompts  # noqa: F401
+    import ivr.ops.views_prompts
+    import ivr.ops.views_security  # noqa: F401
     from ivr.ops.base import SESSION_HOURS, RowIdConverter, bp, csrf
 
     app.config.update(

@@ -41,7 +41,7 @@ SESSION_HOURS = 8
 _PUBLIC = frozenset({"ops.login", "ops.static"})
 NAV = (("ops.home", "Overview"), ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
        ("ops.payments", "Payments"), ("ops.reconcile", "Reconciliation"),
-       ("ops.files", "File runs"))
+       ("ops.files", "File runs"), ("ops.security", "Line security"))
 
 
 # Row ids are INTEGER columns (32-bit in PostgreSQL): a larger number in a URL cannot name a
