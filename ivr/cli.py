@@ -418,15 +418,14 @@ def outbox_retry(outbox_id: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(day: str, as_json: bool) -> None:
     """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
-    from datetime import date as date_type
-
     from ivr.prompts import load_catalog
+    from ivr.reconcile import parse_day
     from ivr.reconcile import reconcile as run
 
     try:
-        when = date_type.fromisoformat(day)
-    except ValueError:
-        raise click.ClickException("--date must be YYYY-MM-DD") from None
+        when = parse_day(day)
+    except ValueError as exc:
+        raise click.ClickException(f"--date: {exc}") from None
     app = _app()
     zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     with get_database(app).session() as session:

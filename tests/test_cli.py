@@ -191,3 +191,12 @@ def test_simulated_call_payment_is_marked_test(runner: CliRunner, tmp_path: Path
     with get_database(app).session() as db:
         assert [e.status for e in db.scalars(select(OutboxEntry))] == ["test"]
     get_database(app).dispose()
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "2026-02-30", "tomorrow"])
+def test_reconcile_refuses_a_day_it_cannot_reconcile(runner: CliRunner, day: str) -> None:
+    runner.invoke(main, ["db", "upgrade"])
+    result = runner.invoke(main, ["reconcile", "--date", day])
+    assert result.exit_code == 1  # a clear refusal, not a crash
+    assert isinstance(result.exception, SystemExit)
+    assert "--date:" in result.output and day in result.output
