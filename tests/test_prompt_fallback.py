@@ -94,3 +94,16 @@ def test_with_nothing_kept_a_broken_folder_is_refused_at_start(
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0
     assert "settings.toml" in result.output
+
+
+def test_the_console_shows_the_alarm(database_url: str, tmp_path: Path) -> None:
+    from tests.test_ops_helpers import ops_app, signed_in
+
+    app = ops_app(database_url, tmp_path)
+    app.extensions["ivr.prompts"].get()  # a good version is kept
+    client = signed_in(app)
+    assert "prompts folder is broken" not in client.get("/ops/").text
+    _break(tmp_path / "prompts")
+    restarted = make_app(database_url, tmp_path / "prompts", secret_key="test-secret-key")
+    page = signed_in(restarted).get("/ops/").text
+    assert "The prompts folder is broken" in page and "settings.toml" in page

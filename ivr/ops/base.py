@@ -178,6 +178,8 @@ def _helpers() -> dict[str, Any]:
         "zone_name": str(zone),
         "ops_user": g.get("ops_user"),
         "nav": NAV,
+        # The folder on disk is broken and callers hear the last good version meanwhile.
+        "prompt_problems": store().problems,
     }
 
 
