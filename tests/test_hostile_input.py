@@ -6,19 +6,40 @@ spreadsheet a formula; an account file cannot slip control characters into the c
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
-from ivr import cli, get_database
+from connectors.cells import neutralise, restore
+from connectors.layouts import (
+    DEFAULT_PAYMENT_LAYOUT,
+    PAYMENT_FIELDS,
+    PaymentLayout,
+    PaymentRow,
+    read_payment_file,
+    write_payment_file,
+)
+from ivr import cli, get_config, get_database
+from ivr.account_import import import_accounts
 from ivr.models import Payment
-from tests.conftest import Twilio, new_sid, twiml
+from ivr.sync import SyncConfig, interval_containing, push
+from tests.conftest import OPEN_TIME, Twilio, make_app, new_sid, twiml
 
 HOSTILE_BRAND = '=HYPERLINK("http://x","y")'
+CHICAGO = ZoneInfo("America/Chicago")
 
 
 def walk_to_pay(twilio: Twilio, call_sid: str, from_number: str = "+15555550123") -> None:
@@ -118,3 +139,126 @@ def test_bank_account_type_is_one_twilio_documents() -> None:
     assert bank_type("commercial-checking") == "commercial-checking"
     assert bank_type("=cmd|' /C calc'!A0") is None
     assert bank_type("-consumer-checking") is None
+
+
+# --- finding 2: confirmation files hand no spreadsheet a formula ------------------------------
+
+# OWASP's CSV injection triggers: a cell starting with one of these may run as a formula.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+DASHED = "-1-1"  # account numbers may hold letters and dashes
+DASHED_PHONE = "+15555550177"
+HOSTILE_ROWS = [
+    PaymentRow(DASHED, -1200, 0, OPEN_TIME, "CONF1", "card", HOSTILE_BRAND, "4242"),
+    PaymentRow("=1+2", 500, 100, OPEN_TIME, "-CONF2", "ach", None, "89",
+               idempotency_key="@SUM(A1)", call_sid="\tCA1"),
+    PaymentRow("+1", 1, 0, OPEN_TIME, "'=already quoted", "card", "\r=1", None),
+]
+EVERY_FIELD = PaymentLayout(
+    name="every-field", columns=tuple((name.upper(), name) for name in PAYMENT_FIELDS),
+    header_record=("H", "{biller_id}", "{count}", "{sum}"),
+    trailer_record=("T", "{count}", "{sum}"),
+)
+
+
+def data_cells(data: bytes, layout: PaymentLayout) -> list[dict[str, str]]:
+    """The data rows of a written file as a spreadsheet would split them."""
+    rows = list(csv.reader(io.StringIO(data.decode(), newline=""), delimiter=layout.delimiter))
+    headers = [header for header, _ in layout.columns]
+    return [dict(zip(headers, row, strict=True)) for row in rows if len(row) == len(headers)
+            and row != headers]
+
+
+def assert_no_formulas(data: bytes, layout: PaymentLayout) -> None:
+    """No cell starts with a trigger, except amounts our own code wrote (-12.00)."""
+    for row in csv.reader(io.StringIO(data.decode(), newline=""), delimiter=layout.delimiter):
+        for cell in row:
+            if cell.startswith(FORMULA_TRIGGERS):
+                assert re.fullmatch(r"-[0-9]+(\.[0-9]{2})?", cell), row
+
+
+@pytest.mark.parametrize("layout", [DEFAULT_PAYMENT_LAYOUT, EVERY_FIELD])
+def test_confirmation_file_text_cells_are_not_formulas(layout: PaymentLayout) -> None:
+    out = io.BytesIO()
+    write_payment_file(HOSTILE_ROWS, out, layout, values={"biller_id": "=cmd|' /C calc'!A0"})
+    data = out.getvalue()
+    assert_no_formulas(data, layout)
+    first = data_cells(data, layout)[0]
+    upper = layout is not DEFAULT_PAYMENT_LAYOUT
+    assert first["ACCOUNT_NUMBER" if upper else "account_number"] == "'-1-1"
+    assert first["AMOUNT" if upper else "amount"] == "-12.00"  # a number we wrote, not text
+    assert b"'=HYPERLINK" in data and b",=" not in data
+    # Our own reader gives back exactly what was written.
+    back = list(read_payment_file(io.BytesIO(data), layout))
+    if layout is DEFAULT_PAYMENT_LAYOUT:
+        expected = [replace(r, idempotency_key="", call_sid="") for r in HOSTILE_ROWS]
+    else:
+        expected = HOSTILE_ROWS
+    assert back == expected
+
+
+def test_pushed_confirmation_file_for_a_dashed_account(
+        database_url: str, prompts_dir: Path, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    app = make_app(database_url, prompts_dir,
+                   sync_settings={"IVR_SYNC_OUTBOX_URL": f"file://{outbox}"})
+    accounts = (f"account_number,phones,service_zip,balance_due\r\n"
+                f"{DASHED},{DASHED_PHONE},60614,40.00\r\n").encode()
+    report = import_accounts(get_database(app), io.BytesIO(accounts), "dashed",
+                             pin_key="test-pin-key")
+    assert report.applied, report.lines()
+    twilio = Twilio(app)
+    call_sid = new_sid()
+    walk_to_pay(twilio, call_sid, from_number=DASHED_PHONE)
+    twiml(twilio.post("/voice/pay/result", **pay_form(
+        call_sid, From=DASHED_PHONE, PaymentCardType=HOSTILE_BRAND,
+        PaymentConfirmationCode="-CONF9")))
+    assert only_payment(app).account_number == DASHED
+    config = SyncConfig.from_settings(get_config(app).sync_settings)
+    day = interval_containing(OPEN_TIME, 1440, CHICAGO)
+    [sent] = push(get_database(app), config, CHICAGO, interval=day,
+                  now=day.end + timedelta(hours=1))
+    data = (outbox / sent.name).read_bytes()
+    assert_no_formulas(data, DEFAULT_PAYMENT_LAYOUT)
+    [row] = data_cells(data, DEFAULT_PAYMENT_LAYOUT)
+    assert (row["account_number"], row["confirmation_number"]) == ("'-1-1", "'-CONF9")
+    assert row["card_brand"] == "" and row["amount"] == "40.00"
+    [back] = read_payment_file(io.BytesIO(data), DEFAULT_PAYMENT_LAYOUT)
+    assert (back.account_number, back.confirmation_number) == (DASHED, "-CONF9")
+
+
+@settings(max_examples=300)
+@given(text=st.text(alphabet=st.one_of(st.sampled_from([*FORMULA_TRIGGERS, "'", '"', ","]),
+                                       st.characters(codec="utf-8"))))
+def test_a_neutralised_cell_never_begins_with_a_formula_trigger(text: str) -> None:
+    cell = neutralise(text)
+    assert not cell.startswith(FORMULA_TRIGGERS)
+    assert restore(cell) == text
+    # In a file, through the writer's quoting and a spreadsheet-like reader, too.
+    row = PaymentRow(text or "x", 100, 0, OPEN_TIME, text or "c", "card", text, None,
+                     idempotency_key=text, call_sid=text)
+    out = io.BytesIO()
+    write_payment_file([row], out, EVERY_FIELD, values={"biller_id": text})
+    assert_no_formulas(out.getvalue(), EVERY_FIELD)
+    assert list(read_payment_file(io.BytesIO(out.getvalue()), EVERY_FIELD)) == [row]
+
+
+def test_rejection_report_lines_never_start_a_formula(sqlite_url: str, prompts_dir: Path,
+                                                      tmp_path: Path) -> None:
+    # A guard: each report line starts with the inbox URL, "line N:" or "file error:", and
+    # values inside are shown with repr (a tab is "\t"), whatever the file and its name.
+    from ivr.sync import pull
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "=1+2.csv").write_bytes(
+        b"account_number,customer_name,balance_due\r\n=1+2,@x,1.00\r\n-1-1,\t=1+2,2.00\r\n")
+    app = make_app(sqlite_url, prompts_dir, sync_settings={"IVR_SYNC_INBOX_URL": f"file://{inbox}"})
+    config = SyncConfig.from_settings(get_config(app).sync_settings)
+    with pytest.raises(Exception, match="rejected 1 file"):
+        pull(get_database(app), config, pin_key="test-pin-key")
+    report = (inbox / "rejected" / "=1+2.csv.report.txt").read_text(encoding="utf-8")
+    lines = report.splitlines()
+    assert len(lines) == 2 and "'=1+2'" in report
+    assert not [line for line in lines if line.startswith(FORMULA_TRIGGERS)]
+    assert all("\t" not in line for line in lines)
