@@ -262,3 +262,60 @@ def test_rejection_report_lines_never_start_a_formula(sqlite_url: str, prompts_d
     assert len(lines) == 2 and "'=1+2'" in report
     assert not [line for line in lines if line.startswith(FORMULA_TRIGGERS)]
     assert all("\t" not in line for line in lines)
+
+
+# --- finding 3: control characters stay out of the account cache -----------------------------
+
+
+def test_control_characters_reject_the_row_with_a_reason(app: Flask) -> None:
+    from ivr.models import Account
+
+    data = ("account_number,customer_name,usage_unit,balance_due\r\n"
+            "5500000001,\"Evil\x1b]0;pwned\x07Name\",kWh,1.00\r\n"
+            "5500000002,Fine Name,\"k\x9bWh\",2.00\r\n"
+            "5500000003,\"Two\nLines\",kWh,3.00\r\n").encode()
+    report = import_accounts(get_database(app), io.BytesIO(data), "ctl", pin_key="test-pin-key",
+                             partial=True)
+    assert report.lines()[1:] == [
+        "line 2: customer_name: contains a control character (U+001B)",
+        "line 3: usage_unit: contains a control character (U+009B); "
+        "usage_unit: 'k\\x9bWh' is not a unit name",
+    ]
+    with get_database(app).session() as db:
+        stored = set(db.scalars(select(Account.account_number)
+                                .where(Account.account_number.like("55%"))))
+    assert stored == {"5500000003"}  # a line break inside a quoted cell is still a name
+
+
+def test_control_characters_are_refused_in_billers_layouts_too() -> None:
+    from connectors.account_file import Rejection
+    from connectors.layouts import AccountLayout, iter_layout_file
+
+    layout = AccountLayout(name="pipes", delimiter="|", columns={
+        "account_number": "ACCT", "balance_due": "AMT", "customer_name": "NAME"})
+    data = b"ACCT|NAME|AMT\nA1|Bell\x07Ringer|1.00\nA2|Ok|2.00\n"
+    results = list(iter_layout_file(io.BytesIO(data), layout))
+    assert results[0] == Rejection(2, "A1", "customer_name: contains a control character (U+0007)")
+    assert not isinstance(results[1], Rejection)
+
+
+NAME_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), max_size=20)
+
+
+@settings(max_examples=200)
+@given(before=NAME_TEXT, control=st.characters(categories=("Cc",), exclude_characters="\t\n\r"),
+       after=NAME_TEXT)
+def test_any_control_character_in_a_name_rejects_the_row(before: str, control: str,
+                                                         after: str) -> None:
+    from connectors.account_file import Rejection, iter_account_file
+
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows([["account_number", "customer_name", "balance_due"],
+                      # Inside the name: outer spaces, and controls Python counts as spaces,
+                      # are trimmed from every cell before it is checked.
+                      ["A1", f"x{before}{control}{after}x", "1.00"],
+                      ["A2", f"x{before}{after}x", "2.00"]])
+    bad, good = iter_account_file(io.BytesIO(out.getvalue().encode()))
+    assert isinstance(bad, Rejection) and bad.reason.startswith("customer_name: contains a")
+    assert not isinstance(good, Rejection)
