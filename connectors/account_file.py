@@ -77,6 +77,10 @@ _ZIP_RE = re.compile(r"([0-9]{5})(?:-[0-9]{4})?")
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _COUNT_RE = re.compile(r"[0-9]{1,12}")
+# Control characters no value may hold: they would reach spoken SSML (where XML forbids
+# them), the ops console and files we write. NUL is among them (PostgreSQL text cannot hold
+# it). Tab and line breaks are left to quoted cells: a spreadsheet's Alt+Enter makes them.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Under errors="surrogateescape" each undecodable byte becomes one of these code points.
 _UNDECODABLE_RE = re.compile("[\udc80-\udcff]")
 
@@ -514,8 +518,8 @@ class RowValidator:
         last, so a row that falls back to the careful path is not counted twice.
         """
         get = cells.get
-        if "\x00" in "".join(cells.values()):
-            raise FieldError("NUL")
+        if _CONTROL_RE.search("".join(cells.values())):
+            raise FieldError("control character")
         balance_raw = get("balance_due", "")
         account = get("account_number", "")
         if not balance_raw or not account or not _ACCOUNT_RE.fullmatch(account) or (
@@ -557,11 +561,14 @@ class RowValidator:
         errors: list[str] = []
         get = cells.get
 
-        if "\x00" in "".join(cells.values()):
-            # PostgreSQL text cannot hold NUL, so such a row would only fail later, at import.
-            errors.extend(
-                f"{name}: contains a NUL character" for name, v in cells.items() if "\x00" in v
-            )
+        for name, value in cells.items():
+            found = _CONTROL_RE.search(value)
+            if found is None:
+                continue
+            if "\x00" in value:
+                errors.append(f"{name}: contains a NUL character")
+            else:
+                errors.append(f"{name}: contains a control character (U+{ord(found[0]):04X})")
 
         # balance_due first and independently: the trailer sum counts every row whose
         # amount parsed, even if another column rejects the row.

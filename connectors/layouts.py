@@ -50,6 +50,7 @@ from connectors.account_file import (
     parse_iso_date,
     show_value,
 )
+from connectors.cells import neutralise, restore
 
 __all__ = [
     "ACCOUNT_FIELDS",
@@ -121,6 +122,8 @@ _LINE_TERMINATORS = ("\r\n", "\n", "\r")
 _FLAG_VALUES = frozenset({"Y", "N"})
 # Control-record placeholders we fill ourselves; any other name comes from the caller.
 _BUILTIN_PLACEHOLDERS = frozenset({"count", "sum"})
+# Payment fields our own code writes as numbers; every other cell is text (connectors.cells).
+_NUMBER_FIELDS = frozenset({"amount", "fee", "total"})
 # Payment fields a PaymentRow cannot be rebuilt without.
 _PAYMENT_READ_NEEDS = ("account_number", "paid_at", "confirmation_number", "method")
 # Write in chunks of about this many bytes: one write per row is one syscall per row on an
@@ -1061,7 +1064,15 @@ class _CellWriter:
 
 
 def _render_template(template: tuple[str, ...], context: Mapping[str, str]) -> list[str]:
-    return [cell.format_map(context) for cell in template]
+    """The record's cells; a cell of only {count} and {sum} is a number, the rest is text."""
+    cells: list[str] = []
+    for cell in template:
+        parts = _template_fields(cell)
+        number = all(not literal and name in _BUILTIN_PLACEHOLDERS
+                     for literal, name, _, _ in parts)
+        rendered = cell.format_map(context)
+        cells.append(rendered if number else neutralise(rendered))
+    return cells
 
 
 def _template_names(template: tuple[str, ...]) -> set[str]:
@@ -1081,9 +1092,11 @@ def write_payment_file(
     ``values`` fills control-record placeholders other than ``{count}`` and ``{sum}`` (say
     ``{biller_id}``); pass times there derived from the interval, never the clock. A header
     record that carries ``{count}`` or ``{sum}`` needs ``rows`` that can be iterated twice
-    (a list or a re-runnable query). Raises ``PaymentFileError`` for a value the layout
-    cannot write (text its encoding lacks, a delimiter with quoting = "none"); the output is
-    then incomplete, so write to a temporary name and rename on success.
+    (a list or a re-runnable query). Text cells that a spreadsheet would run as a formula
+    get a leading ``'`` (``connectors.cells``); amounts and counts are written as they are.
+    Raises ``PaymentFileError`` for a value the layout cannot write (text its encoding
+    lacks, a delimiter with quoting = "none"); the output is then incomplete, so write to a
+    temporary name and rename on success.
     """
     context = dict(values or {})
     needed = _template_names(layout.header_record) | _template_names(layout.trailer_record)
@@ -1103,6 +1116,7 @@ def write_payment_file(
     cells = _CellWriter(layout)
     encoder = codecs.getincrementalencoder(layout.encoding)("strict")
     getters = _payment_getters(layout)
+    text_cells = [name not in _NUMBER_FIELDS for _, name in layout.columns]
     # A data row that a reader would take for the trailer (same width, same plain cells).
     lookalike = (
         _ControlReader(layout.trailer_record, "trailer", style)
@@ -1136,7 +1150,7 @@ def write_payment_file(
     if layout.header_record:
         emit_as("header record", _render_template(layout.header_record, context))
     if layout.header:
-        emit_as("header row", [header for header, _ in layout.columns])
+        emit_as("header row", [neutralise(header) for header, _ in layout.columns])
     written, summed = 0, 0
     for row in rows:
         written += 1
@@ -1145,7 +1159,8 @@ def write_payment_file(
         try:
             if lookalike is not None and lookalike.matches(cell_values):
                 raise PaymentFileError("would read as the trailer record")
-            emit(cell_values)
+            emit([neutralise(v) if text else v
+                  for v, text in zip(cell_values, text_cells, strict=True)])
         except PaymentFileError as exc:
             what = f"payment {written} ({show_value(row.confirmation_number)})"
             raise PaymentFileError(f"{what}: {exc}") from None
@@ -1266,6 +1281,8 @@ def _iter_payment_rows(text: IO[str], layout: PaymentLayout) -> Iterator[Payment
             raise PaymentFileError(f"line {line}: unreadable: {exc}") from None
         if not row:
             continue
+        # Undo the writer's formula quotes first, so every check below sees the values.
+        row = [restore(cell) for cell in row]
         if trailer_found is not None:
             raise PaymentFileError(f"line {line}: rows after the trailer")
         if expecting and expecting[0] == "header record" and header_reader is not None:

@@ -38,8 +38,8 @@ WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # How far next_opening() looks ahead before concluding the office never opens.
 _LOOKAHEAD_DAYS: Final = 14
 
-# Card types Twilio <Pay> accepts in validCardTypes.
-_CARD_TYPES: Final = frozenset(
+# Card types Twilio <Pay> accepts in validCardTypes and reports as PaymentCardType.
+CARD_TYPES: Final = frozenset(
     {"visa", "mastercard", "amex", "maestro", "discover", "optima", "jcb", "diners-club", "enroute"}
 )
 
@@ -631,10 +631,10 @@ def _parse_pay(table: _Table, languages: tuple[str, ...]) -> PaySettings:
     if not card_types:
         table.problem("valid_card_types", "must list at least one card type")
     for card in card_types:
-        if card not in _CARD_TYPES:
+        if card not in CARD_TYPES:
             table.problem(
                 "valid_card_types",
-                f"unknown card type {card!r} (known: {', '.join(sorted(_CARD_TYPES))})",
+                f"unknown card type {card!r} (known: {', '.join(sorted(CARD_TYPES))})",
             )
     currency = table.get_str("currency", "usd")
     if not _CURRENCY.fullmatch(currency):

@@ -18,6 +18,7 @@ from ivr.flow.context import CallContext
 from ivr.flow.machine import enter, finish, record
 from ivr.flow.states import ENDED, PAYING, pay_limited
 from ivr.flow.steps import Silent, Speech, Step
+from ivr.line_settings import CARD_TYPES
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.security import mask_account
 
@@ -37,6 +38,10 @@ _DECLINES = frozenset({"too-many-failed-attempts", "payment-connector-error",
                        "validation-error"})
 _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a4b-4c59-9b1e-2d0f5a7e9c31")
 _CODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# The bank account types <Pay> documents (bankAccountType); we ask for the consumer ones.
+BANK_ACCOUNT_TYPES = frozenset({"consumer-checking", "consumer-savings", "commercial-checking"})
+# ASCII only: \d also matches Arabic-Indic and other digits, which no file reader takes.
+_EXPIRATION = re.compile(r"(?:0[1-9]|1[0-2])[0-9]{2}")  # MMYY
 
 
 def idempotency_key(call_sid: str, confirmation_code: str) -> str:
@@ -45,13 +50,28 @@ def idempotency_key(call_sid: str, confirmation_code: str) -> str:
 
 
 def _last_digits(masked: str | None, keep: int) -> str | None:
-    digits = re.sub(r"\D", "", masked or "")
+    digits = re.sub(r"[^0-9]", "", masked or "")
     return digits[-keep:] if digits else None
+
+
+def _one_of(raw: str | None, known: frozenset[str]) -> str | None:
+    """The value if it is one of ``known`` (any case, outer spaces ignored), else None.
+
+    A processor's or attacker's text never reaches the database, receipts or the biller's
+    confirmation file: an unknown value is stored as unknown (None), which every reader of
+    these fields already handles (bank payments have no card brand).
+    """
+    value = (raw or "").strip().lower()
+    return value if value in known else None
 
 
 @dataclass(frozen=True)
 class PayResult:
-    """The fields of a <Pay> action callback we use; everything else is ignored."""
+    """The fields of a <Pay> action callback we use; everything else is ignored.
+
+    Each field holds only what Twilio documents for it, or None: a card brand and bank
+    account type from Twilio's lists, ASCII digits of masked numbers, an MMYY expiry.
+    """
 
     result: str
     confirmation_code: str
@@ -66,15 +86,19 @@ class PayResult:
     def from_form(cls, form: Mapping[str, str]) -> PayResult:
         """Read a callback defensively: presence of each field varies by result and connector."""
         exp = (form.get("ExpirationDate") or "").strip()
-        brand = (form.get("PaymentCardType") or "").strip()[:20] or None
+        brand = _one_of(form.get("PaymentCardType"), CARD_TYPES)
+        if brand is None and form.get("PaymentCardType"):
+            # Recorded as unknown; logged (cut short) in case Twilio adds a card type.
+            log.warning("unknown card type from <Pay>", extra={"fields": {
+                "card_type": repr(form.get("PaymentCardType", "")[:24])}})
         return cls(
             result=(form.get("Result") or "").strip(),
             confirmation_code=(form.get("PaymentConfirmationCode") or "").strip(),
             card_brand=brand,
             card_last4=_last_digits(form.get("PaymentCardNumber"), 4),
-            card_exp=exp if re.fullmatch(r"\d{4}", exp) else None,
+            card_exp=exp if _EXPIRATION.fullmatch(exp) else None,
             bank_last=_last_digits(form.get("BankAccountNumber"), 2),
-            bank_account_type=(form.get("BankAccountType") or "").strip()[:32] or None,
+            bank_account_type=_one_of(form.get("BankAccountType"), BANK_ACCOUNT_TYPES),
             error=(form.get("PaymentError") or "")[:120],
         )
 

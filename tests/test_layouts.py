@@ -439,7 +439,8 @@ def test_default_layout_is_the_default_parser() -> None:
 
 AWKWARD = st.one_of(
     st.sampled_from([",", ";", '"', "\n", "\r", " ", "é", "ñ", "€", "Œ", "'"]),
-    st.characters(codec="cp1252", exclude_characters="\x00"),
+    # Control characters other than line breaks reject a row; see test_hostile_input.
+    st.characters(codec="cp1252", exclude_categories=("Cc",)),
 )
 
 
