@@ -11,7 +11,8 @@ from typing import Any
 from flask import Flask
 
 from ivr.config import AppConfig, ConfigError, load_config
-from ivr.db import Database
+from ivr.db import Database, WebTimeouts
+from ivr.deadline import DEFAULT_SLOTS, Deadlines
 from ivr.prompt_ids import PROMPT_PARAMS
 from ivr.prompts import PromptStore
 
@@ -80,7 +81,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings = load_config({**(config or {}), **defaults})
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
-    app.extensions["ivr.db"] = Database(settings.database_url)
+    threads = settings.serve_threads
+    web = WebTimeouts.within(settings.webhook_deadline_ms, threads) if threads else None
+    app.extensions["ivr.db"] = Database(settings.database_url, web=web)
+    # One slot per request thread: each waits for at most one piece of work at a time.
+    app.extensions["ivr.deadlines"] = Deadlines(settings.webhook_deadline_ms,
+                                                threads or DEFAULT_SLOTS)
     from ivr.prompt_snapshots import PromptSnapshots
 
     app.extensions["ivr.prompts"] = PromptStore(
@@ -122,3 +128,9 @@ def get_database(app: Flask) -> Database:
     """The app's database."""
     db: Database = app.extensions["ivr.db"]
     return db
+
+
+def get_deadlines(app: Flask) -> Deadlines:
+    """Runs a request's database work within the webhook deadline."""
+    deadlines: Deadlines = app.extensions["ivr.deadlines"]
+    return deadlines

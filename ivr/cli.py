@@ -160,7 +160,9 @@ def prompts_check(directory: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Request threads per worker.")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhook app with gunicorn."""
     from ivr.server import run_gunicorn
 
@@ -193,7 +195,7 @@ def serve(host: str, port: int, workers: int) -> None:
         click.secho(f"WARNING: prompts in {config.prompts_dir} are broken; serving the last good "
                     f"version {catalog.version} until they are fixed (ivr prompts check):\n  "
                     + "\n  ".join(store.problems), fg="red", bold=True, err=True)
-    run_gunicorn(host, port, workers)
+    run_gunicorn(host, port, workers, threads)
 
 
 @main.command()

@@ -69,6 +69,13 @@ class AppConfig:
     lookup_timeout_ms: int = 1500
     breaker_failures: int = 3
     breaker_reset_seconds: int = 30
+    # The longest a webhook's work may take before the caller hears the apology instead
+    # (Twilio gives up at 15 s). See docs/deployment.md#twilios-15-second-limit.
+    webhook_deadline_ms: int = 8000
+    # Set by `ivr serve` (never from the environment): the request threads of each gunicorn
+    # worker. 0 elsewhere (CLI jobs, tests); when set, the database gets the web app's
+    # timeouts and a pool that fits the threads.
+    serve_threads: int = 0
     # Text receipts through Twilio's REST API.
     sms_from: str = ""
     twilio_api_base_url: str = ""
@@ -107,12 +114,15 @@ _ENV = {
     "lookup_timeout_ms": "IVR_LOOKUP_TIMEOUT_MS",
     "breaker_failures": "IVR_BREAKER_FAILURES",
     "breaker_reset_seconds": "IVR_BREAKER_RESET_SECONDS",
+    "webhook_deadline_ms": "IVR_WEBHOOK_DEADLINE_MS",
     "sms_from": "IVR_SMS_FROM",
     "twilio_api_base_url": "IVR_TWILIO_API_BASE_URL",
 }
 _INT_FIELDS = {"post_budget_ms", "outbox_max_attempts",
                "outbox_claim_seconds", "lookup_timeout_ms", "breaker_failures",
-               "breaker_reset_seconds"}
+               "breaker_reset_seconds", "webhook_deadline_ms", "serve_threads"}
+# Twilio waits 15 s; the apology itself must still reach it in time.
+MAX_WEBHOOK_DEADLINE_MS = 12_000
 _FLOAT_FIELDS = {"outbox_backoff_seconds", "outbox_backoff_max_seconds"}
 # Prefixes of the variables handed to the accounting connector as they are.
 CONNECTOR_PREFIXES = ("IVR_TRYTON_", "IVR_HLEDGER_", "IVR_WEBHOOK_", "IVR_ACCOUNTING_")
@@ -220,5 +230,8 @@ def _validate(config: AppConfig) -> None:
     if config.accounting not in ACCOUNTING_SYSTEMS:
         raise ConfigError(f"IVR_ACCOUNTING must be one of {', '.join(ACCOUNTING_SYSTEMS)}, "
                           f"not {config.accounting!r}")
+    if config.webhook_deadline_ms > MAX_WEBHOOK_DEADLINE_MS:
+        raise ConfigError(f"IVR_WEBHOOK_DEADLINE_MS must be at most {MAX_WEBHOOK_DEADLINE_MS} "
+                          "(Twilio waits 15 seconds for an answer)")
     if config.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("IVR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

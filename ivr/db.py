@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,61 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# How long a SQLite writer waits for another when no web timeouts apply (CLI jobs).
+SQLITE_BUSY_MS = 10_000
+
+
+@dataclass(frozen=True)
+class WebTimeouts:
+    """Limits on the web app's database work, so a webhook fails fast instead of hanging.
+
+    CLI jobs (`ivr accounts import`, `ivr worker`...) run without them: their statements may
+    legitimately take minutes.
+    """
+
+    connect_seconds: int  # libpq connect_timeout: whole seconds, and at least 2
+    statement_ms: int  # PostgreSQL statement_timeout
+    lock_ms: int  # PostgreSQL lock_timeout; SQLite busy timeout
+    pool_seconds: float  # waiting for a pooled connection
+    pool_size: int  # connections kept per process (as many again may be opened on demand)
+
+    @classmethod
+    def within(cls, deadline_ms: int, threads: int) -> WebTimeouts:
+        """Timeouts that fail inside a webhook deadline of ``deadline_ms``, for ``threads``.
+
+        A connect, a lock wait and a checkout each take at most a quarter of the deadline and
+        a statement half of it, so the usual failures end in a clean error and an apology well
+        before the deadline itself has to abandon the work.
+        """
+        return cls(connect_seconds=max(2, deadline_ms // 4000), statement_ms=deadline_ms // 2,
+                   lock_ms=deadline_ms // 4, pool_seconds=deadline_ms / 4000,
+                   pool_size=threads)
+
+
+def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
     # WAL lets callers read while a payment is written; busy_timeout makes writers wait
     # instead of failing; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
     # Let SQLAlchemy, not pysqlite, open transactions (see _sqlite_begin).
     dbapi_connection.isolation_level = None
+
+
+def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: Any) -> None:
+    # Session settings, committed: a SET inside a transaction that is later rolled back
+    # (as the pool does on every return) would be undone. A SET, unlike libpq's "options",
+    # also passes through PgBouncer. idle_in_transaction frees the row lock of a webhook
+    # whose process stopped mid-transaction.
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET statement_timeout = {int(timeouts.statement_ms)}")
+    cursor.execute(f"SET lock_timeout = {int(timeouts.lock_ms)}")
+    cursor.execute("SET idle_in_transaction_session_timeout = "
+                   f"{int(timeouts.statement_ms * 2)}")
+    cursor.close()
+    dbapi_connection.commit()
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -35,22 +82,37 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 class Database:
-    """One engine and session factory per application or command."""
+    """One engine and session factory per application or command.
 
-    def __init__(self, url: str) -> None:
+    ``web`` (the served web app only) bounds connecting, statements, lock waits and pool
+    checkouts; without it nothing is bounded, as long CLI jobs need.
+    """
+
+    def __init__(self, url: str, *, web: WebTimeouts | None = None) -> None:
         self.url = url
+        self.web = web
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        database = parsed.database or ""
+        pooled = not self.is_sqlite or database not in ("", ":memory:")
+        if web is not None and pooled:
+            # Each request thread and each webhook job may hold a connection at once.
+            kwargs.update(pool_size=web.pool_size, max_overflow=web.pool_size,
+                          pool_timeout=web.pool_seconds)
+        busy_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
         if self.is_sqlite:
-            database = parsed.database or ""
-            if database and database != ":memory:":
+            if pooled:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_ms / 1000}
+        elif web is not None:
+            kwargs["connect_args"] = {"connect_timeout": web.connect_seconds}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", partial(_sqlite_pragmas, busy_ms))
             event.listen(self.engine, "begin", _sqlite_begin)
+        elif web is not None and parsed.get_backend_name() == "postgresql":
+            event.listen(self.engine, "connect", partial(_postgres_timeouts, web))
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
-from ivr import get_config, get_database
+from ivr import get_config, get_database, get_deadlines
 from ivr.models import utcnow
 
 bp = Blueprint("web", __name__)
@@ -13,16 +16,22 @@ bp = Blueprint("web", __name__)
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """200 when the database answers and the line has wording, 503 otherwise; "degraded"
-    while the prompts folder is broken, and a warning when webhooks go unchecked."""
+    """200 when the database answers within the webhook deadline and the line has wording,
+    503 otherwise; "degraded" while the prompts folder is broken, and a warning when webhooks
+    go unchecked."""
     extra: dict[str, object] = {}
     if get_config(current_app).allow_unsigned:
         extra = {"unsigned_webhooks": True,
                  "warning": "IVR_ALLOW_UNSIGNED=1: webhook signatures are not checked"}
     extra.update(_prompts_health())
-    try:
+
+    def ping(_abandoned: threading.Event) -> None:
         with get_database(current_app).session() as db:
             db.execute(text("SELECT 1"))
+
+    # Under the deadline too: probes hitting a frozen database must not tie up every thread.
+    try:
+        get_deadlines(current_app).run(ping, started=time.monotonic(), label={"route": "healthz"})
     except Exception:
         return jsonify(status="error", database="unreachable", **extra), 503
     if extra["prompts"] == "unavailable":  # callers would hear only the last-resort apology

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -15,8 +17,9 @@ from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
-from ivr import get_config, get_database
+from ivr import get_config, get_database, get_deadlines
 from ivr.accounting import Accounting
+from ivr.deadline import DeadlinePassed
 from ivr.flow import machine
 from ivr.flow.context import CallContext
 from ivr.flow.states import ENDED
@@ -34,6 +37,23 @@ log = logging.getLogger(__name__)
 # Used only when the prompt catalog itself cannot be loaded: better than Twilio's
 # "an application error has occurred".
 _LAST_RESORT = ("We're sorry, we can't take your call right now. Please call again later.")
+# NUL and the other C0/C1 control characters: no field Twilio sends carries them, and
+# PostgreSQL refuses NUL in text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(value: str) -> str:
+    """``value`` without control characters."""
+    return _CONTROL.sub("", value)
+
+
+def webhook_form() -> dict[str, str]:
+    """The webhook's form values, cleaned of control characters.
+
+    Only after the signature check, which must see the form exactly as Twilio signed it.
+    Every route reads its fields from here, never from ``request.form``.
+    """
+    return {key: clean(value) for key, value in request.form.items()}
 
 
 def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -47,7 +67,8 @@ def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
             signature = request.headers.get("X-Twilio-Signature")
             if not valid_signature(config.twilio_auth_token, url, request.form, signature):
                 log.warning("rejected unsigned or badly signed webhook", extra={"fields": {
-                    "path": request.path, "call_sid": request.form.get("CallSid", "")[:64]}})
+                    "path": request.path,
+                    "call_sid": clean(request.form.get("CallSid", "")[:64])}})
                 abort(403)
         return view(*args, **kwargs)
 
@@ -82,8 +103,8 @@ def _load_call(db: Session, call_sid: str) -> CallSession | None:
     return db.scalar(stmt)
 
 
-def _new_call(db: Session, call_sid: str, catalog: Catalog, now: datetime) -> CallSession:
-    form = request.form
+def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog,
+              now: datetime) -> CallSession:
     call = CallSession(
         call_sid=call_sid, from_number=(form.get("From") or "")[:40],
         to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
@@ -94,54 +115,83 @@ def _new_call(db: Session, call_sid: str, catalog: Catalog, now: datetime) -> Ca
     return call
 
 
-def run_flow(route: str, action: Callable[[CallContext], Step], *, create: bool = True) -> Response:
+def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, str], *,
+             create: bool = True) -> Response:
     """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line.
 
     The TwiML is built inside the transaction: if building fails, the call's state is not
-    advanced, and the caller hears an apology instead of Twilio's application error.
+    advanced, and the caller hears an apology instead of Twilio's application error. The
+    same apology answers when the work misses the webhook deadline (a frozen database).
     """
     started = time.monotonic()
     config = get_config(current_app)
-    call_sid = (request.form.get("CallSid") or "").strip()[:64]
+    call_sid = form.get("CallSid", "").strip()[:64]
     try:
         catalog = _store().get()
     except Exception:
         log.exception("prompt catalog unavailable")
         return _xml(_last_resort())
     fields: dict[str, object] = {"route": route, "call_sid": call_sid, "state": "", "outcome": "ok"}
+    if config.allow_unsigned:
+        fields["unsigned"] = True
     lang = catalog.settings.default_language
     try:
         if not call_sid:
             fields["outcome"] = "no_call_sid"
             return _xml(_apology(catalog, lang))
-        with get_database(current_app).session() as db:
-            now = _now()
-            call = _load_call(db, call_sid)
-            if call is None and not create:
-                fields["outcome"] = "unknown_call"
-                return _xml(str(VoiceResponse()))
-            if call is None:
-                call = _new_call(db, call_sid, catalog, now)
-                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
-                                  accounting=_accounting())
-                step = machine.start(ctx) if route == "incoming" else action(ctx)
-            else:
-                ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
-                                  accounting=_accounting())
-                step = action(ctx)
-            fields["state"], lang = call.state, ctx.lang
-            builder = TwimlBuilder(catalog, lang, config.base_url, config.pay_connector)
-            return _xml(str(builder.build(step)))
+
+        def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
+            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned)
+
+        body, fields["outcome"], fields["state"], lang = get_deadlines(current_app).run(
+            work, started=started, label={"route": route, "call_sid": call_sid})
+        return _xml(body)
+    except DeadlinePassed:
+        fields["outcome"] = "deadline"
+        log.error("webhook deadline passed", extra={"fields": {
+            "call_sid": call_sid, "route": route, "deadline_ms": config.webhook_deadline_ms}})
+        return _xml(_apology(catalog, lang))
     except Exception:
         fields["outcome"] = "error"
         log.exception("webhook failed", extra={"fields": {"call_sid": call_sid, "route": route}})
         return _xml(_apology(catalog, lang))
     finally:
-        from_number = normalize_e164(request.form.get("From") or "")
+        from_number = normalize_e164(form.get("From", ""))
         fields["from"] = mask_phone(from_number) if from_number else ""
         fields["ms"] = round((time.monotonic() - started) * 1000, 1)
         log.info("webhook", extra={"fields": fields})
         observe_webhook(route, str(fields["outcome"]), time.monotonic() - started)
+
+
+def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: dict[str, str],
+                      create: bool, call_sid: str, catalog: Catalog,
+                      abandoned: threading.Event) -> tuple[str, str, str, str]:
+    """The webhook's database work: (TwiML, outcome, state, language), in one transaction."""
+    config = get_config(current_app)
+    with get_database(current_app).session() as db:
+        now = _now()
+        call = _load_call(db, call_sid)
+        if call is None and not create:
+            return str(VoiceResponse()), "unknown_call", "", catalog.settings.default_language
+        if call is None:
+            call = _new_call(db, call_sid, form, catalog, now)
+            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                              accounting=_accounting())
+            step = machine.start(ctx) if route == "incoming" else action(ctx)
+        else:
+            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                              accounting=_accounting())
+            step = action(ctx)
+        builder = TwimlBuilder(catalog, ctx.lang, config.base_url, config.pay_connector)
+        body = str(builder.build(step))
+        if abandoned.is_set():
+            # The caller already heard the apology, which hung up: say so, rather than
+            # leave the call waiting at a menu nobody hears. What the work recorded (a
+            # payment <Pay> took, say) is true all the same, so it is still committed.
+            machine.record(ctx, "deadline", route)
+            call.state = ENDED
+            call.outcome = call.outcome or "deadline"
+        return body, "ok", call.state, ctx.lang
 
 
 def _apology(catalog: Catalog, lang: str) -> str:
@@ -164,15 +214,16 @@ def _last_resort() -> str:
 @twilio_signed
 def incoming() -> Response:
     """The number's Voice URL: a new call (or Twilio retrying the first request)."""
-    return run_flow("incoming", machine.resume)
+    return run_flow("incoming", machine.resume, webhook_form())
 
 
 @bp.post("/step/<state>")
 @twilio_signed
 def step(state: str) -> Response:
     """Keys gathered in ``state`` (Digits empty or absent means silence)."""
-    digits = request.form.get("Digits")
-    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits))
+    form = webhook_form()
+    digits = form.get("Digits")
+    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits), form)
 
 
 @bp.post("/pay/result")
@@ -181,8 +232,8 @@ def pay_result() -> Response:
     """<Pay>'s action callback: the authoritative result of a payment attempt."""
     from ivr.payments import handle_pay_result
 
-    form = {k: request.form.get(k, "") for k in request.form}
-    return run_flow("pay_result", lambda ctx: handle_pay_result(ctx, form))
+    form = webhook_form()
+    return run_flow("pay_result", lambda ctx: handle_pay_result(ctx, form), form)
 
 
 @bp.post("/pay/fallback")
@@ -192,18 +243,22 @@ def pay_fallback() -> Response:
     from ivr.payments import handle_pay_result
 
     return run_flow("pay_fallback", lambda ctx: handle_pay_result(
-        ctx, {"Result": "too-many-failed-attempts"}))
+        ctx, {"Result": "too-many-failed-attempts"}), webhook_form())
 
 
 @bp.post("/pay/status")
 @twilio_signed
 def pay_status() -> Response:
     """<Pay> progress callbacks: informational only; never carries usable card data."""
-    log.info("pay progress", extra={"fields": {
-        "call_sid": (request.form.get("CallSid") or "")[:64],
+    form = webhook_form()
+    fields: dict[str, object] = {
+        "call_sid": form.get("CallSid", "")[:64],
         # <Pay> names the field being captured "For"; the Payments API calls it "Capture".
-        "capture": (request.form.get("For") or request.form.get("Capture") or "")[:40],
-        "error_type": (request.form.get("ErrorType") or "")[:40]}})
+        "capture": (form.get("For") or form.get("Capture") or "")[:40],
+        "error_type": form.get("ErrorType", "")[:40]}
+    if get_config(current_app).allow_unsigned:
+        fields["unsigned"] = True
+    log.info("pay progress", extra={"fields": fields})
     return Response("", status=204)
 
 
@@ -211,9 +266,10 @@ def pay_status() -> Response:
 @twilio_signed
 def dial_done() -> Response:
     """The representative leg ended: goodbye if it connected, else back to where we were."""
+    form = webhook_form()
+    status = form.get("DialCallStatus", "").strip()
 
     def after(ctx: CallContext) -> Step:
-        status = (request.form.get("DialCallStatus") or "").strip()
         if status == "completed":
             machine.record(ctx, "transfer_done")
             ctx.call.state = ENDED
@@ -222,14 +278,15 @@ def dial_done() -> Response:
         ctx.call.outcome = None
         return machine.resume_after_transfer(ctx)
 
-    return run_flow("dial_done", after, create=False)
+    return run_flow("dial_done", after, form, create=False)
 
 
 @bp.post("/status")
 @twilio_signed
 def call_status() -> Response:
     """The call status callback: closes the session with its final state."""
-    status = (request.form.get("CallStatus") or "").strip()[:20]
+    form = webhook_form()
+    status = form.get("CallStatus", "").strip()[:20]
 
     def close(ctx: CallContext) -> Step:
         call = ctx.call
@@ -241,7 +298,7 @@ def call_status() -> Response:
             machine.record(ctx, "call_end", f"{status}:{call.outcome}")
         return Silent()
 
-    return run_flow("status", close, create=False)
+    return run_flow("status", close, form, create=False)
 
 
 @bp.get("/audio/<path:name>")

@@ -21,8 +21,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_line(env: Mapping[str, str], workers: int = 2) -> Iterator[str]:
-    """Run `ivr serve` with ``env`` added to ours; yield its base URL once /healthz answers."""
+def serve_line(env: Mapping[str, str], workers: int = 2, *,
+               healthy: bool = True) -> Iterator[str]:
+    """Run `ivr serve` with ``env`` added to ours; yield its base URL once /healthz answers.
+
+    With ``healthy=False`` (a database that is meant to be down), once the app answers at all.
+    """
     port = free_port()
     full = {**os.environ, "IVR_LOG_LEVEL": "WARNING", **env}
     full.pop("IVR_PUBLIC_BASE_URL", None)
@@ -35,9 +39,12 @@ def serve_line(env: Mapping[str, str], workers: int = 2) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if healthy and requests.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+                # GET on a webhook path is refused (405) without touching the database.
+                if not healthy and requests.get(f"{base}/voice/status", timeout=1).status_code:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "no server")
@@ -45,6 +52,10 @@ def serve_line(env: Mapping[str, str], workers: int = 2) -> Iterator[str]:
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # a worker stuck past gunicorn's graceful timeout
+            proc.kill()
+            proc.wait(timeout=5)
         if proc.stderr:
             proc.stderr.close()

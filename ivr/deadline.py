@@ -1,0 +1,79 @@
+"""A hard deadline on a request's database work, whatever the database does.
+
+A server-side statement_timeout cannot help when the database server itself stops
+answering, and libpq has no read timeout: a query on a frozen connection waits forever. So
+the work runs in a thread of its own and the request waits for it no longer than the
+deadline. Work that misses it is abandoned, not killed: it finishes (or fails) whenever the
+database answers again, and is told so through the event it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+from flask import copy_current_request_context
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Concurrent work per process outside `ivr serve` (tests, `ivr call`, `ivr demo`).
+DEFAULT_SLOTS = 4
+
+
+class DeadlinePassed(Exception):
+    """The work did not finish in time; the request must answer without it."""
+
+
+class Deadlines:
+    """Runs request work in a bounded set of threads, waiting no longer than the deadline.
+
+    At most ``slots`` pieces of work run at once, abandoned ones still stuck on a frozen
+    database included: threads cannot pile up, and a request queued behind stuck work gets
+    its answer at the deadline too.
+    """
+
+    def __init__(self, deadline_ms: int, slots: int = DEFAULT_SLOTS) -> None:
+        self.seconds = deadline_ms / 1000
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def run(self, work: Callable[[threading.Event], T], *, started: float,
+            label: Mapping[str, object]) -> T:
+        """``work(abandoned)`` with the current request context, by ``started`` + deadline.
+
+        Raises DeadlinePassed when the deadline passes first; ``abandoned`` is then set, so
+        the work can see, before it commits, that its answer will never be heard. ``label``
+        names the work in the log line written when abandoned work ends.
+        """
+        remaining = started + self.seconds - time.monotonic()
+        if remaining <= 0 or not self._slots.acquire(timeout=remaining):
+            raise DeadlinePassed
+        abandoned = threading.Event()
+        future: Future[T] = Future()
+        bound = copy_current_request_context(work)
+
+        def target() -> None:
+            outcome = "finished"
+            try:
+                future.set_result(bound(abandoned))
+            except BaseException as exc:  # handed to the waiting request, or logged below
+                outcome = f"failed: {type(exc).__name__}"
+                future.set_exception(exc)
+            finally:
+                self._slots.release()
+                if abandoned.is_set():
+                    log.warning("work finished after its deadline", extra={"fields": {
+                        **label, "outcome": outcome,
+                        "ms": round((time.monotonic() - started) * 1000, 1)}})
+
+        threading.Thread(target=target, name="ivr-deadline", daemon=True).start()
+        try:
+            return future.result(timeout=max(0.0, started + self.seconds - time.monotonic()))
+        except FutureTimeout:
+            abandoned.set()
+            raise DeadlinePassed from None
