@@ -73,7 +73,7 @@ CONNECTOR_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0))
 
 _ROUTES = frozenset({"incoming", "step", "pay_result", "pay_fallback", "dial_done", "status"})
-_WEBHOOK_OUTCOMES = frozenset({"ok", "error", "no_call_sid", "unknown_call"})
+_WEBHOOK_OUTCOMES = frozenset({"ok", "error", "no_call_sid", "unknown_call", "deadline"})
 _STATES = frozenset({
     "language", "confirm_account", "account_entry", "verify", "main_menu", "amount_menu",
     "amount_entry", "amount_confirm", "method", "bank_type", "fee_accept", "ach_authorize",
@@ -81,7 +81,7 @@ _STATES = frozenset({
 _EVENTS = frozenset({
     "enter", "ok", "noinput", "nomatch", "repeat", "agent", "max_tries", "more_time", "stale",
     "default", "transfer", "transfer_done", "transfer_failed", "pay_start", "pay_result",
-    "pay_repeat", "pay_unexpected", "goodbye", "call_end"})
+    "pay_repeat", "pay_unexpected", "goodbye", "call_end", "deadline"})
 _PAY_RESULTS = frozenset({
     "success", "caller-hung-up", "too-many-failed-attempts", "payment-connector-error",
     "caller-interrupted-with-star", "validation-error", "internal-error"})
@@ -230,7 +230,7 @@ class DatabaseCollector:
 
 
 _CALL_OUTCOMES = frozenset({"paid", "transferred", "gave_up", "hung_up", "hung_up_in_pay",
-                            "completed", "in_progress", "ended"})
+                            "deadline", "completed", "in_progress", "ended"})
 _RUN_STATUSES = frozenset({"running", "ok", "failed", "applied", "rejected"})
 
 

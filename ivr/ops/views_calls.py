@@ -13,8 +13,8 @@ from ivr.ops.present import seconds_text
 from ivr.ops.prompt_usage import STATE_QUESTIONS
 
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-OUTCOMES = ("", "paid", "transferred", "gave_up", "hung_up", "hung_up_in_pay", "completed",
-            "in_progress")
+OUTCOMES = ("", "paid", "transferred", "gave_up", "hung_up", "hung_up_in_pay", "deadline",
+            "completed", "in_progress")
 
 
 @bp.get("/calls")
