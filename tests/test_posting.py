@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +20,13 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select
 
+from connectors.hledger import transaction_code
 from ivr import get_config, get_database
 from ivr.cli import main
 from ivr.models import Account, OutboxEntry, Payment, PostingAttempt, utcnow
 from ivr.posting import drain_once
 from tests.conftest import OPEN_TIME, REPO, call, make_app, said_text
+from tests.servers.gate import Gate
 from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
 from tests.servers.webhook import Receiver, start_receiver
 
@@ -254,32 +256,64 @@ def wait_all_posted(app: Flask, timeout: float) -> None:
     raise AssertionError(f"not all posted: {pending[:5]}")
 
 
+def gated_worker_env(app: Flask, hledger: HledgerServer, gate: Gate) -> dict[str, str]:
+    """Workers that reach hledger through ``gate``; a held request waits on the test, not on
+    the connector's read timeout."""
+    env = worker_env(get_database(app).url, {**hledger.settings(), "IVR_HLEDGER_URL": gate.url})
+    env["IVR_ACCOUNTING_READ_TIMEOUT"] = "300"
+    return env
+
+
+def attempts_of(app: Flask, key: str) -> list[PostingAttempt]:
+    """The recorded attempts for the payment with idempotency key ``key``."""
+    with get_database(app).session() as db:
+        return list(db.scalars(
+            select(PostingAttempt)
+            .join(OutboxEntry, OutboxEntry.id == PostingAttempt.outbox_id)
+            .join(Payment, Payment.id == OutboxEntry.payment_id)
+            .where(Payment.idempotency_key == key).order_by(PostingAttempt.id)))
+
+
 def test_workers_killed_mid_post_still_post_each_payment_exactly_once(
         database_url: str, hledger: HledgerServer) -> None:
     app = posting_app(database_url, hledger.settings())
     keys = queue_payments(app, 30)
-    env = worker_env(get_database(app).url, hledger.settings())
+    code_to_key = {transaction_code(key): key for key in keys}
     before = hledger.balance("4401001234")
-    # SIGKILL a worker again and again while it posts; claims expire and are taken over.
-    for delay in (0.4, 0.7, 0.3, 0.9, 0.5, 0.6, 0.35, 0.8):
-        worker = start_worker(env)
-        time.sleep(delay)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-        time.sleep(0.05)
-    time.sleep(1.1)  # let the last claims expire
-    finisher = start_worker(env)
-    try:
-        wait_all_posted(app, 60)
-    finally:
-        finisher.terminate()
-        finisher.wait(timeout=10)
+    cut: dict[str, tuple[str, bool]] = {}  # key of the post a worker died in -> (worker, landed)
+    with Gate(hledger.url) as gate:
+        env = gated_worker_env(app, hledger, gate)
+        # Each worker posts two payments, then is SIGKILLed inside its third post: either
+        # before the write reaches the books, or after the books took it but before the
+        # worker heard back (so it could not record it). Its claim is left to expire.
+        for landed in (False, True, False, True):
+            held = gate.hold("PUT", "/add", after=2, answered=landed)
+            worker = start_worker(env)
+            try:
+                held.wait()
+            finally:
+                worker.kill()
+                worker.wait(timeout=10)
+            held.release()
+            key = code_to_key[held.json()["tcode"]]
+            assert hledger.transactions_with_code(key) == (1 if landed else 0)
+            cut[key] = (f"worker:{socket.gethostname()}:{worker.pid}", landed)
+        gate.open()
+        finisher = start_worker(env)
+        try:
+            wait_all_posted(app, 60)
+        finally:
+            finisher.terminate()
+            finisher.wait(timeout=10)
     for key in keys:
         assert hledger.transactions_with_code(key) == 1, diagnose(app, hledger, key)
-    # The killed workers did post (so the kills landed mid-drain), and the survivor
-    # took over their claims.
-    posters = {a.poster for a in attempts(app)}
-    assert len(posters) >= 2, posters
+    for key, (killed, _landed) in cut.items():
+        # The killed worker had posted (and recorded) payments before it died ...
+        done = [a.outcome for a in attempts(app) if a.poster == killed]
+        assert len(done) >= 2 and set(done) == {"posted"}, (killed, done)
+        # ... and recorded nothing for the one it died in: another worker took its claim over.
+        posters = [a.poster for a in attempts_of(app, key)]
+        assert posters and killed not in posters, (key, killed, posters)
     total = sum(p.amount_cents for p in payments(app))
     assert hledger.balance("4401001234") == before - Decimal(total) / 100
 
@@ -303,20 +337,26 @@ def test_two_workers_at_once_never_double_post(database_url: str,
                                                hledger: HledgerServer) -> None:
     app = posting_app(database_url, hledger.settings())
     keys = queue_payments(app, 30)
-    env = worker_env(get_database(app).url, hledger.settings())
-    env["IVR_OUTBOX_CLAIM_SECONDS"] = "30"
-    workers = [start_worker(env) for _ in range(3)]
-    try:
-        wait_all_posted(app, 60)
-    finally:
-        for w in workers:
-            w.terminate()
-            w.wait(timeout=10)
+    with Gate(hledger.url) as gate:
+        env = gated_worker_env(app, hledger, gate)
+        # Claims outlast the wait below, and are small enough (120 // 12 = 10 rows) that
+        # each of the three workers gets some of the 30 rows.
+        env["IVR_OUTBOX_CLAIM_SECONDS"] = "120"
+        # No write reaches the books until all three workers are inside a post at once.
+        together = gate.together("PUT", "/add", parties=3)
+        workers = [start_worker(env) for _ in range(3)]
+        try:
+            together.wait()
+            wait_all_posted(app, 60)
+        finally:
+            for w in workers:
+                w.terminate()
+                w.wait(timeout=10)
     for key in keys:
         assert hledger.transactions_with_code(key) == 1, diagnose(app, hledger, key)
-    posters = {a.poster for a in attempts(app)}
     assert len(attempts(app)) == 30  # one attempt per payment: no one posted twice
-    assert len(posters) >= 1
+    assert {a.poster for a in attempts(app)} == {
+        f"worker:{socket.gethostname()}:{w.pid}" for w in workers}
 
 
 def test_live_balance_is_read_and_falls_back_to_cache(sqlite_url: str,
