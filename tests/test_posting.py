@@ -80,6 +80,13 @@ def drain(app: Flask, later: timedelta = timedelta(0)) -> None:
                clock=lambda: utcnow() + later)
 
 
+def drain_at(app: Flask, when: datetime) -> None:
+    """One worker pass with the clock at ``when``."""
+    accounting = app.extensions["ivr.accounting"]
+    drain_once(get_database(app), accounting.connector, get_config(app), poster="test-worker",
+               clock=lambda: when)
+
+
 PAID_CALL = "1 1 60614 1 1 1 1 1"
 
 
@@ -127,8 +134,12 @@ def test_receiver_down_at_payment_time_queues_then_posts_once(
     assert said_text(app, "pay.success_posted") not in result.said()
     [entry] = outbox(app)
     assert entry.status == "pending" and entry.attempts == 1 and entry.last_error
+    # Backed off by at least half the 5 s first step (the other half is jitter) ...
+    [failed] = attempts(app)
+    assert entry.next_attempt_at - failed.at >= timedelta(seconds=2.5)
     receiver.restart()
-    drain(app)  # not due yet: backoff
+    # ... and not retried before then, however long the restart took on this machine.
+    drain_at(app, entry.next_attempt_at - timedelta(milliseconds=1))
     assert receiver.payments() == []
     drain(app, timedelta(hours=1))
     drain(app, timedelta(hours=2))
@@ -192,11 +203,12 @@ def test_500_and_429_are_retried_with_backoff(sqlite_url: str, receiver: Receive
     [entry] = outbox(app)
     assert entry.attempts == 2 and entry.status == "pending"
     receiver.set_faults({"status": 429, "retry_after": 600, "count": 1})
+    drained_after = utcnow() + timedelta(hours=2)
     drain(app, timedelta(hours=2))
     [entry] = outbox(app)
     assert entry.attempts == 3
     # Retry-After (600 s) is honoured even though the backoff alone would be shorter.
-    assert entry.next_attempt_at >= utcnow() + timedelta(hours=2, seconds=590)
+    assert entry.next_attempt_at >= drained_after + timedelta(seconds=600)
     drain(app, timedelta(hours=3))
     [entry] = outbox(app)
     assert entry.status == "posted" and entry.attempts == 4
@@ -419,7 +431,9 @@ def test_worker_once_and_reconcile_cli(sqlite_url: str, receiver: Receiver,
     result = CliRunner().invoke(main, ["worker", "--once"])
     assert result.exit_code == 0, result.output
     assert "posted 2, retried 0, dead 1" in result.output
-    day = utcnow().astimezone(app.extensions["ivr.prompts"].get().settings.transfer.timezone)
+    # The payments' own day (not "now", which may have passed midnight since).
+    day = payments(app)[0].paid_at.astimezone(
+        app.extensions["ivr.prompts"].get().settings.transfer.timezone)
     report = CliRunner().invoke(main, ["reconcile", "--date", day.date().isoformat(), "--json"])
     assert report.exit_code == 0, report.output
     data = json.loads(report.output)
