@@ -265,14 +265,15 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_all_posted(app: Flask, timeout: float) -> None:
+def wait_all_posted(app: Flask, timeout: float, gate: Gate | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(e.status == "posted" for e in outbox(app)):
             return
         time.sleep(0.2)
     pending = [(e.id, e.status, e.last_error) for e in outbox(app) if e.status != "posted"]
-    raise AssertionError(f"not all posted: {pending[:5]}")
+    refused = gate.refused if gate else []
+    raise AssertionError(f"not all posted: {pending[:5]}; refused by the server: {refused}")
 
 
 def gated_worker_env(app: Flask, hledger: HledgerServer, gate: Gate) -> dict[str, str]:
@@ -320,7 +321,7 @@ def test_workers_killed_mid_post_still_post_each_payment_exactly_once(
         gate.open()
         finisher = start_worker(env)
         try:
-            wait_all_posted(app, 60)
+            wait_all_posted(app, 60, gate)
         finally:
             finisher.terminate()
             finisher.wait(timeout=10)
@@ -366,7 +367,7 @@ def test_two_workers_at_once_never_double_post(database_url: str,
         workers = [start_worker(env) for _ in range(3)]
         try:
             together.wait()
-            wait_all_posted(app, 60)
+            wait_all_posted(app, 60, gate)
         finally:
             for w in workers:
                 w.terminate()

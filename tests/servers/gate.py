@@ -12,6 +12,11 @@ the accounting server instead of sleeping and hoping:
   other before any is forwarded: n clients that each send one request at a time are then
   provably inside a request at the same moment.
 
+The gate passes requests on one at a time (``serial``, the default): hledger-web 1.25 fails
+requests that overlap inside it ("openFile: resource busy (file is locked)" when a journal
+reload meets an append, answered as a 403 "server-side UI is disabled" or a 500), which is the
+server's limit, not what the posting tests are about. Clients still wait at the gate at once.
+
 Every wait has a timeout that fails the test loudly rather than hanging it. The gate listens
 on a port the kernel picks (bound before its URL is known: no port race).
 """
@@ -72,12 +77,15 @@ class Together:
 class Gate:
     """A proxy to ``target`` (``http://127.0.0.1:port``) on a free 127.0.0.1 port."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, serial: bool = True) -> None:
         self.target = target.rstrip("/")
+        self.serial = serial
         self._lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()
         self._rules: list[tuple[str, str, Callable[[], Held | Together | None]]] = []
         self._server: ThreadingHTTPServer | None = None
         self._held: list[Held] = []
+        self.refused: list[str] = []  # requests the server did not answer with 2xx
         self.url = ""
 
     # -- what to stop ---------------------------------------------------------------------
@@ -125,8 +133,12 @@ class Gate:
 
     def _forward(self, method: str, path: str, headers: dict[str, str],
                  body: bytes) -> requests.Response:
-        return requests.request(method, self.target + path, data=body or None,
-                                headers=headers, timeout=60, allow_redirects=False)
+        if not self.serial:
+            return requests.request(method, self.target + path, data=body or None,
+                                    headers=headers, timeout=60, allow_redirects=False)
+        with self._one_at_a_time:
+            return requests.request(method, self.target + path, data=body or None,
+                                    headers=headers, timeout=60, allow_redirects=False)
 
     def start(self) -> Self:
         gate = self
@@ -152,6 +164,9 @@ class Gate:
                     stop._released.wait(WAIT)
                     return  # dropped: the test killed its client meanwhile
                 response = gate._forward(self.command, self.path, headers, body)
+                if response.status_code >= 300:
+                    gate.refused.append(f"{self.command} {self.path} {headers} {body[:300]!r}"
+                                        f" -> {response.status_code} {response.text[:200]}")
                 if isinstance(stop, Held):
                     stop.body = body
                     stop._arrived.set()
