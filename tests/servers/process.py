@@ -7,6 +7,7 @@ import atexit
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Self
 
@@ -33,9 +34,14 @@ class ServerProcess:
         return self._process is not None and self._process.poll() is None
 
     def pause(self) -> None:
-        """SIGSTOP: the kernel still accepts connections, but nothing answers."""
+        """SIGSTOP: the kernel still accepts connections, but nothing answers.
+
+        Returns once every thread of the server is stopped: SIGSTOP is only queued by
+        kill(), and a request sent at once could otherwise still be answered.
+        """
         if self.running and self._process is not None:
             os.kill(self._process.pid, signal.SIGSTOP)
+            _wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT after ``pause()``."""
@@ -76,6 +82,25 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until each thread of ``pid`` is in state T (stopped), per /proc."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                # "pid (comm) S ...": the state follows the last ")".
+                states.append(task.read_text(encoding="ascii", errors="replace")
+                              .rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue  # a thread that just exited
+        if states and all(state in "tT" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not stop: thread states {states}")
+        time.sleep(0.001)
 
 
 def listens_on(pid: int, port: int) -> bool:
