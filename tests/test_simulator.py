@@ -628,10 +628,11 @@ def test_http_transport_wrong_token_and_no_server(served: tuple[TwilioApp, str])
     assert result.ended_by == "error"
     assert result.events[-1]["status"] == 403
 
-    with socket.socket() as sock:  # a port nobody listens on
+    # A port nobody listens on: held (bound, never listening) for the whole test, so no
+    # other process can start listening on it meanwhile.
+    with socket.socket() as sock, HttpTransport(TOKEN, timeout=2) as transport:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with HttpTransport(TOKEN, timeout=2) as transport:
         status, detail = transport.post(f"http://127.0.0.1:{port}/voice/incoming", {})
         result = run_call(transport, ScriptedCaller([]), base_url=f"http://127.0.0.1:{port}")
     assert status == 0

@@ -8,8 +8,6 @@ import logging
 import os
 import re
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,22 +327,33 @@ def test_connection_dropped_midway_is_retried(
 
 
 @needs_sshd
-def test_server_coming_up_late_is_retried(spare_sshd: SshdServer) -> None:
+def test_server_coming_up_late_is_retried(spare_sshd: SshdServer,
+                                          caplog: pytest.LogCaptureFixture) -> None:
     spare_sshd.pause()
     with sftp_transport(spare_sshd, retries=1, backoff=0.01) as transport, \
             pytest.raises(TransferError, match=r"list on sftp://.*failed"):
         transport.list_files()
 
-    starter = threading.Timer(0.3, spare_sshd.start)
-    starter.start()
+    # The server comes up while the transport waits to retry: started from its first
+    # "retry" warning, so the first try surely fails and a retry surely finds it up.
+    class StartOnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            retries.append(record.getMessage())
+            if not spare_sshd.running:
+                spare_sshd.start()
+
+    retries: list[str] = []
+    plant(spare_sshd.root / "outbox", "late.csv", b"x")
+    handler = StartOnRetry(logging.WARNING)
+    logger = logging.getLogger("connectors.transport")
+    logger.addHandler(handler)
     try:
-        plant(spare_sshd.root / "outbox", "late.csv", b"x")
-        started = time.monotonic()
-        with sftp_transport(spare_sshd, retries=6, backoff=0.05) as transport:
+        with caplog.at_level(logging.WARNING, "connectors.transport"), \
+                sftp_transport(spare_sshd, retries=6, backoff=0.05) as transport:
             assert [f.name for f in transport.list_files()] == ["late.csv"]
-        assert time.monotonic() - started >= 0.3
     finally:
-        starter.join()
+        logger.removeHandler(handler)
+    assert len(retries) == 1 and "retry 1/6" in retries[0], retries
 
 
 # -- host keys and authentication --------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from ivr.demo import demo_rows
-from tests.servers.process import ServerProcess
+from tests.servers.process import ServerProcess, listens_on
 
 BINARY = "hledger-web"
 START_TIMEOUT = 15.0
@@ -142,11 +142,23 @@ class HledgerServer(ServerProcess):
         """Launch (on ``self.port``; 0 picks a free one) and wait until ``/version`` answers."""
         if self.running:
             raise RuntimeError("hledger-web already running")
-        if self.port == 0:
-            self.port = _free_port()
         binary = shutil.which(BINARY)
         if binary is None:
             raise RuntimeError(f"{BINARY} is not installed")
+        pick_port = self.port == 0
+        for _ in range(5):
+            if pick_port:
+                self.port = _free_port()
+            if self._launch(binary):
+                return
+            if not pick_port:
+                raise RuntimeError(f"hledger-web exited (port {self.port} taken?): "
+                                   f"{self.log_tail()}")
+            # Another process took the port between our probe and hledger-web's bind.
+        raise RuntimeError(f"hledger-web could not bind a port: {self.log_tail()}")
+
+    def _launch(self, binary: str) -> bool:
+        """Start on ``self.port``; False if it exited (lost the port) before answering."""
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own files
                 [binary, "-f", str(self.journal), "--serve-api", "--host", "127.0.0.1",
@@ -154,21 +166,25 @@ class HledgerServer(ServerProcess):
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir)
         self._launched(process)
         try:
-            self._wait_answering()
+            return self._wait_answering()
         except BaseException:
             self.kill()
             raise
 
-    def _wait_answering(self) -> None:
+    def _wait_answering(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if not self.running:
-                raise RuntimeError(f"hledger-web exited: {self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/version", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
+                self._reap()
+                return False
+            # Only our own process's answer counts: not another server's on a lost port.
+            assert self._process is not None
+            if listens_on(self._process.pid, self.port):
+                try:
+                    if requests.get(f"{self.url}/version", timeout=1).ok:
+                        return True
+                except requests.RequestException:
+                    pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"hledger-web did not answer in {START_TIMEOUT} s: "
                                    f"{self.log_tail()}")

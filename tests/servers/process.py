@@ -7,6 +7,8 @@ import atexit
 import os
 import signal
 import subprocess
+import time
+from pathlib import Path
 from typing import Self
 
 _LIVE: set[ServerProcess] = set()
@@ -32,9 +34,14 @@ class ServerProcess:
         return self._process is not None and self._process.poll() is None
 
     def pause(self) -> None:
-        """SIGSTOP: the kernel still accepts connections, but nothing answers."""
+        """SIGSTOP: the kernel still accepts connections, but nothing answers.
+
+        Returns once every thread of the server is stopped: SIGSTOP is only queued by
+        kill(), and a request sent at once could otherwise still be answered.
+        """
         if self.running and self._process is not None:
             os.kill(self._process.pid, signal.SIGSTOP)
+            _wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT after ``pause()``."""
@@ -75,6 +82,55 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until each thread of ``pid`` is in state T (stopped), per /proc."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                # "pid (comm) S ...": the state follows the last ")".
+                states.append(task.read_text(encoding="ascii", errors="replace")
+                              .rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue  # a thread that just exited
+        if states and all(state in "tT" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not stop: thread states {states}")
+        time.sleep(0.001)
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` (Linux /proc).
+
+    A server given a port we probed as free may lose it to another process before it binds
+    (other test runs share the machine); then whatever answers on that port is not ours.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 @atexit.register

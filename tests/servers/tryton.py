@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from tests.servers.process import ServerProcess
+from tests.servers.process import ServerProcess, listens_on
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
@@ -189,8 +189,10 @@ class TrytonServer(ServerProcess):
         self.config_file = workdir / "trytond.conf"
         self.log_file = workdir / "trytond.log"
         self.db_dir = workdir / "db"
+        self.session_timeout = session_timeout
         _write_config(self.config_file, self.db_dir, self.port, session_timeout)
         self._process: subprocess.Popen[bytes] | None = None
+        self._answered = False
 
     @property
     def url(self) -> str:
@@ -208,6 +210,23 @@ class TrytonServer(ServerProcess):
         """Launch ``trytond`` and wait until the database answers a login."""
         if self.running:
             raise RuntimeError("trytond already running")
+        for _ in range(5):
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            try:
+                self._launch()
+            except TrytonUnavailable:
+                lost = b"Address already in use" in self.log_file.read_bytes()[logged:]
+                if self._answered or not lost:
+                    raise
+                # Another process took the port between our probe and trytond's bind.
+                self.port = _free_port()
+                _write_config(self.config_file, self.db_dir, self.port, self.session_timeout)
+                continue
+            self._answered = True
+            return
+        raise TrytonUnavailable(f"trytond could not bind a port: {self._log_tail()}")
+
+    def _launch(self) -> None:
         with self.log_file.open("ab") as log:
             # "-d" loads the database's pool at start; without it the first login fails.
             process = subprocess.Popen(  # noqa: S603 - our venv, fixed arguments
@@ -226,9 +245,13 @@ class TrytonServer(ServerProcess):
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                with requests.Session() as session:
-                    self._rpc(session, "common.server.version", [], root=True)
-                return
+                # Only our own trytond's answer counts, not another server's on a lost port.
+                assert self._process is not None
+                if listens_on(self._process.pid, self.port):
+                    with requests.Session() as session:
+                        self._rpc(session, "common.server.version", [], root=True)
+                    return
+                raise requests.ConnectionError("not listening yet")
             except (requests.ConnectionError, requests.Timeout):
                 if not self.running:
                     raise TrytonUnavailable(f"trytond exited: {self._log_tail()}") from None
