@@ -166,7 +166,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhook app with gunicorn."""
     from ivr.server import run_gunicorn
 
-    app = _app()
+    # With the served app's database timeouts: a database that does not answer must not
+    # hang the start either.
+    app = _app(serve_threads=threads)
     config = get_config(app)
     if not config.twilio_auth_token and not config.allow_unsigned:
         raise click.ClickException(
@@ -191,6 +193,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         catalog = store.get()  # fail now, not on the first caller
     except CatalogError as exc:
         raise click.ClickException(f"prompts in {config.prompts_dir}: {exc}") from None
+    store.wait_until_kept(timeout=5)  # the first good version is shared before serving
     if store.problems:
         click.secho(f"WARNING: prompts in {config.prompts_dir} are broken; serving the last good "
                     f"version {catalog.version} until they are fixed (ivr prompts check):\n  "

@@ -281,6 +281,7 @@ class PromptStore:
         self._catalog: Catalog | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self._checked_at = 0.0
+        self._keeping: threading.Thread | None = None
         self.problems: tuple[str, ...] = ()
 
     @property
@@ -355,13 +356,26 @@ class PromptStore:
         self._catalog = catalog
 
     def _keep(self, catalog: Catalog) -> None:
+        """Keep a good catalog in ``snapshots``, off the caller's path: a slow or frozen
+        database must not hold the webhook that happened to load it."""
         if self._snapshots is None or not catalog.sources:
             return
-        try:
-            self._snapshots.save(catalog.version, catalog.sources)
-        except Exception:  # a database hiccup must not stop the line speaking
-            logger.warning("could not keep prompts version %s as the last good one",
-                           catalog.version, exc_info=True)
+        snapshots = self._snapshots
+
+        def save() -> None:
+            try:
+                snapshots.save(catalog.version, catalog.sources)
+            except Exception:  # a database hiccup must not stop the line speaking
+                logger.warning("could not keep prompts version %s as the last good one",
+                               catalog.version, exc_info=True)
+
+        self._keeping = threading.Thread(target=save, name="ivr-prompts-keep", daemon=True)
+        self._keeping.start()
+
+    def wait_until_kept(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until the last good catalog has been kept."""
+        if self._keeping is not None:
+            self._keeping.join(timeout)
 
     def _last_good(self) -> Catalog | None:
         """The last good catalog from ``snapshots``, read with today's audio files."""

@@ -151,7 +151,11 @@ def _dispose_apps() -> Iterator[None]:
     """Close every app's connection pool after each test (no leaked connections)."""
     yield
     while _APPS:
-        get_database(_APPS.pop()).dispose()
+        app = _APPS.pop()
+        # A prompts version being kept in the database (a thread of its own) must finish
+        # first, or its connection would outlive the pool.
+        app.extensions["ivr.prompts"].wait_until_kept(timeout=10)
+        get_database(app).dispose()
 
 
 @pytest.fixture

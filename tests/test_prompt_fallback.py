@@ -20,6 +20,13 @@ def _break(prompts: Path) -> None:
                         encoding="utf-8")
 
 
+def _loaded(app: Flask) -> None:
+    """Load the app's prompts, and wait until it has kept them in the database."""
+    store = app.extensions["ivr.prompts"]
+    store.get()
+    store.wait_until_kept(timeout=10)
+
+
 def _restart(database_url: str, prompts: Path) -> Flask:
     """A new worker process: nothing in memory, only the folder and the database."""
     return make_app(database_url, prompts)
@@ -32,6 +39,7 @@ def test_a_worker_started_on_a_broken_folder_speaks_the_last_good_wording(
         'say = "Thank you for calling Lakeside Power."')})
     first = make_app(database_url, prompts)
     assert "Lakeside Power" in call(first, "1 1 hangup").said()
+    first.extensions["ivr.prompts"].wait_until_kept(timeout=10)
     _break(prompts)
     alarms: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
@@ -57,7 +65,7 @@ def test_a_worker_started_on_a_broken_folder_speaks_the_last_good_wording(
 def test_the_fixed_folder_takes_over_and_the_alarm_clears(database_url: str,
                                                           tmp_path: Path) -> None:
     prompts = custom_prompts(tmp_path, {})
-    make_app(database_url, prompts).extensions["ivr.prompts"].get()
+    _loaded(make_app(database_url, prompts))
     good = (prompts / "settings.toml").read_text(encoding="utf-8")
     _break(prompts)
     restarted = _restart(database_url, prompts)
@@ -77,7 +85,7 @@ def test_another_machine_falls_back_on_what_this_one_kept(database_url: str,
     one = custom_prompts(tmp_path / "one", {"en-US.toml": (
         'say = "Thank you for calling our payment line."',
         'say = "Thank you for calling Lakeside Power."')})
-    make_app(database_url, one).extensions["ivr.prompts"].get()
+    _loaded(make_app(database_url, one))
     two = custom_prompts(tmp_path / "two", {})
     _break(two)
     other = make_app(database_url, two)
@@ -100,7 +108,7 @@ def test_the_console_shows_the_alarm(database_url: str, tmp_path: Path) -> None:
     from tests.test_ops_helpers import ops_app, signed_in
 
     app = ops_app(database_url, tmp_path)
-    app.extensions["ivr.prompts"].get()  # a good version is kept
+    _loaded(app)  # a good version is kept
     client = signed_in(app)
     assert "prompts folder is broken" not in client.get("/ops/").text
     _break(tmp_path / "prompts")
