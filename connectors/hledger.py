@@ -55,6 +55,8 @@ from connectors.http import (
 __all__ = ["HledgerConnector", "Posting", "transaction_code", "unbalanced_by"]
 
 SYSTEM = "hledger"
+# What hledger-web 1.25 says in --serve-api mode when a request failed inside it.
+_INTERNAL_FAILURE = "server-side UI is disabled"
 DEFAULT_RECEIVABLE_PREFIX = "receivables:customers:"
 DEFAULT_CLEARING_ACCOUNT = "assets:bank:clearing"
 DEFAULT_FEE_ACCOUNT = "income:convenience-fees"
@@ -424,9 +426,16 @@ class HledgerConnector:
         self._wait_after_read(deadline)
         response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
                            timeout=timeout_for(deadline.remaining(), self._timeout),
-                           ok_statuses=(400,))
-        if response.status_code == 400:
-            raise PermanentError(SYSTEM, f"refused: {_error_text(response)}")
+                           ok_statuses=(400, 403))
+        if response.status_code == 403 and _INTERNAL_FAILURE in response.text:
+            # hledger-web 1.25 answers an internal failure (a journal reload meeting an
+            # append from another writer: "resource busy (file is locked)") with this 403 in
+            # --serve-api mode, having written nothing. Another try finds the journal free;
+            # the duplicate check above makes it safe even had it been written.
+            raise RetryableError(SYSTEM, f"HTTP 403 (hledger-web busy): {_error_text(response)}")
+        if response.status_code in (400, 403):
+            raise PermanentError(SYSTEM, f"refused (HTTP {response.status_code}): "
+                                         f"{_error_text(response)}")
         return PostResult(receipt_id=code)
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:

@@ -361,3 +361,42 @@ def test_write_that_timed_out_but_landed_is_found_by_the_retry(live: HledgerServ
         retry.close()
     assert result.already_posted
     assert live.transactions_with_code(post.idempotency_key) == 1
+
+
+def test_writers_at_once_are_retried_never_refused(live: HledgerServer) -> None:
+    """Several workers writing at once: hledger-web 1.25 sometimes fails a request inside
+    (a journal reload meeting an append) and answers 403. That is a retry, never a dead
+    letter: every payment ends up in the journal exactly once."""
+    import threading
+
+    before = live.balance("4401009012")
+    posts = [[payment(account="4401009012", amount="1.00", fee="0.00") for _ in range(12)]
+             for _ in range(3)]
+    refused: list[str] = []
+
+    def worker(mine: list[PaymentPost]) -> None:
+        connector = HledgerConnector.from_settings(live.settings())
+        try:
+            for post in mine:
+                for _ in range(20):
+                    try:
+                        connector.post_payment(post, timeout=30)
+                        break
+                    except RetryableError:
+                        continue  # what the worker does, after a backoff
+                    except PermanentError as exc:
+                        refused.append(str(exc))
+                        break
+        finally:
+            connector.close()
+
+    threads = [threading.Thread(target=worker, args=(mine,)) for mine in posts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refused == []
+    for mine in posts:
+        for post in mine:
+            assert live.transactions_with_code(transaction_code(post.idempotency_key)) == 1
+    assert live.balance("4401009012") == before - Decimal("36.00")
