@@ -72,7 +72,7 @@ def test_unsigned_mode_is_in_every_webhook_log_line(
         sqlite_url: str, prompts_dir: Path, ivr_logs: pytest.LogCaptureFixture) -> None:
     signed = make_app(sqlite_url, prompts_dir)
     twiml(Twilio(signed).post("/voice/incoming", CallSid=new_sid()))
-    unsigned = make_app(sqlite_url, prompts_dir, allow_unsigned=True)
+    unsigned = make_app(sqlite_url, prompts_dir, allow_unsigned=True, twilio_auth_token="")
     twiml(Twilio(unsigned).post("/voice/incoming", sign=False, CallSid=new_sid()))
     twiml(Twilio(unsigned).post("/voice/status", sign=False, CallSid=new_sid(),
                                 CallStatus="completed"))
