@@ -123,6 +123,15 @@ def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
     return prompts
 
 
+def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `ivr serve` fail, rather than serve forever, should it get past its checks."""
+
+    def served(*_args: object) -> None:
+        raise AssertionError("ivr serve started the line")
+
+    monkeypatch.setattr("ivr.server.run_gunicorn", served)
+
+
 def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
              **overrides: Any) -> Flask:
     """An app with a fixed clock, migrated and loaded with the demo accounts."""

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from flask import Flask
 
 from ivr.cli import main
-from tests.conftest import TOKEN, call, custom_prompts, make_app, said_text
+from tests.conftest import TOKEN, call, custom_prompts, make_app, never_serve, said_text
 
 
 def _break(prompts: Path) -> None:
@@ -99,6 +99,7 @@ def test_with_nothing_kept_a_broken_folder_is_refused_at_start(
     monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
     monkeypatch.setenv("IVR_TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PROMPTS_DIR", str(prompts))
+    never_serve(monkeypatch)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0
     assert "settings.toml" in result.output

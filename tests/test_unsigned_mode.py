@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ivr import create_app
 from ivr.cli import main
 from ivr.config import ConfigError
-from tests.conftest import PG_URL, REPO, TOKEN, make_app, new_sid
+from tests.conftest import PG_URL, REPO, TOKEN, make_app, never_serve, new_sid
 
 
 @pytest.mark.parametrize("real_line", [
@@ -33,6 +33,7 @@ def test_serve_refuses_unsigned_mode_with_a_token(tmp_path: Path,
     monkeypatch.setenv("IVR_ALLOW_UNSIGNED", "1")
     monkeypatch.setenv("IVR_TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PUBLIC_BASE_URL", "https://pay.example.com")
+    never_serve(monkeypatch)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0
     assert "IVR_ALLOW_UNSIGNED" in result.output
@@ -44,6 +45,7 @@ def test_serve_refuses_unsigned_mode_on_a_public_address(
     monkeypatch.setenv("IVR_ALLOW_UNSIGNED", "1")
     monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("IVR_PUBLIC_BASE_URL", raising=False)
+    never_serve(monkeypatch)
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"])  # noqa: S104
     assert result.exit_code != 0
     assert "127.0.0.1" in result.output
