@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -51,14 +51,27 @@ def _postgres_available() -> str | None:
     return None
 
 
+def unavailable(why: str) -> NoReturn:
+    """A real server a test needs cannot run here: skip locally, fail under CI=true (a green
+    CI must mean every test ran)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI=true: {why}")
+    pytest.skip(why)
+
+
+def requires(why: str | None) -> pytest.MarkDecorator:
+    """Mark a test that needs something ``why`` says is missing (None: nothing is): skipped
+    locally, run (and so failing) under CI=true."""
+    return pytest.mark.skipif(why is not None and os.environ.get("CI") != "true",
+                              reason=why or "")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database on 127.0.0.1 (skipped locally when none runs)."""
     problem = _postgres_available()
     if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true: {problem}")
-        pytest.skip(f"PostgreSQL not available at {PG_URL}: {problem}")
+        unavailable(f"PostgreSQL not available at {PG_URL}: {problem}")
     from ivr.db import Database
 
     database = Database(PG_URL)

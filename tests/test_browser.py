@@ -7,7 +7,6 @@ Uses Debian's chromium through Playwright's `executable_path`; nothing downloads
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -23,7 +22,7 @@ from werkzeug.serving import make_server
 from ivr import get_database
 from ivr.models import OutboxEntry, SyncRun
 from ivr.simulator import HttpTransport, ScriptedCaller, run_call
-from tests.conftest import OPEN_TIME, REPO, TOKEN
+from tests.conftest import OPEN_TIME, REPO, TOKEN, unavailable
 from tests.test_ops_helpers import PASSWORD, USER, ops_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,9 +45,7 @@ def _browser_or_skip() -> Any:
         why = why or "playwright is not installed (pip install -e '.[dev]')"
         sync_playwright = None
     if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser test must run under CI=true: {why}")
-        pytest.skip(why)
+        unavailable(why)
     return sync_playwright
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from connectors.accounting import (
     RetryableError,
 )
 from connectors.hledger import HledgerConnector, Posting, transaction_code, unbalanced_by
+from tests.conftest import unavailable
 from tests.servers.hledger import (
     CLEARING_ACCOUNT,
     FEE_ACCOUNT,
@@ -37,9 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HledgerServer]:
     """One hledger-web for the module (skipped locally when it is not installed)."""
     problem = hledger_available()
     if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"hledger-web is required under CI=true: {problem}")
-        pytest.skip(problem)
+        unavailable(problem)
     hledger = start_hledger(tmp_path_factory.mktemp("hledger"))
     try:
         yield hledger

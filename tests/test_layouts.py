@@ -44,6 +44,7 @@ from connectors.layouts import (
     write_payment_file,
 )
 from connectors.pgp import PgpError, decrypt_file, encrypt_file
+from tests.conftest import requires
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "layouts.md"
 
@@ -984,7 +985,7 @@ def test_docs_examples_load_and_match_their_samples(tmp_path: Path) -> None:
 
 # --- PGP ------------------------------------------------------------------------------------------
 
-needs_gpg = pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG (gpg) not installed")
+needs_gpg = requires(None if shutil.which("gpg") else "GnuPG (gpg) is not installed")
 
 
 @dataclass

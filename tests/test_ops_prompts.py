@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import time
@@ -22,7 +21,7 @@ from ivr.ops.prompt_edit import Change, EditRefused
 from ivr.ops.prompt_usage import ANY_STATE, PROMPT_USAGE, STATE_QUESTIONS, usage_for
 from ivr.prompt_ids import PROMPT_PARAMS, REQUIRED_PROMPT_IDS
 from ivr.prompts import load_catalog
-from tests.conftest import OPEN_TIME, REPO, call
+from tests.conftest import OPEN_TIME, REPO, call, unavailable
 from tests.test_ops_helpers import (
     USER,
     assert_accessible,
@@ -277,9 +276,7 @@ def test_editor_page_lists_usage_placeholders_and_samples(lite: Flask) -> None:
 
 def _espeak_or_skip() -> None:
     if shutil.which("espeak-ng") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("espeak-ng is required under CI=true (apt-get install espeak-ng)")
-        pytest.skip("espeak-ng is not installed")
+        unavailable("espeak-ng is not installed (apt-get install espeak-ng)")
 
 
 def test_preview_plays_synthesised_audio(lite: Flask) -> None:

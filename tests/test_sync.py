@@ -20,7 +20,7 @@ from ivr.cli import main
 from ivr.demo import demo_file
 from ivr.models import Account, IngestedFile, JobLock, Payment, SyncRun, utcnow
 from ivr.sync import Interval, SyncConfig, SyncError, interval_containing, pull, push
-from tests.conftest import OPEN_TIME, REPO, call, make_app
+from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
 from tests.servers.sshd import SshdServer, sshd_available, start_sshd
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -30,9 +30,7 @@ CHICAGO = ZoneInfo("America/Chicago")
 def sshd(tmp_path: Path) -> Iterator[SshdServer]:
     problem = sshd_available()
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"sshd is required under CI=true: {problem}")
-        pytest.skip(problem)
+        unavailable(problem)
     server = start_sshd(tmp_path / "sshd")
     try:
         yield server
@@ -282,9 +280,7 @@ def test_pgp_both_ways(sqlite_url: str, sshd: SshdServer, tmp_path: Path) -> Non
     from tests.test_layouts import _keyring
 
     if shutil.which("gpg") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("gpg is required under CI=true")
-        pytest.skip("GnuPG not installed")
+        unavailable("GnuPG (gpg) is not installed")
     root = Path(tempfile.mkdtemp(prefix="gpg", dir="/tmp"))  # short: gpg-agent socket path
     ring = _keyring(root, "ivr", None)
     try:

@@ -26,10 +26,11 @@ from connectors.transport import (
     Transport,
     open_transport,
 )
+from tests.conftest import requires, unavailable
 from tests.servers.sshd import SshdServer, generate_key, sshd_available, start_sshd
 
 SSHD_MISSING = sshd_available()
-needs_sshd = pytest.mark.skipif(SSHD_MISSING is not None, reason=SSHD_MISSING or "")
+needs_sshd = requires(SSHD_MISSING)
 MTIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 PAYLOAD = os.urandom(200_000)  # several 32 KiB chunks
 
@@ -38,7 +39,7 @@ PAYLOAD = os.urandom(200_000)  # several 32 KiB chunks
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
     """One sshd for the module; tests that restart or re-key it use ``spare_sshd``."""
     if SSHD_MISSING:
-        pytest.skip(SSHD_MISSING)
+        unavailable(SSHD_MISSING)
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
@@ -48,7 +49,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
 def spare_sshd(tmp_path: Path) -> Iterator[SshdServer]:
     """A private sshd a test may pause, restart or re-key."""
     if SSHD_MISSING:
-        pytest.skip(SSHD_MISSING)
+        unavailable(SSHD_MISSING)
     server = start_sshd(tmp_path / "spare")
     yield server
     server.stop()
