@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.line_settings import VerificationSettings
 from ivr.models import Account, AccountPhone, VerificationFailure
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,8 @@ def record_verification_failure(db: Session, account_id: int, call_sid: str,
     db.flush()
 
 
-@dataclass(frozen=True)
-class Lockout:
-    """The cross-call lockout policy (from settings.toml's [verification])."""
-
-    failures: int  # from one calling number
-    failures_all_callers: int  # from every number not on file, together
-    window: timedelta
-    duration: timedelta
-
-
 def locked_until(db: Session, account_id: int, now: datetime, caller: str,
-                 policy: Lockout) -> datetime | None:
+                 policy: VerificationSettings) -> datetime | None:
     """When ``caller`` may try the account again, if failures locked them out; else None.
 
     A calling number is locked by its own failures. Every number not on file for the account
@@ -58,7 +48,7 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
     a number on file is exempt from that, so a stranger cannot lock the owner out. Each
     lock runs from the failure that reached the limit, so it expires by itself.
     """
-    horizon = now - policy.window - policy.duration
+    horizon = now - policy.lockout_window - policy.lockout_duration
     rows = list(db.execute(
         select(VerificationFailure.failed_at, VerificationFailure.caller)
         .where(VerificationFailure.account_id == account_id,
@@ -66,18 +56,20 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
         .order_by(VerificationFailure.failed_at)))
     on_file = set(db.scalars(select(AccountPhone.phone)
                              .where(AccountPhone.account_id == account_id)))
-    ends = [_lock_end([at for at, who in rows if who == caller], policy, policy.failures)]
+    ends = [_lock_end([at for at, who in rows if who == caller], policy,
+                      policy.lockout_failures)]
     if caller not in on_file:
         strangers = [at for at, who in rows if who not in on_file]
-        ends.append(_lock_end(strangers, policy, policy.failures_all_callers))
+        ends.append(_lock_end(strangers, policy, policy.lockout_failures_all_callers))
     until = max((end for end in ends if end is not None), default=None)
     return until if until is not None and until > now else None
 
 
-def _lock_end(times: list[datetime], policy: Lockout, limit: int) -> datetime | None:
+def _lock_end(times: list[datetime], policy: VerificationSettings,
+              limit: int) -> datetime | None:
     """The end of the latest lock ``times`` earned: ``limit`` failures within the window."""
     end = None
     for i in range(limit - 1, len(times)):
-        if times[i] - times[i - limit + 1] <= policy.window:
-            end = times[i] + policy.duration
+        if times[i] - times[i - limit + 1] <= policy.lockout_window:
+            end = times[i] + policy.lockout_duration
     return end

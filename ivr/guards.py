@@ -52,6 +52,11 @@ def caller_key(from_number: str) -> str:
     return "".join(ch for ch in from_number.strip() if ch.isprintable())[:40]
 
 
+def _line(call: CallSession) -> str:
+    """The line's own number, the one the caller dialled (what per-line limits count)."""
+    return call.to_number[:40]
+
+
 def lock_account(db: Session, account_id: int) -> None:
     """Take the account's row lock until the transaction ends (PostgreSQL).
 
@@ -76,7 +81,7 @@ def record(db: Session, kind: str, call: CallSession, now: datetime,
     """Remember one event a limit counts (and forget that kind's events past ``KEEP``)."""
     db.execute(delete(GuardEvent).where(GuardEvent.kind == kind, GuardEvent.at < now - KEEP))
     db.add(GuardEvent(kind=kind, at=now, account_id=account_id,
-                      caller=caller_key(call.from_number), line=call.to_number[:40],
+                      caller=caller_key(call.from_number), line=_line(call),
                       call_sid=call.call_sid))
     db.flush()
 
@@ -88,17 +93,12 @@ def _count(db: Session, kind: str, since: datetime, **match: object) -> int:
     return int(db.scalar(stmt) or 0)
 
 
-def _in_flight(db: Session, call: CallSession, now: datetime, **match: object) -> int:
-    """Other calls waiting on <Pay> right now, matched on the account or the caller."""
-    stmt = select(CallSession.call_sid, CallSession.from_number).where(
+def _in_flight(db: Session, call: CallSession, now: datetime) -> list[tuple[int | None, str]]:
+    """(account, caller) of the other calls waiting on <Pay> right now (a handful)."""
+    rows = db.execute(select(CallSession.account_id, CallSession.from_number).where(
         CallSession.state == _PAYING, CallSession.call_sid != call.call_sid,
-        CallSession.ended_at.is_(None), CallSession.started_at > now - _IN_FLIGHT)
-    if "account_id" in match:
-        stmt = stmt.where(CallSession.account_id == match["account_id"])
-    rows = list(db.execute(stmt))
-    if "caller" in match:
-        return sum(1 for _sid, number in rows if caller_key(number) == match["caller"])
-    return len(rows)
+        CallSession.ended_at.is_(None), CallSession.started_at > now - _IN_FLIGHT))
+    return [(account_id, caller_key(number)) for account_id, number in rows]
 
 
 def pay_limit(db: Session, call: CallSession, account_id: int, now: datetime,
@@ -107,14 +107,16 @@ def pay_limit(db: Session, call: CallSession, account_id: int, now: datetime,
     or None. Call with the account's row lock held (``lock_account``)."""
     since = now - limits.pay_decline_window
     caller = caller_key(call.from_number)
+    waiting = _in_flight(db, call, now)
     if (_count(db, PAY_DECLINED, since, account_id=account_id)
-            + _in_flight(db, call, now, account_id=account_id)
+            + sum(1 for other, _ in waiting if other == account_id)
             >= limits.pay_declines_per_account):
         return "account"
     if (_count(db, PAY_DECLINED, since, caller=caller)
-            + _in_flight(db, call, now, caller=caller) >= limits.pay_declines_per_caller):
+            + sum(1 for _, other in waiting if other == caller)
+            >= limits.pay_declines_per_caller):
         return "caller"
-    if (_count(db, PAY_DECLINED, now - limits.line_window, line=call.to_number[:40])
+    if (_count(db, PAY_DECLINED, now - limits.line_window, line=_line(call))
             >= limits.pay_declines_per_line):
         return "line"
     return None
@@ -127,7 +129,7 @@ def lookup_limit(db: Session, call: CallSession, now: datetime,
     if (_count(db, ACCOUNT_MISS, now - limits.account_miss_window,
                caller=caller_key(call.from_number)) >= limits.account_misses_per_caller):
         return "caller"
-    if (_count(db, ACCOUNT_MISS, now - limits.line_window, line=call.to_number[:40])
+    if (_count(db, ACCOUNT_MISS, now - limits.line_window, line=_line(call))
             >= limits.account_misses_per_line):
         return "line"
     return None

@@ -16,7 +16,7 @@ from ivr import guards
 from ivr.flow.agent import escalate
 from ivr.flow.context import CallContext
 from ivr.flow.machine import enter, finish, record
-from ivr.flow.states import ENDED, PAYING, pay_limited
+from ivr.flow.states import ENDED, PAYING, pay_limited, refuse_payment
 from ivr.flow.steps import Silent, Speech, Step
 from ivr.line_settings import CARD_TYPES
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
@@ -222,7 +222,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         guards.record(ctx.db, guards.PAY_DECLINED, call, ctx.now, call.account_id)
         if call.account_id is not None and pay_limited(ctx):
             # Say so now rather than offer a retry that would be refused.
-            return finish(ctx, escalate(ctx, (*message, Speech("pay.limit_reached"))))
+            return finish(ctx, refuse_payment(ctx, message).step)
     if call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return finish(ctx, escalate(ctx, (*message, Speech("pay.tries_exhausted"))))
     return enter(ctx, "pay_failed", message)

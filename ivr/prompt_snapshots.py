@@ -21,11 +21,14 @@ class PromptSnapshots:
         self.database = database
 
     def save(self, version: str, files: Mapping[str, str]) -> None:
-        """Keep a good catalog's files once per version (a twin machine may race us)."""
+        """Keep a good catalog's files once per version (a twin machine may race us); a
+        version that comes back (a revert) becomes the latest again."""
         try:
             with self.database.session() as db:
-                if db.scalar(select(PromptSnapshot.id)
-                             .where(PromptSnapshot.version == version)) is not None:
+                kept = db.scalar(select(PromptSnapshot)
+                                 .where(PromptSnapshot.version == version))
+                if kept is not None:
+                    kept.saved_at = utcnow()
                     return
                 db.add(PromptSnapshot(version=version, saved_at=utcnow(), files=dict(files)))
                 db.flush()

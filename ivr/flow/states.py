@@ -132,12 +132,9 @@ def locked(ctx: CallContext) -> bool:
     account = ctx.account
     if account is None:
         return False
-    v = ctx.settings.verification
-    policy = accounts.Lockout(failures=v.lockout_failures,
-                              failures_all_callers=v.lockout_failures_all_callers,
-                              window=v.lockout_window, duration=v.lockout_duration)
     until = accounts.locked_until(ctx.db, account.id, ctx.now,
-                                  guards.caller_key(ctx.call.from_number), policy)
+                                  guards.caller_key(ctx.call.from_number),
+                                  ctx.settings.verification)
     return until is not None
 
 
@@ -246,7 +243,7 @@ def start_payment(ctx: CallContext) -> Outcome:
     if ctx.call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return Go("main_menu", (_say("pay.tries_exhausted"),))
     if pay_limited(ctx):
-        return Finish(escalate(ctx, (_say("pay.limit_reached"),)))
+        return refuse_payment(ctx)
     ctx.call.amount_cents = None
     ctx.call.fee_cents = 0
     if account.balance_due_cents <= 0:
@@ -502,10 +499,15 @@ def pay_limited(ctx: CallContext) -> bool:
     return True
 
 
+def refuse_payment(ctx: CallContext, before: SpeechList = ()) -> Finish:
+    """A card-testing limit was reached: say why, then a representative or a goodbye."""
+    return Finish(escalate(ctx, (*before, _say("pay.limit_reached"))))
+
+
 def hand_off(ctx: CallContext, before: SpeechList) -> Outcome:
     """Hand the call to <Pay>, unless a limit was reached while the caller chose."""
     if pay_limited(ctx):
-        return Finish(escalate(ctx, (_say("pay.limit_reached"),)))
+        return refuse_payment(ctx)
     return Finish(pay_step(ctx, before), state=PAYING)
 
 
