@@ -68,7 +68,7 @@ def _peak_mb() -> float:
 
 def phase_ours(file: Path, url: str) -> dict[str, float]:
     """Import through ivr: parse, validate, stage, merge."""
-    from ivr.account_import import import_accounts
+    from ivr.accounts.importer import import_accounts
     from ivr.db import Database
 
     database = Database(url)
@@ -141,7 +141,7 @@ def _payment_rows(count: int) -> list[tuple[str, int, int, datetime, str]]:
 
 def phase_export_ours(count: int) -> dict[str, float]:
     """The default confirmation layout writing ``count`` payments."""
-    from connectors.layouts import DEFAULT_PAYMENT_LAYOUT, PaymentRow, write_payment_file
+    from connectors.files.layouts import DEFAULT_PAYMENT_LAYOUT, PaymentRow, write_payment_file
 
     rows = [PaymentRow(account_number=a, amount_cents=c, fee_cents=f, paid_at=t,
                        confirmation_number=code, method="card", card_brand="visa",

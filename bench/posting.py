@@ -29,12 +29,12 @@ from sqlalchemy import update
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from connectors.accounting import AccountingConnector, PaymentPost  # noqa: E402
-from connectors.hledger import HledgerConnector, transaction_code  # noqa: E402
-from connectors.webhook import WebhookConnector, _encode, payload, sign  # noqa: E402
-from ivr import get_config, get_database  # noqa: E402
+from connectors.accounting.base import AccountingConnector, PaymentPost  # noqa: E402
+from connectors.accounting.hledger import HledgerConnector, transaction_code  # noqa: E402
+from connectors.accounting.webhook import WebhookConnector, _encode, payload, sign  # noqa: E402
 from ivr.models import Account  # noqa: E402
-from ivr.posting import drain_once  # noqa: E402
+from ivr.money.posting import drain_once  # noqa: E402
+from ivr.web.app import get_config, get_database  # noqa: E402
 from tests.conftest import Twilio, make_app, new_sid  # noqa: E402
 from tests.servers.hledger import start_hledger  # noqa: E402
 from tests.servers.webhook import start_receiver  # noqa: E402
@@ -93,7 +93,7 @@ def drain_rate(database_url: str, settings: dict[str, str], count: int) -> float
     app = make_app(database_url, REPO / "prompts", accounting=settings["IVR_ACCOUNTING"],
                    accounting_settings=settings)
     queue_payments(app, count)
-    connector = app.extensions["ivr.accounting"].connector
+    connector = app.extensions["ivr.money.accounting"].connector
     started = time.perf_counter()
     stats = drain_once(get_database(app), connector, get_config(app), poster="bench")
     elapsed = time.perf_counter() - started

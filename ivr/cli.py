@@ -12,8 +12,9 @@ from typing import Any
 import click
 from flask import Flask
 
-from ivr import create_app, get_config, get_database
+from connectors.amounts import cents_to_text
 from ivr.config import ConfigError
+from ivr.web.app import create_app, get_config, get_database
 
 
 def _app(**overrides: Any) -> Flask:
@@ -63,14 +64,14 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
     from datetime import UTC, datetime
 
-    from connectors.account_file import FileSummary
-    from connectors.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
-    from ivr.account_import import apply_account_records
+    from connectors.files.account_file import FileSummary
+    from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
+    from ivr.accounts.importer import apply_account_records
 
     app = _app()
     chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
     if layout != "default":
-        from ivr.sync import SyncConfig, SyncError
+        from ivr.accounts.sync import SyncConfig, SyncError
 
         try:
             found = SyncConfig.from_settings(
@@ -100,15 +101,15 @@ def payments() -> None:
 @click.option("--limit", default=100, show_default=True)
 def payments_list(as_json: bool, limit: int) -> None:
     """List payments, newest first (masked: last 4 digits only)."""
-    from ivr.payments import payments_for_listing
+    from ivr.money.payments import payments_for_listing
     from ivr.security import mask_account
 
     app = _app()
     with get_database(app).session() as session:
         rows = [{
             "paid_at": p.paid_at.isoformat(), "account": mask_account(p.account_number),
-            "amount": _dollars(p.amount_cents),
-            "fee": _dollars(p.fee_cents), "method": p.method,
+            "amount": cents_to_text(p.amount_cents),
+            "fee": cents_to_text(p.fee_cents), "method": p.method,
             "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
             "confirmation": p.confirmation_code, "posting": p.posting_status,
             "call_sid": p.call_sid,
@@ -124,10 +125,6 @@ def payments_list(as_json: bool, limit: int) -> None:
                    f"{r['confirmation']}  {r['posting']}")
 
 
-def _dollars(cents: int) -> str:
-    from decimal import Decimal
-
-    return f"{Decimal(cents) / 100:.2f}"
 
 
 @main.group()
@@ -141,8 +138,8 @@ def prompts() -> None:
 def prompts_check(directory: Path | None) -> None:
     """Validate wording and settings: ids, placeholders, keys, SSML, audio files."""
     from ivr.config import load_config
-    from ivr.prompt_ids import PROMPT_PARAMS
-    from ivr.prompts import check_catalog
+    from ivr.prompts.catalog import check_catalog
+    from ivr.prompts.ids import PROMPT_PARAMS
 
     try:
         target = directory or load_config().prompts_dir
@@ -164,7 +161,7 @@ def prompts_check(directory: Path | None) -> None:
               help="Request threads per worker.")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhook app with gunicorn."""
-    from ivr.server import run_gunicorn
+    from ivr.web.server import run_gunicorn
 
     # With the served app's database timeouts: a database that does not answer must not
     # hang the start either.
@@ -186,9 +183,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         click.secho("WARNING: IVR_PUBLIC_BASE_URL is not an https:// URL: <Pay> will not work "
                     "with real calls, and signatures behind a proxy will not validate.",
                     fg="yellow", err=True)
-    from ivr.prompts import CatalogError, PromptStore
+    from ivr.prompts.catalog import CatalogError, PromptStore
 
-    store: PromptStore = app.extensions["ivr.prompts"]
+    store: PromptStore = app.extensions["ivr.prompts.catalog"]
     try:
         catalog = store.get()  # fail now, not on the first caller
     except CatalogError as exc:
@@ -287,9 +284,9 @@ def demo(press: str | None, as_json: bool, interactive: bool | None,
     The demo keeps to a database of its own and posts nowhere, so trying it can never put
     demo accounts or test payments into a real line's data.
     """
-    from ivr import default_database_url
     from ivr.demo import DEMO_CALLER, DEMO_LINE, DEMO_PRESSES, seed
     from ivr.simulator import FlaskTransport
+    from ivr.web.app import default_database_url
 
     token = secrets.token_hex(16)
     if database is None:
@@ -320,11 +317,11 @@ def demo(press: str | None, as_json: bool, interactive: bool | None,
     if not as_json:
         click.echo("\nPayments so far in the demo database:")
         with demo_db.session() as session:
-            from ivr.payments import payments_for_listing
+            from ivr.money.payments import payments_for_listing
 
             for p in payments_for_listing(session, 5):
                 click.echo(f"  {p.paid_at:%Y-%m-%d %H:%M}Z  account ...{p.account_number[-4:]}  "
-                           f"${_dollars(p.amount_cents)}  {p.method} ...{p.card_last4 or ''}  "
+                           f"${cents_to_text(p.amount_cents)}  {p.method} ...{p.card_last4 or ''}  "
                            f"confirmation {p.confirmation_code}  {p.posting_status}")
 
 
@@ -337,7 +334,7 @@ Test cards: 4111111111111111 succeeds, 4000000000000002 is declined.
 
 
 def _accounting_or_fail(app: Flask) -> Any:
-    accounting = app.extensions.get("ivr.accounting")
+    accounting = app.extensions.get("ivr.money.accounting")
     if accounting is None:
         raise click.ClickException(
             "IVR_ACCOUNTING is 'none': set it to tryton, hledger or webhook "
@@ -352,7 +349,7 @@ def worker(once: bool, idle: float) -> None:
     """Post queued payments to the accounting system (safe to run as several processes)."""
     import signal
 
-    from ivr.posting import run_worker
+    from ivr.money.posting import run_worker
 
     app = _app()
     accounting = _accounting_or_fail(app)
@@ -391,7 +388,7 @@ def outbox_list(status: str | None, as_json: bool) -> None:
         rows: list[dict[str, Any]] = [{
             "id": e.id, "status": e.status, "attempts": e.attempts,
             "account": mask_account(e.payment.account_number),
-            "amount": _dollars(e.payment.amount_cents),
+            "amount": cents_to_text(e.payment.amount_cents),
             "confirmation": e.payment.confirmation_code, "receipt_id": e.receipt_id,
             "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
         } for e in session.scalars(stmt)]
@@ -409,7 +406,7 @@ def outbox_list(status: str | None, as_json: bool) -> None:
 def outbox_retry(outbox_id: int) -> None:
     """Queue a dead-lettered payment again (after fixing what the system refused)."""
     from ivr.models import utcnow
-    from ivr.posting import retry_dead
+    from ivr.money.posting import retry_dead
 
     app = _app()
     with get_database(app).session() as session:
@@ -423,9 +420,9 @@ def outbox_retry(outbox_id: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(day: str, as_json: bool) -> None:
     """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
-    from ivr.prompts import load_catalog
-    from ivr.reconcile import parse_day
-    from ivr.reconcile import reconcile as run
+    from ivr.money.reconcile import parse_day
+    from ivr.money.reconcile import reconcile as run
+    from ivr.prompts.catalog import load_catalog
 
     try:
         when = parse_day(day)
@@ -439,16 +436,16 @@ def reconcile(day: str, as_json: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         click.echo(f"{report.day} ({report.timezone}): captured {report.captured} "
-                   f"(${_dollars(report.captured_cents)}), posted {report.posted} "
-                   f"(${_dollars(report.posted_cents)}), queued {report.queued} "
-                   f"(${_dollars(report.queued_cents)}), dead {report.dead} "
-                   f"(${_dollars(report.dead_cents)})")
+                   f"(${cents_to_text(report.captured_cents)}), posted {report.posted} "
+                   f"(${cents_to_text(report.posted_cents)}), queued {report.queued} "
+                   f"(${cents_to_text(report.queued_cents)}), dead {report.dead} "
+                   f"(${cents_to_text(report.dead_cents)})")
         for line in report.differences:
             click.echo(f"  {line.status:<7} #{line.payment_id} {line.account} "
-                       f"${_dollars(line.amount_cents)} {line.confirmation}: {line.detail}")
+                       f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")
         for line in report.unexplained:
             click.echo(f"  UNEXPLAINED #{line.payment_id} {line.account} "
-                       f"${_dollars(line.amount_cents)} {line.confirmation}: {line.detail}")
+                       f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")
     if not report.ok:
         sys.exit(1)
 
@@ -459,7 +456,7 @@ def sync() -> None:
 
 
 def _sync_setup() -> tuple[Flask, Any]:
-    from ivr.sync import SyncConfig, SyncError
+    from ivr.accounts.sync import SyncConfig, SyncError
 
     app = _app()
     try:
@@ -471,8 +468,8 @@ def _sync_setup() -> tuple[Flask, Any]:
 @sync.command("pull")
 def sync_pull() -> None:
     """Fetch new account files from IVR_SYNC_INBOX_URL and apply each all-or-nothing."""
-    from connectors.transport import TransferError
-    from ivr.sync import SyncError, pull
+    from connectors.files.transport import TransferError
+    from ivr.accounts.sync import SyncError, pull
 
     app, config = _sync_setup()
     try:
@@ -494,9 +491,9 @@ def sync_pull() -> None:
                                  "interval since the last push.")
 def sync_push(interval: str | None) -> None:
     """Send payment confirmation files to IVR_SYNC_OUTBOX_URL, one per interval."""
-    from connectors.transport import TransferError
-    from ivr.prompts import load_catalog
-    from ivr.sync import SyncError, parse_interval, push
+    from connectors.files.transport import TransferError
+    from ivr.accounts.sync import SyncError, parse_interval, push
+    from ivr.prompts.catalog import load_catalog
 
     app, config = _sync_setup()
     zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
@@ -506,7 +503,7 @@ def sync_push(interval: str | None) -> None:
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for sent in files:
-        click.echo(f"{sent.name}: {sent.count} payments, ${_dollars(sent.sum_cents)}")
+        click.echo(f"{sent.name}: {sent.count} payments, ${cents_to_text(sent.sum_cents)}")
     if not files:
         click.echo("nothing due: the current interval has not closed yet")
 
@@ -592,7 +589,7 @@ def accounts_unlock(account_number: str) -> None:
     representative has verified the caller)."""
     from sqlalchemy import delete
 
-    from ivr.accounts import find_by_number
+    from ivr.accounts.cache import find_by_number
     from ivr.models import VerificationFailure
     from ivr.security import mask_account
 

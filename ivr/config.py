@@ -40,7 +40,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AppConfig:
-    """Deployment settings (the contract in design section 3). Line behaviour lives in prompts/."""
+    """Deployment settings (docs/configuration.md). Line behaviour lives in prompts/."""
 
     database_url: str = ""
     twilio_auth_token: str = ""
@@ -84,7 +84,7 @@ class AppConfig:
     simulated: bool = False
     # IVR_TRYTON_*, IVR_HLEDGER_*, IVR_WEBHOOK_*, IVR_ACCOUNTING_* variables, for the connector.
     accounting_settings: Mapping[str, str] = field(default_factory=dict)
-    # IVR_SYNC_*, IVR_SFTP_*, IVR_PGP_* variables, for `ivr sync` (see ivr.sync.SyncConfig).
+    # IVR_SYNC_*, IVR_SFTP_*, IVR_PGP_* variables, for `ivr sync` (ivr.accounts.sync.SyncConfig).
     sync_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -6,7 +6,7 @@ import csv
 import io
 from datetime import date, timedelta
 
-from ivr.account_import import ImportReport, import_accounts
+from ivr.accounts.importer import ImportReport, import_accounts
 from ivr.db import Database
 
 DEMO_CALLER = "+15555550123"

@@ -28,7 +28,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper
 
-from ivr import guards
+from ivr.calls import guards
 from ivr.db import Database
 from ivr.models import (
     CallEvent,
@@ -39,7 +39,7 @@ from ivr.models import (
     Payment,
     SyncRun,
 )
-from ivr.reconcile import day_bounds
+from ivr.money.reconcile import day_bounds
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

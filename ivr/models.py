@@ -178,7 +178,7 @@ class CallSession(Base):
     bank_account_type: Mapped[str | None] = mapped_column(String(32))
     pay_tries: Mapped[int] = mapped_column(default=0)
     text_receipt_sent: Mapped[bool] = mapped_column(Boolean, default=False)
-    # The recording running while a bank-debit authorization is read (see ivr.twilio_api).
+    # The recording running while a bank-debit authorization is read (see ivr.calls.twilio_api).
     ach_recording_sid: Mapped[str | None] = mapped_column(String(64))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     prompts_version: Mapped[str] = mapped_column(String(16), default="")

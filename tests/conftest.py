@@ -18,9 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from ivr import create_app, get_database
 from ivr.demo import demo_file
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
+from ivr.web.app import create_app, get_database
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 REPO = Path(__file__).resolve().parent.parent
@@ -142,13 +142,13 @@ def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     def served(*_args: object) -> None:
         raise AssertionError("ivr serve started the line")
 
-    monkeypatch.setattr("ivr.server.run_gunicorn", served)
+    monkeypatch.setattr("ivr.web.server.run_gunicorn", served)
 
 
 def make_app(database_url: str, prompts_dir: Path, now: datetime = OPEN_TIME,
              **overrides: Any) -> Flask:
     """An app with a fixed clock, migrated and loaded with the demo accounts."""
-    from ivr.account_import import import_accounts
+    from ivr.accounts.importer import import_accounts
 
     app = create_app({"database_url": database_url, "twilio_auth_token": TOKEN,
                       "prompts_dir": str(prompts_dir), "pin_key": "test-pin-key",
@@ -176,7 +176,7 @@ def _dispose_apps() -> Iterator[None]:
         app = _APPS.pop()
         # A prompts version being kept in the database (a thread of its own) must finish
         # first, or its connection would outlive the pool.
-        app.extensions["ivr.prompts"].wait_until_kept(timeout=10)
+        app.extensions["ivr.prompts.catalog"].wait_until_kept(timeout=10)
         get_database(app).dispose()
 
 
@@ -242,9 +242,9 @@ def new_sid() -> str:
 
 def said_text(app: Flask, prompt_id: str, lang: str = "en-US", **params: str) -> str:
     """What the line says for a prompt, flattened as the simulator flattens <Say>."""
-    from ivr.prompts import PromptStore
+    from ivr.prompts.catalog import PromptStore
 
-    store: PromptStore = app.extensions["ivr.prompts"]
+    store: PromptStore = app.extensions["ivr.prompts.catalog"]
     ssml = store.get().render(prompt_id, lang, **params).ssml
     root = ET.fromstring(f"<speak>{ssml}</speak>")  # noqa: S314
     return " ".join("".join(root.itertext()).split())

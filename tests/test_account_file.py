@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.account_file import (
+from connectors.files.account_file import (
     AccountFileError,
     AccountRecord,
     FileSummary,

@@ -19,9 +19,9 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from ivr import get_database
 from ivr.models import OutboxEntry, SyncRun
 from ivr.simulator import HttpTransport, ScriptedCaller, run_call
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, REPO, TOKEN, unavailable
 from tests.test_ops_helpers import PASSWORD, USER, ops_app
 

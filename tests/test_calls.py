@@ -8,8 +8,9 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select
 
-from ivr import get_database, speech
 from ivr.models import Account, AchAuthorization, CallEvent, CallSession, OutboxEntry, Payment
+from ivr.prompts import speech
+from ivr.web.app import get_database
 from tests.conftest import (
     CLOSED_TIME,
     OPEN_TIME,

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from ivr import create_app, get_database
 from ivr.cli import main
 from ivr.demo import demo_file
 from ivr.models import Account
+from ivr.web.app import create_app, get_database
 from tests.conftest import OPEN_TIME, REPO
 
 

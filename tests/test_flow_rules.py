@@ -8,8 +8,8 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.models import CallSession, Payment
+from ivr.web.app import get_database
 from tests.conftest import (
     Twilio,
     call,

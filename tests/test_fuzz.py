@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from ivr import get_database
-from ivr.flow.states import STATES
+from ivr.calls.states import STATES
 from ivr.models import Account, CallSession
+from ivr.web.app import get_database
 from tests.conftest import Twilio, new_sid
 
 ALL_STATES = [*sorted(STATES), "paying", "ended", "no-such-state"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import func, select
 
-from ivr import get_database
 from ivr.models import GuardEvent, Payment, VerificationFailure
+from ivr.web.app import get_database
 from tests.conftest import (
     CLOSED_TIME,
     OPEN_TIME,

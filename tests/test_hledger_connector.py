@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.accounting import (
+from connectors.accounting.base import (
     AccountingConnector,
     PaymentPost,
     PermanentError,
     RetryableError,
 )
-from connectors.hledger import HledgerConnector, Posting, transaction_code, unbalanced_by
+from connectors.accounting.hledger import HledgerConnector, Posting, transaction_code, unbalanced_by
 from tests.conftest import unavailable
 from tests.servers.hledger import (
     CLEARING_ACCOUNT,

@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from connectors.cells import neutralise, restore
-from connectors.layouts import (
+from connectors.files.cells import neutralise, restore
+from connectors.files.layouts import (
     DEFAULT_PAYMENT_LAYOUT,
     PAYMENT_FIELDS,
     PaymentLayout,
@@ -32,10 +32,11 @@ from connectors.layouts import (
     read_payment_file,
     write_payment_file,
 )
-from ivr import cli, get_config, get_database
-from ivr.account_import import import_accounts
+from ivr import cli
+from ivr.accounts.importer import import_accounts
+from ivr.accounts.sync import SyncConfig, interval_containing, push
 from ivr.models import Payment
-from ivr.sync import SyncConfig, interval_containing, push
+from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, Twilio, make_app, new_sid, twiml
 
 HOSTILE_BRAND = '=HYPERLINK("http://x","y")'
@@ -130,7 +131,7 @@ def test_pay_callback_fields_carry_only_what_they_should(
 
 
 def test_bank_account_type_is_one_twilio_documents() -> None:
-    from ivr.payments import PayResult
+    from ivr.money.payments import PayResult
 
     def bank_type(value: str) -> str | None:
         return PayResult.from_form({"BankAccountType": value}).bank_account_type
@@ -247,7 +248,7 @@ def test_rejection_report_lines_never_start_a_formula(sqlite_url: str, prompts_d
                                                       tmp_path: Path) -> None:
     # A guard: each report line starts with the inbox URL, "line N:" or "file error:", and
     # values inside are shown with repr (a tab is "\t"), whatever the file and its name.
-    from ivr.sync import pull
+    from ivr.accounts.sync import pull
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -288,8 +289,8 @@ def test_control_characters_reject_the_row_with_a_reason(app: Flask) -> None:
 
 
 def test_control_characters_are_refused_in_billers_layouts_too() -> None:
-    from connectors.account_file import Rejection
-    from connectors.layouts import AccountLayout, iter_layout_file
+    from connectors.files.account_file import Rejection
+    from connectors.files.layouts import AccountLayout, iter_layout_file
 
     layout = AccountLayout(name="pipes", delimiter="|", columns={
         "account_number": "ACCT", "balance_due": "AMT", "customer_name": "NAME"})
@@ -307,7 +308,7 @@ NAME_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), ma
        after=NAME_TEXT)
 def test_any_control_character_in_a_name_rejects_the_row(before: str, control: str,
                                                          after: str) -> None:
-    from connectors.account_file import Rejection, iter_account_file
+    from connectors.files.account_file import Rejection, iter_account_file
 
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")

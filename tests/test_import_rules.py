@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
-from ivr.account_import import import_accounts
+from ivr.accounts.importer import import_accounts
 from ivr.models import Account, OutboxEntry, Payment, SyncRun, utcnow
 from ivr.security import check_pin
+from ivr.web.app import get_database
 
 NO_PIN_FILE = (
     "account_number,customer_name,balance_due\r\n"

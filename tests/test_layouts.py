@@ -1,4 +1,4 @@
-"""Tests for declared file layouts (connectors/layouts.py) and PGP (connectors/pgp.py)."""
+"""Declared file layouts (connectors/files/layouts.py) and PGP (connectors/files/pgp.py)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.account_file import (
+from connectors.files.account_file import (
     AccountFileError,
     AccountRecord,
     FileSummary,
     Rejection,
     iter_account_file,
 )
-from connectors.layouts import (
+from connectors.files.layouts import (
     DEFAULT_ACCOUNT_LAYOUT,
     DEFAULT_PAYMENT_LAYOUT,
     PAYMENT_FIELDS,
@@ -43,7 +43,7 @@ from connectors.layouts import (
     read_payment_file,
     write_payment_file,
 )
-from connectors.pgp import PgpError, decrypt_file, encrypt_file
+from connectors.files.pgp import PgpError, decrypt_file, encrypt_file
 from tests.conftest import requires
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "layouts.md"

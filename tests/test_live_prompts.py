@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ivr.prompt_ids import REQUIRED_PROMPT_IDS
+from ivr.prompts.ids import REQUIRED_PROMPT_IDS
 from tests.conftest import REPO, call, make_app
 
 
@@ -61,16 +61,16 @@ def test_code_speaks_only_registered_prompt_ids() -> None:
     pattern = re.compile(r'(?:Speech|_say|render|has)\(\s*"([a-z_]+\.[a-z_.]+)"')
     for path in (REPO / "ivr").rglob("*.py"):
         used.update(pattern.findall(path.read_text(encoding="utf-8")))
-    twiml_ids = re.findall(r'\("(pay\.[a-z_]+)", \{', (REPO / "ivr/voice/twiml.py").read_text())
+    twiml_ids = re.findall(r'\("(pay\.[a-z_]+)", \{', (REPO / "ivr/calls/twiml.py").read_text())
     used.update(twiml_ids)
-    used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', (REPO / "ivr/payments.py").read_text()))
+    used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', (REPO / "ivr/money/payments.py").read_text()))
     assert len(used) > 60
     assert used - set(REQUIRED_PROMPT_IDS) == set()
 
 
 def test_every_prompt_renders_with_the_values_the_code_supplies() -> None:
-    from ivr.prompt_ids import PROMPT_PARAMS
-    from ivr.prompts import load_catalog
+    from ivr.prompts.catalog import load_catalog
+    from ivr.prompts.ids import PROMPT_PARAMS
 
     catalog = load_catalog(REPO / "prompts")
     for lang in catalog.settings.languages:
@@ -81,8 +81,8 @@ def test_every_prompt_renders_with_the_values_the_code_supplies() -> None:
 
 
 def test_check_catches_a_placeholder_the_code_does_not_supply(tmp_path: Path) -> None:
-    from ivr.prompt_ids import PROMPT_PARAMS
-    from ivr.prompts import check_catalog
+    from ivr.prompts.catalog import check_catalog
+    from ivr.prompts.ids import PROMPT_PARAMS
 
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)

@@ -11,9 +11,9 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.logs import JsonFormatter
 from ivr.models import Base
+from ivr.web.app import get_database
 from tests.conftest import call, custom_prompts, make_app
 
 CARD = "4111111111111111"

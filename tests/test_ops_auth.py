@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.cli import main
 from ivr.models import OpsLoginAttempt, OpsUser, utcnow
 from ivr.ops import auth
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, TOKEN, Twilio, new_sid, set_clock, twiml
 from tests.test_ops_helpers import PASSWORD, USER, login, ops_app, signed_in, token
 

@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.models import CallSession, Payment
 from ivr.ops import funnel
 from ivr.ops.funnel import Period
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, call
 from tests.test_ops_helpers import assert_accessible, assert_no_secrets, ops_app, signed_in
 

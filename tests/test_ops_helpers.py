@@ -12,9 +12,9 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ivr import get_database
 from ivr.models import utcnow
 from ivr.ops.auth import add_user
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, REPO, make_app
 
 USER = "alice"

@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from connectors.accounting import PaymentPost, PostResult, RetryableError
-from ivr import get_config, get_database
+from connectors.accounting.base import PaymentPost, PostResult, RetryableError
 from ivr.db import Database
 from ivr.metrics import DatabaseCollector
 from ivr.models import OutboxEntry, utcnow
-from ivr.posting import attempt
+from ivr.money.posting import attempt
+from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, TOKEN, call, make_app, new_sid
 from tests.servers.line import serve_line
 from tests.test_ops_helpers import SECRETS

@@ -11,7 +11,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.models import (
     CallSession,
     ImportRun,
@@ -22,6 +21,7 @@ from ivr.models import (
     SyncRun,
 )
 from ivr.ops.audio import synthesize
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, call, unavailable
 from tests.test_ops_helpers import (
     assert_accessible,

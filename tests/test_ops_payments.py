@@ -9,7 +9,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database
 from ivr.models import (
     ImportRun,
     IngestedFile,
@@ -18,6 +17,7 @@ from ivr.models import (
     PostingAttempt,
     SyncRun,
 )
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, call
 from tests.test_ops_helpers import (
     assert_accessible,

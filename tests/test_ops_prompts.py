@@ -13,14 +13,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from ivr import get_database
-from ivr.flow.states import STATES
+from ivr.calls.states import STATES
 from ivr.models import PromptVersion
 from ivr.ops import prompt_edit
 from ivr.ops.prompt_edit import Change, EditRefused
 from ivr.ops.prompt_usage import ANY_STATE, PROMPT_USAGE, STATE_QUESTIONS, usage_for
-from ivr.prompt_ids import PROMPT_PARAMS, REQUIRED_PROMPT_IDS
-from ivr.prompts import load_catalog
+from ivr.prompts.catalog import load_catalog
+from ivr.prompts.ids import PROMPT_PARAMS, REQUIRED_PROMPT_IDS
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, REPO, call, unavailable
 from tests.test_ops_helpers import (
     USER,

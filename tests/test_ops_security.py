@@ -11,9 +11,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from ivr import get_database, guards
+from ivr.calls import guards
 from ivr.models import Account, GuardEvent, VerificationFailure
 from ivr.ops.line_security import KIND_LABELS
+from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME
 from tests.test_ops_helpers import assert_accessible, assert_no_secrets, ops_app, signed_in
 

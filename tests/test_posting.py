@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select
 
-from connectors.hledger import transaction_code
-from ivr import get_config, get_database
+from connectors.accounting.hledger import transaction_code
 from ivr.cli import main
 from ivr.models import Account, OutboxEntry, Payment, PostingAttempt, utcnow
-from ivr.posting import drain_once
+from ivr.money.posting import drain_once
+from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, call, make_app, said_text, unavailable
 from tests.servers.gate import Gate
 from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
@@ -73,14 +73,14 @@ def attempts(app: Flask) -> list[PostingAttempt]:
 
 def drain(app: Flask, later: timedelta = timedelta(0)) -> None:
     """One worker pass, as if ``later`` had passed (so backoff delays are due)."""
-    accounting = app.extensions["ivr.accounting"]
+    accounting = app.extensions["ivr.money.accounting"]
     drain_once(get_database(app), accounting.connector, get_config(app), poster="test-worker",
                clock=lambda: utcnow() + later)
 
 
 def drain_at(app: Flask, when: datetime) -> None:
     """One worker pass with the clock at ``when``."""
-    accounting = app.extensions["ivr.accounting"]
+    accounting = app.extensions["ivr.money.accounting"]
     drain_once(get_database(app), accounting.connector, get_config(app), poster="test-worker",
                clock=lambda: when)
 
@@ -387,7 +387,7 @@ def test_live_balance_is_read_and_falls_back_to_cache(
         "    receivables:customers:4401001234   USD 100.00\n    income:utility\n")
     live = call(app, "1 1 60614 -")
     assert "two hundred twenty-three dollars and forty-five cents" in live.said()
-    accounting = app.extensions["ivr.accounting"]
+    accounting = app.extensions["ivr.money.accounting"]
     # What each live lookup was allowed and what became of it (not how long the call took:
     # that the connector keeps to its timeout is test_hledger_connector's business).
     lookups: list[tuple[float | None, str]] = []
@@ -432,7 +432,7 @@ def test_worker_once_and_reconcile_cli(sqlite_url: str, receiver: Receiver,
     assert "posted 2, retried 0, dead 1" in result.output
     # The payments' own day (not "now", which may have passed midnight since).
     day = payments(app)[0].paid_at.astimezone(
-        app.extensions["ivr.prompts"].get().settings.transfer.timezone)
+        app.extensions["ivr.prompts.catalog"].get().settings.transfer.timezone)
     report = CliRunner().invoke(main, ["reconcile", "--date", day.date().isoformat(), "--json"])
     assert report.exit_code == 0, report.output
     data = json.loads(report.output)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ivr.accounting import CircuitBreaker
 from ivr.config import load_config
-from ivr.posting import backoff_seconds
+from ivr.money.accounting import CircuitBreaker
+from ivr.money.posting import backoff_seconds
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

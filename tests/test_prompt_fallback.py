@@ -22,7 +22,7 @@ def _break(prompts: Path) -> None:
 
 def _loaded(app: Flask) -> None:
     """Load the app's prompts, and wait until it has kept them in the database."""
-    store = app.extensions["ivr.prompts"]
+    store = app.extensions["ivr.prompts.catalog"]
     store.get()
     store.wait_until_kept(timeout=10)
 
@@ -39,17 +39,17 @@ def test_a_worker_started_on_a_broken_folder_speaks_the_last_good_wording(
         'say = "Thank you for calling Lakeside Power."')})
     first = make_app(database_url, prompts)
     assert "Lakeside Power" in call(first, "1 1 hangup").said()
-    first.extensions["ivr.prompts"].wait_until_kept(timeout=10)
+    first.extensions["ivr.prompts.catalog"].wait_until_kept(timeout=10)
     _break(prompts)
     alarms: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = alarms.append  # type: ignore[method-assign]
-    logging.getLogger("ivr.prompts").addHandler(handler)
+    logging.getLogger("ivr.prompts.catalog").addHandler(handler)
     try:
         restarted = _restart(database_url, prompts)
         result = call(restarted, "1 1 60614 1 1 1 1 1")
     finally:
-        logging.getLogger("ivr.prompts").removeHandler(handler)
+        logging.getLogger("ivr.prompts.catalog").removeHandler(handler)
     said = result.said()
     assert "Lakeside Power" in said  # the operator's wording, not the shipped default
     assert any(e["event"] == "pay" for e in result.events)  # the caller could pay
@@ -69,7 +69,7 @@ def test_the_fixed_folder_takes_over_and_the_alarm_clears(database_url: str,
     good = (prompts / "settings.toml").read_text(encoding="utf-8")
     _break(prompts)
     restarted = _restart(database_url, prompts)
-    store = restarted.extensions["ivr.prompts"]
+    store = restarted.extensions["ivr.prompts.catalog"]
     store.get()
     assert store.problems
     (prompts / "settings.toml").write_text(good.replace("max_tries = 3", "max_tries = 2"),

@@ -1,4 +1,4 @@
-"""Tests for the prompt catalog (ivr.prompts) and line settings (ivr.line_settings)."""
+"""Tests for the prompt catalog (ivr.prompts.catalog) and line settings (ivr.prompts.settings)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.line_settings import LineSettings, SettingsError, parse_line_settings
-from ivr.prompts import (
+from ivr.prompts.catalog import (
     Catalog,
     CatalogError,
     PromptStore,
@@ -27,6 +26,7 @@ from ivr.prompts import (
     escape_text,
     load_catalog,
 )
+from ivr.prompts.settings import LineSettings, SettingsError, parse_line_settings
 
 REPO_SETTINGS = Path(__file__).resolve().parent.parent / "prompts" / "settings.toml"
 CHICAGO = ZoneInfo("America/Chicago")
@@ -526,10 +526,11 @@ def test_store_keeps_old_catalog_when_edit_is_bad(
 ) -> None:
     store = PromptStore(prompts_dir, min_interval=0)
     good = store.get()
-    caplog.set_level(logging.INFO, logger="ivr.prompts")
+    caplog.set_level(logging.INFO, logger="ivr.prompts.catalog")
     bump(prompts_dir / "en-US.toml", EN.replace('say = "Goodbye."', 'say = "Goodbye.<break>"'))
     assert store.get() is good
-    errors = [r for r in caplog.records if r.name == "ivr.prompts" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records
+              if r.name == "ivr.prompts.catalog" and r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert good.version in errors[0].getMessage()
     assert "malformed SSML" in errors[0].getMessage()

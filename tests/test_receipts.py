@@ -71,8 +71,8 @@ def test_bank_authorization_is_recorded_and_stopped_before_bank_entry(
         sqlite_url: str, twilio_api: StandIn) -> None:
     from sqlalchemy import select
 
-    from ivr import get_database
     from ivr.models import AchAuthorization
+    from ivr.web.app import get_database
 
     app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,
                    twilio_api_base_url=twilio_api.url)
@@ -93,8 +93,8 @@ def test_bank_authorization_still_stored_when_recording_fails(
         sqlite_url: str, twilio_api: StandIn) -> None:
     from sqlalchemy import select
 
-    from ivr import get_database
     from ivr.models import AchAuthorization
+    from ivr.web.app import get_database
 
     twilio_api.fail_status = 500
     app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,

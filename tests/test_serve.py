@@ -10,8 +10,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from ivr import get_database
 from ivr.cli import main
+from ivr.web.app import get_database
 from tests.conftest import REPO, TOKEN, make_app
 from tests.servers.line import serve_line
 

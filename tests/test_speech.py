@@ -1,4 +1,4 @@
-"""Tests for ivr.speech: speakable money, dates, times and codes."""
+"""Tests for ivr.prompts.speech: speakable money, dates, times and codes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr import speech
+from ivr.prompts import speech
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 MAX_CENTS = 10**9

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select
 
-from connectors.layouts import DEFAULT_PAYMENT_LAYOUT, read_payment_file
-from ivr import get_config, get_database
+from connectors.files.layouts import DEFAULT_PAYMENT_LAYOUT, read_payment_file
+from ivr.accounts.sync import Interval, SyncConfig, SyncError, interval_containing, pull, push
 from ivr.cli import main
 from ivr.demo import demo_file
 from ivr.models import Account, IngestedFile, JobLock, Payment, SyncRun, utcnow
-from ivr.sync import Interval, SyncConfig, SyncError, interval_containing, pull, push
+from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
 from tests.servers.sshd import SshdServer, sshd_available, start_sshd
 
@@ -276,7 +276,7 @@ def test_pgp_both_ways(sqlite_url: str, sshd: SshdServer, tmp_path: Path) -> Non
     import subprocess
     import tempfile
 
-    from connectors.pgp import decrypt_file, encrypt_file
+    from connectors.files.pgp import decrypt_file, encrypt_file
     from tests.test_layouts import _keyring
 
     if shutil.which("gpg") is None:

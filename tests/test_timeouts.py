@@ -21,9 +21,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from ivr import get_database
 from ivr.db import Database
 from ivr.models import CallEvent, CallSession
+from ivr.web.app import get_database
 from tests.conftest import REPO, TOKEN, _truncate_postgres, make_app, new_sid
 from tests.servers.line import serve_line
 from tests.servers.stalls import FreezableProxy, SilentListener

@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from connectors.transport import (
+from connectors.files.transport import (
     AuthError,
     FileTransport,
     HostKeyError,
@@ -319,7 +319,7 @@ def test_connection_dropped_midway_is_retried(
     src = tmp_path / "retried.csv"
     src.write_bytes(PAYLOAD)
     drops = _drop_connection_after_first_write(monkeypatch, sshd, times=1)
-    with caplog.at_level(logging.WARNING, "connectors.transport"), \
+    with caplog.at_level(logging.WARNING, "connectors.files.transport"), \
             sftp_transport(sshd, retries=2) as transport:
         transport.upload(src, "retried.csv")
     assert drops == [1]
@@ -346,10 +346,10 @@ def test_server_coming_up_late_is_retried(spare_sshd: SshdServer,
     retries: list[str] = []
     plant(spare_sshd.root / "outbox", "late.csv", b"x")
     handler = StartOnRetry(logging.WARNING)
-    logger = logging.getLogger("connectors.transport")
+    logger = logging.getLogger("connectors.files.transport")
     logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.WARNING, "connectors.transport"), \
+        with caplog.at_level(logging.WARNING, "connectors.files.transport"), \
                 sftp_transport(spare_sshd, retries=6, backoff=0.05) as transport:
             assert [f.name for f in transport.list_files()] == ["late.csv"]
     finally:
@@ -369,7 +369,7 @@ def test_changed_host_key_is_refused(spare_sshd: SshdServer,
     spare_sshd.regenerate_host_key()
     new = spare_sshd.host_fingerprint
     assert new != old
-    with caplog.at_level(logging.WARNING, "connectors.transport"), \
+    with caplog.at_level(logging.WARNING, "connectors.files.transport"), \
             sftp_transport(spare_sshd, backoff=30) as transport, \
             pytest.raises(HostKeyError) as caught:
         transport.list_files()
@@ -385,7 +385,7 @@ def test_unknown_host_is_refused(sshd: SshdServer, tmp_path: Path,
                                  caplog: pytest.LogCaptureFixture) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    with caplog.at_level(logging.WARNING, "connectors.transport"), \
+    with caplog.at_level(logging.WARNING, "connectors.files.transport"), \
             sftp_transport(sshd, known_hosts=empty, backoff=30) as transport, \
             pytest.raises(HostKeyError) as caught:
         transport.list_files()
@@ -400,7 +400,7 @@ def test_unknown_host_is_refused(sshd: SshdServer, tmp_path: Path,
 def test_wrong_client_key_is_an_auth_error(sshd: SshdServer, tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     stranger = generate_key(tmp_path / "stranger")
-    with caplog.at_level(logging.WARNING, "connectors.transport"), \
+    with caplog.at_level(logging.WARNING, "connectors.files.transport"), \
             sftp_transport(sshd, key_file=stranger, backoff=30) as transport, \
             pytest.raises(AuthError, match=re.escape(f"ivrsftp@127.0.0.1:{sshd.port} refused key")):
         transport.list_files()

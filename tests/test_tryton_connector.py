@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from connectors.accounting import PaymentPost, PermanentError, PostResult, RetryableError
-from connectors.tryton import TrytonConnector
+from connectors.accounting.base import PaymentPost, PermanentError, PostResult, RetryableError
+from connectors.accounting.tryton import TrytonConnector
 from tests.conftest import unavailable
 from tests.servers.tryton import (
     IVR_PASSWORD,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ivr import create_app
 from ivr.cli import main
 from ivr.config import ConfigError
+from ivr.web.app import create_app
 from tests.conftest import PG_URL, REPO, TOKEN, make_app, never_serve, new_sid
 
 

@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.accounting import (
+from connectors.accounting.base import (
     AccountingConnector,
     LookupUnsupported,
     PaymentPost,
     PermanentError,
     RetryableError,
 )
-from connectors.registry import build_connector
-from connectors.webhook import WebhookConnector, sign, verify
+from connectors.accounting.registry import build_connector
+from connectors.accounting.webhook import WebhookConnector, sign, verify
 from tests.servers.webhook import Receiver, start_receiver
 
 SECRET = "test-webhook-secret-0123456789"

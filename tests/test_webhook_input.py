@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-import ivr.flow.machine as machine
-from ivr import get_database
+import ivr.calls.machine as machine
 from ivr.models import CallEvent, CallSession, Payment
+from ivr.web.app import get_database
 from tests.conftest import Twilio, _truncate_postgres, make_app, new_sid, twiml
 
 

@@ -11,9 +11,9 @@ from flask import Flask
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from ivr import get_database
 from ivr.models import Account, OutboxEntry, Payment
 from ivr.security import valid_signature
+from ivr.web.app import get_database
 from tests.conftest import TOKEN, Twilio, make_app, new_sid, said_text, twiml
 
 TWILIO_ROUTES = ["/voice/incoming", "/voice/step/main_menu", "/voice/pay/result",

@@ -24,14 +24,14 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter, Map
 
-from ivr import get_config, get_database
 from ivr.db import Database
 from ivr.models import utcnow
+from ivr.money.reconcile import day_bounds, parse_day
 from ivr.ops import auth, present
 from ivr.ops.charts import percent
 from ivr.ops.funnel import Period
-from ivr.prompts import Catalog, PromptStore
-from ivr.reconcile import day_bounds, parse_day
+from ivr.prompts.catalog import Catalog, PromptStore
+from ivr.web.app import get_config, get_database
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates",
                static_folder="static")
@@ -70,7 +70,7 @@ def now() -> datetime:
 
 def store() -> PromptStore:
     """The prompt store the line reads from."""
-    prompt_store: PromptStore = current_app.extensions["ivr.prompts"]
+    prompt_store: PromptStore = current_app.extensions["ivr.prompts.catalog"]
     return prompt_store
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, distinct, func, select
 from sqlalchemy.orm import Session
 
-from ivr.flow.states import PAYING, STATES
+from ivr.calls.states import PAYING, STATES
 from ivr.models import CallEvent, CallSession, Payment
 from ivr.ops.prompt_usage import STATE_QUESTIONS
 

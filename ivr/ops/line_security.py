@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr import guards
+from ivr.calls import guards
 from ivr.models import Account, GuardEvent, VerificationFailure
 from ivr.ops.funnel import Period
 
-# How each kind the call flow records (ivr.guards.KINDS) reads on the page.
+# How each kind the call flow records (ivr.calls.guards.KINDS) reads on the page.
 KIND_LABELS: dict[str, str] = {
     guards.PAY_DECLINED: "Declined card or bank payments",
     guards.PAY_BLOCKED: "Payments refused by the card-testing limit",

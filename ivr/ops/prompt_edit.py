@@ -25,8 +25,8 @@ import tomlkit
 from sqlalchemy.orm import Session
 
 from ivr.models import PromptVersion
-from ivr.prompt_ids import PROMPT_PARAMS
-from ivr.prompts import AUDIO_DIR, SETTINGS_FILE, VARIANTS, check_catalog
+from ivr.prompts.catalog import AUDIO_DIR, SETTINGS_FILE, VARIANTS, check_catalog
+from ivr.prompts.ids import PROMPT_PARAMS
 
 MAX_TEXT = 4000
 MAX_NOTE = 500

@@ -1,7 +1,7 @@
-"""Which states speak each prompt (and, from ivr.prompt_ids, which values it is given).
+"""Which states speak each prompt (and, from ivr.prompts.ids, which values it is given).
 
-Written by reading ivr/flow/states.py, summary.py, agent.py, machine.py, ivr/payments.py and
-ivr/voice/twiml.py. A test checks it against REQUIRED_PROMPT_IDS and the state names, so it
+Written by reading ivr/calls/states.py, summary.py, agent.py, machine.py, ivr/money/payments.py and
+ivr/calls/twiml.py. A test checks it against REQUIRED_PROMPT_IDS and the state names, so it
 cannot drift silently.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ivr.prompt_ids import PROMPT_PARAMS
+from ivr.prompts.ids import PROMPT_PARAMS
 
 # Prompts the machine may speak in whatever state the caller is in.
 ANY_STATE = "any-state"

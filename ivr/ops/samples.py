@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from datetime import date, time
 from decimal import Decimal
 
-from ivr import speech
-from ivr.prompts import Catalog, escape_text
+from ivr.prompts import speech
+from ivr.prompts.catalog import Catalog, escape_text
 
 
 class PreviewError(ValueError):

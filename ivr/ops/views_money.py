@@ -17,11 +17,11 @@ from ivr.models import (
     PostingAttempt,
     SyncRun,
 )
+from ivr.money.posting import retry_dead
+from ivr.money.reconcile import day_bounds, parse_day
+from ivr.money.reconcile import reconcile as reconcile_day
 from ivr.ops.base import bp, database, line_zone, now, today
 from ivr.ops.present import dollars, scrub
-from ivr.posting import retry_dead
-from ivr.reconcile import day_bounds, parse_day
-from ivr.reconcile import reconcile as reconcile_day
 
 POSTING_STATUSES = ("", "posted", "queued", "dead")
 

@@ -17,7 +17,7 @@ from ivr.ops.base import bp, database, instance_dir, now, prompts_dir, store, us
 from ivr.ops.prompt_edit import Change, EditRefused
 from ivr.ops.prompt_usage import ANY_STATE, usage_for
 from ivr.ops.samples import PreviewError, render_draft, sample_values
-from ivr.prompts import VARIANTS, Catalog, CatalogError, load_catalog
+from ivr.prompts.catalog import VARIANTS, Catalog, CatalogError, load_catalog
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish"}
 

@@ -1,0 +1,1 @@
+"""Accounting systems: one connector module per system."""

@@ -1,0 +1,1 @@
+"""Delimited files: layouts, readers and writers, PGP, SFTP transport."""

@@ -1,0 +1,1 @@
+"""The account cache: look-ups, imports and file exchange."""

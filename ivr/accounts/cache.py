@@ -1,0 +1,75 @@
+"""The account cache: lookups and the verification lockout."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ivr.models import Account, AccountPhone, VerificationFailure
+from ivr.prompts.settings import VerificationSettings
+
+log = logging.getLogger(__name__)
+
+
+def find_by_number(db: Session, account_number: str) -> Account | None:
+    """The account with exactly this number."""
+    return db.scalar(select(Account).where(Account.account_number == account_number))
+
+
+def find_by_phone(db: Session, phone_e164: str) -> list[Account]:
+    """Accounts that list this phone number (E.164)."""
+    stmt = (
+        select(Account)
+        .join(AccountPhone, AccountPhone.account_id == Account.id)
+        .where(AccountPhone.phone == phone_e164)
+        .order_by(Account.id)
+        .limit(2)
+    )
+    return list(db.scalars(stmt))
+
+
+def record_verification_failure(db: Session, account_id: int, call_sid: str,
+                                now: datetime, caller: str = "") -> None:
+    """Remember a failed ZIP/PIN check (and from which number) for the cross-call lockout."""
+    db.add(VerificationFailure(account_id=account_id, call_sid=call_sid, failed_at=now,
+                               caller=caller[:40]))
+    db.flush()
+
+
+def locked_until(db: Session, account_id: int, now: datetime, caller: str,
+                 policy: VerificationSettings) -> datetime | None:
+    """When ``caller`` may try the account again, if failures locked them out; else None.
+
+    A calling number is locked by its own failures. Every number not on file for the account
+    is also locked by their failures together, so guessing from many phones is bounded too;
+    a number on file is exempt from that, so a stranger cannot lock the owner out. Each
+    lock runs from the failure that reached the limit, so it expires by itself.
+    """
+    horizon = now - policy.lockout_window - policy.lockout_duration
+    rows = list(db.execute(
+        select(VerificationFailure.failed_at, VerificationFailure.caller)
+        .where(VerificationFailure.account_id == account_id,
+               VerificationFailure.failed_at >= horizon)
+        .order_by(VerificationFailure.failed_at)))
+    on_file = set(db.scalars(select(AccountPhone.phone)
+                             .where(AccountPhone.account_id == account_id)))
+    ends = [_lock_end([at for at, who in rows if who == caller], policy,
+                      policy.lockout_failures)]
+    if caller not in on_file:
+        strangers = [at for at, who in rows if who not in on_file]
+        ends.append(_lock_end(strangers, policy, policy.lockout_failures_all_callers))
+    until = max((end for end in ends if end is not None), default=None)
+    return until if until is not None and until > now else None
+
+
+def _lock_end(times: list[datetime], policy: VerificationSettings,
+              limit: int) -> datetime | None:
+    """The end of the latest lock ``times`` earned: ``limit`` failures within the window."""
+    end = None
+    for i in range(limit - 1, len(times)):
+        if times[i] - times[i - limit + 1] <= policy.lockout_window:
+            end = times[i] + policy.lockout_duration
+    return end

@@ -1,0 +1,281 @@
+"""Applying account files to the cache: staged in bulk, then swapped in at once.
+
+Rows are parsed as a stream and loaded into ``accounts_staging`` in committed batches (COPY
+on PostgreSQL, executemany elsewhere): memory stays flat however large the file, and calls go
+on meanwhile (no lock is held while a large file is read). Only when the whole file has been
+read, and nothing was rejected (unless partial imports are allowed), are the staged rows
+merged into ``accounts`` in one short transaction: one INSERT ... ON CONFLICT DO UPDATE, the
+phone numbers replaced, and payments the biller's file cannot yet know about applied again.
+A rejected file's staged rows are deleted; the cache is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from connectors.files.account_file import (
+    AccountFileError,
+    AccountRecord,
+    FileSummary,
+    Rejection,
+    iter_account_file,
+)
+from ivr.db import Database
+from ivr.models import (
+    Account,
+    AccountPhone,
+    AccountPhoneStaging,
+    AccountStaging,
+    ImportRun,
+    OutboxEntry,
+    Payment,
+    SyncRun,
+    utcnow,
+)
+from ivr.security import hash_pin
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+# Rejections kept in full for the report; beyond this only the count grows (memory stays flat).
+MAX_REPORTED = 1000
+_COLUMNS = ("account_number", "customer_name", "service_zip", "pin_hash", "balance_due_cents",
+            "past_due_cents", "due_date", "last_payment_cents", "last_payment_date", "status",
+            "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
+            "payment_allowed")
+
+
+@dataclass
+class ImportReport:
+    """What an import did, for the operator: counts and every rejected line with its reason."""
+
+    source: str
+    applied: bool = False
+    records: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    error: str | None = None
+    run_id: int | None = None
+    reapplied: int = 0  # recent payments taken off again (not yet in the biller's file)
+
+    def lines(self) -> list[str]:
+        """The report as text lines."""
+        out = [
+            f"{self.source}: {'applied' if self.applied else 'REJECTED, cache unchanged'}; "
+            f"{self.records} accounts, {self.rejected} rejected lines"
+        ]
+        if self.error:
+            out.append(f"file error: {self.error}")
+        out.extend(f"line {r.line}: {r.reason}" for r in self.rejections)
+        if self.rejected > len(self.rejections):
+            out.append(f"... and {self.rejected - len(self.rejections)} more rejected lines")
+        return out
+
+
+def _staged(record: AccountRecord, import_id: str, pin_key: str,
+            now: datetime) -> tuple[Any, ...]:
+    """One staging row, in _STAGE_COLUMNS order (tuples: the bulk paths take them as they are)."""
+    return (
+        import_id, now, record.account_number, record.customer_name, record.service_zip,
+        hash_pin(record.pin, pin_key) if record.pin else None, record.balance_due_cents,
+        record.past_due_cents, record.due_date, record.last_payment_cents,
+        record.last_payment_date, record.status, record.disconnect_date, record.usage_amount,
+        record.usage_unit, record.usage_period_end, record.language, record.payment_allowed,
+    )
+
+
+_STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS)
+_PHONE_COLUMNS = ("import_id", "account_number", "phone")
+
+
+def _bulk(db: Session, table: str, columns: tuple[str, ...],
+          rows: list[tuple[Any, ...]]) -> None:
+    """Load rows with the driver's bulk path: COPY on PostgreSQL, executemany elsewhere.
+
+    Bypasses the ORM on purpose: at a million rows its per-row bookkeeping costs more than
+    the database does.
+    """
+    if not rows:
+        return
+    connection = db.connection()
+    raw: Any = connection.connection.driver_connection
+    names = ", ".join(columns)
+    if connection.dialect.name == "postgresql":
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" * len(columns))
+    if table == "accounts_staging":
+        # sqlite3 stores what it is given: keep the types SQLAlchemy would have written.
+        rows = [(*r[:1], r[1].isoformat(sep=" "), *r[2:13],
+                 str(r[13]) if r[13] is not None else None, *r[14:]) for r in rows]
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+    finally:
+        cursor.close()
+
+
+def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
+    """Upsert the staged rows into accounts, then replace their phone numbers, set-based.
+
+    Only columns the file carries are updated: a file without a ``pin`` column leaves PINs
+    as they were (new accounts take the defaults).
+    """
+    dialect = db.connection().dialect.name
+    source = select(*(getattr(AccountStaging, c) for c in _COLUMNS), func.now()).where(
+        AccountStaging.import_id == import_id)
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(Account).from_select([*_COLUMNS, "updated_at"], source)
+    carried = [c for c in _COLUMNS if c != "account_number"
+               and (columns is None or _FILE_COLUMN.get(c, c) in columns)]
+    updates = {c: stmt.excluded[c] for c in carried}
+    updates["updated_at"] = func.now()
+    db.execute(stmt.on_conflict_do_update(index_elements=["account_number"], set_=updates))
+    if columns is not None and "phones" not in columns:
+        return
+    staged_ids = (select(Account.id)
+                  .join(AccountStaging, AccountStaging.account_number == Account.account_number)
+                  .where(AccountStaging.import_id == import_id))
+    db.execute(delete(AccountPhone).where(AccountPhone.account_id.in_(staged_ids)))
+    phones = (select(Account.id, AccountPhoneStaging.phone)
+              .join(Account, Account.account_number == AccountPhoneStaging.account_number)
+              .where(AccountPhoneStaging.import_id == import_id))
+    db.execute(insert(AccountPhone).from_select(["account_id", "phone"], phones))
+
+
+# Our column names where the file's differ.
+_FILE_COLUMN = {"pin_hash": "pin", "balance_due_cents": "balance_due",
+                "past_due_cents": "past_due_amount", "last_payment_cents": "last_payment_amount"}
+
+
+def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int:
+    """Take off again the payments the biller's file cannot include yet.
+
+    The file shows the biller's books when it was made (``as_of``). A payment the biller
+    had not heard of by then is missing from it; without this the next caller would hear a
+    balance they have already paid. The biller has heard of a payment once it was posted to
+    their system, or sent to them in a confirmation file (``ivr sync push``), before
+    ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation.
+    """
+    horizon = as_of - timedelta(days=RECENT_DAYS)
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == "push", SyncRun.status == "ok",
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
+                     SyncRun.interval_end > Payment.paid_at)
+              .exists())
+    posted = and_(OutboxEntry.status == "posted", OutboxEntry.posted_at <= as_of)
+    stmt = (select(Account, Payment)
+            .join(AccountStaging, AccountStaging.account_number == Account.account_number)
+            .join(Payment, Payment.account_id == Account.id)
+            .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
+            .where(AccountStaging.import_id == import_id, Payment.paid_at >= horizon,
+                   Payment.posting_status != "test",
+                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
+    count = 0
+    for account, payment in db.execute(stmt):
+        account.balance_due_cents -= payment.amount_cents
+        account.past_due_cents = max(0, account.past_due_cents - payment.amount_cents)
+        count += 1
+    return count
+
+
+RECENT_DAYS = 30
+
+
+Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]
+
+
+def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, import_id: str,
+             pin_key: str, partial: bool) -> Iterator[Batch]:
+    batch: list[tuple[Any, ...]] = []
+    phones: list[tuple[str, str, str]] = []
+    now = utcnow()
+    for item in items:
+        if isinstance(item, Rejection):
+            report.rejected += 1
+            if len(report.rejections) < MAX_REPORTED:
+                report.rejections.append(item)
+            continue
+        report.records += 1
+        if report.rejected and not partial:
+            continue  # the file will be rejected; read on only to report every bad line
+        batch.append(_staged(item, import_id, pin_key, now))
+        phones.extend((import_id, item.account_number, p) for p in item.phones)
+        if len(batch) >= BATCH:
+            yield batch, phones
+            batch, phones = [], []
+    if batch:
+        yield batch, phones
+
+
+def apply_account_records(database: Database, items: Iterable[AccountRecord | Rejection],
+                          source: str, *, pin_key: str, partial: bool = False,
+                          summary: FileSummary | None = None,
+                          as_of: datetime | None = None) -> ImportReport:
+    """Stage, check and swap in parsed records; all-or-nothing unless ``partial``.
+
+    ``summary`` is the parser's (its ``columns`` say which columns the file carries: only
+    those are updated); ``as_of`` is when the file was made (default: now), for payments
+    it cannot know about yet.
+    """
+    report = ImportReport(source=source)
+    import_id = str(uuid.uuid4())
+    _clean_stale_staging(database)
+    try:
+        for rows, phones in _batches(items, report, import_id, pin_key, partial):
+            with database.session() as db:
+                _bulk(db, "accounts_staging", _STAGE_COLUMNS, rows)
+                _bulk(db, "account_phones_staging", _PHONE_COLUMNS, phones)
+    except AccountFileError as exc:
+        report.error = str(exc)
+    with database.session() as db:
+        if report.error or (report.rejected and not partial):
+            report.applied = False
+        else:
+            columns = summary.columns if summary is not None and summary.columns else None
+            _merge(db, import_id, columns)
+            report.reapplied = reapply_recent_payments(db, import_id, as_of or utcnow())
+            report.applied = True
+        db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
+        db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id == import_id))
+        run = ImportRun(source=source[:500], finished_at=utcnow(),
+                        status="applied" if report.applied else "rejected",
+                        records=report.records, rejected=report.rejected,
+                        report={"lines": report.lines()[:MAX_REPORTED + 2]})
+        db.add(run)
+        db.flush()
+        report.run_id = run.id
+    log.info("account import", extra={"fields": {
+        "source": source, "applied": report.applied, "records": report.records,
+        "rejected": report.rejected, "error": report.error}})
+    return report
+
+
+def _clean_stale_staging(database: Database) -> None:
+    """Drop rows left by an import that crashed a day or more ago."""
+    with database.session() as db:
+        stale = select(AccountStaging.import_id).where(
+            AccountStaging.staged_at < utcnow() - timedelta(days=1))
+        db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id.in_(stale)))
+        db.execute(delete(AccountStaging).where(
+            AccountStaging.staged_at < utcnow() - timedelta(days=1)))
+
+
+def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
+                    partial: bool = False, as_of: datetime | None = None) -> ImportReport:
+    """Apply an account file in the default layout (docs/files.md) to the cache."""
+    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
+    return apply_account_records(database, iter_account_file(stream, summary), source,
+                                 pin_key=pin_key, partial=partial, summary=summary,
+                                 as_of=as_of)

@@ -1,0 +1,1 @@
+"""The call itself, without Flask: states, the machine, TwiML, abuse guards."""

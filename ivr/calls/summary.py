@@ -1,0 +1,76 @@
+"""The account summary and recent payments, as speech. Only spoken after verification."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ivr.calls.context import CallContext
+from ivr.calls.steps import Speech
+from ivr.models import Payment
+from ivr.prompts import speech
+
+
+def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
+    """Amount due, due date, disconnection notice, last payment and usage."""
+    account = ctx.account
+    if account is None:
+        return ()
+    items: list[Speech] = []
+    balance = account.balance_due_cents
+    if balance > 0 and account.due_date:
+        items.append(Speech("summary.balance_due_on", {"amount": ctx.money(balance),
+                                                       "date": ctx.date(account.due_date)}))
+    elif balance > 0:
+        items.append(Speech("summary.balance_due", {"amount": ctx.money(balance)}))
+    elif balance == 0:
+        items.append(Speech("summary.zero_balance"))
+    else:
+        items.append(Speech("summary.credit_balance", {"amount": ctx.money(balance)}))
+    if account.status == "disconnect_pending":
+        needed = account.past_due_cents if account.past_due_cents > 0 else balance
+        if account.disconnect_date and needed > 0:
+            items.append(Speech("summary.disconnect_pending", {
+                "date": ctx.date(account.disconnect_date), "amount": ctx.money(needed)}))
+    elif account.status == "disconnected":
+        items.append(Speech("summary.disconnected"))
+    elif account.past_due_cents > 0 and balance > 0:
+        items.append(Speech("summary.past_due", {"amount": ctx.money(account.past_due_cents)}))
+    if account.last_payment_cents and account.last_payment_date:
+        items.append(Speech("summary.last_payment", {
+            "amount": ctx.money(account.last_payment_cents),
+            "date": ctx.date(account.last_payment_date)}))
+    if account.usage_amount is not None and account.usage_unit:
+        unit_id = f"units.{account.usage_unit.lower()}"
+        unit = (ctx.catalog.render(unit_id, ctx.lang).ssml
+                if ctx.catalog.has(unit_id, ctx.lang) else account.usage_unit)
+        quantity = speech.quantity(abs(account.usage_amount), ctx.lang)
+        if account.usage_period_end:
+            items.append(Speech("summary.usage_period", {
+                "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
+        else:
+            items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
+    if not account.payment_allowed or account.status == "closed":
+        items.append(Speech("summary.no_phone_payments"))
+    return tuple(items)
+
+
+def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:
+    """Payments made on this line (newest first, up to three), else the last one on file."""
+    account = ctx.account
+    if account is None:
+        return ()
+    payments = list(ctx.db.scalars(
+        select(Payment).where(Payment.account_id == account.id)
+        .order_by(Payment.paid_at.desc()).limit(3)))
+    tz = ctx.settings.transfer.timezone
+    items: list[Speech] = [
+        Speech("recent.payment", {"amount": ctx.money(p.amount_cents),
+                                  "date": ctx.date(p.paid_at.astimezone(tz).date())})
+        for p in payments
+    ]
+    if not items and account.last_payment_cents and account.last_payment_date:
+        items.append(Speech("recent.payment", {"amount": ctx.money(account.last_payment_cents),
+                                               "date": ctx.date(account.last_payment_date)}))
+    if not items:
+        return (Speech("recent.none"),)
+    return (Speech("recent.intro"), *items)

@@ -1,0 +1,1 @@
+"""Money after the caller pays: payment results, posting, reconciliation."""

@@ -1,0 +1,1 @@
+"""The prompts folder: wording catalog, line settings, prompt ids, speech."""

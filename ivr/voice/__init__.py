@@ -1,1 +1,0 @@
-"""The Twilio-facing side: webhook routes and the TwiML they answer with."""

@@ -1,0 +1,1 @@
+"""The Flask app: its factory, the Twilio webhook routes, health and metrics, gunicorn."""

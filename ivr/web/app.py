@@ -1,0 +1,136 @@
+"""Pay-by-phone line for billers: a Flask app driven by Twilio webhooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from ivr.config import AppConfig, ConfigError, load_config
+from ivr.db import Database, WebTimeouts
+from ivr.prompts.catalog import PromptStore
+from ivr.prompts.ids import PROMPT_PARAMS
+from ivr.web.deadline import DEFAULT_SLOTS, Deadlines
+
+log = logging.getLogger(__name__)
+
+
+def default_database_url(instance_path: str) -> str:
+    """The embedded default: a SQLite file in the instance folder."""
+    return f"sqlite:///{Path(instance_path) / 'ivr.sqlite3'}"
+
+
+def instance_pin_key(instance: Path) -> str:
+    """The PIN key kept in the instance folder, created on first use (one machine only:
+    several machines must share IVR_PIN_KEY)."""
+    return _instance_key(instance, "pin.key")
+
+
+def instance_secret_key(instance: Path) -> str:
+    """The ops console's session key kept in the instance folder, created on first use
+    (one machine only: several machines must share IVR_SECRET_KEY)."""
+    return _instance_key(instance, "secret.key")
+
+
+def _instance_key(instance: Path, name: str) -> str:
+    import secrets
+
+    path = instance / name
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    # Written aside and linked into place: workers starting together all end up with the
+    # one key that won, never with a half-written file or a key of their own.
+    temp = instance / f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as stream:
+        stream.write(secrets.token_hex(32))
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: last writer wins, still whole
+        if not path.exists():
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: configuration, database, prompt catalog and routes.
+
+    ``config`` overrides ``IVR_*`` variables by field name (e.g. ``{"database_url": ...}``).
+    """
+    from ivr import logs
+
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_config(config)
+    defaults: dict[str, Any] = {}
+    if not settings.database_url:
+        defaults["database_url"] = default_database_url(app.instance_path)
+    if not settings.pin_key:
+        defaults["pin_key"] = instance_pin_key(Path(app.instance_path))
+    if not settings.secret_key:
+        defaults["secret_key"] = instance_secret_key(Path(app.instance_path))
+    if defaults:
+        settings = load_config({**(config or {}), **defaults})
+    logs.configure(settings.log_level)
+    app.extensions["ivr.config"] = settings
+    threads = settings.serve_threads
+    web = WebTimeouts.within(settings.webhook_deadline_ms, threads) if threads else None
+    app.extensions["ivr.db"] = Database(settings.database_url, web=web)
+    # One slot per request thread: each waits for at most one piece of work at a time.
+    app.extensions["ivr.deadlines"] = Deadlines(settings.webhook_deadline_ms,
+                                                threads or DEFAULT_SLOTS)
+    from ivr.prompts.snapshots import PromptSnapshots
+
+    app.extensions["ivr.prompts.catalog"] = PromptStore(
+        settings.prompts_dir, PROMPT_PARAMS, min_interval=0.2,
+        snapshots=PromptSnapshots(app.extensions["ivr.db"]))
+    if settings.allow_unsigned:
+        log.warning("IVR_ALLOW_UNSIGNED=1: webhooks are accepted WITHOUT Twilio signatures. "
+                    "Use this only for local demos, never on a public address.")
+
+    from ivr.web.health import bp as web_bp
+    from ivr.web.voice import bp as voice_bp
+
+    if settings.accounting != "none":
+        from connectors.accounting.registry import build_connector
+        from ivr.money.accounting import Accounting
+
+        try:
+            connector = build_connector(settings.accounting, settings.accounting_settings)
+        except ValueError as exc:
+            raise ConfigError(f"IVR_ACCOUNTING={settings.accounting}: {exc}") from None
+        if connector is not None:
+            app.extensions["ivr.money.accounting"] = Accounting(connector, app.extensions["ivr.db"],
+                                                          settings)
+    app.register_blueprint(voice_bp)
+    app.register_blueprint(web_bp)
+    from ivr.ops import init_ops
+
+    init_ops(app, settings)
+    return app
+
+
+def get_config(app: Flask) -> AppConfig:
+    """The app's validated configuration."""
+    config: AppConfig = app.extensions["ivr.config"]
+    return config
+
+
+def get_database(app: Flask) -> Database:
+    """The app's database."""
+    db: Database = app.extensions["ivr.db"]
+    return db
+
+
+def get_deadlines(app: Flask) -> Deadlines:
+    """Runs a request's database work within the webhook deadline."""
+    deadlines: Deadlines = app.extensions["ivr.deadlines"]
+    return deadlines

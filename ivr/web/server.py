@@ -1,0 +1,49 @@
+"""Running the app under gunicorn from `ivr serve`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.threads = int(options["threads"])
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from ivr.web.app import create_app
+
+        # The app sizes its database pool and its bounded work threads to the threads.
+        return create_app({"serve_threads": self.threads})
+
+
+def _on_starting(_server: Any) -> None:
+    from ivr.metrics import clear_multiproc_dir
+
+    clear_multiproc_dir()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    # With PROMETHEUS_MULTIPROC_DIR set, a dead worker's counters stay summed in /metrics.
+    from ivr.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
+def run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve with threaded (gthread) workers.
+
+    A sync worker is held for as long as one client takes to send its request, so a few
+    slow clients could hold them all while Twilio waits at most 15 s; with threads, each
+    slow client holds one thread of many. docs/deployment.md also asks for a buffering proxy.
+    """
+    _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+               "timeout": 30, "accesslog": "-", "worker_class": "gthread",
+               "on_starting": _on_starting, "child_exit": _child_exit}).run()

@@ -1,0 +1,308 @@
+"""Webhook routes Twilio calls. Thin: check the signature, load the call, run the flow."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, request, send_from_directory
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from twilio.twiml.voice_response import VoiceResponse
+
+from connectors.phones import mask_phone, normalize_e164
+from ivr.calls import machine
+from ivr.calls.context import CallContext
+from ivr.calls.states import ENDED
+from ivr.calls.steps import Hangup, Silent, Speech, Step
+from ivr.calls.twiml import TwimlBuilder
+from ivr.metrics import observe_webhook
+from ivr.models import CallSession, utcnow
+from ivr.money.accounting import Accounting
+from ivr.prompts.catalog import Catalog, PromptStore
+from ivr.security import signed_url, valid_signature
+from ivr.web.app import get_config, get_database, get_deadlines
+from ivr.web.deadline import DeadlinePassed
+
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+log = logging.getLogger(__name__)
+
+# Used only when the prompt catalog itself cannot be loaded: better than Twilio's
+# "an application error has occurred".
+_LAST_RESORT = ("We're sorry, we can't take your call right now. Please call again later.")
+# NUL and the other C0/C1 control characters: no field Twilio sends carries them, and
+# PostgreSQL refuses NUL in text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(value: str) -> str:
+    """``value`` without control characters."""
+    return _CONTROL.sub("", value)
+
+
+def webhook_form() -> dict[str, str]:
+    """The webhook's form values, cleaned of control characters.
+
+    Only after the signature check, which must see the form exactly as Twilio signed it.
+    Every route reads its fields from here, never from ``request.form``.
+    """
+    return {key: clean(value) for key, value in request.form.items()}
+
+
+def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Reject a request whose X-Twilio-Signature is missing or wrong with 403."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        config = get_config(current_app)
+        if not config.allow_unsigned:
+            url = signed_url(config.base_url, request.url, request.full_path)
+            signature = request.headers.get("X-Twilio-Signature")
+            if not valid_signature(config.twilio_auth_token, url, request.form, signature):
+                log.warning("rejected unsigned or badly signed webhook", extra={"fields": {
+                    "path": request.path,
+                    "call_sid": clean(request.form.get("CallSid", "")[:64])}})
+                abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _xml(body: str) -> Response:
+    return Response(body, status=200, mimetype="text/xml")
+
+
+def _store() -> PromptStore:
+    store: PromptStore = current_app.extensions["ivr.prompts.catalog"]
+    return store
+
+
+def _now() -> datetime:
+    """The current time; tests replace ``ivr.clock`` to run calls at a chosen moment."""
+    clock: Callable[[], datetime] = current_app.extensions.get("ivr.clock", utcnow)
+    return clock()
+
+
+def _accounting() -> Accounting | None:
+    accounting: Accounting | None = current_app.extensions.get("ivr.money.accounting")
+    return accounting
+
+
+def _load_call(db: Session, call_sid: str) -> CallSession | None:
+    stmt = select(CallSession).where(CallSession.call_sid == call_sid)
+    if db.get_bind().dialect.name == "postgresql":
+        # One webhook per call at a time: a repeated <Pay> callback waits for its twin.
+        stmt = stmt.with_for_update()
+    return db.scalar(stmt)
+
+
+def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog,
+              now: datetime) -> CallSession:
+    call = CallSession(
+        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
+        to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
+        state="language", prompts_version=catalog.version[:16], started_at=now,
+    )
+    db.add(call)
+    db.flush()
+    return call
+
+
+def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, str], *,
+             create: bool = True) -> Response:
+    """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line.
+
+    The TwiML is built inside the transaction: if building fails, the call's state is not
+    advanced, and the caller hears an apology instead of Twilio's application error. The
+    same apology answers when the work misses the webhook deadline (a frozen database).
+    """
+    started = time.monotonic()
+    config = get_config(current_app)
+    call_sid = form.get("CallSid", "").strip()[:64]
+    try:
+        catalog = _store().get()
+    except Exception:
+        log.exception("prompt catalog unavailable")
+        return _xml(_last_resort())
+    fields: dict[str, object] = {"route": route, "call_sid": call_sid, "state": "", "outcome": "ok"}
+    if config.allow_unsigned:
+        fields["unsigned"] = True
+    lang = catalog.settings.default_language
+    try:
+        if not call_sid:
+            fields["outcome"] = "no_call_sid"
+            return _xml(_apology(catalog, lang))
+
+        def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
+            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned)
+
+        body, fields["outcome"], fields["state"], lang = get_deadlines(current_app).run(
+            work, started=started, label={"route": route, "call_sid": call_sid})
+        return _xml(body)
+    except DeadlinePassed:
+        fields["outcome"] = "deadline"
+        log.error("webhook deadline passed", extra={"fields": {
+            "call_sid": call_sid, "route": route, "deadline_ms": config.webhook_deadline_ms}})
+        return _xml(_apology(catalog, lang))
+    except Exception:
+        fields["outcome"] = "error"
+        log.exception("webhook failed", extra={"fields": {"call_sid": call_sid, "route": route}})
+        return _xml(_apology(catalog, lang))
+    finally:
+        from_number = normalize_e164(form.get("From", ""))
+        fields["from"] = mask_phone(from_number) if from_number else ""
+        fields["ms"] = round((time.monotonic() - started) * 1000, 1)
+        log.info("webhook", extra={"fields": fields})
+        observe_webhook(route, str(fields["outcome"]), time.monotonic() - started)
+
+
+def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: dict[str, str],
+                      create: bool, call_sid: str, catalog: Catalog,
+                      abandoned: threading.Event) -> tuple[str, str, str, str]:
+    """The webhook's database work: (TwiML, outcome, state, language), in one transaction."""
+    config = get_config(current_app)
+    with get_database(current_app).session() as db:
+        now = _now()
+        call = _load_call(db, call_sid)
+        if call is None and not create:
+            return str(VoiceResponse()), "unknown_call", "", catalog.settings.default_language
+        if call is None:
+            call = _new_call(db, call_sid, form, catalog, now)
+            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                              accounting=_accounting())
+            step = machine.start(ctx) if route == "incoming" else action(ctx)
+        else:
+            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+                              accounting=_accounting())
+            step = action(ctx)
+        builder = TwimlBuilder(catalog, ctx.lang, config.base_url, config.pay_connector)
+        body = str(builder.build(step))
+        if abandoned.is_set():
+            # The caller already heard the apology, which hung up: say so, rather than
+            # leave the call waiting at a menu nobody hears. What the work recorded (a
+            # payment <Pay> took, say) is true all the same, so it is still committed.
+            machine.record(ctx, "deadline", route)
+            call.state = ENDED
+            call.outcome = call.outcome or "deadline"
+        return body, "ok", call.state, ctx.lang
+
+
+def _apology(catalog: Catalog, lang: str) -> str:
+    """Apologise and end the call politely when something failed on our side."""
+    try:
+        builder = TwimlBuilder(catalog, lang, "", "")
+        return str(builder.build(Hangup((Speech("common.apology"),))))
+    except Exception:
+        return _last_resort()
+
+
+def _last_resort() -> str:
+    response = VoiceResponse()
+    response.say(_LAST_RESORT)
+    response.hangup()
+    return str(response)
+
+
+@bp.post("/incoming")
+@twilio_signed
+def incoming() -> Response:
+    """The number's Voice URL: a new call (or Twilio retrying the first request)."""
+    return run_flow("incoming", machine.resume, webhook_form())
+
+
+@bp.post("/step/<state>")
+@twilio_signed
+def step(state: str) -> Response:
+    """Keys gathered in ``state`` (Digits empty or absent means silence)."""
+    form = webhook_form()
+    digits = form.get("Digits")
+    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits), form)
+
+
+@bp.post("/pay/result")
+@twilio_signed
+def pay_result() -> Response:
+    """<Pay>'s action callback: the authoritative result of a payment attempt."""
+    from ivr.money.payments import handle_pay_result
+
+    form = webhook_form()
+    return run_flow("pay_result", lambda ctx: handle_pay_result(ctx, form), form)
+
+
+@bp.post("/pay/fallback")
+@twilio_signed
+def pay_fallback() -> Response:
+    """Reached only if <Pay> ends without calling its action: a failed attempt."""
+    from ivr.money.payments import handle_pay_result
+
+    return run_flow("pay_fallback", lambda ctx: handle_pay_result(
+        ctx, {"Result": "too-many-failed-attempts"}), webhook_form())
+
+
+@bp.post("/pay/status")
+@twilio_signed
+def pay_status() -> Response:
+    """<Pay> progress callbacks: informational only; never carries usable card data."""
+    form = webhook_form()
+    fields: dict[str, object] = {
+        "call_sid": form.get("CallSid", "")[:64],
+        # <Pay> names the field being captured "For"; the Payments API calls it "Capture".
+        "capture": (form.get("For") or form.get("Capture") or "")[:40],
+        "error_type": form.get("ErrorType", "")[:40]}
+    if get_config(current_app).allow_unsigned:
+        fields["unsigned"] = True
+    log.info("pay progress", extra={"fields": fields})
+    return Response("", status=204)
+
+
+@bp.post("/dial/done")
+@twilio_signed
+def dial_done() -> Response:
+    """The representative leg ended: goodbye if it connected, else back to where we were."""
+    form = webhook_form()
+    status = form.get("DialCallStatus", "").strip()
+
+    def after(ctx: CallContext) -> Step:
+        if status == "completed":
+            machine.record(ctx, "transfer_done")
+            ctx.call.state = ENDED
+            return Hangup((Speech("goodbye.thanks"),))
+        machine.record(ctx, "transfer_failed", status[:40])
+        ctx.call.outcome = None
+        return machine.resume_after_transfer(ctx)
+
+    return run_flow("dial_done", after, form, create=False)
+
+
+@bp.post("/status")
+@twilio_signed
+def call_status() -> Response:
+    """The call status callback: closes the session with its final state."""
+    form = webhook_form()
+    status = form.get("CallStatus", "").strip()[:20]
+
+    def close(ctx: CallContext) -> Step:
+        call = ctx.call
+        call.call_status = status
+        if status in FINAL_CALL_STATUSES and call.ended_at is None:
+            call.ended_at = ctx.now
+            if call.outcome is None:
+                call.outcome = "hung_up" if call.state != ENDED else "completed"
+            machine.record(ctx, "call_end", f"{status}:{call.outcome}")
+        return Silent()
+
+    return run_flow("status", close, form, create=False)
+
+
+@bp.get("/audio/<path:name>")
+def audio(name: str) -> Response:
+    """Recorded prompt audio that ops placed under prompts/audio/."""
+    directory = get_config(current_app).prompts_dir / "audio"
+    return send_from_directory(directory, name, max_age=300)
