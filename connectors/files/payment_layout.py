@@ -1,0 +1,261 @@
+"""A payment confirmation file layout: columns, amounts, times and control records."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from connectors.amounts import cents_to_text
+from connectors.files.account_file import (
+    FieldError,
+    show_value,
+)
+from connectors.files.layout_base import (
+    _CENTS_RE,
+    _CURRENCY_RE,
+    _LAST4_RE,
+    _LINE_TERMINATORS,
+    _NAME_RE,
+    _PLAIN_AMOUNT_RE,
+    DEFAULT_PAYMENT_COLUMNS,
+    PAYMENT_FIELDS,
+    LayoutError,
+    PaymentAmountStyle,
+    Quoting,
+    SumField,
+    _dialect_problems,
+    _encoding_problem,
+    _freeze_maps,
+)
+
+# --- payment files --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    """One payment as it goes into a confirmation file; money in integer cents.
+
+    ``last4`` is the last digits (at most 4) of the card or bank account number, the only
+    part of either number this module ever handles. ``card_brand`` and ``last4`` may be
+    None (an empty string reads as None). ``paid_at`` must be aware; it is kept in UTC.
+    """
+
+    account_number: str
+    amount_cents: int
+    fee_cents: int
+    paid_at: datetime
+    confirmation_number: str
+    method: str
+    card_brand: str | None = None
+    last4: str | None = None
+    currency: str = "USD"
+    idempotency_key: str = ""
+    call_sid: str = ""
+
+    def __post_init__(self) -> None:
+        if self.paid_at.utcoffset() is None:
+            raise ValueError("paid_at must be an aware datetime")
+        object.__setattr__(self, "paid_at", self.paid_at.astimezone(UTC))
+        for name in ("amount_cents", "fee_cents"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be integer cents")
+        # Refuse rather than trim: a longer value here may be a whole card or bank number.
+        if self.last4 is not None and self.last4 != "" and not _LAST4_RE.fullmatch(self.last4):
+            raise ValueError("last4 must be 1 to 4 digits (value not shown)")
+        for name in ("account_number", "confirmation_number", "method"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        # The file cannot tell "" from None, so both are None and a round trip is exact.
+        for name in ("card_brand", "last4"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        if not _CURRENCY_RE.fullmatch(self.currency):
+            raise ValueError(f"currency {self.currency!r} must be 3 capital letters")
+
+    @property
+    def total_cents(self) -> int:
+        """Amount plus fee: what the payer was charged."""
+        return self.amount_cents + self.fee_cents
+
+
+@dataclass(frozen=True)
+class PaymentLayout:
+    """How the outbound payment confirmation file is written; see docs/layouts.md.
+
+    ``columns`` is an ordered list of (header name, field) with fields from
+    ``PAYMENT_FIELDS``, or ``"=text"`` for a column that always holds ``text``.
+    ``header_record`` and ``trailer_record`` are rows of cells that may hold
+    ``{count}``, ``{sum}`` (of ``sum_field``, in the amount style) or names supplied to
+    ``write_payment_file``; empty means none. ``value_maps`` maps a field to
+    {our value: file value}, e.g. ``{"method": {"card": "CC"}}``.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...] = DEFAULT_PAYMENT_COLUMNS
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    quoting: Quoting = "minimal"
+    quotechar: str = '"'
+    header: bool = True
+    datetime_format: str = "iso"
+    time_zone: str = "UTC"
+    amount_style: PaymentAmountStyle = "plain"
+    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    header_record: tuple[str, ...] = ()
+    trailer_record: tuple[str, ...] = ("TRAILER", "{count}", "{sum}")
+    sum_field: SumField = "amount"
+    line_terminator: str = "\r\n"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
+        object.__setattr__(self, "header_record", tuple(self.header_record))
+        object.__setattr__(self, "trailer_record", tuple(self.trailer_record))
+        object.__setattr__(self, "value_maps", _freeze_maps(self.value_maps))
+        problems = _payment_layout_problems(self)
+        if problems:
+            raise LayoutError(problems)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone paid_at is written in."""
+        return ZoneInfo(self.time_zone)
+
+
+def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
+    problems: list[str] = []
+    if not _NAME_RE.fullmatch(layout.name):
+        problems.append(f"name: {layout.name!r} must be 1-64 letters, digits, _ or -")
+    encoding_problem = _encoding_problem(layout.encoding)
+    if encoding_problem:
+        problems.append(encoding_problem)
+    problems += _dialect_problems(layout.delimiter, layout.quoting, layout.quotechar)
+    if not layout.columns:
+        problems.append("columns: at least one column is needed")
+    seen: set[str] = set()
+    for i, column in enumerate(layout.columns, start=1):
+        if len(column) != 2 or not all(isinstance(part, str) for part in column):
+            problems.append(f"columns[{i}]: {column!r} must be [header name, field]")
+            continue
+        _, name = column
+        if name.startswith("="):
+            continue
+        if name not in PAYMENT_FIELDS:
+            problems.append(f"columns[{i}]: {name!r} is not one of {', '.join(PAYMENT_FIELDS)}")
+        elif name in seen:
+            problems.append(f"columns[{i}]: {name!r} appears twice")
+        seen.add(name)
+    try:
+        zone: ZoneInfo | None = ZoneInfo(layout.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+        problems.append(f"time_zone: {layout.time_zone!r} is not an IANA time zone")
+    if zone is not None:
+        problems += _datetime_format_problems(layout.datetime_format, zone)
+    if layout.amount_style not in get_args(PaymentAmountStyle):
+        problems.append(f"amount_style: {layout.amount_style!r} is not one of plain, cents")
+    if layout.sum_field not in get_args(SumField):
+        problems.append(f"sum_field: {layout.sum_field!r} is not one of amount, fee, total")
+    if layout.line_terminator not in _LINE_TERMINATORS:
+        problems.append(f"line_terminator: {layout.line_terminator!r} must be CRLF, LF or CR")
+    for name, mapping in layout.value_maps.items():
+        if name not in seen:
+            problems.append(f"value_maps.{name}: {name!r} is not in columns")
+        elif name in ("amount", "fee", "total", "paid_at"):
+            problems.append(f"value_maps.{name}: amounts and times cannot be mapped")
+        elif len(set(mapping.values())) != len(mapping):
+            # Reading a file back inverts the map, so two values cannot share one spelling.
+            problems.append(f"value_maps.{name}: two values map to the same text")
+    for label in ("header_record", "trailer_record"):
+        problems += [f"{label}: {p}" for p in _template_problems(getattr(layout, label))]
+    return problems
+
+
+def _datetime_format_problems(datetime_format: str, zone: ZoneInfo) -> list[str]:
+    if datetime_format == "iso":
+        return []
+    sample = datetime(2026, 11, 26, 15, 4, tzinfo=UTC)
+    try:
+        back = _parse_paid_at(_format_paid_at(sample, datetime_format, zone), datetime_format, zone)
+    except ValueError:
+        back = None
+    if back != sample:
+        return [f"datetime_format: {datetime_format!r} cannot write and read back a time"]
+    return []
+
+
+def _template_fields(cell: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    return list(string.Formatter().parse(cell))
+
+
+def _template_problems(template: tuple[str, ...]) -> list[str]:
+    if not template:
+        return []
+    problems: list[str] = []
+    literal_cells = 0
+    for cell in template:
+        if not isinstance(cell, str):
+            problems.append(f"{cell!r} is not text")
+            continue
+        try:
+            parts = _template_fields(cell)
+        except ValueError as exc:
+            problems.append(f"{cell!r}: {exc}")
+            continue
+        names = [name for _, name, _, _ in parts if name is not None]
+        if not names:
+            literal_cells += 1
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if not name.isidentifier() or conversion is not None or "{" in (spec or ""):
+                problems.append(f"{cell!r}: placeholders are {{name}} or {{name:spec}}")
+            elif spec:
+                try:
+                    format("0", spec)
+                except ValueError:
+                    problems.append(f"{cell!r}: {spec!r} is not a format for text")
+    if not literal_cells:
+        problems.append("needs at least one cell of plain text, so readers can recognise it")
+    return problems
+
+
+def _format_paid_at(paid_at: datetime, datetime_format: str, zone: ZoneInfo) -> str:
+    local = paid_at.astimezone(zone)
+    if datetime_format == "iso":
+        return local.isoformat(timespec="seconds")
+    return local.strftime(datetime_format)
+
+
+def _parse_paid_at(raw: str, datetime_format: str, zone: ZoneInfo) -> datetime:
+    if datetime_format == "iso":
+        parsed = datetime.fromisoformat(raw)
+    else:
+        # Naive only when the format has no zone; the layout's zone is applied just below.
+        parsed = datetime.strptime(raw, datetime_format)  # noqa: DTZ007
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC)
+
+
+def _format_amount(cents: int, style: str) -> str:
+    return str(cents) if style == "cents" else cents_to_text(cents)
+
+
+def _parse_amount(column: str, raw: str, style: str) -> int:
+    if style == "cents":
+        if not _CENTS_RE.fullmatch(raw):
+            raise FieldError(f"{column}: {show_value(raw)} is not an amount in cents")
+        return int(raw)
+    if not _PLAIN_AMOUNT_RE.fullmatch(raw):
+        raise FieldError(f"{column}: {show_value(raw)} is not an amount (like 123.45)")
+    return int(raw.replace(".", ""))
+
+
+
+
+DEFAULT_PAYMENT_LAYOUT = PaymentLayout(name="default")
