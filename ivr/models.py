@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 from ivr.statuses import (
     CallOutcome,
     ImportStatus,
+    IngestOutcome,
     LoginOutcome,
     OutboxStatus,
     PostingOutcome,
@@ -407,7 +408,7 @@ class IngestedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[ImportStatus] = mapped_column(EnumText(ImportStatus, 12))
+    status: Mapped[IngestOutcome] = mapped_column(EnumText(IngestOutcome, 12))
     records: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))

@@ -53,10 +53,18 @@ class SyncRunStatus(StrEnum):
 
 
 class ImportStatus(StrEnum):
-    """``import_runs.status`` and ``ingested_files.status``: an account file all-or-nothing."""
+    """``import_runs.status``: an account file is applied whole or not at all."""
 
     APPLIED = "applied"
     REJECTED = "rejected"
+
+
+class IngestOutcome(StrEnum):
+    """``ingested_files.status``: what `ivr sync pull` did with one remote file."""
+
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"  # the same content was seen before: nothing loaded
 
 
 class LoginOutcome(StrEnum):
