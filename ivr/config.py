@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connectors.accounting.registry import settings_prefixes, system_names
+
 REPO_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -82,7 +84,8 @@ class AppConfig:
     # Set by `ivr call` and `ivr demo` (never from the environment): payments taken by a
     # simulated call are marked "test", never posted and never put in confirmation files.
     simulated: bool = False
-    # IVR_TRYTON_*, IVR_HLEDGER_*, IVR_WEBHOOK_*, IVR_ACCOUNTING_* variables, for the connector.
+    # Each registered system's IVR_TRYTON_*, IVR_HLEDGER_*... and the IVR_ACCOUNTING_*
+    # variables, for the connector (connectors.accounting.registry).
     accounting_settings: Mapping[str, str] = field(default_factory=dict)
     # IVR_SYNC_*, IVR_SFTP_*, IVR_PGP_* variables, for `ivr sync` (ivr.accounts.sync.SyncConfig).
     sync_settings: Mapping[str, str] = field(default_factory=dict)
@@ -124,9 +127,10 @@ _INT_FIELDS = {"post_budget_ms", "outbox_max_attempts",
 # Twilio waits 15 s; the apology itself must still reach it in time.
 MAX_WEBHOOK_DEADLINE_MS = 12_000
 _FLOAT_FIELDS = {"outbox_backoff_seconds", "outbox_backoff_max_seconds"}
-# Prefixes of the variables handed to the accounting connector as they are.
-CONNECTOR_PREFIXES = ("IVR_TRYTON_", "IVR_HLEDGER_", "IVR_WEBHOOK_", "IVR_ACCOUNTING_")
-ACCOUNTING_SYSTEMS = ("none", "tryton", "hledger", "webhook")
+# Prefixes of the variables handed to the accounting connector as they are, and the values
+# IVR_ACCOUNTING accepts: both from the registry of accounting systems.
+CONNECTOR_PREFIXES = settings_prefixes()
+ACCOUNTING_SYSTEMS = system_names()
 SYNC_PREFIXES = ("IVR_SYNC_", "IVR_SFTP_", "IVR_PGP_")
 
 

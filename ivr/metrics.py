@@ -28,6 +28,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapper
 
+from connectors.accounting.registry import SYSTEMS
 from ivr.calls import guards
 from ivr.db import Database
 from ivr.models import (
@@ -40,6 +41,7 @@ from ivr.models import (
     SyncRun,
 )
 from ivr.money.reconcile import day_bounds
+from ivr.statuses import OutboxStatus, PostingOutcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -85,8 +87,8 @@ _EVENTS = frozenset({
 _PAY_RESULTS = frozenset({
     "success", "caller-hung-up", "too-many-failed-attempts", "payment-connector-error",
     "caller-interrupted-with-star", "validation-error", "internal-error"})
-_POSTING_OUTCOMES = frozenset({"posted", "retry", "dead"})
-_SYSTEMS = frozenset({"tryton", "hledger", "webhook"})
+_POSTING_OUTCOMES = frozenset(PostingOutcome)
+_SYSTEMS = frozenset(system.name for system in SYSTEMS)
 
 
 def _known(value: str, allowed: frozenset[str]) -> str:
@@ -155,17 +157,18 @@ class DatabaseCollector:
             outbox = GaugeMetricFamily("ivr_outbox_entries",
                                        "Payments in the outbox by status (dead = dead letters).",
                                        labels=["status"])
-            counts = {"pending": 0, "posted": 0, "dead": 0}
-            for status, count in db.execute(
+            counts = dict.fromkeys(
+                (OutboxStatus.PENDING, OutboxStatus.POSTED, OutboxStatus.DEAD), 0)
+            for entry_status, count in db.execute(
                     select(OutboxEntry.status, func.count()).group_by(OutboxEntry.status)):
-                counts[str(status)] = int(count)
-            for status, count in sorted(counts.items()):
-                outbox.add_metric([status], count)
+                counts[entry_status] = int(count)
+            for entry_status, count in sorted(counts.items()):
+                outbox.add_metric([str(entry_status)], count)
             yield outbox
 
             oldest = db.scalar(select(func.min(Payment.paid_at))
                                .join(OutboxEntry, OutboxEntry.payment_id == Payment.id)
-                               .where(OutboxEntry.status == "pending"))
+                               .where(OutboxEntry.status == OutboxStatus.PENDING))
             age = GaugeMetricFamily(
                 "ivr_outbox_oldest_pending_age_seconds",
                 "Seconds since the oldest payment still waiting to be posted was taken (0: none).")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -26,6 +28,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from ivr.statuses import (
+    CallOutcome,
+    ImportStatus,
+    IngestOutcome,
+    LoginOutcome,
+    OutboxStatus,
+    PostingOutcome,
+    PostingStatus,
+    SyncKind,
+    SyncRunStatus,
+)
 
 
 def utcnow() -> datetime:
@@ -52,6 +66,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E]):
+    """A StrEnum stored as its plain string (VARCHAR), read back as a member.
+
+    The column stays text, so existing rows and migrations are unchanged; a word outside the
+    enum is refused on the way in, never stored.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -182,7 +220,8 @@ class CallSession(Base):
     ach_recording_sid: Mapped[str | None] = mapped_column(String(64))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     prompts_version: Mapped[str] = mapped_column(String(16), default="")
-    outcome: Mapped[str | None] = mapped_column(String(32))
+    # How the call ended; reads back as a CallOutcome (str until its writers use the enum).
+    outcome: Mapped[str | None] = mapped_column(EnumText(CallOutcome, 32))
     call_status: Mapped[str | None] = mapped_column(String(20))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -228,7 +267,8 @@ class Payment(Base):
     bank_last: Mapped[str | None] = mapped_column(String(4))
     language: Mapped[str] = mapped_column(String(8), default="en-US")
     # queued until the accounting system acknowledges it (see the posting worker).
-    posting_status: Mapped[str] = mapped_column(String(16), default="queued")
+    posting_status: Mapped[PostingStatus] = mapped_column(EnumText(PostingStatus, 16),
+                                                          default=PostingStatus.QUEUED)
     paid_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -245,7 +285,8 @@ class OutboxEntry(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[OutboxStatus] = mapped_column(EnumText(OutboxStatus, 16),
+                                                 default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_by: Mapped[str | None] = mapped_column(String(80))
@@ -270,7 +311,7 @@ class PostingAttempt(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     poster: Mapped[str] = mapped_column(String(80))  # "realtime" or a worker id
     system: Mapped[str] = mapped_column(String(20))
-    outcome: Mapped[str] = mapped_column(String(16))  # posted | retry | dead
+    outcome: Mapped[PostingOutcome] = mapped_column(EnumText(PostingOutcome, 16))
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(default=0)
 
@@ -306,7 +347,8 @@ class ImportRun(Base):
     source: Mapped[str] = mapped_column(String(500))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # applied | rejected
+    # Read back as an ImportStatus (str until its readers use the enum).
+    status: Mapped[str] = mapped_column(EnumText(ImportStatus, 16))
     records: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -341,8 +383,9 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(8))  # pull | push
-    status: Mapped[str] = mapped_column(String(12))  # running | ok | failed
+    # Read back as SyncKind and SyncRunStatus (str until their writers use the enums).
+    kind: Mapped[str] = mapped_column(EnumText(SyncKind, 8))
+    status: Mapped[str] = mapped_column(EnumText(SyncRunStatus, 12))
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None] = mapped_column()
     host: Mapped[str] = mapped_column(String(120), default="")
@@ -365,7 +408,7 @@ class IngestedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(12))  # applied | rejected
+    status: Mapped[IngestOutcome] = mapped_column(EnumText(IngestOutcome, 12))
     records: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
@@ -414,7 +457,7 @@ class OpsLoginAttempt(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     username: Mapped[str] = mapped_column(String(80))
     address: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(12))  # ok | failed | refused
+    outcome: Mapped[LoginOutcome] = mapped_column(EnumText(LoginOutcome, 12))
 
 
 class PromptVersion(Base):
@@ -448,3 +491,16 @@ class PromptSnapshot(Base):
     saved_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # File name (relative to the prompts folder) to its text.
     files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ConnectorState(Base):
+    """A value an accounting connector keeps for itself (an OAuth refresh token that rotates
+    on every use, say), shared by every node; see connectors.accounting.state."""
+
+    __tablename__ = "connector_state"
+    __table_args__ = (PrimaryKeyConstraint("system", "key"),)
+
+    system: Mapped[str] = mapped_column(String(20))  # the registry's name, as IVR_ACCOUNTING
+    key: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

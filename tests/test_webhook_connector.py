@@ -27,6 +27,7 @@ from connectors.accounting.base import (
     RetryableError,
 )
 from connectors.accounting.registry import build_connector
+from connectors.accounting.state import MemoryStateStore
 from connectors.accounting.webhook import WebhookConnector, sign, verify
 from tests.servers.webhook import Receiver, start_receiver
 
@@ -141,7 +142,7 @@ def test_bad_settings_name_the_variable(changes: dict[str, str], variable: str) 
 def test_built_by_the_registry() -> None:
     settings = {**GOOD, "IVR_ACCOUNTING_CONNECT_TIMEOUT": "1.5",
                 "IVR_ACCOUNTING_READ_TIMEOUT": "4"}
-    connector = build_connector("webhook", settings)
+    connector = build_connector("webhook", settings, MemoryStateStore())
     assert isinstance(connector, WebhookConnector)
     assert isinstance(connector, AccountingConnector)
     assert connector.name == "webhook"

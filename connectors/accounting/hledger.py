@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
@@ -46,11 +46,13 @@ from connectors.accounting.base import (
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
+    Deadline,
     make_session,
     request,
-    timeout_for,
     timeouts_from_settings,
+    url_setting,
 )
+from connectors.accounting.state import StateStore
 
 __all__ = ["HledgerConnector", "Posting", "transaction_code", "unbalanced_by"]
 
@@ -193,20 +195,11 @@ def _setting(settings: Mapping[str, str], name: str, default: str,
 
 def _url(settings: Mapping[str, str]) -> str:
     name = "IVR_HLEDGER_URL"
-    url = settings.get(name, "").strip().rstrip("/")
-    if not url:
-        raise ValueError(f"{name} is required (for example http://127.0.0.1:5051)")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{name} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an http:// or https:// URL with a host")
+    url, parts = url_setting(settings, name, strip="/",
+                             required=" (for example http://127.0.0.1:5051)")
     if parts.query or parts.fragment or any(c.isspace() for c in url):
         raise ValueError(f"{name} must be a plain base URL")
     return url
-
 
 
 def _zone(settings: Mapping[str, str]) -> ZoneInfo:
@@ -217,22 +210,6 @@ def _zone(settings: Mapping[str, str]) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name} must be an IANA time zone such as America/Chicago, "
                          f"not {raw!r}") from None
-
-
-class _Deadline:
-    """The caller's budget for a whole operation, shared by its several requests."""
-
-    def __init__(self, budget: float | None) -> None:
-        self._end = None if budget is None else time.monotonic() + budget
-
-    def remaining(self) -> float | None:
-        """Seconds left (None: no budget); RetryableError once spent."""
-        if self._end is None:
-            return None
-        left = self._end - time.monotonic()
-        if left <= 0:
-            raise RetryableError(SYSTEM, "timed out: time budget spent")
-        return left
 
 
 class HledgerConnector:
@@ -261,8 +238,12 @@ class HledgerConnector:
         self._last_read = -math.inf
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> HledgerConnector:
-        """Build from IVR_HLEDGER_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one."""
+    def from_settings(cls, settings: Mapping[str, str],
+                      state: StateStore | None = None) -> HledgerConnector:
+        """Build from IVR_HLEDGER_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one.
+
+        Keeps no state between runs: ``state`` is not used.
+        """
         account = "an hledger account name (no ; ( ) [ ] # or double spaces)"
         prefix = _setting(settings, "IVR_HLEDGER_RECEIVABLE_PREFIX", DEFAULT_RECEIVABLE_PREFIX,
                           _ACCOUNT_NAME, account)
@@ -350,9 +331,12 @@ class HledgerConnector:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _get(self, path: str, deadline: _Deadline) -> Any:
+    def _deadline(self, budget: float | None) -> Deadline:
+        return Deadline(SYSTEM, budget, self._timeout, spent="timed out: time budget spent")
+
+    def _get(self, path: str, deadline: Deadline) -> Any:
         response = request(SYSTEM, self._session, "GET", self.url + path,
-                           timeout=timeout_for(deadline.remaining(), self._timeout))
+                           timeout=deadline.timeouts())
         with self._lock:
             self._last_read = time.monotonic()
         try:
@@ -361,7 +345,7 @@ class HledgerConnector:
             # Not hledger-web answering (a proxy page?): no refusal, so try again later.
             raise RetryableError(SYSTEM, f"GET {path}: answer is not JSON") from None
 
-    def _account_names(self, deadline: _Deadline, *, fresh: bool) -> frozenset[str]:
+    def _account_names(self, deadline: Deadline, *, fresh: bool) -> frozenset[str]:
         with self._lock:
             if not fresh and time.monotonic() - self._names_at < _NAMES_TTL:
                 return self._names
@@ -373,12 +357,12 @@ class HledgerConnector:
             self._names, self._names_at = names, time.monotonic()
         return names
 
-    def _is_known(self, account: str, deadline: _Deadline) -> bool:
+    def _is_known(self, account: str, deadline: Deadline) -> bool:
         # A hit may come from the cache; a miss is always re-read before it is believed.
         return (account in self._account_names(deadline, fresh=False)
                 or account in self._account_names(deadline, fresh=True))
 
-    def _find_code(self, account: str, code: str, deadline: _Deadline) -> bool:
+    def _find_code(self, account: str, code: str, deadline: Deadline) -> bool:
         """Whether the account's register holds a transaction with ``code``."""
         data = self._get("/accounttransactions/" + quote(account, safe=":"), deadline)
         if not isinstance(data, list):
@@ -391,7 +375,7 @@ class HledgerConnector:
                 return True
         return False
 
-    def _wait_after_read(self, deadline: _Deadline) -> None:
+    def _wait_after_read(self, deadline: Deadline) -> None:
         with self._lock:
             wait = self._last_read + _RELOAD_GAP - time.monotonic()
         if wait > 0:
@@ -403,7 +387,7 @@ class HledgerConnector:
 
         ``timeout`` bounds the whole call (dedupe read, account check and the write).
         """
-        deadline = _Deadline(timeout)
+        deadline = self._deadline(timeout)
         transaction = self.transaction(payment)
         try:
             off = unbalanced_by(transaction)
@@ -425,8 +409,7 @@ class HledgerConnector:
                                          "in the journal")
         self._wait_after_read(deadline)
         response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
-                           timeout=timeout_for(deadline.remaining(), self._timeout),
-                           ok_statuses=(400, 403))
+                           timeout=deadline.timeouts(), ok_statuses=(400, 403))
         if response.status_code == 403 and _INTERNAL_FAILURE in response.text:
             # hledger-web 1.25 answers an internal failure (a journal reload meeting an
             # append from another writer: "resource busy (file is locked)") with this 403 in
@@ -440,7 +423,7 @@ class HledgerConnector:
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The receivable account's balance (``aibalance`` in ``GET /accounts``)."""
-        deadline = _Deadline(timeout)
+        deadline = self._deadline(timeout)
         account = self.receivable_account(account_number)
         data = self._get("/accounts", deadline)
         if not isinstance(data, list):
@@ -471,7 +454,7 @@ class HledgerConnector:
 
     def health(self, timeout: float | None = None) -> None:
         """``GET /version``. Note 1.25 answers even when its journal no longer parses."""
-        data = self._get("/version", _Deadline(timeout))
+        data = self._get("/version", self._deadline(timeout))
         if not isinstance(data, str):
             raise RetryableError(SYSTEM, "GET /version: unexpected answer")
 

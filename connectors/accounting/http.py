@@ -1,12 +1,15 @@
-"""One requests.Session per system, explicit timeouts, and HTTP failures classified."""
+"""What the HTTP connectors share: one requests.Session per system, explicit timeouts, an
+operation's time budget, URL settings, and HTTP failures classified."""
 
 from __future__ import annotations
 
 import email.utils
 import math
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 
@@ -50,6 +53,53 @@ def _seconds(settings: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {raw!r}")
     return value
+
+
+class Deadline:
+    """One operation's time budget, shared by its several requests.
+
+    ``spent`` is the RetryableError's message once the budget is used up.
+    """
+
+    def __init__(self, system: str, seconds: float | None,
+                 default: tuple[float, float] = DEFAULT_TIMEOUT, *,
+                 spent: str = "time budget used up") -> None:
+        self.system = system
+        self.default = default
+        self.spent = spent
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no budget); RetryableError once spent."""
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise RetryableError(self.system, self.spent)
+        return left
+
+    def timeouts(self, cap: tuple[float, float] | None = None) -> tuple[float, float]:
+        """Connect/read timeouts for the next request (``cap`` instead of the default),
+        shrunk to what is left; RetryableError once the budget is spent."""
+        return timeout_for(self.remaining(), cap or self.default)
+
+
+def url_setting(settings: Mapping[str, str], name: str, *, strip: str = "",
+                required: str = "") -> tuple[str, SplitResult]:
+    """The http(s) URL in setting ``name`` (blanks and trailing ``strip`` characters removed)
+    and its parts; ValueError naming it when it is missing (``required`` follows "is
+    required" in the message), unparsable, or not http(s) with a host."""
+    url = settings.get(name, "").strip().rstrip(strip)
+    if not url:
+        raise ValueError(f"{name} is required{required}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{name} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http:// or https:// URL with a host")
+    return url, parts
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -38,7 +38,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -58,11 +57,12 @@ from connectors.accounting.base import (
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
+    Deadline,
     make_session,
     request,
-    timeout_for,
     timeouts_from_settings,
 )
+from connectors.accounting.state import StateStore
 
 __all__ = ["TrytonConnector"]
 
@@ -95,24 +95,6 @@ class _Move:
 class _Step:
     invoice: _Invoice
     amount: Decimal
-
-
-class _Budget:
-    """One operation's time budget, shared by its several HTTP calls."""
-
-    def __init__(self, seconds: float | None, default: tuple[float, float]) -> None:
-        self.default = default
-        self.deadline = None if seconds is None else time.monotonic() + seconds
-
-    def timeouts(self, cap: tuple[float, float] | None = None) -> tuple[float, float]:
-        """Connect/read timeouts for the next call; RetryableError once it is spent."""
-        default = cap or self.default
-        if self.deadline is None:
-            return default
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise RetryableError(SYSTEM, "time budget used up")
-        return timeout_for(left, default)
 
 
 def _decode(obj: dict[str, Any]) -> Any:
@@ -183,8 +165,12 @@ class TrytonConnector:
         self._ids = 0
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> TrytonConnector:
-        """Build from IVR_TRYTON_* settings; ValueError names a missing or bad one."""
+    def from_settings(cls, settings: Mapping[str, str],
+                      state: StateStore | None = None) -> TrytonConnector:
+        """Build from IVR_TRYTON_* settings; ValueError names a missing or bad one.
+
+        Keeps no state between runs: ``state`` is not used.
+        """
         url = _setting(settings, "IVR_TRYTON_URL")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -200,7 +186,7 @@ class TrytonConnector:
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
         """Apply the payment to the party's open invoices, once per idempotency key."""
-        budget = _Budget(timeout, self.timeouts)
+        budget = Deadline(SYSTEM, timeout, self.timeouts)
         key = payment.idempotency_key
         if not key.strip():
             raise PermanentError(SYSTEM, "payment has no idempotency key")
@@ -237,7 +223,7 @@ class TrytonConnector:
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The party's receivable balance (negative when the customer is in credit)."""
-        budget = _Budget(timeout, self.timeouts)
+        budget = Deadline(SYSTEM, timeout, self.timeouts)
         rows = _list(self._call("model.party.party.search_read", [
             [["code", "=", account_number]], 0, 2, None, ["id", "receivable"]], budget),
             "party")
@@ -251,7 +237,7 @@ class TrytonConnector:
 
     def health(self, timeout: float | None = None) -> None:
         """Log in if needed and find the payment method: a bad setup shows up here."""
-        self._payment_method(_Budget(timeout, self.timeouts))
+        self._payment_method(Deadline(SYSTEM, timeout, self.timeouts))
 
     def close(self) -> None:
         """Log out (best effort) and release the connections."""
@@ -271,7 +257,7 @@ class TrytonConnector:
 
     # -- posting -------------------------------------------------------------------------
 
-    def _moves_for(self, key: str, since: date, budget: _Budget) -> list[_Move]:
+    def _moves_for(self, key: str, since: date, budget: Deadline) -> list[_Move]:
         """Moves carrying this key, oldest first; drafts (a crash mid-post) are posted."""
         # The description cannot use an index (leading wildcard); the move date can, and
         # no move for this payment is dated before the payment was taken.
@@ -301,7 +287,7 @@ class TrytonConnector:
             return self._moves_for(key, since, budget)
         return list(found.values())
 
-    def _check_amount(self, payment: PaymentPost, budget: _Budget) -> None:
+    def _check_amount(self, payment: PaymentPost, budget: Deadline) -> None:
         code, digits = self._company_currency(budget)
         if payment.currency.upper() != code:
             raise PermanentError(SYSTEM, f"payment in {payment.currency}, company keeps {code}")
@@ -315,7 +301,7 @@ class TrytonConnector:
             raise PermanentError(SYSTEM, f"amount {payment.amount} has more than {digits} "
                                          "decimals")
 
-    def _company_currency(self, budget: _Budget) -> tuple[str, int]:
+    def _company_currency(self, budget: Deadline) -> tuple[str, int]:
         if self._currency is None:
             self._ensure_login(budget)  # the company comes with the session's context
             rows = _list(self._call("model.company.company.read", [
@@ -325,14 +311,14 @@ class TrytonConnector:
             self._currency = (str(currency["code"]), int(currency["digits"]))
         return self._currency
 
-    def _party_id(self, account_number: str, budget: _Budget) -> int:
+    def _party_id(self, account_number: str, budget: Deadline) -> int:
         ids = _list(self._call("model.party.party.search", [
             [["code", "=", account_number]], 0, 2, None], budget), "party")
         if len(ids) != 1:
             raise PermanentError(SYSTEM, f"no customer with code {account_number!r}")
         return int(ids[0])
 
-    def _payment_method(self, budget: _Budget) -> dict[str, Any]:
+    def _payment_method(self, budget: Deadline) -> dict[str, Any]:
         self._ensure_login(budget)
         rows = _list(self._call("model.account.invoice.payment.method.search_read", [
             [["name", "=", self.payment_method], ["company", "=", self._context.get("company")]],
@@ -343,7 +329,7 @@ class TrytonConnector:
                                          f"{self.payment_method!r} in the company; need one")
         return _dict(rows[0], "payment method")
 
-    def _open_invoices(self, party: int, currency: str, budget: _Budget) -> list[_Invoice]:
+    def _open_invoices(self, party: int, currency: str, budget: Deadline) -> list[_Invoice]:
         rows = _list(self._call("model.account.invoice.search_read", [
             [["party", "=", party], ["type", "=", "out"], ["state", "=", "posted"],
              ["currency.code", "=", currency.upper()]],
@@ -359,7 +345,7 @@ class TrytonConnector:
         return invoices
 
     def _pay_invoice(self, step: _Step, method: Mapping[str, Any], description: str,
-                     budget: _Budget) -> None:
+                     budget: Deadline) -> None:
         """Run Tryton's pay wizard on one invoice: one transaction, one posted move."""
         invoice = step.invoice
         context = {"active_model": "account.invoice", "active_id": invoice.id,
@@ -392,7 +378,7 @@ class TrytonConnector:
                                budget.timeouts(_LOGOUT_TIMEOUT))
 
     def _post_credit(self, party: int, method: Mapping[str, Any], amount: Decimal,
-                     description: str, budget: _Budget) -> None:
+                     description: str, budget: Deadline) -> None:
         """No open invoice: post the payment as a credit on the party's receivable."""
         rows = _list(self._call("model.party.party.read", [[party], ["account_receivable"]],
                                 budget), "party")
@@ -415,7 +401,7 @@ class TrytonConnector:
 
     # -- JSON-RPC --------------------------------------------------------------------------
 
-    def _ensure_login(self, budget: _Budget) -> str:
+    def _ensure_login(self, budget: Deadline) -> str:
         """The session's Authorization header; logs in (and reads the context) once."""
         with self._lock:
             if self._auth is not None:
@@ -432,7 +418,7 @@ class TrytonConnector:
             self._auth, self._context = auth, context
         return auth
 
-    def _login(self, budget: _Budget) -> str:
+    def _login(self, budget: Deadline) -> str:
         response = request(SYSTEM, self._session, "POST", self._rpc_url,
                            timeout=budget.timeouts(), ok_statuses=(401, 403, 404),
                            data=self._body("common.db.login",
@@ -449,7 +435,7 @@ class TrytonConnector:
         credentials = f"{self.user}:{user_id}:{token}".encode()
         return "Session " + base64.b64encode(credentials).decode("ascii")
 
-    def _call(self, method: str, params: Sequence[Any], budget: _Budget, *,
+    def _call(self, method: str, params: Sequence[Any], budget: Deadline, *,
               context: Mapping[str, Any] | None = None) -> Any:
         """An authenticated call (context appended); one new login if the session died."""
         auth = self._ensure_login(budget)

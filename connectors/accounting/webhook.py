@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
@@ -34,7 +33,9 @@ from connectors.accounting.http import (
     request,
     timeout_for,
     timeouts_from_settings,
+    url_setting,
 )
+from connectors.accounting.state import StateStore
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -149,16 +150,7 @@ def _receipt_id(response: requests.Response, fallback: str) -> str:
 
 def _url(settings: Mapping[str, str]) -> str:
     name = "IVR_WEBHOOK_URL"
-    url = settings.get(name, "").strip()
-    if not url:
-        raise ValueError(f"{name} is required")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{name} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an http:// or https:// URL with a host")
+    url, _ = url_setting(settings, name)
     if any(c.isspace() for c in url):
         raise ValueError(f"{name} must not contain spaces")
     return url
@@ -194,8 +186,12 @@ class WebhookConnector:
         self._session = make_session()
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> WebhookConnector:
-        """Build from IVR_WEBHOOK_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one."""
+    def from_settings(cls, settings: Mapping[str, str],
+                      state: StateStore | None = None) -> WebhookConnector:
+        """Build from IVR_WEBHOOK_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one.
+
+        Keeps no state between runs: ``state`` is not used.
+        """
         timeout = timeouts_from_settings(settings)
         return cls(_url(settings), _secret(settings), timeout=timeout)
 

@@ -21,6 +21,7 @@ from ivr.calls.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.prompts.settings import CARD_TYPES
 from ivr.security import mask_account
+from ivr.statuses import CallOutcome, OutboxStatus, PostingStatus
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
         bank_account_type=(call.bank_account_type or result.bank_account_type)
         if method == "ach" else None,
         bank_last=result.bank_last if method == "ach" else None,
-        language=ctx.lang, posting_status="test" if ctx.config.simulated else "queued",
+        language=ctx.lang,
+        posting_status=PostingStatus.TEST if ctx.config.simulated else PostingStatus.QUEUED,
         paid_at=ctx.now,
     )
     savepoint = db.begin_nested()
@@ -152,7 +154,8 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
     # A simulated call's payment keeps its outbox row (the invariant holds) marked "test":
     # no worker picks it up.
     db.add(OutboxEntry(payment_id=payment.id, next_attempt_at=ctx.now,
-                       status="test" if ctx.config.simulated else "pending"))
+                       status=OutboxStatus.TEST if ctx.config.simulated
+                       else OutboxStatus.PENDING))
     if method == "ach":
         auth = db.scalar(select(AchAuthorization).where(
             AchAuthorization.call_sid == call.call_sid, AchAuthorization.payment_id.is_(None))
@@ -195,14 +198,14 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
     if result.result == "success" and _CODE.match(result.confirmation_code):
         payment, created = record_payment(ctx.db, ctx, result)
         call.payment_id = payment.id
-        call.outcome = "paid"
+        call.outcome = CallOutcome.PAID
         record(ctx, "pay_result", "success", state=PAYING)
         if created and ctx.accounting is not None and not ctx.config.simulated:
             # The payment, its outbox row and the call's new state are durable before we
             # spend the posting budget; then the caller hears whether the biller has it.
             ctx.db.commit()
             if ctx.accounting.post_now(payment.id):
-                payment.posting_status = "posted"
+                payment.posting_status = PostingStatus.POSTED
         log.info("payment recorded", extra={"fields": {
             "call_sid": call.call_sid, "account": mask_account(payment.account_number),
             "amount_cents": payment.amount_cents, "method": payment.method,
@@ -211,7 +214,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
     if result.result == "caller-hung-up":
         record(ctx, "pay_result", "caller-hung-up", state=PAYING)
         call.state = ENDED
-        call.outcome = call.outcome or "hung_up_in_pay"
+        call.outcome = call.outcome or CallOutcome.HUNG_UP_IN_PAY
         return Silent()
     kind = result.result if result.result in FAILURE_PROMPTS else "internal-error"
     if result.result == "success":
@@ -231,7 +234,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
 def _success_speech(ctx: CallContext, payment: Payment) -> tuple[Speech, ...]:
     """Truthful: "posted" only when the accounting system acknowledged the payment."""
     total = ctx.money(payment.amount_cents + payment.fee_cents)
-    posted = payment.posting_status == "posted"
+    posted = payment.posting_status == PostingStatus.POSTED
     return (Speech("pay.success", {"amount": total}),
             Speech("pay.success_posted" if posted else "pay.success_pending"))
 

@@ -35,6 +35,7 @@ from ivr.config import AppConfig
 from ivr.db import Database
 from ivr.metrics import observe_posting
 from ivr.models import OutboxEntry, Payment, PostingAttempt, utcnow
+from ivr.statuses import OutboxStatus, PostingOutcome, PostingStatus
 
 log = logging.getLogger(__name__)
 
@@ -73,44 +74,45 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
 def record_outcome(db: Session, entry: OutboxEntry, payment: Payment, *, poster: str,
                    system: str, now: datetime, duration_ms: int, config: AppConfig,
                    result: PostResult | None = None, error: ConnectorError | None = None,
-                   rng: Callable[[], float] = random.random) -> str:
-    """Store what one attempt achieved; returns "posted", "retry" or "dead"."""
+                   rng: Callable[[], float] = random.random) -> PostingOutcome:
+    """Store what one attempt achieved: posted, retry or dead."""
     entry.attempts += 1
     entry.system = system
     entry.claimed_by = None
     entry.claimed_until = None
     if result is not None:
-        outcome = "posted"
-        entry.status = "posted"
+        outcome = PostingOutcome.POSTED
+        entry.status = OutboxStatus.POSTED
         entry.receipt_id = result.receipt_id[:200]
         entry.posted_at = now
         entry.last_error = None
-        payment.posting_status = "posted"
+        payment.posting_status = PostingStatus.POSTED
     elif isinstance(error, RetryableError) and entry.attempts < config.outbox_max_attempts:
-        outcome = "retry"
+        outcome = PostingOutcome.RETRY
         entry.last_error = str(error)[:2000]
         entry.next_attempt_at = now + timedelta(
             seconds=backoff_seconds(entry.attempts, config, error.retry_after, rng))
     else:
-        outcome = "dead"
-        entry.status = "dead"
+        outcome = PostingOutcome.DEAD
+        entry.status = OutboxStatus.DEAD
         entry.last_error = str(error)[:2000] if error else "unknown error"
-        payment.posting_status = "dead"
+        payment.posting_status = PostingStatus.DEAD
     db.add(PostingAttempt(outbox_id=entry.id, at=now, poster=poster, system=system,
-                          outcome=outcome, error=entry.last_error if outcome != "posted" else None,
+                          outcome=outcome,
+                          error=entry.last_error if outcome != PostingOutcome.POSTED else None,
                           duration_ms=duration_ms))
     return outcome
 
 
 def attempt(database: Database, connector: AccountingConnector, entry_id: int, *, poster: str,
             config: AppConfig, budget: float | None = None,
-            clock: Callable[[], datetime] = utcnow) -> str:
-    """Claim, post and record one outbox row. Returns the outcome, or "skipped"."""
+            clock: Callable[[], datetime] = utcnow) -> PostingOutcome:
+    """Claim, post and record one outbox row. Returns the outcome (skipped: not claimed)."""
     claim_seconds = max(float(config.outbox_claim_seconds), (budget or 0) + 5)
     with database.session() as db:
         posts = claim_rows(db, [entry_id], poster, clock(), claim_seconds)
     if not posts:
-        return "skipped"
+        return PostingOutcome.SKIPPED
     return post_claimed(database, connector, entry_id, posts[entry_id], poster=poster,
                         config=config, budget=budget, clock=clock)
 
@@ -123,7 +125,7 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     until = now + timedelta(seconds=seconds)
     db.execute(
         update(OutboxEntry)
-        .where(OutboxEntry.id.in_(ids), OutboxEntry.status == "pending",
+        .where(OutboxEntry.id.in_(ids), OutboxEntry.status == OutboxStatus.PENDING,
                or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
         .values(claimed_by=poster, claimed_until=until)
         .execution_options(synchronize_session=False)
@@ -136,7 +138,8 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
 
 def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
                  post: PaymentPost, *, poster: str, config: AppConfig,
-                 budget: float | None = None, clock: Callable[[], datetime] = utcnow) -> str:
+                 budget: float | None = None, clock: Callable[[], datetime] = utcnow
+                 ) -> PostingOutcome:
     """Post a row this poster holds and record the outcome."""
     # The claim is committed; no database lock is held while we wait on the network.
     started = time.monotonic()
@@ -153,10 +156,10 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
     with database.session() as db:
         entry = db.get(OutboxEntry, entry_id)
         assert entry is not None  # noqa: S101
-        if entry.status != "pending" or entry.claimed_by != poster:
+        if entry.status != OutboxStatus.PENDING or entry.claimed_by != poster:
             # Our claim expired and another poster finished first; the connector's
             # idempotency made our duplicate harmless. Record nothing more.
-            return "skipped"
+            return PostingOutcome.SKIPPED
         outcome = record_outcome(db, entry, entry.payment, poster=poster, system=connector.name,
                                  now=clock(), duration_ms=duration_ms, config=config,
                                  result=result, error=error)
@@ -179,13 +182,13 @@ def post_now(database: Database, connector: AccountingConnector | None, payment_
     budget = config.post_budget_ms / 1000
     outcome = attempt(database, connector, entry_id, poster=REALTIME, config=config,
                       budget=budget, clock=clock)
-    return outcome == "posted"
+    return outcome == PostingOutcome.POSTED
 
 
 def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
     """Ids of pending rows whose time has come and that nobody holds."""
     stmt = (select(OutboxEntry.id)
-            .where(OutboxEntry.status == "pending", OutboxEntry.next_attempt_at <= now,
+            .where(OutboxEntry.status == OutboxStatus.PENDING, OutboxEntry.next_attempt_at <= now,
                    or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
             .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id)
             .limit(limit))
@@ -204,13 +207,13 @@ class DrainStats:
     dead: int = 0
     skipped: int = 0
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: PostingOutcome) -> None:
         """Count one outcome."""
-        if outcome == "posted":
+        if outcome == PostingOutcome.POSTED:
             self.posted += 1
-        elif outcome == "retry":
+        elif outcome == PostingOutcome.RETRY:
             self.retried += 1
-        elif outcome == "dead":
+        elif outcome == PostingOutcome.DEAD:
             self.dead += 1
         else:
             self.skipped += 1
@@ -272,12 +275,12 @@ def run_worker(database: Database, connector: AccountingConnector, config: AppCo
 def retry_dead(db: Session, outbox_id: int, now: datetime) -> bool:
     """Put a dead-lettered row back in the queue (after a person fixed the cause)."""
     entry = db.get(OutboxEntry, outbox_id)
-    if entry is None or entry.status != "dead":
+    if entry is None or entry.status != OutboxStatus.DEAD:
         return False
-    entry.status = "pending"
+    entry.status = OutboxStatus.PENDING
     entry.attempts = 0
     entry.next_attempt_at = now
     entry.claimed_by = None
     entry.claimed_until = None
-    entry.payment.posting_status = "queued"
+    entry.payment.posting_status = PostingStatus.QUEUED
     return True

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from ivr.models import OutboxEntry, Payment
 from ivr.security import mask_account
+from ivr.statuses import OutboxStatus, PostingStatus
 
 
 @dataclass
@@ -93,7 +94,7 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
         select(Payment, OutboxEntry)
         .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
         .where(Payment.paid_at >= start, Payment.paid_at < end,
-               Payment.posting_status != "test")
+               Payment.posting_status != PostingStatus.TEST)
         .order_by(Payment.paid_at, Payment.id)
     ).all()
     for payment, entry in rows:
@@ -106,25 +107,27 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
             line.detail = "no outbox row: this payment would never be posted"
             report.unexplained.append(line)
             continue
-        line.status = {"pending": "queued"}.get(entry.status, entry.status)
-        if entry.status == "posted":
+        # Said as the payment's own status is: "queued" while the outbox has it pending.
+        line.status = (PostingStatus.QUEUED if entry.status == OutboxStatus.PENDING
+                       else entry.status)
+        if entry.status == OutboxStatus.POSTED:
             report.posted += 1
             report.posted_cents += payment.amount_cents
             if not entry.receipt_id:
                 line.detail = "posted without a receipt id from the accounting system"
                 report.unexplained.append(line)
-            elif payment.posting_status != "posted":
+            elif payment.posting_status != PostingStatus.POSTED:
                 line.detail = f"outbox posted but payment marked {payment.posting_status}"
                 report.unexplained.append(line)
             continue
-        if entry.status == "pending":
+        if entry.status == OutboxStatus.PENDING:
             report.queued += 1
             report.queued_cents += payment.amount_cents
             error = f"; last error: {entry.last_error[:200]}" if entry.last_error else ""
             line.detail = (f"{entry.attempts} attempt(s); "
                            f"next {entry.next_attempt_at.isoformat()}{error}")
             report.differences.append(line)
-        elif entry.status == "dead":
+        elif entry.status == OutboxStatus.DEAD:
             report.dead += 1
             report.dead_cents += payment.amount_cents
             line.detail = f"dead-lettered: {(entry.last_error or 'no reason recorded')[:300]}"

@@ -22,8 +22,10 @@ from ivr.money.reconcile import day_bounds, parse_day
 from ivr.money.reconcile import reconcile as reconcile_day
 from ivr.ops.base import bp, database, line_zone, now, today
 from ivr.ops.present import dollars, scrub
+from ivr.statuses import PostingStatus
 
-POSTING_STATUSES = ("", "posted", "queued", "dead")
+# The filters offered: every payment, or one status (test payments are left out).
+POSTING_STATUSES = ("", PostingStatus.POSTED, PostingStatus.QUEUED, PostingStatus.DEAD)
 
 
 @bp.get("/payments")
@@ -87,7 +89,7 @@ def outbox_retry(outbox_id: int) -> ResponseReturnValue:
               "nothing changed.", "error")
     back = request.form.get("back", "")
     if not back.startswith("/ops/") or "//" in back:
-        back = url_for("ops.payments", status="dead")
+        back = url_for("ops.payments", status=PostingStatus.DEAD)
     return redirect(back)
 
 

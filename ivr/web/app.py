@@ -102,9 +102,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.accounting != "none":
         from connectors.accounting.registry import build_connector
         from ivr.money.accounting import Accounting
+        from ivr.money.connector_state import DatabaseStateStore
 
         try:
-            connector = build_connector(settings.accounting, settings.accounting_settings)
+            connector = build_connector(
+                settings.accounting, settings.accounting_settings,
+                DatabaseStateStore(app.extensions["ivr.db"], settings.accounting))
         except ValueError as exc:
             raise ConfigError(f"IVR_ACCOUNTING={settings.accounting}: {exc}") from None
         if connector is not None:

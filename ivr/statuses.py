@@ -1,0 +1,87 @@
+"""The fixed sets of words status columns hold, one enum each.
+
+StrEnums: a member is the very string stored in the database, shown in `ivr ... --json`, the
+console and /metrics, so existing rows and outputs keep their meaning. Columns typed with
+``ivr.models.EnumText`` read back as members and refuse a word outside the set.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PostingStatus(StrEnum):
+    """``payments.posting_status``: where a payment stands with the accounting system."""
+
+    QUEUED = "queued"  # waiting in the outbox
+    POSTED = "posted"  # acknowledged by the system
+    DEAD = "dead"  # refused or out of attempts: waits for a person
+    TEST = "test"  # taken by a simulated call: never posted
+
+
+class OutboxStatus(StrEnum):
+    """``outbox.status``: what the posting worker still has to do with a row."""
+
+    PENDING = "pending"  # to post, retried with backoff
+    POSTED = "posted"
+    DEAD = "dead"
+    TEST = "test"  # a simulated call's payment: no worker takes it
+
+
+class PostingOutcome(StrEnum):
+    """What one try at posting achieved (``posting_attempts.outcome``)."""
+
+    POSTED = "posted"
+    RETRY = "retry"  # a retryable failure: tried again after a backoff
+    DEAD = "dead"  # refused, or the last attempt failed
+    SKIPPED = "skipped"  # another poster holds or finished the row: nothing recorded
+
+
+class SyncKind(StrEnum):
+    """``sync_runs.kind``."""
+
+    PULL = "pull"  # account files in
+    PUSH = "push"  # payment confirmation files out
+
+
+class SyncRunStatus(StrEnum):
+    """``sync_runs.status``."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class ImportStatus(StrEnum):
+    """``import_runs.status``: an account file is applied whole or not at all."""
+
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
+class IngestOutcome(StrEnum):
+    """``ingested_files.status``: what `ivr sync pull` did with one remote file."""
+
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"  # the same content was seen before: nothing loaded
+
+
+class LoginOutcome(StrEnum):
+    """``ops_login_attempts.outcome``."""
+
+    OK = "ok"
+    FAILED = "failed"  # wrong user name or password
+    REFUSED = "refused"  # over the sign-in limit: the password was not even checked
+
+
+class CallOutcome(StrEnum):
+    """``call_sessions.outcome``: how a call ended (NULL while it goes on)."""
+
+    PAID = "paid"
+    TRANSFERRED = "transferred"
+    GAVE_UP = "gave_up"
+    HUNG_UP = "hung_up"
+    HUNG_UP_IN_PAY = "hung_up_in_pay"
+    DEADLINE = "deadline"
+    COMPLETED = "completed"
