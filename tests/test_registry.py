@@ -87,7 +87,7 @@ def _attempts(system: str) -> float:
     return value or 0.0
 
 
-@pytest.mark.parametrize("doc", ["docs/connectors.md", "docs/configuration.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/connectors.md", "docs/configuration.md"])
 def test_operator_docs_name_every_system_and_its_settings(doc: str) -> None:
     text = (REPO / doc).read_text(encoding="utf-8")
     for system in SYSTEMS:
