@@ -183,9 +183,23 @@ def check_catalog(directory: Path,
     """Every problem in a prompts directory (and any missing ``required_ids``); [] if fine.
 
     With a mapping of id to supplied placeholder names, a template using a placeholder the
-    code does not supply is a problem too (it would fail on every call reaching it).
+    code does not supply is a problem too (it would fail on every call reaching it), and so
+    is a menu's wording that names a key the menu does not accept ("press 4" with no 4).
     """
     return _load(Path(directory), as_required(required_ids))[1]
+
+
+def _menu_key_problems(prompts: Mapping[str, Mapping[str, Prompt]],
+                       settings: LineSettings | None) -> list[str]:
+    """Keys named in menu wording that the menus do not accept (checked with the code's
+    required ids, i.e. against this line's code)."""
+    # The menus are declared with the call flow, which imports this package: read lazily.
+    from ivr.calls.wording import key_problems
+
+    texts = {lang: {pid: {v: prompt.raw[v] for v in VARIANTS if v in prompt.raw}
+                    for pid, prompt in entries.items()}
+             for lang, entries in prompts.items()}
+    return key_problems(texts, settings)
 
 
 class Snapshots(Protocol):
@@ -435,6 +449,8 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
                     f"but {lang}.toml does not exist"
                 )
     problems.extend(cross_check(prompts, required_ids))
+    if required_ids:
+        problems.extend(_menu_key_problems(prompts, settings))
 
     if problems or settings is None:
         return None, problems
