@@ -62,6 +62,7 @@ def _send_text_receipt(ctx: CallContext) -> Outcome:
 
 
 def _receipt_silence(ctx: CallContext) -> Outcome:
+    """A goodbye: the caller has what they called for."""
     return Finish(Hangup((say("goodbye.thanks"),)))
 
 

@@ -78,6 +78,7 @@ AMOUNT_MENU = State("amount_menu", choices=(
 
 
 def _amount_entry_handle(ctx: CallContext, digits: str) -> Outcome:
+    """Dollars and cents then `#` (`*` is the decimal point), within the limits: read back."""
     cents = parse_amount(digits)
     limits = ctx.settings.amount
     if cents is None:

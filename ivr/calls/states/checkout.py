@@ -16,14 +16,14 @@ from ivr.prompts import speech
 
 
 def pay_by_card(ctx: CallContext) -> Outcome:
-    """Card: a fee to disclose, else the final confirmation."""
+    """A fee to disclose, else the final confirmation."""
     ctx.call.method = "card"
     ctx.call.bank_account_type = None
     return after_method(ctx)
 
 
 def _pay_by_bank(ctx: CallContext) -> Outcome:
-    """Bank account: ask checking or savings."""
+    """Ask checking or savings."""
     ctx.call.method = "ach"
     return Go("bank_type")
 
@@ -40,12 +40,12 @@ def _bank_account(kind: str, ctx: CallContext) -> Outcome:
 
 
 def _checking(ctx: CallContext) -> Outcome:
-    """A checking account: a fee to disclose, else the bank authorization."""
+    """A fee to disclose, else the bank authorization."""
     return _bank_account("consumer-checking", ctx)
 
 
 def _savings(ctx: CallContext) -> Outcome:
-    """A savings account: a fee to disclose, else the bank authorization."""
+    """A fee to disclose, else the bank authorization."""
     return _bank_account("consumer-savings", ctx)
 
 
@@ -65,7 +65,8 @@ def after_method(ctx: CallContext) -> Outcome:
 
 
 def after_fee(ctx: CallContext) -> Outcome:
-    """Bank debits need the TEL authorization, which also serves as their final confirmation."""
+    """The bank authorization (bank debits) or the final confirmation (card)."""
+    # The TEL authorization also serves as a bank debit's final confirmation.
     if ctx.call.method == "ach":
         _start_authorization_recording(ctx)
         return Go("ach_authorize")
@@ -152,7 +153,7 @@ def _ach_params(ctx: CallContext) -> dict[str, str]:
 
 
 def _authorize(ctx: CallContext) -> Outcome:
-    """Keep the authorization (script, version, time, recording), then <Pay> for the bank."""
+    """Keep the authorization (script, version, time, recording), then `<Pay>` for the bank."""
     recording = _stop_authorization_recording(ctx)
     account = ctx.account
     assert account is not None  # noqa: S101
@@ -201,7 +202,7 @@ def _final_prompt(ctx: CallContext) -> SpeechList:
 
 
 def _pay_card(ctx: CallContext) -> Outcome:
-    """<Pay> for the card."""
+    """`<Pay>` for the card."""
     return hand_off(ctx, (say("pay.intro_card"),))
 
 

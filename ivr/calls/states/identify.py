@@ -39,7 +39,7 @@ def _language_prompt(ctx: CallContext) -> SpeechList:
 
 
 def _language_silence(ctx: CallContext) -> Outcome:
-    """Silence: the language on file for a caller-ID match, else the default."""
+    """The language on file for a caller-ID match, else the default."""
     ctx.call.language = ctx.settings.default_language
     phone = normalize_e164(ctx.call.from_number)
     matches = accounts.find_by_phone(ctx.db, phone) if phone else []
@@ -92,6 +92,7 @@ CONFIRM_ACCOUNT = State("confirm_account", asks=("identify.found",), question=_c
 
 
 def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
+    """Digits then `#`: verification, or "not found" (lookups limited per phone and line)."""
     # Bounded per calling number and per line across calls: otherwise anyone can learn
     # which account numbers exist by typing them, call after call.
     guards.lock_caller(ctx.db, guards.caller_key(ctx.call.from_number))

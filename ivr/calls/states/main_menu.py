@@ -9,7 +9,7 @@ from ivr.calls.steps import Go, Outcome
 
 
 def can_pay(ctx: CallContext) -> bool:
-    """The account can pay by phone (allowed, and not closed)."""
+    """The account can pay by phone: allowed, and not closed."""
     account = ctx.account
     return bool(account and account.payment_allowed and account.status not in {"closed"})
 

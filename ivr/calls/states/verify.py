@@ -48,6 +48,7 @@ def _verify_digits(ctx: CallContext) -> int | None:
 
 
 def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
+    """The 5-digit service ZIP (or the PIN then `#`): the summary, then the main menu."""
     account = ctx.account
     if account is None:  # the account vanished from the cache mid-call
         return Go("account_entry")
