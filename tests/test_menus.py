@@ -203,3 +203,17 @@ def test_the_keypad_map_in_the_docs_is_current() -> None:
         "docs/call-flow.md is stale: run python -m ivr.calls.diagram --write")
     for name in STATES:
         assert f"| `{name}` |" in diagram.render()
+
+
+def test_prompts_a_choice_says_it_speaks_are_required(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ivr.calls.wording
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    monkeypatch.setattr(ivr.calls.wording, "declared_prompts",
+                        lambda: {"menu.due_date": ("date",), "summary.usage": ("quantity",)})
+    problems = check_catalog(prompts, PROMPT_PARAMS)
+    assert "required prompt 'menu.due_date' is missing from every language file" in problems
+    # The code's own list wins where both name a prompt: {unit} is still supplied.
+    assert not [p for p in problems if "summary.usage" in p]

@@ -10,7 +10,7 @@ metrics labels, the console's prompt usage, ``ivr prompts check`` and docs/call-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ivr.calls.context import CallContext
@@ -65,6 +65,8 @@ class Choice:
     ``then`` is a state name or a function returning the outcome. ``prompt`` announces the
     choice; when a state has no ``question`` of its own, its question is the prompts of the
     choices offered, in order, with ``params``. ``when`` offers the choice only sometimes.
+    ``says`` names the prompts choosing it speaks, each with the values it is given: every
+    language must have them (`ivr prompts check`), as for ``ivr.prompts.ids``.
     """
 
     key: str
@@ -73,6 +75,7 @@ class Choice:
     prompt: str | None = None
     params: Callable[[CallContext], Mapping[str, str]] | None = None
     when: Callable[[CallContext], bool] | None = None
+    says: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def offered(self, ctx: CallContext) -> bool:
         """Whether this call is offered the choice now."""

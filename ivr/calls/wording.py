@@ -1,4 +1,4 @@
-"""The keys a menu's wording names agree with the keys the menu accepts.
+"""The wording's contract with the menus: the prompts they speak, and the keys they name.
 
 "press 2" in a prompt and the choice with key 2 are one fact: the choice is declared in
 ``ivr.calls.states`` and the wording is checked against it here, in every language and
@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from ivr.calls.menu import GLOBAL_KEYS
+from ivr.prompts.ids import PROMPT_PARAMS
 from ivr.prompts.settings import LineSettings
 
 # Markup and placeholders are not wording: <break time="300ms"/>, {last4}.
@@ -22,6 +23,19 @@ _KEY = re.compile(r"(?<![\w.,])\d(?![\w]|[.,]\d)")
 
 # language -> prompt id -> variant -> text
 Texts = Mapping[str, Mapping[str, Mapping[str, str]]]
+
+
+def declared_prompts() -> dict[str, tuple[str, ...]]:
+    """The prompts the menus' choices say they speak, each with the values it is given."""
+    from ivr.calls.states import STATES
+
+    return {prompt_id: params for state in STATES.values() for choice in state.choices
+            for prompt_id, params in choice.says.items()}
+
+
+def spoken_prompts() -> dict[str, tuple[str, ...]]:
+    """Every prompt the code speaks, with its values: ``ivr.prompts.ids`` and the menus."""
+    return {**PROMPT_PARAMS, **declared_prompts()}
 
 
 def named_keys(text: str) -> list[str]:

@@ -3,7 +3,7 @@
 The prompts that ask a state's question or announce its choices come from the state
 declarations (``ivr.calls.states``). The rest (feedback, summary, <Pay>, the representative)
 are written by reading ivr/calls/, ivr/money/payments.py and ivr/calls/twiml.py; a test checks
-the whole map against REQUIRED_PROMPT_IDS and the state names, so it cannot drift silently.
+the whole map against every prompt the code speaks and the state names, so it cannot drift silently.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ivr.calls.states import STATES
-from ivr.prompts.ids import PROMPT_PARAMS
+from ivr.calls.wording import spoken_prompts
 
 # Prompts the machine may speak in whatever state the caller is in.
 ANY_STATE = "any-state"
@@ -140,11 +140,16 @@ STATE_QUESTIONS: dict[str, tuple[str, ...]] = {
 
 
 def _with_declared(hand: dict[str, Usage]) -> dict[str, Usage]:
-    """The hand-written map plus, for each prompt, the states whose question speaks it."""
+    """The hand-written map plus, for each prompt, the states whose question speaks it or
+    whose choices say they speak it."""
     declared: dict[str, list[str]] = {}
     for name, prompts in STATE_QUESTIONS.items():
         for prompt_id in prompts:
             declared.setdefault(prompt_id, []).append(name)
+    for name, state in STATES.items():
+        for choice in state.choices:
+            for prompt_id in choice.says:
+                declared.setdefault(prompt_id, []).append(name)
     merged = dict(hand)
     for prompt_id, names in declared.items():
         usage = hand.get(prompt_id, Usage(()))
@@ -153,6 +158,7 @@ def _with_declared(hand: dict[str, Usage]) -> dict[str, Usage]:
 
 
 PROMPT_USAGE = _with_declared(_SPOKEN)
+_SPOKEN_PARAMS = spoken_prompts()
 
 _NOT_SPOKEN = Usage((), frozenset(), "not spoken by the current code")
 
@@ -162,7 +168,7 @@ def usage_for(prompt_id: str) -> Usage:
     usage = PROMPT_USAGE.get(prompt_id)
     if usage is not None:
         # The values each prompt is given are kept in one place, beside the required ids.
-        return replace(usage, placeholders=frozenset(PROMPT_PARAMS.get(prompt_id, ())))
+        return replace(usage, placeholders=frozenset(_SPOKEN_PARAMS.get(prompt_id, ())))
     for prefix, prefixed in _PREFIX_USAGE.items():
         if prompt_id.startswith(prefix):
             return prefixed
