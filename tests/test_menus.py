@@ -208,12 +208,16 @@ def test_the_keypad_map_in_the_docs_is_current() -> None:
 def test_prompts_a_choice_says_it_speaks_are_required(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ivr.calls.wording
+    from ivr.prompts.ids import _LISTED, _CodePrompts
 
+    assert dict(PROMPT_PARAMS) == {**ivr.calls.wording.declared_prompts(), **_LISTED}
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
     monkeypatch.setattr(ivr.calls.wording, "declared_prompts",
                         lambda: {"menu.due_date": ("date",), "summary.usage": ("quantity",)})
-    problems = check_catalog(prompts, PROMPT_PARAMS)
-    assert "required prompt 'menu.due_date' is missing from every language file" in problems
-    # The code's own list wins where both name a prompt: {unit} is still supplied.
-    assert not [p for p in problems if "summary.usage" in p]
+    code = _CodePrompts(_LISTED)  # read afresh (PROMPT_PARAMS reads the menus once)
+    assert code["menu.due_date"] == ("date",)
+    problems = check_catalog(prompts, code)
+    assert problems == ["required prompt 'menu.due_date' is missing from every language file"]
+    # The list in ivr.prompts.ids wins where both name a prompt: {unit} is still supplied.
+    assert code["summary.usage"] == ("quantity", "unit")

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 
 from ivr.calls.menu import GLOBAL_KEYS
-from ivr.prompts.ids import PROMPT_PARAMS
 from ivr.prompts.settings import LineSettings
 
 # Markup and placeholders are not wording: <break time="300ms"/>, {last4}.
@@ -31,11 +30,6 @@ def declared_prompts() -> dict[str, tuple[str, ...]]:
 
     return {prompt_id: params for state in STATES.values() for choice in state.choices
             for prompt_id, params in choice.says.items()}
-
-
-def spoken_prompts() -> dict[str, tuple[str, ...]]:
-    """Every prompt the code speaks, with its values: ``ivr.prompts.ids`` and the menus."""
-    return {**PROMPT_PARAMS, **declared_prompts()}
 
 
 def named_keys(text: str) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ivr.calls.states import STATES
-from ivr.calls.wording import spoken_prompts
+from ivr.prompts.ids import PROMPT_PARAMS
 
 # Prompts the machine may speak in whatever state the caller is in.
 ANY_STATE = "any-state"
@@ -158,7 +158,6 @@ def _with_declared(hand: dict[str, Usage]) -> dict[str, Usage]:
 
 
 PROMPT_USAGE = _with_declared(_SPOKEN)
-_SPOKEN_PARAMS = spoken_prompts()
 
 _NOT_SPOKEN = Usage((), frozenset(), "not spoken by the current code")
 
@@ -168,7 +167,7 @@ def usage_for(prompt_id: str) -> Usage:
     usage = PROMPT_USAGE.get(prompt_id)
     if usage is not None:
         # The values each prompt is given are kept in one place, beside the required ids.
-        return replace(usage, placeholders=frozenset(_SPOKEN_PARAMS.get(prompt_id, ())))
+        return replace(usage, placeholders=frozenset(PROMPT_PARAMS.get(prompt_id, ())))
     for prefix, prefixed in _PREFIX_USAGE.items():
         if prompt_id.startswith(prefix):
             return prefixed

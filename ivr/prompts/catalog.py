@@ -183,24 +183,17 @@ def check_catalog(directory: Path,
     """Every problem in a prompts directory (and any missing ``required_ids``); [] if fine.
 
     With a mapping of id to supplied placeholder names, a template using a placeholder the
-    code does not supply is a problem too (it would fail on every call reaching it), and so
-    is a menu's wording that names a key the menu does not accept ("press 4" with no 4).
+    code does not supply is a problem too (it would fail on every call reaching it). So is
+    a menu's wording that names a key the menu does not accept ("press 4" with no 4).
     """
     return _load(Path(directory), as_required(required_ids))[1]
 
 
-def _menu_prompts() -> dict[str, tuple[str, ...]]:
-    """The prompts menu choices speak (declared with them), required like the code's ids."""
-    # The menus are declared with the call flow, which imports this package: read lazily.
-    from ivr.calls.wording import declared_prompts
-
-    return declared_prompts()
-
-
 def _menu_key_problems(prompts: Mapping[str, Mapping[str, Prompt]],
                        settings: LineSettings | None) -> list[str]:
-    """Keys named in menu wording that the menus do not accept (checked with the code's
-    required ids, i.e. against this line's code)."""
+    """Keys named in menu wording that the menus do not accept: whatever the catalog, these
+    menus speak it."""
+    # The menus are declared with the call flow, which imports this package: read lazily.
     from ivr.calls.wording import key_problems
 
     texts = {lang: {pid: {v: prompt.raw[v] for v in VARIANTS if v in prompt.raw}
@@ -455,11 +448,8 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
                     f"{SETTINGS_FILE}: language {lang} is listed in `languages` "
                     f"but {lang}.toml does not exist"
                 )
-    if required_ids:
-        required_ids = {**as_required(_menu_prompts()), **required_ids}
     problems.extend(cross_check(prompts, required_ids))
-    if required_ids:
-        problems.extend(_menu_key_problems(prompts, settings))
+    problems.extend(_menu_key_problems(prompts, settings))
 
     if problems or settings is None:
         return None, problems
