@@ -162,8 +162,8 @@ def test_wording_is_checked_against_the_keys_of_its_state() -> None:
 
 @pytest.mark.parametrize(("file", "old", "new", "problem"), [
     ("en-US.toml", "To hear your account summary again, press 3",
-     "To hear your account summary again, press 4",
-     "en-US.toml: prompt 'menu.main' (say) names key 4"),
+     "To hear your account summary again, press 8",
+     "en-US.toml: prompt 'menu.main' (say) names key 8"),
     ("en-US.toml", "Recent payments, 2.", "Recent payments, 5.",
      "en-US.toml: prompt 'menu.main' (reprompt) names key 5"),
     ("es-US.toml", "Para cancelar, oprima 2.\"\n\n[pay.intro_card]",
@@ -214,9 +214,9 @@ def test_prompts_a_choice_says_it_speaks_are_required(
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
     monkeypatch.setattr(ivr.calls.wording, "declared_prompts",
-                        lambda: {"menu.due_date": ("date",), "summary.usage": ("quantity",)})
+                        lambda: {"menu.made_up": ("date",), "summary.usage": ("quantity",)})
     code = _CodePrompts(_LISTED)  # read afresh (PROMPT_PARAMS reads the menus once)
-    assert code["menu.due_date"] == ("date",)
+    assert code["menu.made_up"] == ("date",)
     problems = check_catalog(prompts, code)
     assert problems == ["required prompt 'menu.due_date' is missing from every language file"]
     # The list in ivr.prompts.ids wins where both name a prompt: {unit} is still supplied.

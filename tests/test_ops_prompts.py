@@ -155,8 +155,8 @@ def test_multi_line_text_keeps_its_lines(lite: Flask) -> None:
     ("menu.main_no_pay", {("en-US", "reprompt"): "Recent payments, 2."},
      "reprompt is in en-US but not in es-US"),
     # Wording must name only keys the menu accepts (declared in ivr/calls/states/).
-    ("menu.main", {("es-US", "say"): "Para pagar, oprima 1. Para la fecha, oprima 4."},
-     "es-US.toml: prompt 'menu.main' (say) names key 4, which the main_menu menu does not "
+    ("menu.main", {("es-US", "say"): "Para pagar, oprima 1. Para la fecha, oprima 8."},
+     "es-US.toml: prompt 'menu.main' (say) names key 8, which the main_menu menu does not "
      "accept"),
 ])
 def test_refused_edit_shows_problems_and_changes_nothing(
