@@ -218,6 +218,6 @@ def test_prompts_a_choice_says_it_speaks_are_required(
     code = _CodePrompts(_LISTED)  # read afresh (PROMPT_PARAMS reads the menus once)
     assert code["menu.made_up"] == ("date",)
     problems = check_catalog(prompts, code)
-    assert problems == ["required prompt 'menu.due_date' is missing from every language file"]
+    assert problems == ["required prompt 'menu.made_up' is missing from every language file"]
     # The list in ivr.prompts.ids wins where both name a prompt: {unit} is still supplied.
     assert code["summary.usage"] == ("quantity", "unit")
