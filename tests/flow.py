@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from ivr.accounts.importer import import_accounts
 from ivr.calls import machine
 from ivr.calls.context import CallContext
@@ -30,7 +32,7 @@ from ivr.calls.steps import Ask, Step
 from ivr.config import AppConfig, load_config
 from ivr.db import Database
 from ivr.demo import demo_file
-from ivr.models import Account, CallSession
+from ivr.models import CallSession
 from ivr.prompts.catalog import Catalog, load_catalog
 from ivr.prompts.settings import LineSettings
 from tests.conftest import OPEN_TIME, REPO, TOKEN
@@ -84,20 +86,11 @@ class Line:
                                started_at=self.now)
             db.add(call)
             db.flush()
-            flow.steps.append(machine.start(self._context(db, call)))
+            flow.steps.append(machine.start(self.context(db, call)))
         return flow
 
-    def account(self, number: str) -> Account:
-        """A demo account as stored now."""
-        with self.database.session() as db:
-            found = db.query(Account).filter_by(account_number=number).one()
-            db.expunge(found)
-            return found
-
-    def _context(self, db: object, call: CallSession) -> CallContext:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(db, Session)
+    def context(self, db: Session, call: CallSession) -> CallContext:
+        """What a webhook would give the machine for this call."""
         return CallContext(db=db, call=call, catalog=self.catalog, config=self.config,
                            now=self.now)
 
@@ -120,7 +113,7 @@ class Flow:
                 assert call is not None
                 keys = "" if answer == SILENCE else answer
                 self.steps.append(
-                    machine.advance(self.line._context(db, call), last.state, keys))
+                    machine.advance(self.line.context(db, call), last.state, keys))
         return self.steps[-1]
 
     @property
