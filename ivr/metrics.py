@@ -30,6 +30,8 @@ from sqlalchemy.orm import Mapper
 
 from connectors.accounting.registry import SYSTEMS
 from ivr.calls import guards
+from ivr.calls.menu import ENDED, PAYING, Event
+from ivr.calls.states import STATES
 from ivr.db import Database
 from ivr.models import (
     CallEvent,
@@ -76,14 +78,9 @@ CONNECTOR_SECONDS = Histogram(
 
 _ROUTES = frozenset({"incoming", "step", "pay_result", "pay_fallback", "dial_done", "status"})
 _WEBHOOK_OUTCOMES = frozenset({"ok", "error", "no_call_sid", "unknown_call", "deadline"})
-_STATES = frozenset({
-    "language", "confirm_account", "account_entry", "verify", "main_menu", "amount_menu",
-    "amount_entry", "amount_confirm", "method", "bank_type", "fee_accept", "ach_authorize",
-    "final_confirm", "receipt", "pay_failed", "paying", "ended"})
-_EVENTS = frozenset({
-    "enter", "ok", "noinput", "nomatch", "repeat", "agent", "max_tries", "more_time", "stale",
-    "default", "transfer", "transfer_done", "transfer_failed", "pay_start", "pay_result",
-    "pay_repeat", "pay_unexpected", "goodbye", "call_end", "deadline"})
+# From the state registry and the machine's events: a new state or event is labelled at once.
+_STATES = frozenset({*STATES, PAYING, ENDED})
+_EVENTS = frozenset(str(e) for e in Event)
 _PAY_RESULTS = frozenset({
     "success", "caller-hung-up", "too-many-failed-attempts", "payment-connector-error",
     "caller-interrupted-with-star", "validation-error", "internal-error"})
@@ -112,7 +109,7 @@ def observe_posting(system: str, outcome: str, seconds: float) -> None:
 def observe_call_event(state: str, name: str, detail: str) -> None:
     """Count one recorded step of a call (and a payment result)."""
     CALL_EVENTS.labels(_known(state, _STATES), _known(name, _EVENTS)).inc()
-    if name == "pay_result":
+    if name == Event.PAY_RESULT:
         PAYMENT_RESULTS.labels(_known(detail, _PAY_RESULTS)).inc()
 
 

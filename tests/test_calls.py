@@ -20,12 +20,36 @@ from tests.conftest import (
     said_text,
     set_clock,
 )
+from tests.flow import (
+    AGENT,
+    AUTHORIZE,
+    AVOID_DISCONNECTION,
+    BANK,
+    CARD,
+    CHECKING,
+    CONFIRM,
+    CONTINUE,
+    DECLINE_FEE,
+    EN,
+    ES,
+    FULL,
+    PAY,
+    RECENT,
+    REFUSE,
+    REPEAT,
+    SAVINGS,
+    SILENCE,
+    SUMMARY,
+    YES,
+)
 
 CURRENT = "4401001234"  # caller ID +15555550123, ZIP 60614, owes 123.45
 PAST_DUE = "4401005678"  # ZIP 60615, disconnection pending, 312.80 due, 187.50 to avoid it
 CREDIT = "4401009012"  # ZIP 60616, 25.00 credit
 SPANISH = "4401003456"  # caller ID +15555550125, ZIP 60617, owes 76.20
 UNKNOWN_CALLER = "+15555559999"
+ZIP = "60614"  # CURRENT's service ZIP
+PAY_IN_FULL_BY_CARD = [EN, YES, ZIP, PAY, FULL, CONFIRM, CARD, CONTINUE]
 
 
 def account(app: Flask, number: str) -> Account:
@@ -48,7 +72,7 @@ def session_of(app: Flask, call_sid: str) -> CallSession:
 
 
 def test_caller_id_match_pays_full_balance_by_card(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 1 1")
+    result = call(app, PAY_IN_FULL_BY_CARD)
     text = result.said()
     assert said_text(app, "identify.found", last4="1 2 3 4") in text
     assert "one hundred twenty-three dollars and forty-five cents" in text
@@ -154,7 +178,8 @@ def test_nothing_about_the_account_is_said_before_verification(app: Flask) -> No
 
 
 def test_spanish_call(app: Flask) -> None:
-    result = call(app, "2 1 60617 1 1 1 1 1", from_number="+15555550125")
+    result = call(app, [ES, YES, "60617", PAY, FULL, CONFIRM, CARD, CONTINUE],
+                  from_number="+15555550125")
     text = result.said()
     assert said_text(app, "identify.found", "es-US", last4="3 4 5 6") in text
     assert "setenta y seis dólares con veinte centavos" in text
@@ -167,7 +192,7 @@ def test_spanish_call(app: Flask) -> None:
 
 
 def test_bank_debit_with_tel_authorization(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 2 1 1")
+    result = call(app, [EN, YES, ZIP, PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE])
     text = result.said()
     assert "Alex Morgan" in text  # NACHA TEL: the consumer's name is part of the script
     [payment] = payments(app)
@@ -185,7 +210,7 @@ def test_bank_debit_with_tel_authorization(app: Flask) -> None:
 
 
 def test_bank_debit_declined_authorization_charges_nothing(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 2 2 2")
+    result = call(app, [EN, YES, ZIP, PAY, FULL, CONFIRM, BANK, SAVINGS, REFUSE])
     assert said_text(app, "pay.cancelled") in result.said()
     assert not [e for e in result.events if e["event"] == "pay"]
     assert payments(app) == []
@@ -222,7 +247,7 @@ def test_fee_refused_charges_nothing(app: Flask, tmp_path, prompts_dir) -> None:
     settings = custom / "settings.toml"
     settings.write_text(settings.read_text().replace('card = "0.00"', 'card = "2.95"'))
     fee_app = make_app(get_database(app).url, custom)
-    result = call(fee_app, "1 1 60614 1 1 1 1 2")
+    result = call(fee_app, [EN, YES, ZIP, PAY, FULL, CONFIRM, CARD, DECLINE_FEE])
     assert said_text(fee_app, "fee.declined") in result.said()
     assert payments(fee_app) == []
 
@@ -287,7 +312,7 @@ def test_hang_up_mid_call_closes_session(app: Flask) -> None:
 
 
 def test_representative_in_business_hours(app: Flask) -> None:
-    result = call(app, "1 1 60614 0")
+    result = call(app, [EN, YES, ZIP, AGENT])
     assert said_text(app, "agent.connecting") in result.said()
     assert [e["number"] for e in result.events if e["event"] == "dial"] == ["+15555550100"]
 
@@ -318,7 +343,8 @@ def test_credit_balance(app: Flask) -> None:
 def test_disconnection_pending(app: Flask) -> None:
     acct = account(app, PAST_DUE)
     assert acct.disconnect_date is not None
-    result = call(app, f"1 {PAST_DUE}# 60615 1 2 1 1 1", from_number=UNKNOWN_CALLER)
+    result = call(app, [EN, f"{PAST_DUE}#", "60615", PAY, AVOID_DISCONNECTION, CONFIRM, CARD,
+                        CONTINUE], from_number=UNKNOWN_CALLER)
     text = result.said()
     assert said_text(
         app, "summary.disconnect_pending",
@@ -335,7 +361,7 @@ def test_disconnection_pending(app: Flask) -> None:
 
 def test_recent_payments_and_summary_again(app: Flask) -> None:
     call(app, "1 1 60614 1 3 2000# 1 1 1")
-    result = call(app, "1 1 60614 2 3 -")
+    result = call(app, [EN, YES, ZIP, RECENT, SUMMARY, SILENCE])
     text = result.said()
     assert said_text(app, "recent.intro") in text
     assert "twenty dollars" in text
@@ -343,7 +369,7 @@ def test_recent_payments_and_summary_again(app: Flask) -> None:
 
 
 def test_repeat_key_repeats_the_question(app: Flask) -> None:
-    result = call(app, "1 1 60614 9 -")
+    result = call(app, [EN, YES, ZIP, REPEAT, SILENCE])
     menu = said_text(app, "menu.main")
     assert result.said().count(menu) == 2
 

@@ -19,6 +19,7 @@ from tests.conftest import (
     said_text,
     twiml,
 )
+from tests.flow import AGENT, EN, YES
 
 
 def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flask) -> None:
@@ -26,8 +27,8 @@ def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flas
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
     twiml(twilio.post("/voice/incoming", **base))
-    twiml(twilio.post("/voice/step/language", Digits="1", **base))
-    twiml(twilio.post("/voice/step/confirm_account", Digits="1", **base))
+    twiml(twilio.post("/voice/step/language", Digits=EN, **base))
+    twiml(twilio.post("/voice/step/confirm_account", Digits=YES, **base))
     for wrong in ("11111", "22222"):
         twiml(twilio.post("/voice/step/verify", Digits=wrong, **base))
     root = twiml(twilio.post("/voice/step/verify", Digits="33333", **base))
@@ -43,9 +44,9 @@ def test_failed_transfer_from_a_menu_returns_to_the_question(app: Flask) -> None
     twilio = Twilio(app)
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
-    for path, digits in [("/voice/incoming", ""), ("/voice/step/language", "1"),
-                         ("/voice/step/confirm_account", "1"), ("/voice/step/verify", "60614"),
-                         ("/voice/step/main_menu", "0")]:
+    for path, digits in [("/voice/incoming", ""), ("/voice/step/language", EN),
+                         ("/voice/step/confirm_account", YES), ("/voice/step/verify", "60614"),
+                         ("/voice/step/main_menu", AGENT)]:
         twiml(twilio.post(path, Digits=digits, **base))
     root = twiml(twilio.post("/voice/dial/done", DialCallStatus="busy", **base))
     gather = root.find("Gather")

@@ -54,16 +54,22 @@ def test_settings_edit_applies_to_the_next_call(tmp_path: Path, sqlite_url: str)
 
 
 def test_code_speaks_only_registered_prompt_ids() -> None:
-    """Every prompt id in the code is in REQUIRED_PROMPT_IDS, which `prompts check` enforces."""
+    """Every prompt id in the code is in REQUIRED_PROMPT_IDS (with those menu choices
+    declare), which `prompts check` enforces."""
     import re
 
     used: set[str] = set()
-    pattern = re.compile(r'(?:Speech|_say|render|has)\(\s*"([a-z_]+\.[a-z_.]+)"')
+    from ivr.calls.states import STATES
+
+    pattern = re.compile(r'(?:Speech|say|render|has)\(\s*"([a-z_]+\.[a-z_.]+)"')
     for path in (REPO / "ivr").rglob("*.py"):
         used.update(pattern.findall(path.read_text(encoding="utf-8")))
+    # The prompts the state declarations name (their questions and announced choices).
+    used.update(pid for state in STATES.values() for pid in state.question_prompts)
     twiml_ids = re.findall(r'\("(pay\.[a-z_]+)", \{', (REPO / "ivr/calls/twiml.py").read_text())
     used.update(twiml_ids)
-    used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', (REPO / "ivr/money/payments.py").read_text()))
+    payments = (REPO / "ivr/money/payments.py").read_text()
+    used.update(re.findall(r'"(pay\.result\.[a-z_]+)"', payments))
     assert len(used) > 60
     assert used - set(REQUIRED_PROMPT_IDS) == set()
 

@@ -154,6 +154,10 @@ def test_multi_line_text_keeps_its_lines(lite: Flask) -> None:
     ("greeting.welcome", {("en-US", "say"): "Pay {"}, "bad placeholder syntax"),
     ("menu.main_no_pay", {("en-US", "reprompt"): "Recent payments, 2."},
      "reprompt is in en-US but not in es-US"),
+    # Wording must name only keys the menu accepts (declared in ivr/calls/states/).
+    ("menu.main", {("es-US", "say"): "Para pagar, oprima 1. Para la fecha, oprima 8."},
+     "es-US.toml: prompt 'menu.main' (say) names key 8, which the main_menu menu does not "
+     "accept"),
 ])
 def test_refused_edit_shows_problems_and_changes_nothing(
         lite: Flask, prompt_id: str, edits: dict[tuple[str, str], str], problem: str) -> None:

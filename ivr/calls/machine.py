@@ -11,7 +11,8 @@ import logging
 
 from ivr.calls.agent import closed_speech, escalate, transfer_open, transfer_step
 from ivr.calls.context import CallContext
-from ivr.calls.states import ENDED, PAYING, STATES, State, identify, locked
+from ivr.calls.menu import AGENT_KEY, ENDED, PAYING, REPEAT_KEY, Event, State
+from ivr.calls.states import STATES, identify, locked
 from ivr.calls.steps import (
     Ask,
     Finish,
@@ -29,10 +30,11 @@ from ivr.models import CallEvent
 log = logging.getLogger(__name__)
 
 
-def record(ctx: CallContext, event: str, detail: str = "", state: str | None = None) -> None:
-    """Add one step to the call's path (never keys typed)."""
+def record(ctx: CallContext, event: Event | str, detail: str = "",
+           state: str | None = None) -> None:
+    """Add one step to the call's path (never keys typed); ``event`` is one of ``Event``."""
     ctx.db.add(CallEvent(call_sid=ctx.call.call_sid, at=ctx.now,
-                         state=state or ctx.call.state, event=event, detail=detail[:120],
+                         state=state or ctx.call.state, event=str(event), detail=detail[:120],
                          language=ctx.lang))
 
 
@@ -63,7 +65,7 @@ def enter(ctx: CallContext, name: str, before: tuple[Speech, ...] = ()) -> Step:
     ctx.call.tries = 0
     ctx.call.silences = 0
     ctx.call.awaiting_more_time = False
-    record(ctx, "enter", state=name)
+    record(ctx, Event.ENTER, state=name)
     return ask(ctx, state, (*before, *state.prompt(ctx)))
 
 
@@ -76,7 +78,7 @@ def apply(ctx: CallContext, outcome: Outcome, greeting: tuple[Speech, ...] = ())
         if greeting and isinstance(step, Hangup | Transfer | PayCapture):
             step = _prepend(step, greeting)
         return finish(ctx, step, outcome.state)
-    return fail(ctx, STATES[ctx.call.state], "nomatch", outcome.help, counts=outcome.counts)
+    return fail(ctx, STATES[ctx.call.state], Event.NOMATCH, outcome.help, counts=outcome.counts)
 
 
 def _prepend(step: Step, speech: tuple[Speech, ...]) -> Step:
@@ -94,16 +96,16 @@ def finish(ctx: CallContext, step: Step, state: str | None = None) -> Step:
     """Leave the menus: a hang-up ends the session, <Pay> waits for its result."""
     if isinstance(step, Hangup):
         ctx.call.state = ENDED
-        record(ctx, "goodbye", state=ENDED)
+        record(ctx, Event.GOODBYE, state=ENDED)
     elif isinstance(step, Transfer):
-        record(ctx, "transfer")
+        record(ctx, Event.TRANSFER)
     elif isinstance(step, PayCapture):
         ctx.call.state = state or PAYING
-        record(ctx, "pay_start", step.method)
+        record(ctx, Event.PAY_START, step.method)
     return step
 
 
-def fail(ctx: CallContext, state: State, kind: str, help_: tuple[Speech, ...] = (),
+def fail(ctx: CallContext, state: State, kind: Event, help_: tuple[Speech, ...] = (),
          counts: bool = True) -> Step:
     """Count a failed try; re-prompt with help, offer more time, or escalate at the limit."""
     max_tries = ctx.settings.input.max_tries
@@ -111,10 +113,10 @@ def fail(ctx: CallContext, state: State, kind: str, help_: tuple[Speech, ...] = 
         ctx.call.tries += 1
     record(ctx, kind)
     if ctx.call.tries >= max_tries:
-        record(ctx, "max_tries")
+        record(ctx, Event.MAX_TRIES)
         return finish(ctx, escalate(ctx, (Speech("common.too_many_tries"),)))
     prompts = state.prompt(ctx)
-    if kind == "noinput":
+    if kind == Event.NOINPUT:
         ctx.call.silences += 1
         last_chance = ctx.call.tries == max_tries - 1
         if (ctx.call.silences >= 2 or last_chance) and not ctx.call.extended_time:
@@ -142,7 +144,7 @@ def _variant(ctx: CallContext, prompts: tuple[Speech, ...], variant: str) -> tup
 
 def representative(ctx: CallContext, state: State) -> Step:
     """Key 0: connect in business hours; otherwise say when the office opens and ask again."""
-    record(ctx, "agent")
+    record(ctx, Event.AGENT)
     if transfer_open(ctx):
         return finish(ctx, transfer_step(ctx))
     return ask(ctx, state, (*closed_speech(ctx), *state.prompt(ctx)))
@@ -161,7 +163,7 @@ def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:
         return enter(ctx, "main_menu" if call.verified else "account_entry")
     if url_state != call.state:
         # A stale or replayed request (Twilio retry, double submit): ask the current question.
-        record(ctx, "stale")
+        record(ctx, Event.STALE)
         return ask(ctx, state, state.prompt(ctx))
     keys = (digits or "").strip()
     if call.awaiting_more_time:
@@ -171,22 +173,22 @@ def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:
             call.extended_time = True
             call.silences = 0
             call.tries = 0
-            record(ctx, "more_time")
+            record(ctx, Event.MORE_TIME)
             return ask(ctx, state, state.prompt(ctx))
     if not keys:
         if state.on_silence is not None:
-            record(ctx, "default")
+            record(ctx, Event.DEFAULT)
             return apply(ctx, state.on_silence(ctx))
-        return fail(ctx, state, "noinput")
+        return fail(ctx, state, Event.NOINPUT)
     call.silences = 0
-    if keys == "9":
-        record(ctx, "repeat")
+    if keys == REPEAT_KEY:
+        record(ctx, Event.REPEAT)
         return ask(ctx, state, state.prompt(ctx))
-    if keys == "0":
+    if keys == AGENT_KEY:
         return representative(ctx, state)
-    outcome = state.handle(ctx, keys)
+    outcome = state.answer(ctx, keys)
     if not isinstance(outcome, Retry):
-        record(ctx, "ok")
+        record(ctx, Event.OK)
     return apply(ctx, outcome)
 
 
@@ -202,7 +204,7 @@ def resume_after_transfer(ctx: CallContext) -> Step:
     if exhausted or call.state not in STATES:
         call.state = ENDED
         call.outcome = "gave_up"
-        record(ctx, "goodbye", state=ENDED)
+        record(ctx, Event.GOODBYE, state=ENDED)
         return Hangup((Speech("agent.no_answer"), Speech("goodbye.help_later")))
     state = STATES[call.state]
     return ask(ctx, state, (Speech("agent.no_answer"), *state.prompt(ctx)))

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, distinct, func, select
 from sqlalchemy.orm import Session
 
+from ivr.calls.menu import Event
 from ivr.calls.states import PAYING, STATES
 from ivr.models import CallEvent, CallSession, Payment
 from ivr.ops.prompt_usage import STATE_QUESTIONS
@@ -23,7 +24,8 @@ from ivr.ops.prompt_usage import STATE_QUESTIONS
 FUNNEL_STATES: tuple[str, ...] = tuple(
     name for state in STATES for name in ((PAYING, state) if state == "receipt" else (state,)))
 # Every way a question can be answered (each one is a "response" to it).
-RESPONSES = frozenset({"ok", "default", "noinput", "nomatch", "repeat", "agent", "more_time"})
+RESPONSES = frozenset({Event.OK, Event.DEFAULT, Event.NOINPUT, Event.NOMATCH, Event.REPEAT,
+                       Event.AGENT, Event.MORE_TIME})
 HUNG_UP = frozenset({"hung_up", "hung_up_in_pay"})
 TIME_TO_PAY_BUCKETS: tuple[tuple[str, int | None], ...] = (
     ("under 1 min", 60), ("1-2 min", 120), ("2-3 min", 180), ("3-5 min", 300),
@@ -79,15 +81,15 @@ def state_funnel(db: Session, period: Period) -> list[StateRow]:
         row = rows.get(state)
         if row is None:
             continue
-        if event in ("enter", "pay_start"):
+        if event in (Event.ENTER, Event.PAY_START):
             row.reached = int(distinct_calls)
-        elif event in ("ok", "default"):
+        elif event in (Event.OK, Event.DEFAULT):
             row.passed += int(distinct_calls)
-        elif event == "noinput":
+        elif event == Event.NOINPUT:
             row.noinput = int(events)
-        elif event == "nomatch":
+        elif event == Event.NOMATCH:
             row.nomatch = int(events)
-        elif event == "transfer":
+        elif event == Event.TRANSFER:
             row.transferred = int(distinct_calls)
         if event in RESPONSES:
             row.responses += int(events)
@@ -96,17 +98,17 @@ def state_funnel(db: Session, period: Period) -> list[StateRow]:
     ends = db.execute(
         select(CallEvent.state, CallEvent.event, CallEvent.detail, func.count())
         .where(CallEvent.call_sid.in_(select(calls.c.call_sid)),
-               CallEvent.event.in_(("call_end", "pay_result")))
+               CallEvent.event.in_((Event.CALL_END, Event.PAY_RESULT)))
         .group_by(CallEvent.state, CallEvent.event, CallEvent.detail))
     for state, event, detail, count in ends:
         row = rows.get(state)
         if row is None:
             continue
-        if event == "call_end" and str(detail).partition(":")[2] in HUNG_UP:
+        if event == Event.CALL_END and str(detail).partition(":")[2] in HUNG_UP:
             row.hung_up += int(count)
-        elif event == "pay_result" and detail == "success":
+        elif event == Event.PAY_RESULT and detail == "success":
             row.passed += int(count)
-        elif event == "pay_result" and detail == "caller-hung-up":
+        elif event == Event.PAY_RESULT and detail == "caller-hung-up":
             row.hung_up += int(count)
     for row in rows.values():
         row.passed = min(row.passed, row.reached) if row.reached else row.passed
@@ -142,7 +144,7 @@ def conversion(db: Session, period: Period) -> Conversion:
     reached_pay = db.scalar(
         select(func.count(distinct(CallEvent.call_sid)))
         .where(CallEvent.call_sid.in_(select(calls.c.call_sid)),
-               CallEvent.event == "pay_start")) or 0
+               CallEvent.event == Event.PAY_START)) or 0
     # A caller identified by a later lookup may pay; keep the steps monotonic for the chart.
     identified = max(identified, verified)
     return Conversion(calls=int(total), identified=int(identified), verified=int(verified),

@@ -1,14 +1,16 @@
 """Which states speak each prompt (and, from ivr.prompts.ids, which values it is given).
 
-Written by reading ivr/calls/states.py, summary.py, agent.py, machine.py, ivr/money/payments.py and
-ivr/calls/twiml.py. A test checks it against REQUIRED_PROMPT_IDS and the state names, so it
-cannot drift silently.
+The prompts that ask a state's question or announce its choices come from the state
+declarations (``ivr.calls.states``). The rest (feedback, summary, <Pay>, the representative)
+are written by reading ivr/calls/, ivr/money/payments.py and ivr/calls/twiml.py; a test checks
+the whole map against every prompt the code speaks and the state names, so it cannot drift silently.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ivr.calls.states import STATES
 from ivr.prompts.ids import PROMPT_PARAMS
 
 # Prompts the machine may speak in whatever state the caller is in.
@@ -25,28 +27,28 @@ class Usage:
 
 
 def _u(states: str, where: str = "") -> Usage:
+    # "" for a prompt whose states all come from the declarations.
     return Usage(tuple(states.split()), where=where)
 
 
 _SUMMARY = "verify main_menu"
 _SUMMARY_WHERE = "account summary, after verification and on main menu key 3"
 
-PROMPT_USAGE: dict[str, Usage] = {
+# Where prompts are spoken besides the questions the states declare (merged below).
+_SPOKEN: dict[str, Usage] = {
     "greeting.welcome": _u("language", where="first words of every call"),
-    "language.option": _u("language", where="one line per offered language"),
+    "language.option": _u("", where="one line per offered language"),
     "common.tips": _u("language", where="after the language choice, before identification"),
     "common.no_input": _u(ANY_STATE, where="after silence, before the question again"),
     "common.no_match": _u(ANY_STATE, where="after an invalid key, before the question again"),
     "common.more_time": _u(ANY_STATE, where="after repeated silence"),
     "common.too_many_tries": _u(ANY_STATE, where="after the last failed try in a state"),
     "common.apology": _u(ANY_STATE, where="when something failed on our side"),
-    "identify.found": _u("confirm_account"),
-    "account.enter": _u("account_entry"),
     "account.not_found": _u("account_entry", where="unknown account number"),
     "account.lookup_limit": _u("account_entry",
                                where="too many unknown account numbers from one phone or line"),
-    "verify.zip": _u("verify", where="verification method zip"),
-    "verify.pin": _u("verify", where="verification method pin"),
+    "verify.zip": _u("", where="verification method zip"),
+    "verify.pin": _u("", where="verification method pin"),
     "verify.mismatch": _u("verify"),
     "verify.failed_final": _u("verify"),
     "verify.locked": _u("confirm_account account_entry verify",
@@ -65,31 +67,22 @@ PROMPT_USAGE: dict[str, Usage] = {
     "recent.intro": _u("main_menu", where="main menu key 2"),
     "recent.payment": _u("main_menu", where="main menu key 2"),
     "recent.none": _u("main_menu", where="main menu key 2"),
-    "menu.main": _u("main_menu"),
-    "menu.main_no_pay": _u("main_menu", where="accounts that cannot pay by phone"),
-    "amount.menu_full": _u("amount_menu"),
-    "amount.menu_disconnect": _u("amount_menu", where="disconnection pending"),
-    "amount.menu_other": _u("amount_menu"),
-    "amount.enter": _u("amount_entry"),
+    "menu.main_no_pay": _u("", where="accounts that cannot pay by phone"),
+    "amount.menu_disconnect": _u("", where="disconnection pending"),
     "amount.invalid": _u("amount_entry"),
     "amount.below_minimum": _u("amount_menu amount_entry"),
     "amount.above_maximum": _u("amount_menu amount_entry"),
-    "amount.confirm": _u("amount_confirm"),
-    "method.menu": _u("method"),
-    "method.bank_type": _u("bank_type"),
     "words.method_card": _u("fee_accept receipt", where="the {method} value"),
     "words.method_ach": _u("fee_accept receipt", where="the {method} value"),
     "words.checking": _u("ach_authorize", where="the {account_type} value"),
     "words.savings": _u("ach_authorize", where="the {account_type} value"),
     "words.today": _u(ANY_STATE, where="the {day} value of agent.closed_opens"),
     "words.tomorrow": _u(ANY_STATE, where="the {day} value of agent.closed_opens"),
-    "fee.disclose": _u("fee_accept"),
-    "fee.disclose_no_choice": _u("fee_accept", where="bank payments disabled"),
+    "fee.disclose_no_choice": _u("", where="bank payments disabled"),
     "fee.declined": _u("fee_accept method"),
-    "ach.authorize": _u("ach_authorize",
+    "ach.authorize": _u("",
                         where="NACHA TEL script: change [ach] script_version with it"),
-    "confirm.card": _u("final_confirm"),
-    "confirm.card_with_fee": _u("final_confirm", where="card fee configured"),
+    "confirm.card_with_fee": _u("", where="card fee configured"),
     "pay.intro_card": _u("final_confirm paying"),
     "pay.intro_ach": _u("ach_authorize paying"),
     "pay.card_number": _u("paying", where="<Pay> card capture"),
@@ -113,7 +106,6 @@ PROMPT_USAGE: dict[str, Usage] = {
     "pay.success_pending": _u("paying receipt", where="not yet acknowledged by accounting"),
     "pay.success_posted": _u("paying receipt", where="acknowledged by accounting"),
     "pay.cancelled": _u("fee_accept ach_authorize final_confirm main_menu"),
-    "pay.retry_menu": _u("pay_failed"),
     "pay.tries_exhausted": _u("main_menu pay_failed paying"),
     "pay.limit_reached": _u("main_menu amount_confirm ach_authorize final_confirm pay_failed "
                             "paying", where="card-testing limit: too many declined payments"),
@@ -123,8 +115,7 @@ PROMPT_USAGE: dict[str, Usage] = {
     "pay.result.validation_error": _u("paying pay_failed"),
     "pay.result.internal_error": _u("paying pay_failed"),
     "receipt.number": _u("receipt"),
-    "receipt.menu": _u("receipt"),
-    "receipt.menu_text": _u("receipt", where="text receipts enabled"),
+    "receipt.menu_text": _u("", where="text receipts enabled"),
     "receipt.text_sent": _u("receipt"),
     "receipt.text_failed": _u("receipt"),
     "receipt.text_body": _u("receipt",
@@ -145,22 +136,28 @@ _PREFIX_USAGE: dict[str, Usage] = {
 
 # The question each menu state asks: where its no-input and no-match rates belong.
 STATE_QUESTIONS: dict[str, tuple[str, ...]] = {
-    "language": ("language.option",),
-    "confirm_account": ("identify.found",),
-    "account_entry": ("account.enter",),
-    "verify": ("verify.zip", "verify.pin"),
-    "main_menu": ("menu.main", "menu.main_no_pay"),
-    "amount_menu": ("amount.menu_full", "amount.menu_disconnect", "amount.menu_other"),
-    "amount_entry": ("amount.enter",),
-    "amount_confirm": ("amount.confirm",),
-    "method": ("method.menu",),
-    "bank_type": ("method.bank_type",),
-    "fee_accept": ("fee.disclose", "fee.disclose_no_choice"),
-    "ach_authorize": ("ach.authorize",),
-    "final_confirm": ("confirm.card", "confirm.card_with_fee"),
-    "receipt": ("receipt.menu", "receipt.menu_text"),
-    "pay_failed": ("pay.retry_menu",),
-}
+    name: state.question_prompts for name, state in STATES.items()}
+
+
+def _with_declared(hand: dict[str, Usage]) -> dict[str, Usage]:
+    """The hand-written map plus, for each prompt, the states whose question speaks it or
+    whose choices say they speak it."""
+    declared: dict[str, list[str]] = {}
+    for name, prompts in STATE_QUESTIONS.items():
+        for prompt_id in prompts:
+            declared.setdefault(prompt_id, []).append(name)
+    for name, state in STATES.items():
+        for choice in state.choices:
+            for prompt_id in choice.says:
+                declared.setdefault(prompt_id, []).append(name)
+    merged = dict(hand)
+    for prompt_id, names in declared.items():
+        usage = hand.get(prompt_id, Usage(()))
+        merged[prompt_id] = replace(usage, states=tuple(dict.fromkeys((*names, *usage.states))))
+    return merged
+
+
+PROMPT_USAGE = _with_declared(_SPOKEN)
 
 _NOT_SPOKEN = Usage((), frozenset(), "not spoken by the current code")
 

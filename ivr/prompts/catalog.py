@@ -16,18 +16,28 @@ import hashlib
 import logging
 import os
 import re
-import string
 import tempfile
 import threading
 import time
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Protocol
-from xml.parsers import expat
 
+from ivr.prompts.parsing import (
+    AUDIO_DIR,
+    PROMPT_KEYS,
+    VARIANTS,
+    Prompt,
+    Required,
+    Template,
+    as_required,
+    cross_check,
+    escape_text,
+    parse_language,
+)
 from ivr.prompts.settings import LineSettings, SettingsError, parse_line_settings
 
 __all__ = [
@@ -47,44 +57,7 @@ __all__ = [
 logger = logging.getLogger("ivr.prompts.catalog")
 
 SETTINGS_FILE: Final = "settings.toml"
-AUDIO_DIR: Final = "audio"
-# Spoken variants of a prompt; "say" is required, the others optional.
-VARIANTS: Final = ("say", "reprompt", "noinput", "nomatch")
-PROMPT_KEYS: Final = frozenset({*VARIANTS, "audio", "note"})
-
-# The SSML subset accepted in prompt text: tag -> allowed attributes. Kept to what Twilio's
-# Polly voices support inside <Say>, so a typo fails `ivr prompts check`, not a live call.
-_SSML_ATTRIBUTES: Final[Mapping[str, frozenset[str]]] = {
-    "break": frozenset({"time", "strength"}),
-    "emphasis": frozenset({"level"}),
-    "prosody": frozenset({"rate", "pitch", "volume"}),
-    "say-as": frozenset({"interpret-as", "format"}),
-    "sub": frozenset({"alias"}),
-    "p": frozenset(),
-    "s": frozenset(),
-    "lang": frozenset({"xml:lang"}),
-    "w": frozenset({"role"}),
-    "phoneme": frozenset({"alphabet", "ph"}),
-}
-_SSML_REQUIRED: Final[Mapping[str, frozenset[str]]] = {
-    "say-as": frozenset({"interpret-as"}),
-    "sub": frozenset({"alias"}),
-    "lang": frozenset({"xml:lang"}),
-    "phoneme": frozenset({"ph"}),
-}
-# Attribute values worth checking here because a bad one makes Twilio reject the whole <Say>.
-_SSML_VALUES: Final[Mapping[tuple[str, str], re.Pattern[str]]] = {
-    ("break", "time"): re.compile(r"\d+(?:\.\d+)?(?:ms|s)"),
-    ("break", "strength"): re.compile(r"none|x-weak|weak|medium|strong|x-strong"),
-    ("emphasis", "level"): re.compile(r"strong|moderate|reduced"),
-}
-_WRAPPER: Final = "speak"
-
-_ID_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]+")
-_PLACEHOLDER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LANGUAGE_FILE: Final = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
-# Characters XML 1.0 cannot carry at all, not even escaped (control characters, surrogates).
-_XML_INVALID: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _VERSION_LENGTH: Final = 12
 
 
@@ -108,27 +81,6 @@ class Rendered:
     audio: str | None
 
 
-@dataclass(frozen=True)
-class _Template:
-    """Prompt text split at its placeholders: (literal text, placeholder name or None)."""
-
-    parts: tuple[tuple[str, str | None], ...]
-    fields: frozenset[str]
-
-
-@dataclass(frozen=True)
-class _Prompt:
-    raw: Mapping[str, str]
-    templates: Mapping[str, _Template]
-    audio: str | None  # name under audio/ as written, or an https URL
-
-
-def escape_text(value: str) -> str:
-    """Make ``value`` safe as SSML character data: escape ``& < >``, drop XML-invalid chars."""
-    value = _XML_INVALID.sub("", value)
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 class Catalog:
     """A validated, immutable set of prompts for every language, with the line settings."""
 
@@ -142,7 +94,7 @@ class Catalog:
         languages: tuple[str, ...],
         version: str,
         settings: LineSettings,
-        prompts: Mapping[str, Mapping[str, _Prompt]],
+        prompts: Mapping[str, Mapping[str, Prompt]],
         sources: Mapping[str, str] | None = None,
     ) -> None:
         self.languages = languages
@@ -200,14 +152,14 @@ class Catalog:
     def _lang(self, lang: str) -> str:
         return lang if lang in self._prompts else self.settings.default_language
 
-    def _prompt(self, prompt_id: str, lang: str) -> _Prompt:
+    def _prompt(self, prompt_id: str, lang: str) -> Prompt:
         try:
             return self._prompts[lang][prompt_id]
         except KeyError:
             raise KeyError(f"unknown prompt {prompt_id!r}") from None
 
     @staticmethod
-    def _template(prompt: _Prompt, prompt_id: str, variant: str) -> tuple[str, _Template]:
+    def _template(prompt: Prompt, prompt_id: str, variant: str) -> tuple[str, Template]:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
         if variant == "reprompt" and variant not in prompt.templates:
@@ -226,24 +178,28 @@ def load_catalog(directory: Path) -> Catalog:
     return catalog
 
 
-Required = Mapping[str, frozenset[str] | None]
-
-
-def _required(ids: Iterable[str] | Mapping[str, Iterable[str]]) -> Required:
-    """Prompt ids the code speaks, each with the placeholder values it supplies (if known)."""
-    if isinstance(ids, Mapping):
-        return {pid: frozenset(names) for pid, names in ids.items()}
-    return dict.fromkeys(ids)
-
-
 def check_catalog(directory: Path,
                   required_ids: Iterable[str] | Mapping[str, Iterable[str]] = ()) -> list[str]:
     """Every problem in a prompts directory (and any missing ``required_ids``); [] if fine.
 
     With a mapping of id to supplied placeholder names, a template using a placeholder the
-    code does not supply is a problem too (it would fail on every call reaching it).
+    code does not supply is a problem too (it would fail on every call reaching it). So is
+    a menu's wording that names a key the menu does not accept ("press 4" with no 4).
     """
-    return _load(Path(directory), _required(required_ids))[1]
+    return _load(Path(directory), as_required(required_ids))[1]
+
+
+def _menu_key_problems(prompts: Mapping[str, Mapping[str, Prompt]],
+                       settings: LineSettings | None) -> list[str]:
+    """Keys named in menu wording that the menus do not accept: whatever the catalog, these
+    menus speak it."""
+    # The menus are declared with the call flow, which imports this package: read lazily.
+    from ivr.calls.wording import key_problems
+
+    texts = {lang: {pid: {v: prompt.raw[v] for v in VARIANTS if v in prompt.raw}
+                    for pid, prompt in entries.items()}
+             for lang, entries in prompts.items()}
+    return key_problems(texts, settings)
 
 
 class Snapshots(Protocol):
@@ -274,7 +230,7 @@ class PromptStore:
         snapshots: Snapshots | None = None,
     ) -> None:
         self._directory = Path(directory)
-        self._required_ids = _required(required_ids)
+        self._required_ids = as_required(required_ids)
         self._min_interval = min_interval
         self._snapshots = snapshots
         self._lock = threading.Lock()
@@ -455,7 +411,7 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
             except SettingsError as exc:
                 problems.extend(f"{SETTINGS_FILE}: {problem}" for problem in exc.problems)
 
-    prompts: dict[str, dict[str, _Prompt]] = {}
+    prompts: dict[str, dict[str, Prompt]] = {}
     # Dotfiles skipped: editors keep lock/backup files such as ".#en-US.toml" beside the original.
     language_files = sorted(
         p
@@ -471,7 +427,7 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
             continue
         data = read(path)
         if data is not None:
-            prompts[lang] = _parse_language(data, directory, path.name, problems)
+            prompts[lang] = parse_language(data, directory, path.name, problems)
 
     # Audio is part of what callers hear, so it is part of the version too.
     audio_dir = directory / AUDIO_DIR
@@ -492,7 +448,8 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
                     f"{SETTINGS_FILE}: language {lang} is listed in `languages` "
                     f"but {lang}.toml does not exist"
                 )
-    problems.extend(_cross_check(prompts, required_ids))
+    problems.extend(cross_check(prompts, required_ids))
+    problems.extend(_menu_key_problems(prompts, settings))
 
     if problems or settings is None:
         return None, problems
@@ -509,311 +466,3 @@ def _load(directory: Path, required_ids: Required) -> tuple[Catalog | None, list
         sources=sources,
     )
     return catalog, []
-
-
-def _parse_language(
-    data: Mapping[str, object], directory: Path, file_name: str, problems: list[str]
-) -> dict[str, _Prompt]:
-    """Collect the prompts of one language file, walking nested tables into dotted ids."""
-    prompts: dict[str, _Prompt] = {}
-
-    def walk(table: Mapping[str, object], prefix: str) -> None:
-        for key, value in table.items():
-            prompt_id = f"{prefix}.{key}" if prefix else key
-            if not _ID_SEGMENT.fullmatch(key):
-                problems.append(
-                    f"{file_name}: {prompt_id!r}: id parts may only use letters, digits, _ and -"
-                )
-                continue
-            if not isinstance(value, dict):
-                problems.append(
-                    f"{file_name}: {prompt_id!r} is a {type(value).__name__}, not a table; "
-                    f'write [{prompt_id}] then say = "..."'
-                )
-                continue
-            if PROMPT_KEYS & value.keys():
-                prompts[prompt_id] = _parse_prompt(value, prompt_id, directory, file_name, problems)
-            elif not value:
-                problems.append(f"{file_name}: [{prompt_id}] is empty (a prompt needs `say`)")
-            else:
-                walk(value, prompt_id)
-
-    walk(data, "")
-    return prompts
-
-
-def _parse_prompt(
-    table: Mapping[str, object],
-    prompt_id: str,
-    directory: Path,
-    file_name: str,
-    problems: list[str],
-) -> _Prompt:
-    """One prompt table. Kept even when it has problems, so that the cross-language check
-    does not also report it as missing in this language."""
-    where = f"{file_name}: prompt {prompt_id!r}"
-    raw: dict[str, str] = {}
-    for key, value in table.items():
-        if key not in PROMPT_KEYS:
-            problems.append(
-                f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(PROMPT_KEYS))})"
-            )
-        elif not isinstance(value, str):
-            problems.append(f"{where}: {key} must be a string, got {type(value).__name__}")
-        else:
-            raw[key] = value
-    if "say" not in table:
-        problems.append(f"{where}: `say` is required")
-
-    templates: dict[str, _Template] = {}
-    for variant in VARIANTS:
-        text = raw.get(variant)
-        if text is None:
-            continue
-        if not text.strip():
-            problems.append(f"{where} ({variant}): text is empty")
-            continue
-        template, errors = _parse_template(text)
-        errors += _check_ssml(text)
-        problems.extend(f"{where} ({variant}): {error}" for error in errors)
-        if template is not None:
-            templates[variant] = template
-
-    audio = _resolve_audio(raw.get("audio"), directory, where, problems)
-    say = templates.get("say")
-    if audio is not None and say is not None and say.fields:
-        # A recording cannot speak account data; the placeholders would be silently lost.
-        names = ", ".join(f"{{{name}}}" for name in sorted(say.fields))
-        problems.append(f"{where}: has `audio` but `say` uses placeholders {names}")
-    return _Prompt(raw=MappingProxyType(raw), templates=MappingProxyType(templates), audio=audio)
-
-
-def _parse_template(text: str) -> tuple[_Template | None, list[str]]:
-    """Split text at ``{name}`` placeholders; only plain names are allowed."""
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        return None, [f"bad placeholder syntax ({exc}); write {{{{ and }}}} for literal braces"]
-    errors: list[str] = []
-    parts: list[tuple[str, str | None]] = []
-    for literal, name, spec, conversion in parsed:
-        if name is None:
-            parts.append((literal, None))
-            continue
-        if not _PLACEHOLDER.fullmatch(name):
-            errors.append(f"placeholder {{{name}}} must be a plain name like {{amount}}")
-        elif spec or conversion:
-            errors.append(f"placeholder {{{name}}} must not have a format spec or conversion")
-        parts.append((literal, name))
-    if errors:
-        return None, errors
-    fields = frozenset(name for _, name in parts if name is not None)
-    return _Template(parts=tuple(parts), fields=fields), []
-
-
-# Pauses: Twilio plays whatever <break> asks for while the caller hears silence (and a
-# webhook waits), so one break and all the breaks of one text are bounded.
-MAX_BREAK_SECONDS: Final = 10
-MAX_PAUSE_SECONDS: Final = 20
-_BREAK_TIME: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s)")
-
-
-@dataclass(frozen=True)
-class _Bounds:
-    """The values an SSML attribute may take: keywords, or a number with a unit in range
-    (Polly's limits, tighter where a value would make a prompt unusable on a call)."""
-
-    words: tuple[str, ...]
-    number: re.Pattern[str]
-    low: float
-    high: float
-    shown: str
-
-    def problem(self, tag: str, attr: str, value: str) -> str | None:
-        """Why ``value`` is refused, or None."""
-        if value in self.words:
-            return None
-        match = self.number.fullmatch(value)
-        if match and self.low <= float(match.group(1)) <= self.high:
-            return None
-        return (f"{tag} {attr} {value!r} is out of range: {self.shown}, "
-                f"or {', '.join(self.words)}")
-
-
-_SSML_BOUNDS: Final[Mapping[tuple[str, str], _Bounds]] = {
-    # Below 20% one word takes seconds; Polly refuses more than 200%.
-    ("prosody", "rate"): _Bounds(("x-slow", "slow", "medium", "fast", "x-fast"),
-                                 re.compile(r"(\d+(?:\.\d+)?)%"), 20, 200, "20% to 200%"),
-    ("prosody", "pitch"): _Bounds(("default", "x-low", "low", "medium", "high", "x-high"),
-                                  re.compile(r"([+-]\d+(?:\.\d+)?)%"), -33.3, 50,
-                                  "-33.3% to +50%"),
-    # +6dB is about twice as loud; "silent" is left out: callers would hear nothing at all.
-    ("prosody", "volume"): _Bounds(("default", "x-soft", "soft", "medium", "loud", "x-loud"),
-                                   re.compile(r"([+-]\d+(?:\.\d+)?)dB"), -6, 6,
-                                   "-6dB to +6dB"),
-}
-
-
-def _break_seconds(value: str) -> float | None:
-    """A <break time> in seconds (None when it is not a time; that is reported apart)."""
-    match = _BREAK_TIME.fullmatch(value)
-    if match is None:
-        return None
-    number = float(match.group(1))
-    return number / 1000 if match.group(2) == "ms" else number
-
-
-def _check_limits(tag: str, attrs: Mapping[str, str]) -> tuple[list[str], float]:
-    """Problems with the bounded attributes of one element, and the pause it asks for."""
-    errors = []
-    for attr, value in attrs.items():
-        bounds = _SSML_BOUNDS.get((tag, attr))
-        if "{" in value or "}" in value:
-            continue  # a placeholder: refused as such
-        if bounds is not None and (problem := bounds.problem(tag, attr, value)):
-            errors.append(problem)
-    pause = _break_seconds(attrs.get("time", "")) if tag == "break" else None
-    if pause is not None and pause > MAX_BREAK_SECONDS:
-        errors.append(f"break time {attrs['time']!r} is too long: at most "
-                      f"{MAX_BREAK_SECONDS}s ({MAX_BREAK_SECONDS * 1000}ms)")
-    return errors, pause or 0.0
-
-
-def _check_ssml(text: str) -> list[str]:
-    """Problems with the SSML markup of ``text``: well-formedness, the allow-list and the
-    limits on pauses, rate, pitch and volume."""
-    errors: list[str] = []
-    depth = 0
-    pauses = 0.0
-    parser = expat.ParserCreate()
-
-    def start(tag: str, attrs: dict[str, str]) -> None:
-        nonlocal depth, pauses
-        depth += 1
-        if depth == 1:  # our wrapper element
-            return
-        allowed = _SSML_ATTRIBUTES.get(tag)
-        if allowed is None:
-            errors.append(f"unknown SSML tag <{tag}> (allowed: {', '.join(_SSML_ATTRIBUTES)})")
-            return
-        for attr, value in attrs.items():
-            if attr not in allowed:
-                names = ", ".join(sorted(allowed)) or "none"
-                errors.append(f"unknown attribute {attr!r} on <{tag}> (allowed: {names})")
-            elif "{" in value or "}" in value:
-                # Values are escaped for text, not attributes, so placeholders stay out of tags.
-                errors.append(f"placeholders are not allowed in attributes (<{tag} {attr}>)")
-            elif (pattern := _SSML_VALUES.get((tag, attr))) and not pattern.fullmatch(value):
-                errors.append(f"bad value {value!r} for {attr} on <{tag}>")
-        for attr in sorted(_SSML_REQUIRED.get(tag, frozenset()) - attrs.keys()):
-            errors.append(f"<{tag}> needs attribute {attr!r}")
-        problems, pause = _check_limits(tag, attrs)
-        errors.extend(problems)
-        pauses += pause
-
-    def refuse(what: str) -> None:
-        errors.append(f"{what} are not allowed in prompt text (use `note` for comments)")
-
-    parser.StartElementHandler = start
-    parser.CommentHandler = lambda _data: refuse("XML comments")
-    parser.StartCdataSectionHandler = lambda: refuse("CDATA sections")
-    parser.ProcessingInstructionHandler = lambda _target, _data: refuse("processing instructions")
-    # A DOCTYPE could define entities; nothing in a prompt needs one.
-    parser.StartDoctypeDeclHandler = lambda *_args: refuse("DOCTYPE declarations")
-    opening = f"<{_WRAPPER}>"
-    try:
-        parser.Parse(f"{opening}{text}</{_WRAPPER}>", True)
-    except expat.ExpatError as exc:
-        # Report positions in the prompt text, not in our wrapped copy of it.
-        column = exc.offset - len(opening) if exc.lineno == 1 else exc.offset
-        message = expat.errors.messages[exc.code]
-        errors.append(f"malformed SSML: {message} at line {exc.lineno}, column {column + 1}")
-    if pauses > MAX_PAUSE_SECONDS:
-        errors.append(f"pauses add up to {pauses:g}s: at most {MAX_PAUSE_SECONDS}s in one text")
-    return errors
-
-
-def _resolve_audio(
-    audio: str | None, directory: Path, where: str, problems: list[str]
-) -> str | None:
-    """A prompt's audio as written (a name under audio/, or an https URL), checked."""
-    if audio is None:
-        return None
-    if audio.startswith("https://"):
-        return audio
-    if "://" in audio:
-        # Twilio fetches <Play> URLs from the public internet; plain http leaks and can be
-        # tampered with in transit.
-        problems.append(f"{where}: audio URL must use https: {audio!r}")
-        return None
-    relative = PurePosixPath(audio)
-    if not audio.strip() or relative.is_absolute() or ".." in relative.parts:
-        problems.append(f"{where}: audio must be a file name under {AUDIO_DIR}/: {audio!r}")
-        return None
-    path = directory / AUDIO_DIR / relative
-    if not path.is_file():
-        problems.append(f"{where}: audio file {AUDIO_DIR}/{audio} does not exist")
-        return None
-    # The name, not a filesystem path: the app serves audio/ at a URL of its own and
-    # Twilio <Play>s from there.
-    return relative.as_posix()
-
-
-def _cross_check(
-    prompts: Mapping[str, Mapping[str, _Prompt]], required_ids: Required
-) -> list[str]:
-    """Problems between languages: missing ids/variants and differing placeholders."""
-    problems: list[str] = []
-    langs = sorted(prompts)
-    all_ids = sorted({pid for entries in prompts.values() for pid in entries})
-
-    for prompt_id, supplied in required_ids.items():
-        if prompt_id not in all_ids:
-            problems.append(f"required prompt {prompt_id!r} is missing from every language file")
-            continue
-        if supplied is None:
-            continue
-        for lang in langs:
-            entry = prompts[lang].get(prompt_id)
-            for variant, template in (entry.templates.items() if entry else ()):
-                unknown = template.fields - supplied
-                if unknown:
-                    problems.append(
-                        f"{lang}.toml: prompt {prompt_id!r} ({variant}) uses "
-                        f"{_names(frozenset(unknown))}, which the line does not supply "
-                        f"(it supplies {_names(supplied)})")
-
-    for prompt_id in all_ids:
-        having = [lang for lang in langs if prompt_id in prompts[lang]]
-        for lang in langs:
-            if lang not in having:
-                problems.append(
-                    f"{lang}.toml: prompt {prompt_id!r} is missing (present in {', '.join(having)})"
-                )
-        for variant in VARIANTS:
-            with_variant = [lang for lang in having if variant in prompts[lang][prompt_id].raw]
-            without = [lang for lang in having if lang not in with_variant]
-            # A missing `say` is already reported in its own file as required.
-            if with_variant and without and variant != "say":
-                problems.append(
-                    f"prompt {prompt_id!r}: {variant} is in {', '.join(with_variant)} "
-                    f"but not in {', '.join(without)}"
-                )
-            by_lang = {
-                lang: prompts[lang][prompt_id].templates[variant].fields
-                for lang in with_variant
-                if variant in prompts[lang][prompt_id].templates
-            }
-            if len(set(by_lang.values())) > 1:
-                shown = "; ".join(
-                    f"{lang} has {_names(fields)}" for lang, fields in sorted(by_lang.items())
-                )
-                problems.append(
-                    f"prompt {prompt_id!r} ({variant}): placeholders differ between languages: "
-                    f"{shown}"
-                )
-    return problems
-
-
-def _names(fields: frozenset[str]) -> str:
-    return ", ".join(f"{{{name}}}" for name in sorted(fields)) or "none"

@@ -3,13 +3,18 @@
 `ivr prompts check` (and every reload) fails when a language lacks one of these ids, or when
 a template uses a placeholder the code does not supply: that prompt would fail on every call
 that reaches it. A test scans the code for prompt ids so this list cannot drift.
+
+The prompts a menu choice speaks are declared with the choice (``Choice.says`` in
+ivr/calls/states/) rather than listed here; ``PROMPT_PARAMS`` includes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 _NONE: tuple[str, ...] = ()
 
-PROMPT_PARAMS: dict[str, tuple[str, ...]] = {
+_LISTED: dict[str, tuple[str, ...]] = {
     "greeting.welcome": _NONE, "language.option": ("key",),
     "common.tips": _NONE, "common.no_input": _NONE, "common.no_match": _NONE,
     "common.more_time": _NONE, "common.too_many_tries": _NONE, "common.apology": _NONE,
@@ -60,4 +65,33 @@ PROMPT_PARAMS: dict[str, tuple[str, ...]] = {
     "goodbye.thanks": _NONE, "goodbye.help_later": _NONE,
 }
 
-REQUIRED_PROMPT_IDS: tuple[str, ...] = tuple(PROMPT_PARAMS)
+
+
+class _CodePrompts(Mapping[str, tuple[str, ...]]):
+    """The ids listed above plus those the menus' choices declare, read on first use:
+    ivr.calls imports this package, so it cannot be imported from here at import time."""
+
+    def __init__(self, listed: Mapping[str, tuple[str, ...]]) -> None:
+        self._listed = listed
+        self._all: dict[str, tuple[str, ...]] | None = None
+
+    def _resolved(self) -> dict[str, tuple[str, ...]]:
+        if self._all is None:
+            from ivr.calls.wording import declared_prompts
+
+            # The list here wins where both name a prompt.
+            self._all = {**declared_prompts(), **self._listed}
+        return self._all
+
+    def __getitem__(self, prompt_id: str) -> tuple[str, ...]:
+        return self._resolved()[prompt_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+
+PROMPT_PARAMS: Mapping[str, tuple[str, ...]] = _CodePrompts(_LISTED)
+REQUIRED_PROMPT_IDS = PROMPT_PARAMS.keys()

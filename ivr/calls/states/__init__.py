@@ -1,0 +1,46 @@
+"""The states of a call (docs/call-flow.md), one module per step, and the one list of them.
+
+``STATES`` is the registry: the machine routes keys with it, and metrics, the console, the
+prompt check and the generated table in docs/call-flow.md read it. A new state is declared in
+its step's module (see ``ivr.calls.menu``) and listed here, in the order a paying caller
+meets it.
+"""
+
+from __future__ import annotations
+
+from ivr.calls.menu import ENDED, PAYING, State
+from ivr.calls.states.after_pay import PAY_FAILED, RECEIPT
+from ivr.calls.states.amount import AMOUNT_CONFIRM, AMOUNT_ENTRY, AMOUNT_MENU, start_payment
+from ivr.calls.states.checkout import (
+    ACH_AUTHORIZE,
+    BANK_TYPE,
+    FEE_ACCEPT,
+    FINAL_CONFIRM,
+    METHOD,
+    pay_limited,
+    refuse_payment,
+)
+from ivr.calls.states.identify import ACCOUNT_ENTRY, CONFIRM_ACCOUNT, LANGUAGE, identify
+from ivr.calls.states.main_menu import MAIN_MENU
+from ivr.calls.states.verify import VERIFY, locked
+
+__all__ = [
+    "ENDED",
+    "PAYING",
+    "STATES",
+    "State",
+    "identify",
+    "locked",
+    "pay_limited",
+    "refuse_payment",
+    "start_payment",
+]
+
+STATES: dict[str, State] = {
+    s.name: s
+    for s in (
+        LANGUAGE, CONFIRM_ACCOUNT, ACCOUNT_ENTRY, VERIFY, MAIN_MENU, AMOUNT_MENU, AMOUNT_ENTRY,
+        AMOUNT_CONFIRM, METHOD, BANK_TYPE, FEE_ACCEPT, ACH_AUTHORIZE, FINAL_CONFIRM, RECEIPT,
+        PAY_FAILED,
+    )
+}

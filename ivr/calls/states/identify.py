@@ -1,0 +1,113 @@
+"""Language, then who is calling: a caller-ID match to confirm, or an account number typed."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from connectors.phones import normalize_e164
+from ivr.accounts import cache as accounts
+from ivr.calls import guards
+from ivr.calls.agent import escalate
+from ivr.calls.context import CallContext
+from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
+from ivr.calls.parsing import clean_number
+from ivr.calls.states.verify import start_verification
+from ivr.calls.steps import Finish, Go, Outcome, Retry, Speech
+from ivr.prompts import speech
+from ivr.prompts.settings import LineSettings
+
+# --- language -------------------------------------------------------------------------------
+
+
+def _choose_language(lang: str, ctx: CallContext) -> Outcome:
+    """The caller's language, then identification."""
+    ctx.call.language = lang
+    return _after_language(ctx)
+
+
+def _language_choices(settings: LineSettings) -> tuple[Choice, ...]:
+    """One key per configured language, in `languages` order, each announced in its own voice."""
+    return tuple(
+        Choice(str(i + 1), lang, partial(_choose_language, lang), prompt="language.option")
+        for i, lang in enumerate(settings.languages))
+
+
+def _language_prompt(ctx: CallContext) -> SpeechList:
+    options = tuple(Speech("language.option", {"key": choice.key}, lang=choice.name)
+                    for choice in _language_choices(ctx.settings))
+    return (Speech("greeting.welcome", lang=ctx.settings.default_language), *options)
+
+
+def _language_silence(ctx: CallContext) -> Outcome:
+    """The language on file for a caller-ID match, else the default."""
+    ctx.call.language = ctx.settings.default_language
+    phone = normalize_e164(ctx.call.from_number)
+    matches = accounts.find_by_phone(ctx.db, phone) if phone else []
+    if len(matches) == 1:
+        wanted = matches[0].language
+        for lang in ctx.settings.languages:
+            if lang.split("-")[0] == wanted:
+                ctx.call.language = lang
+                break
+    return _after_language(ctx)
+
+
+def _after_language(ctx: CallContext) -> Outcome:
+    outcome = identify(ctx)
+    return Go(outcome.state, (Speech("common.tips"), *outcome.before))
+
+
+LANGUAGE = State("language", asks=("language.option",), choices_for=_language_choices,
+                 question=_language_prompt, on_silence=_language_silence)
+
+
+# --- identify -------------------------------------------------------------------------------
+
+def identify(ctx: CallContext) -> Go:
+    """Caller-ID match when exactly one account lists the calling number, else account entry."""
+    phone = normalize_e164(ctx.call.from_number)
+    if phone:
+        matches = accounts.find_by_phone(ctx.db, phone)
+        if len(matches) == 1:
+            ctx.call.account_id = matches[0].id
+            return Go("confirm_account")
+    return Go("account_entry")
+
+
+def _confirm_prompt(ctx: CallContext) -> SpeechList:
+    account = ctx.account
+    last4 = account.account_number[-4:] if account else ""
+    return (say("identify.found", last4=speech.digits(last4)),)
+
+
+def _other_account(ctx: CallContext) -> Outcome:
+    """Forget the caller-ID match and ask for the account number."""
+    ctx.call.account_id = None
+    return Go("account_entry")
+
+
+CONFIRM_ACCOUNT = State("confirm_account", asks=("identify.found",), question=_confirm_prompt,
+                        choices=(Choice("1", "yes", start_verification),
+                                 Choice("2", "other", _other_account)))
+
+
+def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
+    """Digits then `#`: verification, or "not found" (lookups limited per phone and line)."""
+    # Bounded per calling number and per line across calls: otherwise anyone can learn
+    # which account numbers exist by typing them, call after call.
+    guards.lock_caller(ctx.db, guards.caller_key(ctx.call.from_number))
+    if guards.lookup_limit(ctx.db, ctx.call, ctx.now, ctx.settings.limits) is not None:
+        guards.record(ctx.db, guards.LOOKUP_BLOCKED, ctx.call, ctx.now)
+        return Finish(escalate(ctx, (say("account.lookup_limit"),)))
+    number = clean_number(digits.replace("*", ""))
+    account = accounts.find_by_number(ctx.db, number) if number else None
+    if account is None:
+        ctx.call.identify_failures += 1
+        guards.record(ctx.db, guards.ACCOUNT_MISS, ctx.call, ctx.now)
+        return Retry((say("account.not_found"),))
+    ctx.call.account_id = account.id
+    return start_verification(ctx)
+
+
+ACCOUNT_ENTRY = State("account_entry", asks=("account.enter",), handle=_account_entry_handle,
+                      num_digits=until_pound, sensitive=True)
