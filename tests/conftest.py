@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from ivr.demo import demo_file
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
+from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
 
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from ivr.cli import main
-from ivr.demo import demo_file
 from ivr.models import Account
+from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
 from tests.conftest import OPEN_TIME, REPO
 

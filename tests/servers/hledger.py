@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from ivr.demo import demo_rows
+from ivr.simulator.demo import demo_rows
 from tests.servers.process import ServerProcess, listens_on
 
 BINARY = "hledger-web"

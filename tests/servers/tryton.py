@@ -44,7 +44,7 @@ IVR_USER, IVR_PASSWORD = "ivr", "ivr-connector-pass"
 PAYMENT_METHOD = "IVR"
 START_TIMEOUT = 30.0
 
-# The IVR demo accounts (ivr/demo.py) and a few for tests that must not share invoices.
+# The IVR demo accounts (ivr/simulator/demo.py) and a few for tests that must not share invoices.
 # Invoices are [days before the seeding day, amount], posted.
 PARTIES: tuple[dict[str, Any], ...] = (
     {"code": "4401001234", "name": "Alex Morgan", "invoices": [[16, "123.45"]]},

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, timedelta
+from pathlib import Path
 
 from ivr.accounts.importer import ImportReport, import_accounts
 from ivr.db import Database
+from ivr.instance import default_database_url
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"
@@ -15,6 +17,7 @@ DEMO_LINE = "+15555550100"
 # A paid call from the demo caller: English, confirm the account found by caller ID, ZIP,
 # pay the full balance by card, confirm; then hang up after the confirmation number.
 DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
+DEMO_DATABASE_FILE = "demo.sqlite3"
 
 COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
            "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
@@ -75,3 +78,12 @@ def seed(database: Database, today: date, pin_key: str) -> ImportReport:
     """Load (or refresh) the demo accounts through the normal import path."""
     return import_accounts(database, io.BytesIO(demo_file(today)), "demo accounts",
                            pin_key=pin_key)
+
+
+def fresh_database_url(instance: Path) -> str:
+    """The demo's own SQLite file in the instance folder, removed first: the scripted call
+    expects the accounts as seeded."""
+    demo = instance / DEMO_DATABASE_FILE
+    for leftover in (demo, demo.with_name(f"{demo.name}-wal"), demo.with_name(f"{demo.name}-shm")):
+        leftover.unlink(missing_ok=True)
+    return default_database_url(instance, DEMO_DATABASE_FILE)
