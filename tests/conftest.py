@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -66,6 +67,12 @@ def requires(why: str | None) -> pytest.MarkDecorator:
                               reason=why or "")
 
 
+def need_espeak() -> None:
+    """espeak-ng, which speaks prompt previews: skipped locally without it, failed under CI."""
+    if shutil.which("espeak-ng") is None:
+        unavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database on 127.0.0.1 (skipped locally when none runs)."""
@@ -124,8 +131,6 @@ def prompts_dir() -> Path:
 
 def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
     """A copy of the shipped prompts with (old, new) text replaced per file."""
-    import shutil
-
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts, dirs_exist_ok=True)
     for name, (old, new) in edits.items():
