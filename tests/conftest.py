@@ -107,9 +107,10 @@ def _truncate_postgres(url: str) -> None:
     database.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using this runs on both backends, each starting empty."""
+    """Each test using this runs on both backends, each starting empty (the quick loop,
+    ``-m "not slow"``, on SQLite only)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ivr.sqlite3'}"
     url: str = request.getfixturevalue("postgres_url")

@@ -23,6 +23,8 @@ from tests.conftest import OPEN_TIME, REPO, TOKEN, need_espeak, unavailable
 from tests.servers.threaded import serving
 from tests.test_ops_helpers import PASSWORD, USER, ops_app
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 WELCOME = "Thank you for calling our payment line."

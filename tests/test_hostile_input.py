@@ -108,6 +108,7 @@ def test_hostile_card_brand_is_not_stored_or_listed(
     assert "HYPERLINK" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("changes", "field", "stored"),
     [

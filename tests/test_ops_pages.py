@@ -30,6 +30,8 @@ from tests.test_ops_helpers import (
     token,
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def busy(database_url: str, tmp_path: Path) -> Flask:

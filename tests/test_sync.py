@@ -23,6 +23,8 @@ from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
 from tests.servers.sshd import SshdServer, sshd_available, start_sshd
 
+pytestmark = pytest.mark.slow
+
 CHICAGO = ZoneInfo("America/Chicago")
 
 
