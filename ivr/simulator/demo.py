@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+from connectors.amounts import cents_to_text, decimal_to_cents
 from ivr.accounts.importer import ImportReport, import_accounts
 from ivr.db import Database
 from ivr.instance import default_database_url
@@ -18,11 +20,6 @@ DEMO_LINE = "+15555550100"
 # pay the full balance by card, confirm; then hang up after the confirmation number.
 DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
 DEMO_DATABASE_FILE = "demo.sqlite3"
-
-COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
-           "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
-           "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
-           "payment_allowed")
 
 
 def demo_rows(today: date) -> list[dict[str, str]]:
@@ -64,13 +61,12 @@ def demo_file(today: date) -> bytes:
     """The demo accounts as an account file in the default layout, with its trailer."""
     rows = demo_rows(today)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    # The columns are the rows' own keys, in their order.
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    from decimal import Decimal
-
-    total = sum(Decimal(r["balance_due"]) for r in rows)
-    out.write(f"TRAILER,{len(rows)},{total:.2f}\r\n")
+    total = sum(decimal_to_cents(Decimal(r["balance_due"])) for r in rows)
+    out.write(f"TRAILER,{len(rows)},{cents_to_text(total)}\r\n")
     return out.getvalue().encode("utf-8")
 
 
