@@ -13,6 +13,7 @@ from flask import Flask
 
 from connectors.amounts import cents_to_text
 from ivr.cli.base import load_app, safe_url
+from ivr.simulator.connector import DEFAULT_BANK_ACCOUNT, DEFAULT_CARD
 from ivr.web.app import get_config, get_database
 
 
@@ -26,9 +27,9 @@ from ivr.web.app import get_config, get_database
                               '"-" is silence, "hangup" hangs up.')
 @click.option("--card", "cards", multiple=True,
               help="Card number for each card <Pay>, in order (test numbers only; "
-                   "default 4111111111111111).")
+                   f"default {DEFAULT_CARD}).")
 @click.option("--bank", "banks", multiple=True,
-              help="Bank account number for each bank <Pay> (default 123456789).")
+              help=f"Bank account number for each bank <Pay> (default {DEFAULT_BANK_ACCOUNT}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the transcript as JSON.")
 @click.option("--post", is_flag=True,
               help="In process, treat the simulated payment as real: post it to "
@@ -69,8 +70,8 @@ def _run(transport: Any, base_url: str, from_number: str, to_number: str,
     caller: Any
     if press is not None:
         try:
-            caller = ScriptedCaller(press.split(), cards=cards or ("4111111111111111",),
-                                    bank_accounts=banks or ("123456789",))
+            caller = ScriptedCaller(press.split(), cards=cards or (DEFAULT_CARD,),
+                                    bank_accounts=banks or (DEFAULT_BANK_ACCOUNT,))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     else:

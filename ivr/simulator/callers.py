@@ -6,7 +6,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from ivr.simulator.connector import CLOSED_BANK_ACCOUNT, DECLINED_CARD
+from ivr.simulator.connector import (
+    CLOSED_BANK_ACCOUNT,
+    DECLINED_CARD,
+    DEFAULT_BANK_ACCOUNT,
+    DEFAULT_CARD,
+)
 from ivr.simulator.transcript import format_event
 
 DTMF_KEYS = frozenset("0123456789*#")
@@ -44,8 +49,8 @@ class ScriptedCaller:
     """Presses keys from a script: one token per <Gather>, one card per <Pay>."""
 
     def __init__(self, presses: Sequence[str],
-                 cards: Sequence[str] = ("4111111111111111",),
-                 bank_accounts: Sequence[str] = ("123456789",)) -> None:
+                 cards: Sequence[str] = (DEFAULT_CARD,),
+                 bank_accounts: Sequence[str] = (DEFAULT_BANK_ACCOUNT,)) -> None:
         if isinstance(presses, str):
             # A bare string would be read one key per gather, which is never what was meant.
             raise TypeError("presses must be a sequence of tokens, e.g. ['1', '60614#']")
@@ -83,8 +88,8 @@ class ScriptedCaller:
 
 # Shortcuts InteractiveCaller accepts at <Pay>, so test numbers never need printing in full.
 _CARD_SHORTCUTS = {
-    "": "4111111111111111",
-    "visa": "4111111111111111",
+    "": DEFAULT_CARD,
+    "visa": DEFAULT_CARD,
     "mc": "5555555555554444",
     "mastercard": "5555555555554444",
     "amex": "378282246310005",
@@ -92,7 +97,7 @@ _CARD_SHORTCUTS = {
     "declined": DECLINED_CARD,
     "bad": "4111111111111112",
 }
-_ACCOUNT_SHORTCUTS = {"": "123456789", "closed": CLOSED_BANK_ACCOUNT, "bad": "11"}
+_ACCOUNT_SHORTCUTS = {"": DEFAULT_BANK_ACCOUNT, "closed": CLOSED_BANK_ACCOUNT, "bad": "11"}
 
 
 class InteractiveCaller:

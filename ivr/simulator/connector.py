@@ -30,6 +30,9 @@ TEST_CARDS: dict[str, str] = {
     "3530111333300000": "jcb",
 }
 DECLINED_CARD = "4000000000000002"
+# What a scripted caller enters unless told otherwise: a card and an account that succeed.
+DEFAULT_CARD = "4111111111111111"
+DEFAULT_BANK_ACCOUNT = "123456789"
 TEST_BANK_ACCOUNTS = frozenset({"12345678", "123456789"})
 CLOSED_BANK_ACCOUNT = "000000000"
 TEST_ROUTING_NUMBER = "121000248"
