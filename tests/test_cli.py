@@ -205,3 +205,22 @@ def test_reconcile_refuses_a_day_it_cannot_reconcile(runner: CliRunner, day: str
     assert result.exit_code == 1  # a clear refusal, not a crash
     assert isinstance(result.exception, SystemExit)
     assert "--date:" in result.output and day in result.output
+
+
+def test_every_command_written_is_on_ivr() -> None:
+    """A command defined in ivr/cli/ but left out of COMMANDS would never run."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import ivr.cli
+
+    defined: set[click.Command] = set()
+    for module in pkgutil.iter_modules(ivr.cli.__path__):
+        found = vars(importlib.import_module(f"ivr.cli.{module.name}")).values()
+        defined |= {obj for obj in found if isinstance(obj, click.Command)}
+    nested = {sub for group in defined if isinstance(group, click.Group)
+              for sub in group.commands.values()}
+    assert len(defined) > 20
+    assert defined - nested == set(main.commands.values())
