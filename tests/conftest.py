@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -18,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from ivr.demo import demo_file
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
+from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -66,6 +67,12 @@ def requires(why: str | None) -> pytest.MarkDecorator:
                               reason=why or "")
 
 
+def need_espeak() -> None:
+    """espeak-ng, which speaks prompt previews: skipped locally without it, failed under CI."""
+    if shutil.which("espeak-ng") is None:
+        unavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database on 127.0.0.1 (skipped locally when none runs)."""
@@ -100,9 +107,10 @@ def _truncate_postgres(url: str) -> None:
     database.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using this runs on both backends, each starting empty."""
+    """Each test using this runs on both backends, each starting empty (the quick loop,
+    ``-m "not slow"``, on SQLite only)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ivr.sqlite3'}"
     url: str = request.getfixturevalue("postgres_url")
@@ -124,8 +132,6 @@ def prompts_dir() -> Path:
 
 def custom_prompts(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
     """A copy of the shipped prompts with (old, new) text replaced per file."""
-    import shutil
-
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts, dirs_exist_ok=True)
     for name, (old, new) in edits.items():

@@ -633,6 +633,7 @@ def generated_file(rows: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
     yield b"".join(pending)
 
 
+@pytest.mark.slow
 def test_streaming_200k_rows_keeps_memory_flat() -> None:
     rows = 200_000
     stream = io.BufferedReader(GeneratorStream(generated_file(rows)))

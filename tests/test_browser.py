@@ -7,8 +7,6 @@ Uses Debian's chromium through Playwright's `executable_path`; nothing downloads
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +15,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from ivr.models import OutboxEntry, SyncRun
 from ivr.simulator import HttpTransport, ScriptedCaller, run_call
 from ivr.web.app import get_database
-from tests.conftest import OPEN_TIME, REPO, TOKEN, unavailable
+from tests.conftest import OPEN_TIME, REPO, TOKEN, need_espeak, unavailable
+from tests.servers.threaded import serving
 from tests.test_ops_helpers import PASSWORD, USER, ops_app
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -34,18 +34,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def _browser_or_skip() -> Any:
-    why = None
     if not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} not found (Debian: apt-get install chromium)"
-    elif shutil.which("espeak-ng") is None:
-        why = "espeak-ng not found (Debian: apt-get install espeak-ng), needed for the preview"
+        unavailable(f"{CHROMIUM} not found (Debian: apt-get install chromium)")
+    need_espeak()  # the prompt preview the test plays
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        why = why or "playwright is not installed (pip install -e '.[dev]')"
-        sync_playwright = None
-    if why:
-        unavailable(why)
+        unavailable("playwright is not installed (pip install -e '.[dev]')")
     return sync_playwright
 
 
@@ -53,14 +48,8 @@ def _browser_or_skip() -> Any:
 def served(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[Flask, str]]:
     """The app on a real HTTP server on 127.0.0.1 (threaded, like a browser needs)."""
     app = ops_app(sqlite_url, tmp_path)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield app, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with serving(app) as base:
+        yield app, base
 
 
 @pytest.fixture

@@ -11,15 +11,29 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from ivr.cli import main
-from ivr.demo import demo_file
 from ivr.models import Account
+from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
 from tests.conftest import OPEN_TIME, REPO
 
 
+def cli_database(tmp_path: Path) -> str:
+    """The database the commands of a test work on."""
+    return f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+
+
+def with_demo_accounts(runner: CliRunner, tmp_path: Path) -> None:
+    """`ivr db upgrade`, then `ivr accounts import` of the demo accounts."""
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(demo_file(OPEN_TIME.date()))
+    result = runner.invoke(main, ["accounts", "import", str(accounts)])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("IVR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")
+    monkeypatch.setenv("IVR_DATABASE_URL", cli_database(tmp_path))
     monkeypatch.setenv("IVR_PIN_KEY", "test-pin-key")
     monkeypatch.setenv("IVR_LOG_LEVEL", "WARNING")
     monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
@@ -28,7 +42,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def balances(tmp_path: Path) -> dict[str, int]:
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    app = create_app({"database_url": cli_database(tmp_path)})
     database = get_database(app)
     try:
         with database.session() as db:
@@ -89,10 +103,7 @@ def test_unknown_layout_is_refused(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_simulated_call_json_and_payments_list(runner: CliRunner, tmp_path: Path) -> None:
-    runner.invoke(main, ["db", "upgrade"])
-    accounts = tmp_path / "accounts.csv"
-    accounts.write_bytes(demo_file(OPEN_TIME.date()))
-    runner.invoke(main, ["accounts", "import", str(accounts)])
+    with_demo_accounts(runner, tmp_path)
     result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
     assert result.exit_code == 0, result.output
     transcript = json.loads(result.output)
@@ -158,11 +169,8 @@ def test_demo_keeps_to_its_own_database(runner: CliRunner, tmp_path: Path) -> No
 def test_unlock_clears_the_lockout(runner: CliRunner, tmp_path: Path) -> None:
     from ivr.models import VerificationFailure, utcnow
 
-    runner.invoke(main, ["db", "upgrade"])
-    accounts = tmp_path / "accounts.csv"
-    accounts.write_bytes(demo_file(OPEN_TIME.date()))
-    runner.invoke(main, ["accounts", "import", str(accounts)])
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    with_demo_accounts(runner, tmp_path)
+    app = create_app({"database_url": cli_database(tmp_path)})
     with get_database(app).session() as db:
         account = db.scalar(select(Account).where(Account.account_number == "4401001234"))
         assert account is not None
@@ -177,17 +185,14 @@ def test_unlock_clears_the_lockout(runner: CliRunner, tmp_path: Path) -> None:
 def test_simulated_call_payment_is_marked_test(runner: CliRunner, tmp_path: Path) -> None:
     from ivr.models import OutboxEntry
 
-    runner.invoke(main, ["db", "upgrade"])
-    accounts = tmp_path / "accounts.csv"
-    accounts.write_bytes(demo_file(OPEN_TIME.date()))
-    runner.invoke(main, ["accounts", "import", str(accounts)])
+    with_demo_accounts(runner, tmp_path)
     result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(runner.invoke(main, ["payments", "list", "--json"]).output)
     assert [row["posting"] for row in listed] == ["test"]
     # Real callers still hear the real balance; no worker will ever post it.
     assert balances(tmp_path)["4401001234"] == 12345
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'cli.sqlite3'}"})
+    app = create_app({"database_url": cli_database(tmp_path)})
     with get_database(app).session() as db:
         assert [e.status for e in db.scalars(select(OutboxEntry))] == ["test"]
     get_database(app).dispose()
@@ -200,3 +205,22 @@ def test_reconcile_refuses_a_day_it_cannot_reconcile(runner: CliRunner, day: str
     assert result.exit_code == 1  # a clear refusal, not a crash
     assert isinstance(result.exception, SystemExit)
     assert "--date:" in result.output and day in result.output
+
+
+def test_every_command_written_is_on_ivr() -> None:
+    """A command defined in ivr/cli/ but left out of COMMANDS would never run."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import ivr.cli
+
+    defined: set[click.Command] = set()
+    for module in pkgutil.iter_modules(ivr.cli.__path__):
+        found = vars(importlib.import_module(f"ivr.cli.{module.name}")).values()
+        defined |= {obj for obj in found if isinstance(obj, click.Command)}
+    nested = {sub for group in defined if isinstance(group, click.Group)
+              for sub in group.commands.values()}
+    assert len(defined) > 20
+    assert defined - nested == set(main.commands.values())

@@ -17,6 +17,8 @@ from ivr.models import Account, CallSession
 from ivr.web.app import get_database
 from tests.conftest import Twilio, new_sid
 
+pytestmark = pytest.mark.slow
+
 ALL_STATES = [*sorted(STATES), "paying", "ended", "no-such-state"]
 PROFILE = settings(max_examples=150, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture])

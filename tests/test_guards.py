@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -234,6 +235,7 @@ def test_the_owner_is_held_by_their_own_failures(app: Flask) -> None:
     assert "dollars" not in again.said()
 
 
+@pytest.mark.slow
 def test_simultaneous_guesses_through_four_workers_stop_at_the_limit(
         postgres_url: str) -> None:
     """The race as an attacker runs it: 16 wrong ZIPs at once, four gunicorn workers."""

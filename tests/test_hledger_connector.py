@@ -144,6 +144,7 @@ def test_same_payment_twice_posts_once(live: HledgerServer,
     assert live.balance("4401001234") == before - Decimal("10.00")
 
 
+@pytest.mark.slow
 def test_repost_right_after_posting_is_seen(live: HledgerServer,
                                             connector: HledgerConnector) -> None:
     # hledger-web reloads its journal by file mtime; writes landing within a clock tick of
@@ -245,6 +246,7 @@ def test_server_killed_is_retryable(live: HledgerServer) -> None:
         connector.close()
 
 
+@pytest.mark.slow
 def test_server_paused_times_out_within_budget(live: HledgerServer,
                                                connector: HledgerConnector) -> None:
     post = payment(amount="3.00")
@@ -334,6 +336,7 @@ def test_settings() -> None:
         conn.close()
 
 
+@pytest.mark.slow
 def test_write_that_timed_out_but_landed_is_found_by_the_retry(live: HledgerServer) -> None:
     class StallsBeforeWriting(HledgerConnector):
         def _wait_after_read(self, deadline: Any) -> None:
@@ -361,6 +364,7 @@ def test_write_that_timed_out_but_landed_is_found_by_the_retry(live: HledgerServ
     assert live.transactions_with_code(post.idempotency_key) == 1
 
 
+@pytest.mark.slow
 def test_writers_at_once_are_retried_never_refused(live: HledgerServer) -> None:
     """Several workers writing at once: hledger-web 1.25 sometimes fails a request inside
     (a journal reload meeting an append) and answers 403. That is a retry, never a dead

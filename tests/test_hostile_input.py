@@ -32,9 +32,10 @@ from connectors.files.layouts import (
     read_payment_file,
     write_payment_file,
 )
-from ivr import cli
 from ivr.accounts.importer import import_accounts
 from ivr.accounts.sync import SyncConfig, interval_containing, push
+from ivr.cli import main
+from ivr.cli import money as money_commands
 from ivr.models import Payment
 from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, Twilio, make_app, new_sid, twiml
@@ -72,10 +73,10 @@ def payments_list_json(database_url: str, monkeypatch: pytest.MonkeyPatch) -> An
         made.append(real(**overrides))
         return made[-1]
 
-    real = cli._app
-    monkeypatch.setattr(cli, "_app", tracked)
+    real = money_commands.load_app
+    monkeypatch.setattr(money_commands, "load_app", tracked)
     try:
-        return CliRunner().invoke(cli.main, ["payments", "list", "--json"])
+        return CliRunner().invoke(main, ["payments", "list", "--json"])
     finally:
         for made_app in made:
             get_database(made_app).dispose()
@@ -107,6 +108,7 @@ def test_hostile_card_brand_is_not_stored_or_listed(
     assert "HYPERLINK" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("changes", "field", "stored"),
     [

@@ -525,6 +525,7 @@ def citywater_file(rows: int) -> Iterator[bytes]:
     yield b"".join(pending)
 
 
+@pytest.mark.slow
 def test_streaming_keeps_memory_flat() -> None:
     rows = 50_000  # about 5 MB of file; holding it, or its records, would show at once
     stream = io.BufferedReader(GeneratorStream(citywater_file(rows)))
@@ -557,6 +558,7 @@ class CountingSink(io.RawIOBase):
         return len(data)
 
 
+@pytest.mark.slow
 def test_payment_writer_streams() -> None:
     paid_at = datetime(2026, 11, 26, 15, 4, 5, tzinfo=UTC)
     rows = (
@@ -745,6 +747,7 @@ PAYMENT_ROWS = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(PAYMENT_ROWS, max_size=8),
@@ -1051,6 +1054,7 @@ def confirmation_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @needs_gpg
 @pytest.mark.parametrize("armor", [False, True])
 def test_pgp_round_trip(
@@ -1067,6 +1071,7 @@ def test_pgp_round_trip(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
 
 
+@pytest.mark.slow
 @needs_gpg
 def test_pgp_decrypt_with_the_wrong_key(
     keyrings: dict[str, Keyring], confirmation_file: Path, tmp_path: Path
@@ -1081,6 +1086,7 @@ def test_pgp_decrypt_with_the_wrong_key(
     assert sorted(p.name for p in tmp_path.iterdir()) == [confirmation_file.name, "out.csv.pgp"]
 
 
+@pytest.mark.slow
 @needs_gpg
 def test_pgp_passphrase_protected_key(
     keyrings: dict[str, Keyring], confirmation_file: Path, tmp_path: Path
@@ -1099,6 +1105,7 @@ def test_pgp_passphrase_protected_key(
     assert dest.read_bytes() == confirmation_file.read_bytes()
 
 
+@pytest.mark.slow
 @needs_gpg
 def test_pgp_errors(keyrings: dict[str, Keyring], confirmation_file: Path, tmp_path: Path) -> None:
     biller, other = keyrings["biller"], keyrings["other"]

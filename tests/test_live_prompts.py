@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from ivr.prompts.ids import REQUIRED_PROMPT_IDS
 from tests.conftest import REPO, call, make_app
 
@@ -19,6 +21,7 @@ def _bump(path: Path) -> None:
     time.sleep(0.25)
 
 
+@pytest.mark.slow
 def test_wording_edit_is_heard_on_the_next_call(tmp_path: Path, sqlite_url: str) -> None:
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)

@@ -19,6 +19,8 @@ from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, TOKEN, Twilio, new_sid, set_clock, twiml
 from tests.test_ops_helpers import PASSWORD, USER, login, ops_app, signed_in, token
 
+pytestmark = pytest.mark.slow
+
 # A value for every URL variable of the ops routes, so each route can be requested.
 _ARGS = {"prompt_id": "menu.main", "call_sid": "CA" + "0" * 32, "payment_id": 1,
          "outbox_id": 1, "run_id": 1, "import_id": 1, "version_id": 1, "key": "0" * 64}

@@ -14,6 +14,8 @@ from flask import Flask
 from tests.conftest import REPO
 from tests.test_ops_helpers import assert_accessible, ops_app, signed_in, token
 
+pytestmark = pytest.mark.slow
+
 # Dates Python parses but the calendar arithmetic and databases may not, and ids beyond any
 # database integer (or below zero).
 BAD_VALUES = ("9999-12-31", "0001-01-01", "99999999999999999999", "-5")

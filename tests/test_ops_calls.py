@@ -39,6 +39,7 @@ def _row(rows: list[funnel.StateRow], state: str) -> funnel.StateRow:
     return next(r for r in rows if r.state == state)
 
 
+@pytest.mark.slow
 def test_funnel_counts(app: Flask) -> None:
     with get_database(app).session() as db:
         rows = funnel.state_funnel(db, _period())
@@ -101,6 +102,7 @@ def test_calls_page_filters(app: Flask) -> None:
     assert "No calls in this period." in earlier.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("query", "message"), [
     ("from=2026-13-01", "is not a date like 2026-12-01"),
     ("to=yesterday", "is not a date like 2026-12-01"),

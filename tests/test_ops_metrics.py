@@ -169,6 +169,7 @@ def _incoming(base: str) -> int:
     return response.status_code
 
 
+@pytest.mark.slow
 def test_counters_add_up_across_gunicorn_workers(multiworker: tuple[str, Path]) -> None:
     base, metrics_dir = multiworker
     assert not (metrics_dir / "counter_1.db").exists()  # cleared at start

@@ -3,7 +3,6 @@ landmarks and skip link are there, and no full account, phone, card or bank numb
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ivr.models import (
 )
 from ivr.ops.audio import synthesize
 from ivr.web.app import get_database
-from tests.conftest import OPEN_TIME, call, unavailable
+from tests.conftest import OPEN_TIME, call, need_espeak
 from tests.test_ops_helpers import (
     assert_accessible,
     assert_no_secrets,
@@ -30,6 +29,8 @@ from tests.test_ops_helpers import (
     signed_in,
     token,
 )
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -125,8 +126,7 @@ def test_login_and_error_pages(busy: Flask) -> None:
 
 
 def test_audio_previews_are_only_served_signed_in(busy: Flask, tmp_path: Path) -> None:
-    if shutil.which("espeak-ng") is None:
-        unavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+    need_espeak()
     key = synthesize("Hello.", "en-US", Path(busy.instance_path) / "prompt-audio")
     assert busy.test_client().get(f"/ops/audio/{key}.wav").status_code == 302
     with signed_in(busy).get(f"/ops/audio/{key}.wav") as response:

@@ -27,6 +27,8 @@ from tests.test_ops_helpers import (
     token,
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def app(database_url: str, tmp_path: Path) -> Flask:

@@ -31,6 +31,8 @@ from tests.test_ops_helpers import (
     token,
 )
 
+pytestmark = pytest.mark.slow
+
 WELCOME = "Thank you for calling our payment line."
 
 

@@ -30,6 +30,8 @@ from tests.servers.gate import Gate
 from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
 from tests.servers.webhook import Receiver, start_receiver
 
+pytestmark = pytest.mark.slow
+
 SECRET = "receiver-secret-0123456789abcdef"
 
 

@@ -13,6 +13,8 @@ from flask import Flask
 from ivr.cli import main
 from tests.conftest import TOKEN, call, custom_prompts, make_app, never_serve, said_text
 
+pytestmark = pytest.mark.slow
+
 
 def _break(prompts: Path) -> None:
     settings = prompts / "settings.toml"

@@ -13,6 +13,8 @@ from flask import Flask
 from tests.conftest import REPO, call, make_app, said_text
 from tests.servers.twilio_api import StandIn
 
+pytestmark = pytest.mark.slow
+
 SID = "AC" + "1" * 32
 
 

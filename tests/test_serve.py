@@ -15,6 +15,8 @@ from ivr.web.app import get_database
 from tests.conftest import REPO, TOKEN, make_app
 from tests.servers.line import serve_line
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -13,7 +12,6 @@ from types import MappingProxyType
 import pytest
 from flask import Flask, Response, request
 from twilio.request_validator import RequestValidator
-from werkzeug.serving import make_server
 
 from ivr.simulator import (
     Caller,
@@ -25,6 +23,7 @@ from ivr.simulator import (
     format_event,
     run_call,
 )
+from tests.servers.threaded import serving
 
 TOKEN = "fedcba9876543210fedcba9876543210"
 VISA = "4111111111111111"
@@ -593,15 +592,8 @@ def test_format_event() -> None:
 @pytest.fixture
 def served() -> Iterator[tuple[TwilioApp, str]]:
     app = TwilioApp({})
-    server = make_server("127.0.0.1", 0, app.app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield app, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(app.app) as base:
+        yield app, base
 
 
 def test_http_transport(served: tuple[TwilioApp, str]) -> None:

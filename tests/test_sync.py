@@ -17,11 +17,13 @@ from sqlalchemy import select
 from connectors.files.layouts import DEFAULT_PAYMENT_LAYOUT, read_payment_file
 from ivr.accounts.sync import Interval, SyncConfig, SyncError, interval_containing, pull, push
 from ivr.cli import main
-from ivr.demo import demo_file
 from ivr.models import Account, IngestedFile, JobLock, Payment, SyncRun, utcnow
+from ivr.simulator.demo import demo_file
 from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
 from tests.servers.sshd import SshdServer, sshd_available, start_sshd
+
+pytestmark = pytest.mark.slow
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -28,6 +28,8 @@ from tests.conftest import REPO, TOKEN, _truncate_postgres, make_app, new_sid
 from tests.servers.line import serve_line
 from tests.servers.stalls import FreezableProxy, SilentListener
 
+pytestmark = pytest.mark.slow
+
 # Twilio gives up at 15 s; an answer must come well before that.
 TWILIO_LIMIT = 15.0
 WELL_INSIDE = 10.0

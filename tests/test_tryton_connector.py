@@ -23,6 +23,8 @@ from tests.servers.tryton import (
     start_tryton,
 )
 
+pytestmark = pytest.mark.slow
+
 # Short, so the test of an expired session only waits this long; the connector logs in
 # again when the pay wizard refuses a stale session, as it must with Tryton's 300 s too.
 SESSION_TIMEOUT = 2

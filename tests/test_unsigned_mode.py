@@ -51,6 +51,7 @@ def test_serve_refuses_unsigned_mode_on_a_public_address(
     assert "127.0.0.1" in result.output
 
 
+@pytest.mark.slow
 def test_unsigned_mode_is_announced_by_health_and_metrics(sqlite_url: str) -> None:
     app = make_app(sqlite_url, REPO / "prompts", allow_unsigned=True, twilio_auth_token="")
     client = app.test_client()

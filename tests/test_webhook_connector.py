@@ -198,6 +198,7 @@ def capture() -> Iterator[Any]:
         thread.join()
 
 
+@pytest.mark.slow
 def test_request_on_the_wire(capture: Any) -> None:
     url = f"http://127.0.0.1:{capture.server_address[1]}/hook"
     with closing(WebhookConnector(url, SECRET)) as connector:
@@ -215,6 +216,7 @@ def test_request_on_the_wire(capture: Any) -> None:
     assert verify(SECRET, body, signature, now=after)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("status", "answer", "receipt", "already"), [
     (201, b'{"receipt_id": "R-9"}', "R-9", False),
     (200, b'{"receipt_id": 12345}', "12345", False),
@@ -234,6 +236,7 @@ def test_receipt_ids(capture: Any, status: int, answer: bytes, receipt: str,
     assert (result.receipt_id, result.already_posted) == (receipt, already)
 
 
+@pytest.mark.slow
 def test_redirect_is_not_followed(capture: Any) -> None:
     capture.answer = (302, b"")
     url = f"http://127.0.0.1:{capture.server_address[1]}/hook"
@@ -352,6 +355,7 @@ def test_receiver_validation_is_permanent(receiver: Receiver, connector: Webhook
     assert receiver.payments() == []
 
 
+@pytest.mark.slow
 def test_slow_receiver_times_out_then_the_retry_is_safe(receiver: Receiver) -> None:
     settings = {**receiver.settings(), "IVR_ACCOUNTING_READ_TIMEOUT": "0.5"}
     # The receiver answers only after 6 s: a timeout raised at all shows the 0.5 s setting
@@ -370,6 +374,7 @@ def test_slow_receiver_times_out_then_the_retry_is_safe(receiver: Receiver) -> N
     assert keys(receiver) == ["pay-0001"]
 
 
+@pytest.mark.slow
 def test_call_budget_shrinks_the_timeout(receiver: Receiver,
                                          connector: WebhookConnector) -> None:
     # Without the budget the default 8 s read timeout would let the 6 s answer arrive.
@@ -436,6 +441,7 @@ def test_health(receiver: Receiver, connector: WebhookConnector) -> None:
     connector.health()
 
 
+@pytest.mark.slow
 def test_health_accepts_a_server_without_head(capture: Any) -> None:
     # http.server answers 501 to a method it lacks: still a live receiver.
     url = f"http://127.0.0.1:{capture.server_address[1]}/hook"

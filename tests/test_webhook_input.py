@@ -83,6 +83,7 @@ def test_unsigned_mode_is_in_every_webhook_log_line(
     assert [line.get("unsigned") for line in lines[1:]] == [True, True]
 
 
+@pytest.mark.slow
 def test_webhook_answers_apology_when_deadline_passes(sqlite_url: str, prompts_dir: Path,
                                                       ivr_logs: pytest.LogCaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,6 +107,7 @@ def success_form(call_sid: str, code: str = "CONF12345X") -> dict[str, str]:
             "PaymentCardPostalCode": "94109"}
 
 
+@pytest.mark.slow
 def test_pay_twiml_is_built_from_server_data(app: Flask) -> None:
     twilio = Twilio(app)
     root = walk_to_pay(twilio, new_sid())
@@ -222,6 +223,7 @@ def test_status_callback_for_unknown_call_is_harmless(lite_app: Flask) -> None:
     twiml(response)
 
 
+@pytest.mark.slow
 def test_missing_call_sid_gets_an_apology_not_an_error(lite_app: Flask) -> None:
     root = twiml(Twilio(lite_app).post("/voice/incoming", From="+15555550123"))
     assert root.find("Hangup") is not None

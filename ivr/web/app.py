@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,53 +11,12 @@ from flask import Flask
 
 from ivr.config import AppConfig, ConfigError, load_config
 from ivr.db import Database, WebTimeouts
+from ivr.instance import default_database_url, instance_pin_key, instance_secret_key
 from ivr.prompts.catalog import PromptStore
 from ivr.prompts.ids import PROMPT_PARAMS
 from ivr.web.deadline import DEFAULT_SLOTS, Deadlines
 
 log = logging.getLogger(__name__)
-
-
-def default_database_url(instance_path: str) -> str:
-    """The embedded default: a SQLite file in the instance folder."""
-    return f"sqlite:///{Path(instance_path) / 'ivr.sqlite3'}"
-
-
-def instance_pin_key(instance: Path) -> str:
-    """The PIN key kept in the instance folder, created on first use (one machine only:
-    several machines must share IVR_PIN_KEY)."""
-    return _instance_key(instance, "pin.key")
-
-
-def instance_secret_key(instance: Path) -> str:
-    """The ops console's session key kept in the instance folder, created on first use
-    (one machine only: several machines must share IVR_SECRET_KEY)."""
-    return _instance_key(instance, "secret.key")
-
-
-def _instance_key(instance: Path, name: str) -> str:
-    import secrets
-
-    path = instance / name
-    if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    instance.mkdir(parents=True, exist_ok=True)
-    # Written aside and linked into place: workers starting together all end up with the
-    # one key that won, never with a half-written file or a key of their own.
-    temp = instance / f".{name}.{secrets.token_hex(4)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as stream:
-        stream.write(secrets.token_hex(32))
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    except OSError:  # a file system without hard links: last writer wins, still whole
-        if not path.exists():
-            os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path.read_text(encoding="ascii").strip()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

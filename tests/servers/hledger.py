@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import requests
 
-from ivr.demo import demo_rows
-from tests.servers.process import ServerProcess, listens_on
+from ivr.simulator.demo import demo_rows
+from tests.servers.process import ServerProcess, free_port, listens_on
 
 BINARY = "hledger-web"
 START_TIMEOUT = 15.0
@@ -71,13 +70,6 @@ def seed_journal() -> str:
             f"    {BILLED_ACCOUNT}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _quantity(amount: dict[str, object]) -> Decimal:
@@ -148,7 +140,7 @@ class HledgerServer(ServerProcess):
         pick_port = self.port == 0
         for _ in range(5):
             if pick_port:
-                self.port = _free_port()
+                self.port = free_port()
             if self._launch(binary):
                 return
             if not pick_port:

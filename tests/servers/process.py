@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -101,6 +102,13 @@ def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"process {pid} did not stop: thread states {states}")
         time.sleep(0.001)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (see ``listens_on`` for the race)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def listens_on(pid: int, port: int) -> bool:

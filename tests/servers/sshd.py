@@ -18,11 +18,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.servers.process import free_port
 
 SSHD = Path("/usr/sbin/sshd")  # sshd re-execs itself, so it must be started by absolute path
 USER = "ivrsftp"
@@ -98,13 +99,6 @@ def _shadow_field(user: str) -> str:
         if fields[0] == user:
             return fields[1]
     return ""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _check_root_owned(path: Path) -> None:
@@ -251,7 +245,7 @@ class SshdServer:
         pick_port = self.port == 0
         for _ in range(5):
             if pick_port:
-                self.port = _free_port()
+                self.port = free_port()
             self._write_config()
             if self._launch():
                 break

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 import requests
 
-from tests.servers.process import ServerProcess, listens_on
+from tests.servers.process import ServerProcess, free_port, listens_on
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
@@ -44,7 +43,7 @@ IVR_USER, IVR_PASSWORD = "ivr", "ivr-connector-pass"
 PAYMENT_METHOD = "IVR"
 START_TIMEOUT = 30.0
 
-# The IVR demo accounts (ivr/demo.py) and a few for tests that must not share invoices.
+# The IVR demo accounts (ivr/simulator/demo.py) and a few for tests that must not share invoices.
 # Invoices are [days before the seeding day, amount], posted.
 PARTIES: tuple[dict[str, Any], ...] = (
     {"code": "4401001234", "name": "Alex Morgan", "invoices": [[16, "123.45"]]},
@@ -171,13 +170,6 @@ def _template(venv: Path) -> Path:
     return template
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class TrytonServer(ServerProcess):
     """One ``trytond`` process; ``restart()`` brings it back on the same port and data."""
 
@@ -185,7 +177,7 @@ class TrytonServer(ServerProcess):
         self.venv = venv
         self.workdir = workdir
         self.database = DATABASE
-        self.port = _free_port()
+        self.port = free_port()
         self.config_file = workdir / "trytond.conf"
         self.log_file = workdir / "trytond.log"
         self.db_dir = workdir / "db"
@@ -219,7 +211,7 @@ class TrytonServer(ServerProcess):
                 if self._answered or not lost:
                     raise
                 # Another process took the port between our probe and trytond's bind.
-                self.port = _free_port()
+                self.port = free_port()
                 _write_config(self.config_file, self.db_dir, self.port, self.session_timeout)
                 continue
             self._answered = True

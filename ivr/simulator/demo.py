@@ -5,9 +5,13 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
 
+from connectors.amounts import cents_to_text, decimal_to_cents
 from ivr.accounts.importer import ImportReport, import_accounts
 from ivr.db import Database
+from ivr.instance import default_database_url
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"
@@ -15,11 +19,7 @@ DEMO_LINE = "+15555550100"
 # A paid call from the demo caller: English, confirm the account found by caller ID, ZIP,
 # pay the full balance by card, confirm; then hang up after the confirmation number.
 DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
-
-COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
-           "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
-           "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
-           "payment_allowed")
+DEMO_DATABASE_FILE = "demo.sqlite3"
 
 
 def demo_rows(today: date) -> list[dict[str, str]]:
@@ -61,13 +61,12 @@ def demo_file(today: date) -> bytes:
     """The demo accounts as an account file in the default layout, with its trailer."""
     rows = demo_rows(today)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    # The columns are the rows' own keys, in their order.
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    from decimal import Decimal
-
-    total = sum(Decimal(r["balance_due"]) for r in rows)
-    out.write(f"TRAILER,{len(rows)},{total:.2f}\r\n")
+    total = sum(decimal_to_cents(Decimal(r["balance_due"])) for r in rows)
+    out.write(f"TRAILER,{len(rows)},{cents_to_text(total)}\r\n")
     return out.getvalue().encode("utf-8")
 
 
@@ -75,3 +74,12 @@ def seed(database: Database, today: date, pin_key: str) -> ImportReport:
     """Load (or refresh) the demo accounts through the normal import path."""
     return import_accounts(database, io.BytesIO(demo_file(today)), "demo accounts",
                            pin_key=pin_key)
+
+
+def fresh_database_url(instance: Path) -> str:
+    """The demo's own SQLite file in the instance folder, removed first: the scripted call
+    expects the accounts as seeded."""
+    demo = instance / DEMO_DATABASE_FILE
+    for leftover in (demo, demo.with_name(f"{demo.name}-wal"), demo.with_name(f"{demo.name}-shm")):
+        leftover.unlink(missing_ok=True)
+    return default_database_url(instance, DEMO_DATABASE_FILE)

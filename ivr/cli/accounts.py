@@ -1,0 +1,75 @@
+"""`ivr accounts`: the account cache (file imports, phone lockouts)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ivr.cli.base import load_app
+from ivr.web.app import get_config, get_database
+
+
+@click.group()
+def accounts() -> None:
+    """The account cache."""
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--layout", default="default", show_default=True,
+              help="Layout name: default (docs/files.md) or an [account.NAME] table of the "
+                   "IVR_SYNC_LAYOUTS file (docs/layouts.md).")
+@click.option("--partial", is_flag=True,
+              help="Apply good rows even when some rows are rejected.")
+def accounts_import(file: Path, layout: str, partial: bool) -> None:
+    """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
+    from connectors.files.account_file import FileSummary
+    from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
+    from ivr.accounts.importer import apply_account_records
+
+    app = load_app()
+    chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
+    if layout != "default":
+        from ivr.accounts.sync import SyncConfig, SyncError
+
+        try:
+            found = SyncConfig.from_settings(
+                {**get_config(app).sync_settings, "IVR_SYNC_ACCOUNT_LAYOUT": layout})
+        except SyncError as exc:
+            raise click.ClickException(f"unknown layout {layout!r}: {exc}") from None
+        chosen = found.account_layout
+    as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
+    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
+    with file.open("rb") as stream:
+        report = apply_account_records(
+            get_database(app), iter_layout_file(stream, chosen, summary), str(file),
+            partial=partial, pin_key=get_config(app).pin_key, summary=summary, as_of=as_of)
+    for line in report.lines():
+        click.echo(line)
+    if not report.applied:
+        sys.exit(1)
+
+
+@accounts.command("unlock")
+@click.argument("account_number")
+def accounts_unlock(account_number: str) -> None:
+    """Clear the phone lockout of an account after failed ZIP/PIN checks (e.g. after a
+    representative has verified the caller)."""
+    from sqlalchemy import delete
+
+    from ivr.accounts.cache import find_by_number
+    from ivr.models import VerificationFailure
+    from ivr.security import mask_account
+
+    app = load_app()
+    with get_database(app).session() as session:
+        account = find_by_number(session, account_number)
+        if account is None:
+            raise click.ClickException("no such account")
+        result = session.execute(delete(VerificationFailure).where(
+            VerificationFailure.account_id == account.id))
+        removed = int(getattr(result, "rowcount", 0))
+    click.echo(f"account {mask_account(account_number)}: {removed} failed check(s) cleared")

@@ -1,0 +1,27 @@
+"""What the commands share: the app they work on, and a database URL fit to print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask import Flask
+
+from ivr.config import ConfigError
+from ivr.web.app import create_app
+
+
+def load_app(**overrides: Any) -> Flask:
+    """The app on the configured settings (``overrides`` by field name); a configuration
+    error ends the command with its message instead of a traceback."""
+    try:
+        return create_app(overrides or None)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+def safe_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

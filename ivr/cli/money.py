@@ -1,0 +1,165 @@
+"""`ivr payments`, `worker`, `outbox`, `reconcile`: payments taken, posted and accounted for."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask import Flask
+
+from connectors.amounts import cents_to_text
+from ivr.cli.base import load_app
+from ivr.web.app import get_config, get_database
+
+
+@click.group()
+def payments() -> None:
+    """Payments taken on the line."""
+
+
+@payments.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=100, show_default=True)
+def payments_list(as_json: bool, limit: int) -> None:
+    """List payments, newest first (masked: last 4 digits only)."""
+    from ivr.money.payments import payments_for_listing
+    from ivr.security import mask_account
+
+    app = load_app()
+    with get_database(app).session() as session:
+        rows = [{
+            "paid_at": p.paid_at.isoformat(), "account": mask_account(p.account_number),
+            "amount": cents_to_text(p.amount_cents),
+            "fee": cents_to_text(p.fee_cents), "method": p.method,
+            "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
+            "confirmation": p.confirmation_code, "posting": p.posting_status,
+            "call_sid": p.call_sid,
+        } for p in payments_for_listing(session, limit)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no payments")
+    for r in rows:
+        click.echo(f"{r['paid_at']}  {r['account']:>14}  ${r['amount']:>10}  fee ${r['fee']}  "
+                   f"{r['method']:<4} {r['card_brand'] or '':<10} ...{r['last4'] or '':<4}  "
+                   f"{r['confirmation']}  {r['posting']}")
+
+
+def _accounting_or_fail(app: Flask) -> Any:
+    accounting = app.extensions.get("ivr.money.accounting")
+    if accounting is None:
+        raise click.ClickException(
+            "IVR_ACCOUNTING is 'none': set it to tryton, hledger or webhook "
+            "(see docs/connectors.md)")
+    return accounting
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Drain what is due, then exit.")
+@click.option("--idle", default=1.0, show_default=True, help="Seconds to sleep when idle.")
+def worker(once: bool, idle: float) -> None:
+    """Post queued payments to the accounting system (safe to run as several processes)."""
+    import signal
+
+    from ivr.money.posting import run_worker
+
+    app = load_app()
+    accounting = _accounting_or_fail(app)
+    stop = {"now": False}
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop["now"] = True  # finish the current post, then leave
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stats = run_worker(get_database(app), accounting.connector, get_config(app), once=once,
+                       idle_sleep=idle, should_stop=lambda: stop["now"])
+    click.echo(f"posted {stats.posted}, retried {stats.retried}, dead {stats.dead}")
+
+
+@click.group()
+def outbox() -> None:
+    """Payments waiting to be posted, and dead letters."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(["pending", "posted", "dead"]))
+@click.option("--json", "as_json", is_flag=True)
+def outbox_list(status: str | None, as_json: bool) -> None:
+    """List outbox rows (newest first)."""
+    from sqlalchemy import select
+
+    from ivr.models import OutboxEntry
+    from ivr.security import mask_account
+
+    app = load_app()
+    with get_database(app).session() as session:
+        stmt = select(OutboxEntry).order_by(OutboxEntry.id.desc()).limit(200)
+        if status:
+            stmt = stmt.where(OutboxEntry.status == status)
+        rows: list[dict[str, Any]] = [{
+            "id": e.id, "status": e.status, "attempts": e.attempts,
+            "account": mask_account(e.payment.account_number),
+            "amount": cents_to_text(e.payment.amount_cents),
+            "confirmation": e.payment.confirmation_code, "receipt_id": e.receipt_id,
+            "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
+        } for e in session.scalars(stmt)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>6} {r['status']:<8} {r['attempts']:>3} tries  {r['account']:>14} "
+                   f"${r['amount']:>10}  {r['confirmation']}  {r['receipt_id'] or ''}  "
+                   f"{(r['last_error'] or '')[:80]}")
+
+
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+def outbox_retry(outbox_id: int) -> None:
+    """Queue a dead-lettered payment again (after fixing what the system refused)."""
+    from ivr.models import utcnow
+    from ivr.money.posting import retry_dead
+
+    app = load_app()
+    with get_database(app).session() as session:
+        if not retry_dead(session, outbox_id, utcnow()):
+            raise click.ClickException(f"outbox row {outbox_id} is not dead-lettered")
+    click.echo(f"outbox row {outbox_id} queued again")
+
+
+@click.command()
+@click.option("--date", "day", required=True, help="Local date, YYYY-MM-DD.")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile(day: str, as_json: bool) -> None:
+    """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
+    from ivr.money.reconcile import parse_day
+    from ivr.money.reconcile import reconcile as run
+    from ivr.prompts.catalog import load_catalog
+
+    try:
+        when = parse_day(day)
+    except ValueError as exc:
+        raise click.ClickException(f"--date: {exc}") from None
+    app = load_app()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
+    with get_database(app).session() as session:
+        report = run(session, when, zone)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(f"{report.day} ({report.timezone}): captured {report.captured} "
+                   f"(${cents_to_text(report.captured_cents)}), posted {report.posted} "
+                   f"(${cents_to_text(report.posted_cents)}), queued {report.queued} "
+                   f"(${cents_to_text(report.queued_cents)}), dead {report.dead} "
+                   f"(${cents_to_text(report.dead_cents)})")
+        for line in report.differences:
+            click.echo(f"  {line.status:<7} #{line.payment_id} {line.account} "
+                       f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")
+        for line in report.unexplained:
+            click.echo(f"  UNEXPLAINED #{line.payment_id} {line.account} "
+                       f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")
+    if not report.ok:
+        sys.exit(1)

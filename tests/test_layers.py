@@ -1,0 +1,41 @@
+"""The layers stay apart: the call and the simulator run without Flask, the connectors
+without Flask or the ivr package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def imported_after(module: str) -> set[str]:
+    """Top-level package names in sys.modules after importing ``module`` in a fresh
+    interpreter (this one has long since imported everything)."""
+    code = (f"import sys, {module}\n"
+            "print('\\n'.join(sorted({name.split('.')[0] for name in sys.modules})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,  # noqa: S603
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["ivr.calls.machine", "ivr.simulator", "ivr.instance",
+                                    "ivr.simulator.demo"])
+def test_imports_without_flask(module: str) -> None:
+    loaded = imported_after(module)
+    assert "ivr" in loaded  # the import itself happened
+    assert "flask" not in loaded
+
+
+def test_connectors_import_neither_flask_nor_ivr() -> None:
+    modules = sorted(".".join(path.relative_to(REPO).with_suffix("").parts)
+                     for path in (REPO / "connectors").rglob("*.py"))
+    modules = [m.removesuffix(".__init__") for m in modules]
+    assert "connectors.amounts" in modules
+    loaded = imported_after(", ".join(modules))
+    assert "connectors" in loaded
+    assert not {"flask", "ivr"} & loaded
+
