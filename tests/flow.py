@@ -31,10 +31,10 @@ from ivr.calls.states import STATES
 from ivr.calls.steps import Ask, Step
 from ivr.config import AppConfig, load_config
 from ivr.db import Database
-from ivr.demo import demo_file
 from ivr.models import CallSession
 from ivr.prompts.catalog import Catalog, load_catalog
 from ivr.prompts.settings import LineSettings
+from ivr.simulator.demo import demo_file
 from tests.conftest import OPEN_TIME, REPO, TOKEN
 
 PROMPTS = REPO / "prompts"
