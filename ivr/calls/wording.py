@@ -25,11 +25,14 @@ Texts = Mapping[str, Mapping[str, Mapping[str, str]]]
 
 
 def declared_prompts() -> dict[str, tuple[str, ...]]:
-    """The prompts the menus' choices say they speak, each with the values it is given."""
+    """The prompts the states declare, each with the values it is given: what choices say
+    they speak, and the questions (without values unless ivr.prompts.ids lists them)."""
     from ivr.calls.states import STATES
 
-    return {prompt_id: params for state in STATES.values() for choice in state.choices
-            for prompt_id, params in choice.says.items()}
+    asked = {prompt_id: () for state in STATES.values() for prompt_id in state.question_prompts}
+    spoken = {prompt_id: params for state in STATES.values() for choice in state.choices
+              for prompt_id, params in choice.says.items()}
+    return {**asked, **spoken}
 
 
 def named_keys(text: str) -> list[str]:
