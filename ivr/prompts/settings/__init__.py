@@ -149,8 +149,9 @@ def _language_problems(data: Mapping[str, object]) -> list[str]:
     another key is wrong; a table of the wrong shape is the model's to report.
     """
     languages = data.get("languages", _DEFAULT_LANGUAGES)
-    if not isinstance(languages, list | tuple) or not all(isinstance(x, str) and x for x in languages):
-        return []
+    if not isinstance(languages, list | tuple) or not all(isinstance(x, str) and x
+                                                         for x in languages):
+        return []  # the model reports it
     problems: list[str] = []
     default = data.get("default_language", _DEFAULT_LANGUAGES[0])
     if languages and isinstance(default, str) and default and default not in languages:
