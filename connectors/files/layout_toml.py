@@ -43,7 +43,7 @@ class _Keys(TomlTable):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class _AmountsTable(_Keys):
+class AmountsTable(_Keys):
     """``[account.NAME.amounts]``: an ``AmountFormat``."""
 
     style: str | None = None
@@ -65,7 +65,7 @@ class _AmountsTable(_Keys):
         return self
 
 
-class _ControlTable(_Keys):
+class ControlTable(_Keys):
     """``[account.NAME.header_record]`` or ``trailer_record``: a ``ControlRecord``."""
 
     tag: str
@@ -105,10 +105,10 @@ class AccountTable(_Keys):
     width: int | None = None
     missing_columns: str | None = None
     columns: Mapping[str, _Column]
-    amounts: _AmountsTable | None = None
+    amounts: AmountsTable | None = None
     value_maps: _ValueMaps | None = None
-    header_record: _ControlTable | None = None
-    trailer_record: _ControlTable | None = None
+    header_record: ControlTable | None = None
+    trailer_record: ControlTable | None = None
 
     def build(self, name: str) -> AccountLayout:
         """The layout named ``name``; raises LayoutError when its values do not fit."""
