@@ -17,8 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from connectors.amounts import cents_to_text
 from connectors.toml_settings import Array, TomlTable, expect, must_be, refuse
-from ivr.prompts.settings.transfer import enabled_when_set
-from ivr.prompts.settings.values import Cents, NonEmpty, Phone, between, minutes
+from ivr.prompts.settings.values import Cents, NonEmpty, Phone, between, enabled_when_set, minutes
 
 # Card types Twilio <Pay> accepts in validCardTypes and reports as PaymentCardType.
 CARD_TYPES: Final = frozenset(

@@ -12,7 +12,14 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, model_validator
 
 from connectors.toml_settings import TomlTable, refuse
-from ivr.prompts.settings.values import Holidays, OpeningHours, Phone, TimeZone, Window
+from ivr.prompts.settings.values import (
+    Holidays,
+    OpeningHours,
+    Phone,
+    TimeZone,
+    Window,
+    enabled_when_set,
+)
 
 # How far next_opening() looks ahead before concluding the office never opens.
 _LOOKAHEAD_DAYS: Final = 14
@@ -34,13 +41,6 @@ class OfficeHours(TomlTable):
 
 # Keys of [transfer.hours], in datetime.weekday() order (0 = Monday).
 WEEKDAYS: Final = tuple(OfficeHours.model_fields)
-
-
-def enabled_when_set(data: Any, key: str) -> Any:
-    """``enabled`` defaults to "on when ``key`` is set" (a number a feature cannot do without)."""
-    if isinstance(data, dict) and "enabled" not in data:
-        return {**data, "enabled": key in data}
-    return data
 
 
 class TransferSettings(TomlTable):

@@ -3,13 +3,14 @@
 Each is an ``Annotated`` type for the models in this package: what the file says (a quoted
 amount, minutes, an E.164 number) becomes what the code uses (cents, a timedelta, a str),
 and a wrong value becomes one problem saying what was expected (connectors.toml_settings).
+``enabled_when_set`` is the one default that depends on another key.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BeforeValidator, PlainValidator
@@ -22,6 +23,13 @@ _E164: Final = re.compile(r"\+[1-9]\d{6,14}")
 
 # A day's opening hours: (opens, closes) local time, or None when closed all day.
 Window = tuple[time, time] | None
+
+
+def enabled_when_set(data: Any, key: str) -> Any:
+    """``enabled`` defaults to "on when ``key`` is set" (a number a feature cannot do without)."""
+    if isinstance(data, dict) and "enabled" not in data:
+        return {**data, "enabled": key in data}
+    return data
 
 
 def between(low: int = 1, high: int | None = None) -> AfterValidator:
