@@ -56,6 +56,8 @@ _EXPECTED: Final[Mapping[str, str]] = {
     "model_attributes_type": "a table",
 }
 
+# Keys shown without quotes. TOML also allows "-" in a bare key, but a language tag reads
+# better quoted, as settings.toml writes it: voices."en-US".voice.
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -149,15 +151,15 @@ def toml_problems(
     """One line per problem in ``error`` (from validating ``model``), under table ``where``."""
     lines: list[str] = []
     for detail in error.errors():
-        loc = tuple(detail["loc"])
-        for problem in _wording(detail, model, loc):
-            lines.append(f"{dotted((*where, *problem[0]))}: {problem[1]}")
+        for at, message in _wording(detail, model, tuple(detail["loc"])):
+            lines.append(f"{dotted((*where, *at))}: {message}")
     return lines
 
 
 def _wording(
     detail: ErrorDetails, model: type[BaseModel], loc: tuple[str | int, ...]
 ) -> list[tuple[tuple[str | int, ...], str]]:
+    """(place, message) for each problem one pydantic error stands for."""
     kind = detail["type"]
     if kind == _OURS:
         ctx = detail.get("ctx") or {}

@@ -43,7 +43,27 @@ class _Keys(TomlTable):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class AmountsTable(_Keys):
+class _Part(_Keys):
+    """A table inside a layout, built (and so checked) as soon as its keys are well-typed.
+
+    Its problems are then listed with those of the layout's other keys, under its own name
+    (``account.NAME.amounts: credit: ...``).
+    """
+
+    def build(self) -> object:
+        """The dataclass these keys describe; raises LayoutError when they do not fit."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        try:
+            self.build()
+        except LayoutError as exc:
+            raise refuse(*exc.problems) from None
+        return self
+
+
+class AmountsTable(_Part):
     """``[account.NAME.amounts]``: an ``AmountFormat``."""
 
     style: str | None = None
@@ -55,17 +75,8 @@ class AmountsTable(_Keys):
         """The amount format these keys describe."""
         return AmountFormat(**self.given())
 
-    @model_validator(mode="after")
-    def _usable(self) -> Self:
-        # Checked here so that its problems are listed with the rest of the layout's keys.
-        try:
-            self.build()
-        except LayoutError as exc:
-            raise refuse(*exc.problems) from None
-        return self
 
-
-class ControlTable(_Keys):
+class ControlTable(_Part):
     """``[account.NAME.header_record]`` or ``trailer_record``: a ``ControlRecord``."""
 
     tag: str
@@ -77,14 +88,6 @@ class ControlTable(_Keys):
     def build(self) -> ControlRecord:
         """The control record these keys describe."""
         return ControlRecord(**self.given())
-
-    @model_validator(mode="after")
-    def _usable(self) -> Self:
-        try:
-            self.build()
-        except LayoutError as exc:
-            raise refuse(*exc.problems) from None
-        return self
 
 
 _Column = Annotated[str | int, expect("a column name or position", str, int)]
