@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BeforeValidator, PlainValidator
 
+from connectors.amounts import decimal_to_cents
 from connectors.toml_settings import must_be, refuse
 
-_AMOUNT: Final = re.compile(r"(\d{1,9})\.(\d{2})")
+_AMOUNT: Final = re.compile(r"\d{1,9}\.\d{2}")
 _HOURS: Final = re.compile(r"(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})")
 _E164: Final = re.compile(r"\+[1-9]\d{6,14}")
 
@@ -65,18 +67,11 @@ NonEmpty = Annotated[str, AfterValidator(_non_empty)]
 """A string with something in it."""
 
 
-def text_to_cents(text: str) -> int | None:
-    """``"12.34"`` as 1234 cents; None unless it is digits, a point and two digits."""
-    match = _AMOUNT.fullmatch(text)
-    return int(match[1]) * 100 + int(match[2]) if match else None
-
-
 def _cents(value: object) -> int:
     # Money is never a TOML float: 0.1 + 0.2 is not 0.3, and quoting keeps cents exact.
-    cents = text_to_cents(value) if isinstance(value, str) else None
-    if cents is None:
+    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
         raise refuse(must_be('a quoted amount like "12.34"', value))
-    return cents
+    return decimal_to_cents(Decimal(value))
 
 
 Cents = Annotated[int, BeforeValidator(_cents)]
