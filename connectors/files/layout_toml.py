@@ -1,225 +1,169 @@
-"""Reading account and payment layouts from a TOML file, reporting every problem."""
+"""Reading account and payment layouts from a TOML file, reporting every problem.
+
+Each ``[account.NAME]`` and ``[payment.NAME]`` table is validated by a pydantic model that
+knows the keys and their TOML types (strict: unknown keys and wrong types are refused); the
+values themselves are checked by the layout dataclasses, whose problems are reported under the
+table they came from. A key of a layout is one field of its dataclass (``AccountLayout``,
+``PaymentLayout``, ``AmountFormat``, ``ControlRecord``) and one line here; the tests check that
+the two agree. Problems are worded as for settings.toml (connectors.toml_settings).
+"""
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
+
+from pydantic import BeforeValidator, ValidationError, model_validator
 
 from connectors.files.account_layout import AccountLayout, AmountFormat, ControlRecord
-from connectors.files.layout_base import _B, LayoutError
+from connectors.files.layout_base import LayoutError
 from connectors.files.payment_layout import PaymentLayout
+from connectors.toml_settings import (
+    Array,
+    TomlTable,
+    dotted,
+    expect,
+    in_file,
+    must_be,
+    refuse,
+    toml_problems,
+)
 
-# --- TOML ---------------------------------------------------------------------------------
-
-
-class _Table:
-    """Typed access to one TOML table that records every problem instead of stopping."""
-
-    def __init__(self, data: Mapping[str, Any], where: str, problems: list[str]) -> None:
-        self._data = data
-        self.where = where
-        self._problems = problems
-        self._used: set[str] = set()
-
-    def problem(self, key: str, text: str) -> None:
-        self._problems.append(f"{self.where}.{key}: {text}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
-        self._used.add(key)
-        if key not in self._data:
-            return None
-        value = self._data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            value = None  # fall through to the type problem below
-        if value is None or not isinstance(value, kinds):
-            self.problem(key, f"expected {what}, got {self._data[key]!r}")
-            return None
-        return value
-
-    def table(self, key: str) -> _Table | None:
-        value = self.get(key, dict, "a table")
-        return _Table(value, f"{self.where}.{key}", self._problems) if value is not None else None
-
-    def string_map(self, key: str) -> dict[str, str] | None:
-        sub = self.table(key)
-        if sub is None:
-            return None
-        result: dict[str, str] = {}
-        for name in sub:
-            value = sub.get(name, str, "text")
-            if value is not None:
-                result[name] = value
-        return result
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
-
-    def kwargs(self, spec: Mapping[str, tuple[type | tuple[type, ...], str]]) -> dict[str, Any]:
-        """The keys in ``spec`` that are present and well-typed."""
-        out: dict[str, Any] = {}
-        for key, (kind, what) in spec.items():
-            value = self.get(key, kind, what)
-            if value is not None:
-                out[key] = value
-        return out
-
-    def finish(self) -> None:
-        for key in self._data:
-            if key not in self._used:
-                self.problem(key, "unknown key")
+# value_maps: per column, the biller's code -> our value (e.g. "DP" -> "disconnect_pending").
+_ValueMaps = Mapping[str, Mapping[str, str]]
 
 
-_TEXT = (str, "text")
-_BOOL = (bool, "true or false")
-_INT = (int, "a whole number")
+class _Keys(TomlTable):
+    """A table whose keys are a dataclass's fields; keys left out keep the dataclass default."""
+
+    def given(self) -> dict[str, Any]:
+        """The keys the file sets, as keyword arguments."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-def _built(problems: list[str], where: str, build: Callable[[], _B]) -> _B | None:
-    """Run a dataclass constructor, filing its LayoutError problems under ``where``."""
-    try:
-        return build()
-    except LayoutError as exc:
-        problems.extend(f"{where}: {p}" for p in exc.problems)
-        return None
+class _Part(_Keys):
+    """A table inside a layout, built (and so checked) as soon as its keys are well-typed.
+
+    Its problems are then listed with those of the layout's other keys, under its own name
+    (``account.NAME.amounts: credit: ...``).
+    """
+
+    def build(self) -> object:
+        """The dataclass these keys describe; raises LayoutError when they do not fit."""
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        try:
+            self.build()
+        except LayoutError as exc:
+            raise refuse(*exc.problems) from None
+        return self
 
 
-def _control_record(table: _Table, key: str, problems: list[str]) -> ControlRecord | None:
-    sub = table.table(key)
-    if sub is None:
-        return None
-    kwargs = sub.kwargs(
-        {
-            "tag": _TEXT,
-            "tag_position": _INT,
-            "count_position": _INT,
-            "total_position": _INT,
-            "required": _BOOL,
-        }
-    )
-    sub.finish()
-    if "tag" not in kwargs:
-        sub.problem("tag", "is required")
-        return None
-    return _built(problems, f"{table.where}.{key}", lambda: ControlRecord(**kwargs))
+class AmountsTable(_Part):
+    """``[account.NAME.amounts]``: an ``AmountFormat``."""
+
+    style: str | None = None
+    currency_symbol: str | None = None
+    thousands_separator: str | None = None
+    credit: Annotated[Array[str], expect("a list of credit marks", list)] | None = None
+
+    def build(self) -> AmountFormat:
+        """The amount format these keys describe."""
+        return AmountFormat(**self.given())
 
 
-def _account_layout(
-    name: str, table: _Table, where: str, problems: list[str]
-) -> AccountLayout | None:
-    before = len(problems)
-    kwargs = table.kwargs(
-        {
-            "encoding": _TEXT,
-            "delimiter": _TEXT,
-            "quoting": _TEXT,
-            "quotechar": _TEXT,
-            "header": _BOOL,
-            "date_format": _TEXT,
-            "phone_separator": _TEXT,
-            "detail_tag": _TEXT,
-            "detail_tag_position": _INT,
-            "width": _INT,
-            "missing_columns": _TEXT,
-        }
-    )
-    columns_table = table.table("columns")
-    if columns_table is None:
-        table.problem("columns", "is required")
-    else:
-        columns: dict[str, str | int] = {}
-        for key in columns_table:
-            value = columns_table.get(key, (str, int), "a column name or position")
-            if value is not None:
-                columns[key] = value
-        kwargs["columns"] = columns
-    amounts_table = table.table("amounts")
-    if amounts_table is not None:
-        amount_kwargs = amounts_table.kwargs(
-            {
-                "style": _TEXT,
-                "currency_symbol": _TEXT,
-                "thousands_separator": _TEXT,
-                "credit": (list, "a list of credit marks"),
-            }
-        )
-        amounts_table.finish()
-        amounts = _built(problems, f"{where}.amounts", lambda: AmountFormat(**amount_kwargs))
-        if amounts is not None:
-            kwargs["amounts"] = amounts
-    maps_table = table.table("value_maps")
-    if maps_table is not None:
-        maps = {}
-        for key in maps_table:
-            mapping = maps_table.string_map(key)
-            if mapping is not None:
-                maps[key] = mapping
-        kwargs["value_maps"] = maps
-    for key in ("header_record", "trailer_record"):
-        record = _control_record(table, key, problems)
-        if record is not None:
-            kwargs[key] = record
-    table.finish()
-    if len(problems) > before or "columns" not in kwargs:
-        return None
-    return _built(problems, where, lambda: AccountLayout(name=name, **kwargs))
+class ControlTable(_Part):
+    """``[account.NAME.header_record]`` or ``trailer_record``: a ``ControlRecord``."""
+
+    tag: str
+    tag_position: int | None = None
+    count_position: int | None = None
+    total_position: int | None = None
+    required: bool | None = None
+
+    def build(self) -> ControlRecord:
+        """The control record these keys describe."""
+        return ControlRecord(**self.given())
 
 
-def _payment_layout(
-    name: str, table: _Table, where: str, problems: list[str]
-) -> PaymentLayout | None:
-    before = len(problems)
-    kwargs = table.kwargs(
-        {
-            "encoding": _TEXT,
-            "delimiter": _TEXT,
-            "quoting": _TEXT,
-            "quotechar": _TEXT,
-            "header": _BOOL,
-            "datetime_format": _TEXT,
-            "time_zone": _TEXT,
-            "amount_style": _TEXT,
-            "sum_field": _TEXT,
-            "line_terminator": _TEXT,
-        }
-    )
-    columns = table.get("columns", list, "a list of [header name, field] pairs")
-    if columns is not None:
-        pairs: list[tuple[str, str]] = []
-        for i, pair in enumerate(columns, start=1):
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or not all(isinstance(p, str) for p in pair)
-            ):
-                table.problem(f"columns[{i}]", f"expected [header name, field], got {pair!r}")
-            else:
-                pairs.append((pair[0], pair[1]))
-        kwargs["columns"] = tuple(pairs)
-    for key in ("header_record", "trailer_record"):
-        cells = table.get(key, list, "a list of cells (empty for none)")
-        if cells is not None:
-            if all(isinstance(c, str) for c in cells):
-                kwargs[key] = tuple(cells)
-            else:
-                table.problem(key, "every cell must be text")
-    maps_table = table.table("value_maps")
-    if maps_table is not None:
-        maps = {}
-        for key in maps_table:
-            mapping = maps_table.string_map(key)
-            if mapping is not None:
-                maps[key] = mapping
-        kwargs["value_maps"] = maps
-    table.finish()
-    if len(problems) > before:
-        return None
-    return _built(problems, where, lambda: PaymentLayout(name=name, **kwargs))
+_Column = Annotated[str | int, expect("a column name or position", str, int)]
 
 
-_Builder = Callable[[str, _Table, str, list[str]], AccountLayout | PaymentLayout | None]
+class AccountTable(_Keys):
+    """``[account.NAME]``: an ``AccountLayout``."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    quoting: str | None = None
+    quotechar: str | None = None
+    header: bool | None = None
+    date_format: str | None = None
+    phone_separator: str | None = None
+    detail_tag: str | None = None
+    detail_tag_position: int | None = None
+    width: int | None = None
+    missing_columns: str | None = None
+    columns: Mapping[str, _Column]
+    amounts: AmountsTable | None = None
+    value_maps: _ValueMaps | None = None
+    header_record: ControlTable | None = None
+    trailer_record: ControlTable | None = None
+
+    def build(self, name: str) -> AccountLayout:
+        """The layout named ``name``; raises LayoutError when its values do not fit."""
+        keys = self.given()
+        for key in ("amounts", "header_record", "trailer_record"):
+            if key in keys:
+                keys[key] = keys[key].build()
+        return AccountLayout(name=name, **keys)
+
+
+def _pair(value: object) -> object:
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(p, str) for p in value):
+        return tuple(value)
+    raise refuse(must_be("[header name, field]", value))
+
+
+_Cells = Annotated[Array[str], expect("a list of cells (empty for none)", list)]
+
+
+class PaymentTable(_Keys):
+    """``[payment.NAME]``: a ``PaymentLayout``."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    quoting: str | None = None
+    quotechar: str | None = None
+    header: bool | None = None
+    datetime_format: str | None = None
+    time_zone: str | None = None
+    amount_style: str | None = None
+    sum_field: str | None = None
+    line_terminator: str | None = None
+    columns: (
+        Annotated[
+            Array[Annotated[tuple[str, str], BeforeValidator(_pair)]],
+            expect("a list of [header name, field] pairs", list),
+        ]
+        | None
+    ) = None
+    header_record: _Cells | None = None
+    trailer_record: _Cells | None = None
+    value_maps: _ValueMaps | None = None
+
+    def build(self, name: str) -> PaymentLayout:
+        """The layout named ``name``; raises LayoutError when its values do not fit."""
+        return PaymentLayout(name=name, **self.given())
+
+
+_TABLES: Mapping[str, type[AccountTable | PaymentTable]] = {
+    "account": AccountTable,
+    "payment": PaymentTable,
+}
 
 
 def load_layouts(path: Path) -> dict[str, AccountLayout | PaymentLayout]:
@@ -236,26 +180,30 @@ def load_layouts(path: Path) -> dict[str, AccountLayout | PaymentLayout]:
         raise LayoutError([f"{path}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
     layouts: dict[str, AccountLayout | PaymentLayout] = {}
-    builders: dict[str, _Builder] = {"account": _account_layout, "payment": _payment_layout}
     for kind, tables in data.items():
-        build = builders.get(kind)
-        if build is None:
+        model = _TABLES.get(kind)
+        if model is None:
             problems.append(f"{kind}: unknown table (expected [account.NAME] or [payment.NAME])")
             continue
         if not isinstance(tables, dict):
-            problems.append(f"{kind}: expected tables like [{kind}.NAME]")
+            problems.append(f"{kind}: {must_be(f'tables like [{kind}.NAME]', tables)}")
             continue
         for name, spec in tables.items():
-            where = f"{kind}.{name}"
+            where = dotted((kind, name))
             if name == "default":
                 problems.append(f"{where}: the name 'default' is reserved for the built-in layout")
                 continue
-            if not isinstance(spec, dict):
-                problems.append(f"{where}: expected a table")
+            try:
+                table = model.model_validate(spec)
+            except ValidationError as exc:
+                problems += toml_problems(exc, model, (kind, name))
                 continue
-            layout = build(name, _Table(spec, where, problems), where, problems)
-            if layout is not None:
-                layouts[where] = layout
+            # The layout's own checks (values, and keys against each other) once every key
+            # is well-typed.
+            try:
+                layouts[f"{kind}.{name}"] = table.build(name)
+            except LayoutError as exc:
+                problems += [f"{where}: {problem}" for problem in exc.problems]
     if problems:
-        raise LayoutError([f"{path}: {p}" for p in problems])
+        raise LayoutError(in_file(path, problems))
     return layouts
