@@ -170,18 +170,20 @@ class AccountRecord:
 
     Read a value as an attribute (``record.balance_due_cents``) or by field name
     (``record["balance_due_cents"]``). Records are immutable and compare by value. Build
-    one with every field as a keyword, as for a dataclass.
+    one with fields as keywords, as for a dataclass: the required columns' fields must be
+    given, the others default to their blank value.
     """
 
     __slots__ = ("_values",)
     _values: dict[str, object]
 
     def __init__(self, **values: object) -> None:
-        missing = [name for name in FIELDS if name not in values]
+        missing = [c.field for c in COLUMNS if c.required and c.field not in values]
         unknown = [name for name in values if name not in BY_FIELD]
         if missing or unknown:
             raise TypeError(f"AccountRecord: missing fields {missing}, unknown fields {unknown}")
-        object.__setattr__(self, "_values", {name: values[name] for name in FIELDS})
+        full = {c.field: values.get(c.field, c.blank) for c in COLUMNS}
+        object.__setattr__(self, "_values", full)
 
     @classmethod
     def from_values(cls, values: dict[str, object]) -> AccountRecord:
