@@ -5,7 +5,12 @@ layout's header, a declared layout's key), the kind of value, how a cell is read
 is required, what a blank cell means, and where the value is kept (the ``AccountRecord``
 field and the cache's ``Account`` attribute). From ``COLUMNS`` follow the default layout's
 columns, the names a declared layout may map, the rows the readers validate, what an import
-stores, and the report's order of problems. To add a column, see docs/files.md#columns.
+stores, and the report's order of problems.
+
+To add a column: a ``Column`` row here (with a parser from ``connectors.files.parsers``, or a
+new one there), the attribute in ``ivr.models.AccountFields`` (the SQL type of its kind), an
+Alembic migration, and its row in docs/files.md. tests/test_columns.py then checks it end to
+end with its ``example``; see docs/development.md.
 """
 
 from __future__ import annotations
