@@ -197,6 +197,11 @@ class AccountRecord:
         object.__setattr__(record, "_values", values)
         return record
 
+    @property
+    def values(self) -> Mapping[str, object]:
+        """Every field's value, in ``FIELDS`` order (a read-only view)."""
+        return MappingProxyType(self._values)
+
     def __getattr__(self, name: str) -> Any:
         if name == "_values":
             raise AttributeError(name)

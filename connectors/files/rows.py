@@ -182,6 +182,12 @@ class RowValidator:
                 if_name, BY_NAME[if_name].field if if_name else None, if_value,
             ))
         self._steps = tuple(steps)
+        # The straight-through path needs less of each step: a blank cell either takes the
+        # blank value or (required, or perhaps conditionally) sends the row the careful way.
+        self._fast_steps = tuple(
+            (s.name, s.field, s.parse, s.blank, s.required or s.if_field is not None)
+            for s in steps
+        )
         # The careful path reads the summed column first: control totals count every row
         # whose amount parsed, even one another column rejects (docs/files.md#the-trailer).
         summed = next(step for step in steps if step.name == SUMMED.name)
@@ -232,17 +238,24 @@ class RowValidator:
         if _CONTROL_RE.search("".join(cells.values())):
             raise FieldError("control character")
         values: dict[str, object] = {}
-        for name, field_name, parse, required, blank, _, if_field, if_value in self._steps:
-            raw = get(name, "")
+        for name, field_name, parse, blank, check in self._fast_steps:
+            raw = get(name)
             if raw:
                 values[field_name] = parse(name, raw)
-            elif required or (if_field is not None and values[if_field] == if_value):
+            elif check and self._blank_refused(name, values):
                 raise FieldError(name)
             else:
                 values[field_name] = blank
         if self._seen.add(cast(str, values[KEY.field]), line) is not None:
             raise FieldError("duplicate")
         return values
+
+    def _blank_refused(self, name: str, values: dict[str, object]) -> bool:
+        """Whether column ``name`` may not be blank, given the values read before it."""
+        step = next(s for s in self._steps if s.name == name)
+        if step.required:
+            return True
+        return step.if_field is not None and values[step.if_field] == step.if_value
 
     def _parse_bad_row(self, cells: dict[str, str], line: int,
                        summary: FileSummary) -> AccountRecord | Rejection:
