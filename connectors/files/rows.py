@@ -150,6 +150,15 @@ class _Step(NamedTuple):
     if_value: str | None
 
 
+def _blank_problem(step: _Step, values: dict[str, object]) -> str | None:
+    """Why column ``step`` may not be blank, given the values read before it, or None."""
+    if step.required:
+        return f"{step.name}: is required"
+    if step.if_field is not None and values[step.if_field] == step.if_value:
+        return f"{step.name}: is required when {step.if_name} is {step.if_value}"
+    return None
+
+
 class RowValidator:
     """Validates data rows, given where each of our columns sits in a row.
 
@@ -185,7 +194,7 @@ class RowValidator:
         # The straight-through path needs less of each step: a blank cell either takes the
         # blank value or (required, or perhaps conditionally) sends the row the careful way.
         self._fast_steps = tuple(
-            (s.name, s.field, s.parse, s.blank, s.required or s.if_field is not None)
+            (s.name, s.field, s.parse, s.blank, s if s.required or s.if_field else None)
             for s in steps
         )
         # The careful path reads the summed column first: control totals count every row
@@ -238,24 +247,17 @@ class RowValidator:
         if _CONTROL_RE.search("".join(cells.values())):
             raise FieldError("control character")
         values: dict[str, object] = {}
-        for name, field_name, parse, blank, check in self._fast_steps:
+        for name, field_name, parse, blank, rule in self._fast_steps:
             raw = get(name)
             if raw:
                 values[field_name] = parse(name, raw)
-            elif check and self._blank_refused(name, values):
+            elif rule is not None and _blank_problem(rule, values) is not None:
                 raise FieldError(name)
             else:
                 values[field_name] = blank
         if self._seen.add(cast(str, values[KEY.field]), line) is not None:
             raise FieldError("duplicate")
         return values
-
-    def _blank_refused(self, name: str, values: dict[str, object]) -> bool:
-        """Whether column ``name`` may not be blank, given the values read before it."""
-        step = next(s for s in self._steps if s.name == name)
-        if step.required:
-            return True
-        return step.if_field is not None and values[step.if_field] == step.if_value
 
     def _parse_bad_row(self, cells: dict[str, str], line: int,
                        summary: FileSummary) -> AccountRecord | Rejection:
@@ -274,14 +276,13 @@ class RowValidator:
         values: dict[str, object] = {}
         key: str | None = None
         for step in self._careful_steps:
-            name, field_name, parse, required, blank, if_name, if_field, if_value = step
+            name, field_name, parse, blank = step.name, step.field, step.parse, step.blank
             values[field_name] = blank  # what the record holds if the cell is bad
             raw = get(name, "")
             if not raw:
-                if required:
-                    errors.append(f"{name}: is required")
-                elif if_field is not None and values[if_field] == if_value:
-                    errors.append(f"{name}: is required when {if_name} is {if_value}")
+                problem = _blank_problem(step, values)
+                if problem is not None:
+                    errors.append(problem)
                 continue
             try:
                 value = parse(name, raw)
