@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Boolean, Date, Numeric, String, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from connectors.files.account_file import AccountRecord, FileSummary, iter_account_file
-from connectors.files.columns import COLUMN_NAMES, COLUMNS, Column, Kind
+from connectors.files.columns import COLUMN_NAMES, COLUMNS, KIND_TYPES, Column, Kind
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
 from connectors.files.parsers import FieldError
 from connectors.files.rows import DEFAULT_ROW_RULES
@@ -39,8 +39,9 @@ def example_value(column: Column) -> object:
 
 
 @pytest.mark.parametrize("column", COLUMNS, ids=COLUMN_NAMES)
-def test_example_is_valid_and_differs_from_blank(column: Column) -> None:
-    assert example_value(column) != column.blank
+def test_example_is_valid_of_its_kind_and_differs_from_blank(column: Column) -> None:
+    value = example_value(column)
+    assert isinstance(value, KIND_TYPES[column.kind]) and value != column.blank
 
 
 @pytest.mark.parametrize("column", CACHED, ids=[c.name for c in CACHED])
