@@ -3,10 +3,10 @@
 An ``AccountLayout`` (account_layout.py) says how a biller's account file spells the columns
 of the default layout (docs/files.md, columns.py); ``iter_layout_file`` (account_reader.py)
 streams such a file through the same loop and row checks (rows.py) as the default layout, so
-every layout accepts and rejects values by the same rules. A ``PaymentLayout`` (payment_layout.py) says how to write the
-payment confirmation file sent back to a biller; ``write_payment_file`` and
-``read_payment_file`` (payment_file.py) write and read one. ``load_layouts`` (layout_toml.py)
-reads both kinds from a TOML file. See docs/layouts.md.
+every layout accepts and rejects values by the same rules. A ``PaymentLayout``
+(payment_layout.py) says how to write the payment confirmation file sent back to a biller;
+``write_payment_file`` and ``read_payment_file`` (payment_file.py) write and read one.
+``load_layouts`` (layout_toml.py) reads both kinds from a TOML file. See docs/layouts.md.
 """
 
 from __future__ import annotations
