@@ -28,10 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-COLUMNS = ("account_number", "customer_name", "phones", "service_zip", "pin", "balance_due",
-           "past_due_amount", "due_date", "last_payment_amount", "last_payment_date", "status",
-           "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
-           "payment_allowed")
+# The default layout's header is every column of the schema.
+from connectors.files.columns import COLUMN_NAMES as COLUMNS  # noqa: E402
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_bench"
 
 
@@ -46,14 +45,21 @@ def make_account_file(path: Path, rows: int) -> None:
             cents = (i * 7919) % 50000 - 2000
             total += cents
             pending = i % 97 == 0
-            writer.writerow([
-                f"{1000000000 + i}", f"Customer {i}, Jr.", f"+1312555{i % 10000:04d}",
-                f"{60600 + i % 99:05d}", "", f"{cents / 100:.2f}" if False else _money(cents),
-                _money(max(0, cents // 3)) if pending else "0.00",
-                (base + timedelta(days=i % 28)).isoformat(), "45.10", "2026-11-10",
-                "disconnect_pending" if pending else "active",
-                "2026-12-20" if pending else "", str(300 + i % 900), "kWh", "2026-11-20",
-                "es" if i % 5 == 0 else "en", "Y"])
+            values = {
+                "account_number": f"{1000000000 + i}", "customer_name": f"Customer {i}, Jr.",
+                "phones": f"+1312555{i % 10000:04d}", "service_zip": f"{60600 + i % 99:05d}",
+                "balance_due": _money(cents),
+                "past_due_amount": _money(max(0, cents // 3)) if pending else "0.00",
+                "due_date": (base + timedelta(days=i % 28)).isoformat(),
+                "last_payment_amount": "45.10", "last_payment_date": "2026-11-10",
+                "status": "disconnect_pending" if pending else "active",
+                "disconnect_date": "2026-12-20" if pending else "",
+                "usage_amount": str(300 + i % 900), "usage_unit": "kWh",
+                "usage_period_end": "2026-11-20", "language": "es" if i % 5 == 0 else "en",
+                "payment_allowed": "Y",
+            }
+            # Columns without a value here (a PIN, any column added since) are left blank.
+            writer.writerow([values.get(name, "") for name in COLUMNS])
         writer.writerow(["TRAILER", rows, _money(total)])
 
 

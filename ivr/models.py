@@ -102,7 +102,11 @@ class Base(DeclarativeBase):
 
 
 class AccountFields:
-    """What a biller tells us about an account: the cache and the import staging share it."""
+    """What a biller tells us about an account: the cache and the import staging share it.
+
+    One attribute per cached column of connectors/files/columns.py, in the SQL type of its
+    kind (tests/test_columns.py checks that they agree).
+    """
 
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     service_zip: Mapped[str | None] = mapped_column(String(10))

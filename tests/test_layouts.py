@@ -101,27 +101,10 @@ def parse(
 
 
 def record(account_number: str, balance_due_cents: int, **values: object) -> AccountRecord:
-    """An AccountRecord with the defaults a blank optional cell gives."""
-    fields: dict[str, object] = {
-        "account_number": account_number,
-        "customer_name": "",
-        "phones": (),
-        "service_zip": None,
-        "pin": None,
-        "balance_due_cents": balance_due_cents,
-        "past_due_cents": 0,
-        "due_date": None,
-        "last_payment_cents": None,
-        "last_payment_date": None,
-        "status": "active",
-        "disconnect_date": None,
-        "usage_amount": None,
-        "usage_unit": None,
-        "usage_period_end": None,
-        "language": "en",
-        "payment_allowed": True,
-    }
-    return AccountRecord(**(fields | values))  # type: ignore[arg-type]
+    """An AccountRecord; fields not given take the value a blank cell gives."""
+    return AccountRecord(
+        account_number=account_number, balance_due_cents=balance_due_cents, **values
+    )
 
 
 # --- a declared account layout ----------------------------------------------------------------

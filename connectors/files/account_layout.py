@@ -9,13 +9,8 @@ from datetime import date
 from types import MappingProxyType
 from typing import get_args
 
-from connectors.files.account_file import (
-    LANGUAGES,
-    REQUIRED_COLUMNS,
-    STATUSES,
-)
+from connectors.files.columns import BY_NAME, COLUMN_NAMES, REQUIRED_COLUMNS
 from connectors.files.layout_base import (
-    _FLAG_VALUES,
     _NAME_RE,
     ACCOUNT_FIELDS,
     CREDIT_MARKS,
@@ -250,11 +245,6 @@ def _date_format_problems(date_format: str) -> list[str]:
 
 def _value_map_problems(layout: AccountLayout) -> list[str]:
     problems: list[str] = []
-    allowed: dict[str, frozenset[str]] = {
-        "status": STATUSES,
-        "language": LANGUAGES,
-        "payment_allowed": _FLAG_VALUES,
-    }
     for name, mapping in layout.value_maps.items():
         if name not in layout.columns:
             problems.append(f"value_maps.{name}: {name!r} is not in columns")
@@ -268,7 +258,8 @@ def _value_map_problems(layout: AccountLayout) -> list[str]:
                 other = folded[key.strip().casefold()]
                 problems.append(f"value_maps.{name}: {key!r} and {other!r} differ only in case")
             folded[key.strip().casefold()] = key
-            targets = allowed.get(name)
+            column = BY_NAME.get(name)
+            targets = column.choices if column is not None else None
             if targets is not None and value and value not in targets:
                 problems.append(
                     f"value_maps.{name}.{key}: {value!r} is not one of "
@@ -279,7 +270,7 @@ def _value_map_problems(layout: AccountLayout) -> list[str]:
 
 DEFAULT_ACCOUNT_LAYOUT = AccountLayout(
     name="default",
-    columns={name: name for name in ACCOUNT_FIELDS},
+    columns={name: name for name in COLUMN_NAMES},
     encoding="utf-8-sig",
     trailer_record=ControlRecord(
         tag="TRAILER", tag_position=1, count_position=2, total_position=3, required=False

@@ -1,4 +1,12 @@
-"""Reading an account file in a declared layout, through the default layout's validators."""
+"""Reading an account file in any layout: one loop for the default layout and declared ones.
+
+``iter_layout_file`` streams a file in a declared ``AccountLayout``; ``iter_account_file``
+reads the default layout (docs/files.md), which is ``DEFAULT_ACCOUNT_LAYOUT`` read the same
+way. Rows are validated by ``connectors.files.rows`` against the column schema; this module
+handles what is about the file: encoding, CSV syntax, the header, control records, a file cut
+short. The default layout keeps its own header rules and wording for these (``_DEFAULT``),
+which predate declared layouts and are documented; declared layouts use ``_DECLARED``.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +16,40 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import IO, Any, cast
 
-from connectors.files.account_file import (
-    REQUIRED_COLUMNS,
-    AccountFileError,
-    AccountRecord,
-    FieldError,
-    FileSummary,
-    Rejection,
-    RowRules,
-    RowValidator,
-    check_control_totals,
-    has_undecodable,
-    is_blank_row,
-    iter_account_file,
-    parse_amount_cents,
-    parse_count,
-    parse_iso_date,
-    show_value,
-)
+from connectors.amounts import cents_to_text
 from connectors.files.account_layout import (
     DEFAULT_ACCOUNT_LAYOUT,
     AccountLayout,
     AmountFormat,
     ControlRecord,
 )
-from connectors.files.layout_base import _MAX_AMOUNT_INT_DIGITS, _text_encoding
+from connectors.files.columns import REQUIRED_COLUMNS, AccountRecord
+from connectors.files.layout_base import _text_encoding
+from connectors.files.parsers import (
+    MAX_AMOUNT_INT_DIGITS,
+    FieldError,
+    RowRules,
+    parse_amount_cents,
+    parse_count,
+    parse_iso_date,
+    show_value,
+)
+from connectors.files.rows import (
+    AccountFileError,
+    FileSummary,
+    Rejection,
+    RowValidator,
+    has_undecodable,
+    is_blank_row,
+)
 
-# --- account files: amounts and dates -------------------------------------------------------
+__all__ = ["check_control_totals", "iter_account_file", "iter_layout_file"]
+
+# --- how a layout spells amounts and dates ---------------------------------------------------
 
 
 def _amount_parser(fmt: AmountFormat) -> Callable[[str, str], int]:
@@ -81,7 +92,7 @@ def _amount_parser(fmt: AmountFormat) -> Callable[[str, str], int]:
         else:
             whole, _, frac = digits.partition(".")
             cents = int(whole) * 100 + int(frac.ljust(2, "0") or "0")
-        if len(whole.lstrip("0")) > _MAX_AMOUNT_INT_DIGITS:
+        if len(whole.lstrip("0")) > MAX_AMOUNT_INT_DIGITS:
             raise FieldError(f"{column}: {show_value(raw)} is too large")
         return -cents if match.lastgroup != "p" else cents
 
@@ -117,7 +128,7 @@ def _date_parser(date_format: str) -> Callable[[str, str], date | None]:
     return parse
 
 
-# --- account files: reading -----------------------------------------------------------------
+# --- the text of a file -----------------------------------------------------------------------
 
 
 class _LineEnds:
@@ -150,17 +161,29 @@ def _csv_reader(lines: Iterable[str], delimiter: str, quoting: str, quotechar: s
     )
 
 
-def _undecodable_message(line: int, encoding: str) -> str:
-    if codecs.lookup(encoding).name.startswith("utf-8"):
-        return (
-            f"line {line}: file is not valid UTF-8 "
-            '(if it is Windows-1252, declare encoding = "cp1252")'
-        )
-    return f"line {line}: file has bytes that are not valid {encoding}"
+def _text_stream(
+    stream: IO[bytes] | IO[str], encoding: str
+) -> tuple[IO[str], io.TextIOWrapper | None]:
+    """Return a text view of ``stream`` and the wrapper we created (to detach later)."""
+    probe = stream.read(0)
+    if isinstance(probe, str):
+        return cast(IO[str], stream), None
+    # surrogateescape instead of strict: a bad byte then surfaces inside the row it belongs
+    # to, so the error names the exact line rather than the start of an 8 KB decode chunk.
+    wrapper = io.TextIOWrapper(
+        cast(IO[bytes], stream),
+        encoding=_text_encoding(encoding),
+        errors="surrogateescape",
+        newline="",
+    )
+    return wrapper, wrapper
+
+
+# --- one pass over a file ---------------------------------------------------------------------
 
 
 class _AccountReader:
-    """The state of one pass over an account file in a declared layout."""
+    """The state of one pass over an account file."""
 
     def __init__(self, layout: AccountLayout, totals: FileSummary) -> None:
         self.layout = layout
@@ -175,66 +198,157 @@ class _AccountReader:
         self.validator: RowValidator | None = None
         if not layout.header:
             positions = {name: cast(int, where) - 1 for name, where in layout.columns.items()}
-            self.validator = RowValidator(
+            self.use(RowValidator(
                 positions,
                 layout.width or max(positions.values()) + 1,
                 rules=self.rules,
                 exact_width=layout.width is not None,
                 width_source="the layout",
-            )
-            totals.columns = self.validator.columns
+            ))
         # (label, count, total) of control records read, checked once every row is in.
         self.controls: list[tuple[str, int | None, int | None]] = []
 
-    def read_header(self, row: list[str], line: int) -> None:
-        """Build the validator from the header row's column names."""
-        layout = self.layout
-        names = [cell.strip().casefold() for cell in row]
-        if names:
-            names[0] = names[0].lstrip("\ufeff").strip()
-        where: dict[str, list[int]] = {}
-        for i, name in enumerate(names):
-            where.setdefault(name, []).append(i)
-        index: dict[str, int] = {}
-        missing: list[str] = []
-        for column, header_name in layout.columns.items():
-            found = where.get(str(header_name).strip().casefold())
-            if not found:
-                if column in REQUIRED_COLUMNS or layout.missing_columns == "error":
-                    missing.append(str(header_name))
-                continue
-            if len(found) > 1:
-                raise AccountFileError(f"line {line}: header names column {header_name!r} twice")
-            index[column] = found[0]
-        if missing:
-            raise AccountFileError(
-                f"line {line}: header is missing column(s): {', '.join(map(repr, missing))}"
-            )
-        self.validator = RowValidator(index, len(row), rules=self.rules)
-        self.totals.columns = self.validator.columns
+    def use(self, validator: RowValidator) -> None:
+        """Read data rows with ``validator`` from now on."""
+        self.validator = validator
+        self.totals.columns = validator.columns
 
-    def read_control(self, record: ControlRecord, label: str, row: list[str], line: int) -> None:
-        """Take the count and total a control record carries."""
-        if len(row) < record.width:
-            raise AccountFileError(
-                f"{label}: line {line} has {len(row)} cells but needs at least {record.width}"
-            )
-        try:
-            count = parse_count(row[record.count_position - 1]) if record.count_position else None
-            total = (
-                self.parse_amount("control total", row[record.total_position - 1].strip())
-                if record.total_position
-                else None
-            )
-        except FieldError as exc:
-            raise AccountFileError(f"{label}: line {line}: {exc}") from None
-        self.controls.append((label, count, total))
-        if count is not None and total is not None:
-            self.totals.trailer = (count, total)
 
-    def check_controls(self) -> None:
-        for label, count, total in self.controls:
-            check_control_totals(label, count, total, self.totals)
+def _header_names(row: list[str], fold: Callable[[str], str]) -> list[str]:
+    names = [fold(cell.strip()) for cell in row]
+    if names:
+        # A text stream opened as plain "utf-8" leaves the BOM on the first name.
+        names[0] = names[0].lstrip("\ufeff").strip()
+    return names
+
+
+def _default_header(state: _AccountReader, row: list[str], line: int) -> None:
+    """The default layout's header: our column names, in any order; others are ignored."""
+    names = _header_names(row, str.lower)
+    trailer = state.layout.trailer_record
+    if names and trailer is not None and names[0] == trailer.tag.lower():
+        raise AccountFileError(f"line {line}: trailer found where the header row should be")
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:
+            continue
+        if name in index:
+            raise AccountFileError(f"line {line}: header names column {name!r} twice")
+        index[name] = i
+    missing = [name for name in REQUIRED_COLUMNS if name not in index]
+    if missing:
+        raise AccountFileError(
+            f"line {line}: header is missing required column(s): {', '.join(missing)}"
+        )
+    state.use(RowValidator(index, len(row), rules=state.rules))
+
+
+def _declared_header(state: _AccountReader, row: list[str], line: int) -> None:
+    """A declared layout's header: the file's names for our columns, as the layout maps them."""
+    layout = state.layout
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(_header_names(row, str.casefold)):
+        where.setdefault(name, []).append(i)
+    index: dict[str, int] = {}
+    missing: list[str] = []
+    for column, header_name in layout.columns.items():
+        found = where.get(str(header_name).strip().casefold())
+        if not found:
+            if column in REQUIRED_COLUMNS or layout.missing_columns == "error":
+                missing.append(str(header_name))
+            continue
+        if len(found) > 1:
+            raise AccountFileError(f"line {line}: header names column {header_name!r} twice")
+        index[column] = found[0]
+    if missing:
+        raise AccountFileError(
+            f"line {line}: header is missing column(s): {', '.join(map(repr, missing))}"
+        )
+    state.use(RowValidator(index, len(row), rules=state.rules))
+
+
+def _default_trailer(
+    state: _AccountReader, record: ControlRecord, label: str, row: list[str], line: int
+) -> tuple[int | None, int | None]:
+    """The default layout's ``TRAILER,<record count>,<sum of balance_due>``."""
+    cells = [cell.strip() for cell in row]
+    # Spreadsheets pad the trailer out to the header's width with empty cells.
+    while len(cells) > 3 and not cells[-1]:
+        cells.pop()
+    if len(cells) != 3:
+        raise AccountFileError(
+            f"trailer: line {line} must be TRAILER,<record count>,<sum of balance_due>"
+        )
+    try:
+        return parse_count(cells[1]), state.parse_amount("trailer sum", cells[2])
+    except FieldError as exc:
+        raise AccountFileError(f"trailer: line {line}: {exc}") from None
+
+
+def _declared_control(
+    state: _AccountReader, record: ControlRecord, label: str, row: list[str], line: int
+) -> tuple[int | None, int | None]:
+    """A declared header or trailer record: the count and total where the layout says."""
+    if len(row) < record.width:
+        raise AccountFileError(
+            f"{label}: line {line} has {len(row)} cells but needs at least {record.width}"
+        )
+    try:
+        count = parse_count(row[record.count_position - 1]) if record.count_position else None
+        total = (
+            state.parse_amount("control total", row[record.total_position - 1].strip())
+            if record.total_position
+            else None
+        )
+    except FieldError as exc:
+        raise AccountFileError(f"{label}: line {line}: {exc}") from None
+    return count, total
+
+
+def _default_undecodable(line: int, encoding: str) -> str:
+    return f"line {line}: file is not valid UTF-8 (save it as UTF-8, not Windows-1252)"
+
+
+def _declared_undecodable(line: int, encoding: str) -> str:
+    if codecs.lookup(encoding).name.startswith("utf-8"):
+        return (
+            f"line {line}: file is not valid UTF-8 "
+            '(if it is Windows-1252, declare encoding = "cp1252")'
+        )
+    return f"line {line}: file has bytes that are not valid {encoding}"
+
+
+@dataclass(frozen=True)
+class _FileRules:
+    """How file-level problems are found and worded, where the two kinds of layout differ."""
+
+    read_header: Callable[[_AccountReader, list[str], int], None]
+    read_control: Callable[
+        [_AccountReader, ControlRecord, str, list[str], int], tuple[int | None, int | None]
+    ]
+    undecodable: Callable[[int, str], str]
+    # A declared layout refuses a last line cut short; the default layout rejects that row.
+    detect_cut_short: bool
+
+
+_DEFAULT = _FileRules(_default_header, _default_trailer, _default_undecodable, False)
+_DECLARED = _FileRules(_declared_header, _declared_control, _declared_undecodable, True)
+
+
+def iter_account_file(
+    stream: IO[bytes] | IO[str], summary: FileSummary | None = None
+) -> Iterator[AccountRecord | Rejection]:
+    """Yield one ``AccountRecord`` or ``Rejection`` per data row of an account file in the
+    default layout (docs/files.md).
+
+    ``stream`` may be binary (decoded as UTF-8, BOM tolerated) or text (open it with
+    ``newline=""`` so line breaks inside quoted fields survive). The first non-blank row is
+    the header; blank rows are skipped; an optional ``TRAILER,<count>,<sum>`` row must come
+    last. File-level problems raise ``AccountFileError``; a trailer mismatch is raised only
+    after every row has been yielded. ``summary``, if given, is reset when iteration starts
+    and updated as rows go by. The caller's stream is left open.
+    """
+    return _read(stream, DEFAULT_ACCOUNT_LAYOUT, summary, _DEFAULT)
 
 
 def iter_layout_file(
@@ -242,35 +356,40 @@ def iter_layout_file(
 ) -> Iterator[AccountRecord | Rejection]:
     """Yield one ``AccountRecord`` or ``Rejection`` per data row of a file in ``layout``.
 
-    Streams: memory does not grow with the file beyond account_file's duplicate table.
-    Rows are validated exactly as ``iter_account_file`` does (same reasons, physical line
-    numbers). File-level problems raise ``AccountFileError``: bytes the encoding cannot
-    decode (naming the line), malformed quoting, a missing header, a missing required header
-    or trailer record, a last record cut short, and (after every row has been yielded)
-    control counts or totals that do not match. ``summary`` is reset, then kept up to date.
-    The caller's stream is left open. The default layout is read by ``iter_account_file``.
+    Streams: memory does not grow with the file beyond the duplicate table. Rows are
+    validated exactly as ``iter_account_file`` does (same reasons, physical line numbers).
+    File-level problems raise ``AccountFileError``: bytes the encoding cannot decode (naming
+    the line), malformed quoting, a missing header, a missing required header or trailer
+    record, a last record cut short, and (after every row has been yielded) control counts
+    or totals that do not match. ``summary`` is reset, then kept up to date. The caller's
+    stream is left open. A layout equal to the default one reads as the default layout.
     """
     if replace(layout, name=DEFAULT_ACCOUNT_LAYOUT.name) == DEFAULT_ACCOUNT_LAYOUT:
-        yield from iter_account_file(stream, summary)
-        return
+        return _read(stream, DEFAULT_ACCOUNT_LAYOUT, summary, _DEFAULT)
+    return _read(stream, layout, summary, _DECLARED)
+
+
+def _read(
+    stream: IO[bytes] | IO[str],
+    layout: AccountLayout,
+    summary: FileSummary | None,
+    rules: _FileRules,
+) -> Iterator[AccountRecord | Rejection]:
     totals = summary if summary is not None else FileSummary()
     # The control records are checked against these counters: they must describe this file.
-    totals.records = totals.rejected = totals.balance_sum_cents = 0
-    totals.trailer = None
-    totals.columns = frozenset()
-    # surrogateescape, not strict: a bad byte then shows up in the row it belongs to, so the
-    # error names the line rather than the start of an 8 KB decode chunk.
-    text = io.TextIOWrapper(
-        stream, encoding=_text_encoding(layout.encoding), errors="surrogateescape", newline=""
-    )
+    totals.restart()
+    text, wrapper = _text_stream(stream, layout.encoding)
     try:
-        yield from _iter_layout_rows(text, _AccountReader(layout, totals))
+        yield from _rows(text, _AccountReader(layout, totals), rules)
     finally:
-        # Otherwise the wrapper closes the caller's stream when it is garbage collected.
-        text.detach()
+        if wrapper is not None:
+            # Otherwise the wrapper closes the caller's stream when it is garbage collected.
+            wrapper.detach()
 
 
-def _iter_layout_rows(text: IO[str], state: _AccountReader) -> Iterator[AccountRecord | Rejection]:
+def _rows(
+    text: IO[str], state: _AccountReader, rules: _FileRules
+) -> Iterator[AccountRecord | Rejection]:
     layout, totals = state.layout, state.totals
     ends = _LineEnds()
     reader = _csv_reader(
@@ -289,11 +408,15 @@ def _iter_layout_rows(text: IO[str], state: _AccountReader) -> Iterator[AccountR
             row: list[str] = next(reader)
         except StopIteration:
             break
+        except UnicodeDecodeError:
+            # Only a caller-supplied text stream can raise here; its decoder reads ahead, so
+            # the line is approximate.
+            raise AccountFileError(f"line {line}: file is not valid UTF-8 (near here)") from None
         except csv.Error as exc:
-            hint = " (file cut short?)" if ends.unterminated else ""
+            hint = " (file cut short?)" if rules.detect_cut_short and ends.unterminated else ""
             raise AccountFileError(f"line {line}: malformed CSV: {exc}{hint}") from None
         if has_undecodable(row):
-            raise AccountFileError(_undecodable_message(line, layout.encoding))
+            raise AccountFileError(rules.undecodable(line, layout.encoding))
         if is_blank_row(row):
             continue
         if trailer_line is not None:
@@ -301,7 +424,7 @@ def _iter_layout_rows(text: IO[str], state: _AccountReader) -> Iterator[AccountR
         if header_record is not None and header_record.matches(row):
             if not before_data or header_record_line is not None:
                 raise AccountFileError(f"line {line}: header record is not the first row")
-            state.read_control(header_record, "header record", row, line)
+            _read_control(state, rules, header_record, "header record", row, line)
             header_record_line = line
             continue
         if (
@@ -316,18 +439,21 @@ def _iter_layout_rows(text: IO[str], state: _AccountReader) -> Iterator[AccountR
             )
         before_data = False
         if state.validator is None:
-            state.read_header(row, line)
+            rules.read_header(state, row, line)
             continue
         if trailer_record is not None and trailer_record.matches(row):
-            state.read_control(trailer_record, "trailer", row, line)
+            _read_control(state, rules, trailer_record, "trailer", row, line)
             trailer_line = line
             continue
-        width_problem = state.validator.width_problem(len(row))
-        if ends.unterminated and width_problem is not None:
-            # The file's last line, without a line break and short of cells: a cut transfer.
-            raise AccountFileError(
-                f"line {line}: the last record is cut short ({width_problem}); file truncated?"
-            )
+        if rules.detect_cut_short and ends.unterminated:
+            width_problem = state.validator.width_problem(len(row))
+            if width_problem is not None:
+                # The file's last line, without a line break and short of cells: a cut
+                # transfer.
+                raise AccountFileError(
+                    f"line {line}: the last record is cut short ({width_problem}); "
+                    "file truncated?"
+                )
         result: AccountRecord | Rejection
         if detail_tag is not None and (
             len(row) <= detail_at or row[detail_at].strip() != detail_tag
@@ -350,4 +476,42 @@ def _iter_layout_rows(text: IO[str], state: _AccountReader) -> Iterator[AccountR
         raise AccountFileError(
             f"file ends without its trailer record ({trailer_record.tag!r}): truncated?"
         )
-    state.check_controls()
+    for label, count, total in state.controls:
+        check_control_totals(label, count, total, totals)
+
+
+def _read_control(
+    state: _AccountReader,
+    rules: _FileRules,
+    record: ControlRecord,
+    label: str,
+    row: list[str],
+    line: int,
+) -> None:
+    """Take the count and total a control record carries, to check once every row is in."""
+    count, total = rules.read_control(state, record, label, row, line)
+    state.controls.append((label, count, total))
+    if count is not None and total is not None:
+        state.totals.trailer = (count, total)
+
+
+def check_control_totals(
+    label: str,
+    count: int | None,
+    total: int | None,
+    totals: FileSummary,
+    format_amount: Callable[[int], str] = cents_to_text,
+) -> None:
+    """Raise ``AccountFileError`` unless a control record's count and sum (where it carries
+    them) match every data row read and the sum of the balances that parsed."""
+    rows = totals.records + totals.rejected
+    problems: list[str] = []
+    if count is not None and count != rows:
+        problems.append(f"record count {count} does not match {rows} data rows")
+    if total is not None and total != totals.balance_sum_cents:
+        problems.append(
+            f"balance sum {format_amount(total)} does not match "
+            f"{format_amount(totals.balance_sum_cents)} in the file"
+        )
+    if problems:
+        raise AccountFileError(f"{label}: " + "; ".join(problems))

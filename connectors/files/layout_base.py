@@ -8,12 +8,10 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeVar, get_args
 
-from connectors.files.account_file import (
-    OPTIONAL_COLUMNS,
-    REQUIRED_COLUMNS,
-)
+from connectors.files.columns import COLUMN_NAMES
 
-ACCOUNT_FIELDS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# The names a declared account layout may map: the schema's columns.
+ACCOUNT_FIELDS = COLUMN_NAMES
 PAYMENT_FIELDS = (
     "account_number",
     "amount",
@@ -52,15 +50,12 @@ _B = TypeVar("_B")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CENTS_RE = re.compile(r"-?[0-9]+")
-# What write_payment_file writes; sums of many payments may pass account_file's 12 digits.
+# What write_payment_file writes; sums of many payments may pass an account amount's 12 digits.
 _PLAIN_AMOUNT_RE = re.compile(r"-?[0-9]+\.[0-9]{2}")
 # <Pay> reports 4 digits of a card number but only 2 of a bank account number.
 _LAST4_RE = re.compile(r"[0-9]{1,4}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
-# Same bound as account_file: cents stay inside a signed 64-bit column with room to sum.
-_MAX_AMOUNT_INT_DIGITS = 12
 _LINE_TERMINATORS = ("\r\n", "\n", "\r")
-_FLAG_VALUES = frozenset({"Y", "N"})
 # Control-record placeholders we fill ourselves; any other name comes from the caller.
 _BUILTIN_PLACEHOLDERS = frozenset({"count", "sum"})
 # Payment fields our own code writes as numbers; every other cell is text (connectors.files.cells).

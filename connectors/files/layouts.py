@@ -1,12 +1,12 @@
 """Declared file layouts, the public interface: billers' account files in, confirmation files out.
 
 An ``AccountLayout`` (account_layout.py) says how a biller's account file spells the columns
-of the default layout (docs/files.md); ``iter_layout_file`` (account_reader.py) streams such a
-file through the validators of ``connectors.files.account_file``, so every layout accepts and
-rejects values by the same rules. A ``PaymentLayout`` (payment_layout.py) says how to write the
-payment confirmation file sent back to a biller; ``write_payment_file`` and
-``read_payment_file`` (payment_file.py) write and read one. ``load_layouts`` (layout_toml.py)
-reads both kinds from a TOML file. See docs/layouts.md.
+of the default layout (docs/files.md, columns.py); ``iter_layout_file`` (account_reader.py)
+streams such a file through the same loop and row checks (rows.py) as the default layout, so
+every layout accepts and rejects values by the same rules. A ``PaymentLayout``
+(payment_layout.py) says how to write the payment confirmation file sent back to a biller;
+``write_payment_file`` and ``read_payment_file`` (payment_file.py) write and read one.
+``load_layouts`` (layout_toml.py) reads both kinds from a TOML file. See docs/layouts.md.
 """
 
 from __future__ import annotations

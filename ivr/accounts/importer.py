@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any
+from decimal import Decimal
+from operator import itemgetter
+from typing import IO, Any, cast
 
 from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +31,7 @@ from connectors.files.account_file import (
     Rejection,
     iter_account_file,
 )
+from connectors.files.columns import COLUMNS, KEY, Column, Kind
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -48,10 +51,10 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 # Rejections kept in full for the report; beyond this only the count grows (memory stays flat).
 MAX_REPORTED = 1000
-_COLUMNS = ("account_number", "customer_name", "service_zip", "pin_hash", "balance_due_cents",
-            "past_due_cents", "due_date", "last_payment_cents", "last_payment_date", "status",
-            "disconnect_date", "usage_amount", "usage_unit", "usage_period_end", "language",
-            "payment_allowed")
+# The schema's columns kept in accounts (and accounts_staging), and the phone list's.
+_CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
+_COLUMNS = tuple(c.cache for c in _CACHED if c.cache is not None)
+_PHONES = next(c for c in COLUMNS if c.kind is Kind.PHONES)
 
 
 @dataclass
@@ -84,13 +87,16 @@ class ImportReport:
 def _staged(record: AccountRecord, import_id: str, pin_key: str,
             now: datetime) -> tuple[Any, ...]:
     """One staging row, in _STAGE_COLUMNS order (tuples: the bulk paths take them as they are)."""
-    return (
-        import_id, now, record.account_number, record.customer_name, record.service_zip,
-        hash_pin(record.pin, pin_key) if record.pin else None, record.balance_due_cents,
-        record.past_due_cents, record.due_date, record.last_payment_cents,
-        record.last_payment_date, record.status, record.disconnect_date, record.usage_amount,
-        record.usage_unit, record.usage_period_end, record.language, record.payment_allowed,
-    )
+    values: tuple[Any, ...] = _CACHED_VALUES(record.values)
+    for i in _HASHED_AT:
+        if values[i] is not None:
+            values = (*values[:i], hash_pin(values[i], pin_key), *values[i + 1:])
+    return (import_id, now, *values)
+
+
+# Per row, so done in C: the record's values for _COLUMNS, and which of them are hashed.
+_CACHED_VALUES = itemgetter(*(c.field for c in _CACHED))
+_HASHED_AT = tuple(i for i, c in enumerate(_CACHED) if c.kind is Kind.HASHED)
 
 
 _STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS)
@@ -115,15 +121,31 @@ def _bulk(db: Session, table: str, columns: tuple[str, ...],
                 copy.write_row(row)
         return
     marks = ", ".join("?" * len(columns))
-    if table == "accounts_staging":
-        # sqlite3 stores what it is given: keep the types SQLAlchemy would have written.
-        rows = [(*r[:1], r[1].isoformat(sep=" "), *r[2:13],
-                 str(r[13]) if r[13] is not None else None, *r[14:]) for r in rows]
+    # sqlite3 stores what it is given: keep the types SQLAlchemy would have written.
+    as_text = [i for i, name in enumerate(columns) if name in _SQLITE_TEXT]
+    if as_text:
+        rows = [_sqlite_row(row, as_text) for row in rows]
     cursor = raw.cursor()
     try:
         cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
     finally:
         cursor.close()
+
+
+# Columns SQLAlchemy writes to SQLite as text: timestamps and decimals.
+_SQLITE_TEXT = frozenset({"staged_at", *(c.cache for c in _CACHED if c.kind is Kind.DECIMAL)})
+
+
+def _sqlite_row(row: tuple[Any, ...], as_text: list[int]) -> tuple[Any, ...]:
+    """``row`` with the values at ``as_text`` written as SQLAlchemy writes them to SQLite."""
+    values = list(row)
+    for i in as_text:
+        value = values[i]
+        if isinstance(value, datetime):
+            values[i] = value.isoformat(sep=" ")
+        elif isinstance(value, Decimal):
+            values[i] = str(value)
+    return tuple(values)
 
 
 def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
@@ -137,12 +159,12 @@ def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
         AccountStaging.import_id == import_id)
     module: Any = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(Account).from_select([*_COLUMNS, "updated_at"], source)
-    carried = [c for c in _COLUMNS if c != "account_number"
-               and (columns is None or _FILE_COLUMN.get(c, c) in columns)]
+    carried = [c.cache for c in _CACHED if c is not KEY and c.cache is not None
+               and (columns is None or c.name in columns)]
     updates = {c: stmt.excluded[c] for c in carried}
     updates["updated_at"] = func.now()
     db.execute(stmt.on_conflict_do_update(index_elements=["account_number"], set_=updates))
-    if columns is not None and "phones" not in columns:
+    if columns is not None and _PHONES.name not in columns:
         return
     staged_ids = (select(Account.id)
                   .join(AccountStaging, AccountStaging.account_number == Account.account_number)
@@ -152,11 +174,6 @@ def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
               .join(Account, Account.account_number == AccountPhoneStaging.account_number)
               .where(AccountPhoneStaging.import_id == import_id))
     db.execute(insert(AccountPhone).from_select(["account_id", "phone"], phones))
-
-
-# Our column names where the file's differ.
-_FILE_COLUMN = {"pin_hash": "pin", "balance_due_cents": "balance_due",
-                "past_due_cents": "past_due_amount", "last_payment_cents": "last_payment_amount"}
 
 
 def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int:
@@ -211,7 +228,9 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
         if report.rejected and not partial:
             continue  # the file will be rejected; read on only to report every bad line
         batch.append(_staged(item, import_id, pin_key, now))
-        phones.extend((import_id, item.account_number, p) for p in item.phones)
+        account_number = cast(str, item[KEY.field])
+        numbers = cast(tuple[str, ...], item[_PHONES.field])
+        phones.extend((import_id, account_number, p) for p in numbers)
         if len(batch) >= BATCH:
             yield batch, phones
             batch, phones = [], []
