@@ -889,17 +889,17 @@ a = 1
         load_layouts(path)
     problems = [p.removeprefix(f"{path}: ") for p in caught.value.problems]
     assert problems == [
-        "account.bad.header: expected true or false, got 'no'",
+        "account.bad.header: must be true or false, got string 'no'",
         'account.bad.amounts: currency_symbol: only applies to style = "money"',
         "account.bad.amounts: credit: 'sideways' not among leading_minus, trailing_minus, "
         "parentheses, leading_cr, trailing_cr",
         "account.bad.trailer_record: count_position: 0 must be a whole number from 1",
-        "account.bad.colour: unknown key",
+        "account.bad.colour: unknown key (did you mean 'columns'?)",
         "account.worse: columns.balance_due: 1 is already mapped to account_number",
         "account.worse: value_maps.status.X: 'frozen' is not one of active, closed, "
         "disconnect_pending, disconnected",
         "account.default: the name 'default' is reserved for the built-in layout",
-        "payment.out.columns[3]: expected [header name, field], got 'oops'",
+        "payment.out.columns[3]: must be [header name, field], got string 'oops'",
         "refunds: unknown table (expected [account.NAME] or [payment.NAME])",
     ]
     # Problems that only the layout itself can see show once its own keys are well-typed.
