@@ -43,7 +43,14 @@ from ivr.models import (
     SyncRun,
 )
 from ivr.money.reconcile import day_bounds
-from ivr.statuses import OutboxStatus, PostingOutcome
+from ivr.statuses import (
+    CallOutcome,
+    ImportStatus,
+    OutboxStatus,
+    PostingOutcome,
+    SyncKind,
+    SyncRunStatus,
+)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -206,7 +213,7 @@ class DatabaseCollector:
                     select(SyncRun.kind, SyncRun.status, func.max(SyncRun.started_at))
                     .group_by(SyncRun.kind, SyncRun.status)):
                 if started is not None:
-                    runs.add_metric([_known(str(kind), frozenset({"pull", "push"})),
+                    runs.add_metric([_known(str(kind), frozenset(SyncKind)),
                                      _known(str(status), _RUN_STATUSES)],
                                     _aware(started).timestamp())
             yield runs
@@ -215,23 +222,23 @@ class DatabaseCollector:
                 "ivr_guard_events_last_hour",
                 "Abuse-limit events in the last hour, by kind, from the database (all nodes).",
                 labels=["kind"])
-            for kind, count in guards.counts_since(db, self.now - timedelta(hours=1)).items():
-                recent.add_metric([kind], count)
+            for guard_kind, count in guards.counts_since(db, self.now - timedelta(hours=1)).items():
+                recent.add_metric([guard_kind], count)
             yield recent
 
             imports = GaugeMetricFamily("ivr_import_runs_today",
                                         "Account file imports today by status.",
                                         labels=["status"])
-            for status, count in db.execute(
+            for import_status, count in db.execute(
                     select(ImportRun.status, func.count())
                     .where(ImportRun.started_at >= day_start).group_by(ImportRun.status)):
-                imports.add_metric([_known(str(status), _RUN_STATUSES)], int(count))
+                imports.add_metric([_known(str(import_status), _RUN_STATUSES)], int(count))
             yield imports
 
 
-_CALL_OUTCOMES = frozenset({"paid", "transferred", "gave_up", "hung_up", "hung_up_in_pay",
-                            "deadline", "completed", "in_progress", "ended"})
-_RUN_STATUSES = frozenset({"running", "ok", "failed", "applied", "rejected"})
+# Calls without an outcome yet are counted as in progress, or ended when their state says so.
+_CALL_OUTCOMES = frozenset({*CallOutcome, "in_progress", "ended"})
+_RUN_STATUSES = frozenset({*SyncRunStatus, *ImportStatus})
 
 
 def _aware(value: datetime) -> datetime:

@@ -224,8 +224,8 @@ class CallSession(Base):
     ach_recording_sid: Mapped[str | None] = mapped_column(String(64))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="SET NULL"))
     prompts_version: Mapped[str] = mapped_column(String(16), default="")
-    # How the call ended; reads back as a CallOutcome (str until its writers use the enum).
-    outcome: Mapped[str | None] = mapped_column(EnumText(CallOutcome, 32))
+    # How the call ended (NULL while it goes on).
+    outcome: Mapped[CallOutcome | None] = mapped_column(EnumText(CallOutcome, 32))
     call_status: Mapped[str | None] = mapped_column(String(20))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -351,8 +351,7 @@ class ImportRun(Base):
     source: Mapped[str] = mapped_column(String(500))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
-    # Read back as an ImportStatus (str until its readers use the enum).
-    status: Mapped[str] = mapped_column(EnumText(ImportStatus, 16))
+    status: Mapped[ImportStatus] = mapped_column(EnumText(ImportStatus, 16))
     records: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -387,9 +386,8 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Read back as SyncKind and SyncRunStatus (str until their writers use the enums).
-    kind: Mapped[str] = mapped_column(EnumText(SyncKind, 8))
-    status: Mapped[str] = mapped_column(EnumText(SyncRunStatus, 12))
+    kind: Mapped[SyncKind] = mapped_column(EnumText(SyncKind, 8))
+    status: Mapped[SyncRunStatus] = mapped_column(EnumText(SyncRunStatus, 12))
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None] = mapped_column()
     host: Mapped[str] = mapped_column(String(120), default="")

@@ -45,6 +45,7 @@ from ivr.models import (
     utcnow,
 )
 from ivr.security import hash_pin
+from ivr.statuses import ImportStatus, OutboxStatus, PostingStatus, SyncKind, SyncRunStatus
 
 log = logging.getLogger(__name__)
 
@@ -187,17 +188,17 @@ def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int
     """
     horizon = as_of - timedelta(days=RECENT_DAYS)
     pushed = (select(SyncRun.id)
-              .where(SyncRun.kind == "push", SyncRun.status == "ok",
+              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
                      SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
                      SyncRun.interval_end > Payment.paid_at)
               .exists())
-    posted = and_(OutboxEntry.status == "posted", OutboxEntry.posted_at <= as_of)
+    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     stmt = (select(Account, Payment)
             .join(AccountStaging, AccountStaging.account_number == Account.account_number)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .where(AccountStaging.import_id == import_id, Payment.paid_at >= horizon,
-                   Payment.posting_status != "test",
+                   Payment.posting_status != PostingStatus.TEST,
                    ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
     count = 0
     for account, payment in db.execute(stmt):
@@ -269,7 +270,7 @@ def apply_account_records(database: Database, items: Iterable[AccountRecord | Re
         db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
         db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id == import_id))
         run = ImportRun(source=source[:500], finished_at=utcnow(),
-                        status="applied" if report.applied else "rejected",
+                        status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
                         records=report.records, rejected=report.rejected,
                         report={"lines": report.lines()[:MAX_REPORTED + 2]})
         db.add(run)

@@ -51,6 +51,7 @@ from connectors.files.transport import RemoteFile, TransferError, Transport, ope
 from ivr.accounts.importer import ImportReport, apply_account_records
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
+from ivr.statuses import IngestOutcome, PostingStatus, SyncKind, SyncRunStatus
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +167,17 @@ def job_lock(database: Database, name: str, ttl: timedelta) -> Iterator[None]:
 def recorded_run(database: Database, kind: str) -> Iterator[SyncRun]:
     """A sync_runs row for the block: running, then ok or failed with the reason."""
     with database.session() as db:
-        run = SyncRun(kind=kind, status="running", started_at=utcnow(), host=holder_name())
+        run = SyncRun(kind=kind, status=SyncRunStatus.RUNNING, started_at=utcnow(),
+                      host=holder_name())
         db.add(run)
     try:
         yield run
     except BaseException as exc:
-        run.status = "failed"
+        run.status = SyncRunStatus.FAILED
         run.detail = (run.detail + "\n" if run.detail else "") + f"{type(exc).__name__}: {exc}"
         raise
     else:
-        run.status = "failed" if run.rejected else "ok"
+        run.status = SyncRunStatus.FAILED if run.rejected else SyncRunStatus.OK
     finally:
         run.finished_at = utcnow()
         with database.session() as db:
@@ -212,7 +214,7 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[Pulled
         raise SyncError("IVR_SYNC_INBOX_URL is not set")
     results: list[PulledFile] = []
     with job_lock(database, "sync-pull", config.lock_ttl), \
-            recorded_run(database, "pull") as run, \
+            recorded_run(database, SyncKind.PULL) as run, \
             open_transport(config.inbox_url, config.transport_settings) as transport, \
             tempfile.TemporaryDirectory(prefix="ivr-pull-") as tmp:
         for remote in transport.list_files(config.pattern):
@@ -222,8 +224,8 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[Pulled
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
         run.records = sum(r.report.records for r in results if r.report and r.report.applied)
-        run.rejected = sum(1 for r in results if r.outcome == "rejected")
-    rejected = [r.name for r in results if r.outcome == "rejected"]
+        run.rejected = sum(1 for r in results if r.outcome == IngestOutcome.REJECTED)
+    rejected = [r.name for r in results if r.outcome == IngestOutcome.REJECTED]
     if rejected:
         raise SyncError(f"rejected {len(rejected)} file(s), cache unchanged for them: "
                         + ", ".join(rejected))
@@ -233,13 +235,13 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[Pulled
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
               tmp: Path, run: SyncRun, pin_key: str) -> PulledFile:
     if _already_ingested(database, remote):
-        return PulledFile(remote.name, "skipped")
+        return PulledFile(remote.name, IngestOutcome.SKIPPED)
     local = tmp / "download"
     sha256 = transport.download(remote.name, local, expected=remote)
     if _same_content_ingested(database, remote.name, sha256):
         # Touched or copied again without changes: remember this listing, load nothing.
-        _remember(database, remote, sha256, "skipped", None, run)
-        return PulledFile(remote.name, "skipped")
+        _remember(database, remote, sha256, IngestOutcome.SKIPPED, None, run)
+        return PulledFile(remote.name, IngestOutcome.SKIPPED)
     if config.pgp_home is not None and remote.name.lower().endswith(PGP_SUFFIXES):
         clear = tmp / "decrypted"
         decrypt_file(local, clear, config.pgp_home, config.pgp_passphrase)
@@ -250,7 +252,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
         report = apply_account_records(
             database, iter_layout_file(stream, config.account_layout, summary), source,
             pin_key=pin_key, summary=summary, as_of=datetime.fromtimestamp(remote.mtime, UTC))
-    outcome = "applied" if report.applied else "rejected"
+    outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:
         folder = "archive" if report.applied else "rejected"
@@ -330,7 +332,7 @@ def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
     start, end = interval.utc
     with database.session() as db:
         stmt = (select(Payment).where(Payment.paid_at >= start, Payment.paid_at < end,
-                                      Payment.posting_status != "test")
+                                      Payment.posting_status != PostingStatus.TEST)
                 .order_by(Payment.paid_at, Payment.id).execution_options(yield_per=1000))
         for payment in db.scalars(stmt):
             yield PaymentRow(
@@ -355,7 +357,7 @@ def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,
     settled = interval_containing(now - config.settle, minutes, zone).start  # exclusive
     with database.session() as db:
         last_end = db.scalar(select(SyncRun.interval_end).where(
-            SyncRun.kind == "push", SyncRun.status == "ok")
+            SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK)
             .order_by(SyncRun.interval_end.desc()).limit(1))
         first_paid = db.scalar(select(Payment.paid_at).order_by(Payment.paid_at).limit(1))
     if last_end is not None:
@@ -397,7 +399,7 @@ def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
             open_transport(config.outbox_url, config.transport_settings) as transport:
         todo = [interval] if interval else intervals_due(database, config, zone, moment)
         for item in todo:
-            with recorded_run(database, "push") as run:
+            with recorded_run(database, SyncKind.PUSH) as run:
                 run.interval_start, run.interval_end = item.utc
                 sent = _push_one(database, config, transport, item, Path(tmp))
                 run.files = [{"name": sent.name, "count": sent.count,

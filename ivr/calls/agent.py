@@ -5,6 +5,7 @@ from __future__ import annotations
 from ivr.calls.context import CallContext
 from ivr.calls.steps import Hangup, Speech, Step, Transfer
 from ivr.prompts import speech
+from ivr.statuses import CallOutcome
 
 
 def transfer_open(ctx: CallContext) -> bool:
@@ -35,7 +36,7 @@ def closed_speech(ctx: CallContext) -> tuple[Speech, ...]:
 
 def transfer_step(ctx: CallContext, before: tuple[Speech, ...] = ()) -> Transfer:
     """Connect the caller to the configured representative number."""
-    ctx.call.outcome = "transferred"
+    ctx.call.outcome = CallOutcome.TRANSFERRED
     number = ctx.settings.transfer.number or ""
     return Transfer((*before, Speech("agent.connecting")), number)
 
@@ -44,5 +45,5 @@ def escalate(ctx: CallContext, before: tuple[Speech, ...]) -> Step:
     """After too many failures: a representative when one is available, else a kind goodbye."""
     if transfer_open(ctx):
         return transfer_step(ctx, before)
-    ctx.call.outcome = ctx.call.outcome or "gave_up"
+    ctx.call.outcome = ctx.call.outcome or CallOutcome.GAVE_UP
     return Hangup((*before, *closed_speech(ctx), Speech("goodbye.help_later")))

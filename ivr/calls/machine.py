@@ -26,6 +26,7 @@ from ivr.calls.steps import (
     Transfer,
 )
 from ivr.models import CallEvent
+from ivr.statuses import CallOutcome
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def resume_after_transfer(ctx: CallContext) -> Step:
                  or (call.state == "verify" and locked(ctx)))
     if exhausted or call.state not in STATES:
         call.state = ENDED
-        call.outcome = "gave_up"
+        call.outcome = CallOutcome.GAVE_UP
         record(ctx, Event.GOODBYE, state=ENDED)
         return Hangup((Speech("agent.no_answer"), Speech("goodbye.help_later")))
     state = STATES[call.state]

@@ -11,6 +11,7 @@ from flask import Flask
 
 from connectors.amounts import cents_to_text
 from ivr.cli.base import load_app
+from ivr.statuses import OutboxStatus
 from ivr.web.app import get_config, get_database
 
 
@@ -85,8 +86,12 @@ def outbox() -> None:
     """Payments waiting to be posted, and dead letters."""
 
 
+# Plain values: click shows and matches an Enum choice by its member name.
+_LISTED = (OutboxStatus.PENDING, OutboxStatus.POSTED, OutboxStatus.DEAD)
+
+
 @outbox.command("list")
-@click.option("--status", type=click.Choice(["pending", "posted", "dead"]))
+@click.option("--status", type=click.Choice([s.value for s in _LISTED]))
 @click.option("--json", "as_json", is_flag=True)
 def outbox_list(status: str | None, as_json: bool) -> None:
     """List outbox rows (newest first)."""

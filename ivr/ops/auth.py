@@ -15,11 +15,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.models import OpsLoginAttempt, OpsUser
+from ivr.statuses import LoginOutcome
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,79}")
 MIN_PASSWORD_LENGTH = 12
@@ -105,14 +106,14 @@ def locked_until(db: Session, username: str, address: str, now: datetime) -> dat
     since = now - WINDOW - LOCKOUT
     last_ok = db.scalar(select(func.max(OpsLoginAttempt.at)).where(
         OpsLoginAttempt.username == username, OpsLoginAttempt.address == address,
-        OpsLoginAttempt.outcome == "ok"))
+        OpsLoginAttempt.outcome == LoginOutcome.OK))
     user_since = max(since, last_ok) if last_ok is not None else since
     by_user = list(db.scalars(select(OpsLoginAttempt.at).where(
         OpsLoginAttempt.username == username, OpsLoginAttempt.address == address,
-        OpsLoginAttempt.outcome == "failed", OpsLoginAttempt.at > user_since)
+        OpsLoginAttempt.outcome == LoginOutcome.FAILED, OpsLoginAttempt.at > user_since)
         .order_by(OpsLoginAttempt.at)))
     by_address = list(db.scalars(select(OpsLoginAttempt.at).where(
-        OpsLoginAttempt.address == address, OpsLoginAttempt.outcome == "failed",
+        OpsLoginAttempt.address == address, OpsLoginAttempt.outcome == LoginOutcome.FAILED,
         OpsLoginAttempt.at > since).order_by(OpsLoginAttempt.at)))
     ends = [end for end in (_lock_end(by_user, USER_FAILURES),
                             _lock_end(by_address, ADDRESS_FAILURES)) if end is not None]
@@ -145,7 +146,8 @@ def attempt_login(db: Session, username: str, password: str, address: str,
     db.execute(delete(OpsLoginAttempt).where(OpsLoginAttempt.at < now - KEEP_ATTEMPTS))
     until = locked_until(db, name, address, now)
     if until is not None:
-        db.add(OpsLoginAttempt(at=now, username=name, address=address, outcome="refused"))
+        db.add(OpsLoginAttempt(at=now, username=name, address=address,
+                               outcome=LoginOutcome.REFUSED))
         return LoginResult(None, until)
     user = db.scalar(select(OpsUser).where(OpsUser.username == name)) if name else None
     if user is None:
@@ -155,7 +157,7 @@ def attempt_login(db: Session, username: str, password: str, address: str,
     else:
         ok = check_password_hash(user.password_hash, password) and not user.disabled
     db.add(OpsLoginAttempt(at=now, username=name, address=address,
-                           outcome="ok" if ok else "failed"))
+                           outcome=LoginOutcome.OK if ok else LoginOutcome.FAILED))
     if not ok or user is None:
         return LoginResult(None)
     user.last_login_at = now
@@ -177,7 +179,7 @@ def recent_failures(db: Session, now: datetime) -> int:
     """Failed sign-ins in the last WINDOW (for the home page)."""
     return int(db.scalar(select(func.count()).select_from(OpsLoginAttempt).where(
         OpsLoginAttempt.at > now - WINDOW,
-        or_(OpsLoginAttempt.outcome == "failed", OpsLoginAttempt.outcome == "refused"))) or 0)
+        OpsLoginAttempt.outcome.in_((LoginOutcome.FAILED, LoginOutcome.REFUSED)))) or 0)
 
 
 @functools.cache

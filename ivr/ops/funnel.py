@@ -19,6 +19,7 @@ from ivr.calls.menu import Event
 from ivr.calls.states import PAYING, STATES
 from ivr.models import CallEvent, CallSession, Payment
 from ivr.ops.prompt_usage import STATE_QUESTIONS
+from ivr.statuses import CallOutcome
 
 # Menu states in the order a paying caller meets them, with <Pay> before the receipt.
 FUNNEL_STATES: tuple[str, ...] = tuple(
@@ -26,7 +27,7 @@ FUNNEL_STATES: tuple[str, ...] = tuple(
 # Every way a question can be answered (each one is a "response" to it).
 RESPONSES = frozenset({Event.OK, Event.DEFAULT, Event.NOINPUT, Event.NOMATCH, Event.REPEAT,
                        Event.AGENT, Event.MORE_TIME})
-HUNG_UP = frozenset({"hung_up", "hung_up_in_pay"})
+HUNG_UP = frozenset({CallOutcome.HUNG_UP, CallOutcome.HUNG_UP_IN_PAY})
 TIME_TO_PAY_BUCKETS: tuple[tuple[str, int | None], ...] = (
     ("under 1 min", 60), ("1-2 min", 120), ("2-3 min", 180), ("3-5 min", 300),
     ("5-10 min", 600), ("10 min or more", None))

@@ -11,10 +11,10 @@ from ivr.ops.base import bp, choose_period, database, store
 from ivr.ops.charts import Bar, bar_chart, percent
 from ivr.ops.present import seconds_text
 from ivr.ops.prompt_usage import STATE_QUESTIONS
+from ivr.statuses import CallOutcome
 
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-OUTCOMES = ("", "paid", "transferred", "gave_up", "hung_up", "hung_up_in_pay", "deadline",
-            "completed", "in_progress")
+OUTCOMES = ("", *CallOutcome, "in_progress")
 
 
 @bp.get("/calls")

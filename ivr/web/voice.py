@@ -27,6 +27,7 @@ from ivr.models import CallSession, utcnow
 from ivr.money.accounting import Accounting
 from ivr.prompts.catalog import Catalog, PromptStore
 from ivr.security import signed_url, valid_signature
+from ivr.statuses import CallOutcome
 from ivr.web.app import get_config, get_database, get_deadlines
 from ivr.web.deadline import DeadlinePassed
 
@@ -190,7 +191,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             # payment <Pay> took, say) is true all the same, so it is still committed.
             machine.record(ctx, "deadline", route)
             call.state = ENDED
-            call.outcome = call.outcome or "deadline"
+            call.outcome = call.outcome or CallOutcome.DEADLINE
         return body, "ok", call.state, ctx.lang
 
 
@@ -294,7 +295,8 @@ def call_status() -> Response:
         if status in FINAL_CALL_STATUSES and call.ended_at is None:
             call.ended_at = ctx.now
             if call.outcome is None:
-                call.outcome = "hung_up" if call.state != ENDED else "completed"
+                call.outcome = (CallOutcome.HUNG_UP if call.state != ENDED
+                                else CallOutcome.COMPLETED)
             machine.record(ctx, "call_end", f"{status}:{call.outcome}")
         return Silent()
 
