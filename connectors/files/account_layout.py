@@ -11,16 +11,14 @@ from typing import get_args
 
 from connectors.files.columns import BY_NAME, COLUMN_NAMES, REQUIRED_COLUMNS
 from connectors.files.layout_base import (
-    _NAME_RE,
     ACCOUNT_FIELDS,
     CREDIT_MARKS,
     AmountStyle,
     LayoutError,
     MissingColumns,
     Quoting,
-    _dialect_problems,
-    _encoding_problem,
     _freeze_maps,
+    file_problems,
 )
 
 # --- account layouts -----------------------------------------------------------------------
@@ -170,13 +168,8 @@ class AccountLayout:
 
 
 def _account_layout_problems(layout: AccountLayout) -> list[str]:
-    problems: list[str] = []
-    if not _NAME_RE.fullmatch(layout.name):
-        problems.append(f"name: {layout.name!r} must be 1-64 letters, digits, _ or -")
-    encoding_problem = _encoding_problem(layout.encoding)
-    if encoding_problem:
-        problems.append(encoding_problem)
-    problems += _dialect_problems(layout.delimiter, layout.quoting, layout.quotechar)
+    problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
+                             layout.quotechar)
     problems += _column_problems(layout)
     problems += _date_format_problems(layout.date_format)
     problems += _value_map_problems(layout)

@@ -93,6 +93,18 @@ def _encoding_problem(encoding: str) -> str | None:
     return None
 
 
+def file_problems(name: str, encoding: str, delimiter: str, quoting: str,
+                  quotechar: str) -> list[str]:
+    """What every layout, account or payment, checks of its name and its file's dialect."""
+    problems: list[str] = []
+    if not _NAME_RE.fullmatch(name):
+        problems.append(f"name: {name!r} must be 1-64 letters, digits, _ or -")
+    encoding_problem = _encoding_problem(encoding)
+    if encoding_problem:
+        problems.append(encoding_problem)
+    return problems + _dialect_problems(delimiter, quoting, quotechar)
+
+
 def _dialect_problems(delimiter: str, quoting: str, quotechar: str) -> list[str]:
     problems: list[str] = []
     if len(delimiter) != 1 or delimiter in "\r\n" or delimiter.isalnum():

@@ -19,7 +19,6 @@ from connectors.files.layout_base import (
     _CURRENCY_RE,
     _LAST4_RE,
     _LINE_TERMINATORS,
-    _NAME_RE,
     _PLAIN_AMOUNT_RE,
     DEFAULT_PAYMENT_COLUMNS,
     PAYMENT_FIELDS,
@@ -27,9 +26,8 @@ from connectors.files.layout_base import (
     PaymentAmountStyle,
     Quoting,
     SumField,
-    _dialect_problems,
-    _encoding_problem,
     _freeze_maps,
+    file_problems,
 )
 
 # --- payment files --------------------------------------------------------------------------
@@ -127,13 +125,8 @@ class PaymentLayout:
 
 
 def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
-    problems: list[str] = []
-    if not _NAME_RE.fullmatch(layout.name):
-        problems.append(f"name: {layout.name!r} must be 1-64 letters, digits, _ or -")
-    encoding_problem = _encoding_problem(layout.encoding)
-    if encoding_problem:
-        problems.append(encoding_problem)
-    problems += _dialect_problems(layout.delimiter, layout.quoting, layout.quotechar)
+    problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
+                             layout.quotechar)
     if not layout.columns:
         problems.append("columns: at least one column is needed")
     seen: set[str] = set()
