@@ -62,13 +62,6 @@ def test_every_state_named_in_the_code_is_registered() -> None:
     assert named and named <= set(STATES)
 
 
-def test_every_recorded_event_is_declared() -> None:
-    recorded: set[str] = set()
-    for path in (REPO / "ivr").rglob("*.py"):
-        recorded.update(re.findall(r'record\(ctx, "([a-z_]+)"', path.read_text(encoding="utf-8")))
-    assert recorded and recorded <= {str(e) for e in Event}
-
-
 def test_language_keys_follow_the_configured_languages(tmp_path: Path) -> None:
     assert (EN, ES) == ("1", "2")
     prompts = tmp_path / "prompts"

@@ -31,9 +31,9 @@ from ivr.statuses import CallOutcome
 log = logging.getLogger(__name__)
 
 
-def record(ctx: CallContext, event: Event | str, detail: str = "",
+def record(ctx: CallContext, event: Event, detail: str = "",
            state: str | None = None) -> None:
-    """Add one step to the call's path (never keys typed); ``event`` is one of ``Event``."""
+    """Add one step to the call's path (never keys typed)."""
     ctx.db.add(CallEvent(call_sid=ctx.call.call_sid, at=ctx.now,
                          state=state or ctx.call.state, event=str(event), detail=detail[:120],
                          language=ctx.lang))

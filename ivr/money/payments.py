@@ -16,6 +16,7 @@ from ivr.calls import guards
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.machine import enter, finish, record
+from ivr.calls.menu import Event
 from ivr.calls.states import ENDED, PAYING, pay_limited, refuse_payment
 from ivr.calls.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
@@ -187,10 +188,10 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         payment = ctx.db.get(Payment, call.payment_id)
         if payment is not None and (not result.confirmation_code
                                     or payment.confirmation_code == result.confirmation_code):
-            record(ctx, "pay_repeat", state=PAYING)
+            record(ctx, Event.PAY_REPEAT, state=PAYING)
             return enter(ctx, "receipt", _success_speech(ctx, payment))
     if call.state != PAYING:
-        record(ctx, "pay_unexpected", result.result[:40], state=call.state)
+        record(ctx, Event.PAY_UNEXPECTED, result.result[:40], state=call.state)
         if call.state == ENDED:
             return Silent()
         return enter(ctx, "main_menu" if call.verified else "account_entry")
@@ -199,7 +200,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         payment, created = record_payment(ctx.db, ctx, result)
         call.payment_id = payment.id
         call.outcome = CallOutcome.PAID
-        record(ctx, "pay_result", "success", state=PAYING)
+        record(ctx, Event.PAY_RESULT, "success", state=PAYING)
         if created and ctx.accounting is not None and not ctx.config.simulated:
             # The payment, its outbox row and the call's new state are durable before we
             # spend the posting budget; then the caller hears whether the biller has it.
@@ -212,14 +213,14 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             "last4": payment.card_last4 or payment.bank_last, "created": created}})
         return enter(ctx, "receipt", _success_speech(ctx, payment))
     if result.result == "caller-hung-up":
-        record(ctx, "pay_result", "caller-hung-up", state=PAYING)
+        record(ctx, Event.PAY_RESULT, "caller-hung-up", state=PAYING)
         call.state = ENDED
         call.outcome = call.outcome or CallOutcome.HUNG_UP_IN_PAY
         return Silent()
     kind = result.result if result.result in FAILURE_PROMPTS else "internal-error"
     if result.result == "success":
         kind = "internal-error"  # success without a usable confirmation code: not recorded
-    record(ctx, "pay_result", kind, state=PAYING)
+    record(ctx, Event.PAY_RESULT, kind, state=PAYING)
     message = (Speech(FAILURE_PROMPTS[kind]),)
     if kind in _DECLINES:
         guards.record(ctx.db, guards.PAY_DECLINED, call, ctx.now, call.account_id)

@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from connectors.phones import mask_phone, normalize_e164
 from ivr.calls import machine
 from ivr.calls.context import CallContext
+from ivr.calls.menu import Event
 from ivr.calls.states import ENDED
 from ivr.calls.steps import Hangup, Silent, Speech, Step
 from ivr.calls.twiml import TwimlBuilder
@@ -189,7 +190,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             # The caller already heard the apology, which hung up: say so, rather than
             # leave the call waiting at a menu nobody hears. What the work recorded (a
             # payment <Pay> took, say) is true all the same, so it is still committed.
-            machine.record(ctx, "deadline", route)
+            machine.record(ctx, Event.DEADLINE, route)
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
         return body, "ok", call.state, ctx.lang
@@ -272,10 +273,10 @@ def dial_done() -> Response:
 
     def after(ctx: CallContext) -> Step:
         if status == "completed":
-            machine.record(ctx, "transfer_done")
+            machine.record(ctx, Event.TRANSFER_DONE)
             ctx.call.state = ENDED
             return Hangup((Speech("goodbye.thanks"),))
-        machine.record(ctx, "transfer_failed", status[:40])
+        machine.record(ctx, Event.TRANSFER_FAILED, status[:40])
         ctx.call.outcome = None
         return machine.resume_after_transfer(ctx)
 
@@ -297,7 +298,7 @@ def call_status() -> Response:
             if call.outcome is None:
                 call.outcome = (CallOutcome.HUNG_UP if call.state != ENDED
                                 else CallOutcome.COMPLETED)
-            machine.record(ctx, "call_end", f"{status}:{call.outcome}")
+            machine.record(ctx, Event.CALL_END, f"{status}:{call.outcome}")
         return Silent()
 
     return run_flow("status", close, form, create=False)
