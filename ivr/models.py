@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from connectors.files.columns import AccountStatus
 from ivr.statuses import (
     CallOutcome,
     ImportStatus,
@@ -116,7 +117,7 @@ class AccountFields:
     due_date: Mapped[date | None] = mapped_column(Date)
     last_payment_cents: Mapped[int | None] = mapped_column(BigInteger)
     last_payment_date: Mapped[date | None] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(32), default="active")
+    status: Mapped[str] = mapped_column(String(32), default=AccountStatus.ACTIVE.value)
     disconnect_date: Mapped[date | None] = mapped_column(Date)
     usage_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))
     usage_unit: Mapped[str | None] = mapped_column(String(32))

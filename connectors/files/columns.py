@@ -53,11 +53,22 @@ __all__ = [
     "STATUSES",
     "SUMMED",
     "AccountRecord",
+    "AccountStatus",
     "Column",
     "Kind",
 ]
 
-STATUSES = frozenset({"active", "disconnect_pending", "disconnected", "closed"})
+
+class AccountStatus(StrEnum):
+    """An account's service status, as account files give it (``accounts.status``)."""
+
+    ACTIVE = "active"
+    DISCONNECT_PENDING = "disconnect_pending"  # a disconnection notice: the date is required
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"  # no payments by phone
+
+
+STATUSES = frozenset(AccountStatus)
 LANGUAGES = frozenset({"en", "es"})
 
 
@@ -116,9 +127,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("account_number", Kind.TEXT, account_number, "0012345678", required=True, key=True),
     Column("balance_due", Kind.CENTS, amount, "123.45", field="balance_due_cents",
            required=True, summed=True),
-    Column("status", Kind.TEXT, OneOf(STATUSES), "disconnect_pending", blank="active"),
+    Column("status", Kind.TEXT, OneOf(STATUSES), "disconnect_pending",
+           blank=AccountStatus.ACTIVE.value),
     Column("disconnect_date", Kind.DATE, layout_date, "2026-12-01",
-           required_if=("status", "disconnect_pending")),
+           required_if=("status", AccountStatus.DISCONNECT_PENDING.value)),
     Column("customer_name", Kind.TEXT, text(200), "Alex Morgan", blank=""),
     Column("phones", Kind.PHONES, phones, "+13125550123", cache=None, blank=()),
     Column("service_zip", Kind.TEXT, zip_code, "60614"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from connectors.files.columns import AccountStatus
 from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
 from ivr.models import Payment
@@ -26,12 +27,12 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
         items.append(Speech("summary.zero_balance"))
     else:
         items.append(Speech("summary.credit_balance", {"amount": ctx.money(balance)}))
-    if account.status == "disconnect_pending":
+    if account.status == AccountStatus.DISCONNECT_PENDING:
         needed = account.past_due_cents if account.past_due_cents > 0 else balance
         if account.disconnect_date and needed > 0:
             items.append(Speech("summary.disconnect_pending", {
                 "date": ctx.date(account.disconnect_date), "amount": ctx.money(needed)}))
-    elif account.status == "disconnected":
+    elif account.status == AccountStatus.DISCONNECTED:
         items.append(Speech("summary.disconnected"))
     elif account.past_due_cents > 0 and balance > 0:
         items.append(Speech("summary.past_due", {"amount": ctx.money(account.past_due_cents)}))
@@ -49,7 +50,7 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
                 "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
         else:
             items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
-    if not account.payment_allowed or account.status == "closed":
+    if not account.payment_allowed or account.status == AccountStatus.CLOSED:
         items.append(Speech("summary.no_phone_payments"))
     return tuple(items)
 

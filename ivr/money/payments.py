@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connectors.files.columns import AccountStatus
 from ivr.calls import guards
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
@@ -173,9 +174,9 @@ def apply_to_cache(account: Account, payment: Payment, ctx: CallContext) -> None
     account.past_due_cents = max(0, account.past_due_cents - payment.amount_cents)
     account.last_payment_cents = payment.amount_cents
     account.last_payment_date = ctx.today()
-    if account.status == "disconnect_pending" and account.past_due_cents == 0:
+    if account.status == AccountStatus.DISCONNECT_PENDING and account.past_due_cents == 0:
         # The amount needed to avoid disconnection is paid; the biller confirms on posting.
-        account.status = "active"
+        account.status = AccountStatus.ACTIVE
         account.disconnect_date = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.files.columns import AccountStatus
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
 from ivr.calls.parsing import parse_amount
@@ -33,7 +34,7 @@ def _balance(ctx: CallContext) -> int:
 def _disconnect_amount(ctx: CallContext) -> int | None:
     """What it takes to stop a pending disconnection, when one is pending."""
     account = ctx.account
-    if account is None or account.status != "disconnect_pending":
+    if account is None or account.status != AccountStatus.DISCONNECT_PENDING:
         return None
     needed = account.past_due_cents if account.past_due_cents > 0 else account.balance_due_cents
     return needed if needed > 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.files.columns import AccountStatus
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say
 from ivr.calls.states.amount import start_payment
@@ -11,7 +12,7 @@ from ivr.calls.steps import Go, Outcome
 def can_pay(ctx: CallContext) -> bool:
     """The account can pay by phone: allowed, and not closed."""
     account = ctx.account
-    return bool(account and account.payment_allowed and account.status not in {"closed"})
+    return bool(account and account.payment_allowed and account.status != AccountStatus.CLOSED)
 
 
 def _main_prompt(ctx: CallContext) -> SpeechList:
