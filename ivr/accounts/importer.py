@@ -29,9 +29,9 @@ from connectors.files.account_file import (
     AccountRecord,
     FileSummary,
     Rejection,
-    iter_account_file,
 )
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
+from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -44,6 +44,7 @@ from ivr.models import (
     SyncRun,
     utcnow,
 )
+from ivr.progress import ProgressCallback
 from ivr.security import hash_pin
 from ivr.statuses import ImportStatus, OutboxStatus, PostingStatus, SyncKind, SyncRunStatus
 
@@ -292,10 +293,19 @@ def _clean_stale_staging(database: Database) -> None:
             AccountStaging.staged_at < utcnow() - timedelta(days=1)))
 
 
+def import_account_file(database: Database, stream: IO[bytes], layout: AccountLayout,
+                        source: str, *, pin_key: str, partial: bool = False,
+                        as_of: datetime | None = None,
+                        progress: ProgressCallback | None = None) -> ImportReport:
+    """Apply an account file in ``layout`` to the cache; ``progress`` hears how far it got."""
+    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
+    return apply_account_records(database, iter_layout_file(stream, layout, summary), source,
+                                 pin_key=pin_key, partial=partial, summary=summary,
+                                 as_of=as_of)
+
+
 def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
                     partial: bool = False, as_of: datetime | None = None) -> ImportReport:
     """Apply an account file in the default layout (docs/files.md) to the cache."""
-    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
-    return apply_account_records(database, iter_account_file(stream, summary), source,
-                                 pin_key=pin_key, partial=partial, summary=summary,
-                                 as_of=as_of)
+    return import_account_file(database, stream, DEFAULT_ACCOUNT_LAYOUT, source,
+                               pin_key=pin_key, partial=partial, as_of=as_of)

@@ -35,20 +35,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from connectors.files.account_file import FileSummary
 from connectors.files.layouts import (
     DEFAULT_ACCOUNT_LAYOUT,
     DEFAULT_PAYMENT_LAYOUT,
     AccountLayout,
     PaymentLayout,
     PaymentRow,
-    iter_layout_file,
     load_layouts,
     write_payment_file,
 )
 from connectors.files.pgp import decrypt_file, encrypt_file
 from connectors.files.transport import RemoteFile, TransferError, Transport, open_transport
-from ivr.accounts.importer import ImportReport, apply_account_records
+from ivr.accounts.importer import ImportReport, import_account_file
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
 from ivr.statuses import IngestOutcome, PostingStatus, SyncKind, SyncRunStatus
@@ -246,12 +244,11 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
         clear = tmp / "decrypted"
         decrypt_file(local, clear, config.pgp_home, config.pgp_passphrase)
         local = clear
-    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
     source = f"{config.inbox_url.rstrip('/')}/{remote.name}"
     with local.open("rb") as stream:
-        report = apply_account_records(
-            database, iter_layout_file(stream, config.account_layout, summary), source,
-            pin_key=pin_key, summary=summary, as_of=datetime.fromtimestamp(remote.mtime, UTC))
+        report = import_account_file(database, stream, config.account_layout, source,
+                                     pin_key=pin_key,
+                                     as_of=datetime.fromtimestamp(remote.mtime, UTC))
     outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:

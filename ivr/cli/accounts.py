@@ -26,9 +26,8 @@ def accounts() -> None:
               help="Apply good rows even when some rows are rejected.")
 def accounts_import(file: Path, layout: str, partial: bool) -> None:
     """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
-    from connectors.files.account_file import FileSummary
-    from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
-    from ivr.accounts.importer import apply_account_records
+    from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout
+    from ivr.accounts.importer import import_account_file
 
     app = load_app()
     chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
@@ -42,11 +41,10 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
             raise click.ClickException(f"unknown layout {layout!r}: {exc}") from None
         chosen = found.account_layout
     as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
-    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
     with file.open("rb") as stream:
-        report = apply_account_records(
-            get_database(app), iter_layout_file(stream, chosen, summary), str(file),
-            partial=partial, pin_key=get_config(app).pin_key, summary=summary, as_of=as_of)
+        report = import_account_file(get_database(app), stream, chosen, str(file),
+                                     partial=partial, pin_key=get_config(app).pin_key,
+                                     as_of=as_of)
     for line in report.lines():
         click.echo(line)
     if not report.applied:
