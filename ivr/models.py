@@ -374,6 +374,9 @@ class AccountPhoneStaging(Base):
     """Phone numbers of staged accounts, merged with their accounts in one statement."""
 
     __tablename__ = "account_phones_staging"
+    # A chunk of the merge finds its accounts' phones by this (migration 0009).
+    __table_args__ = (Index("ix_account_phones_staging_import_account", "import_id",
+                            "account_number"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     import_id: Mapped[str] = mapped_column(String(36), index=True)

@@ -47,7 +47,7 @@ from connectors.files.rows import (
     is_blank_row,
 )
 
-__all__ = ["check_control_totals", "iter_account_file", "iter_layout_file"]
+__all__ = ["check_control_totals", "iter_account_file", "iter_layout_file", "start_reading"]
 
 # --- how a layout spells amounts and dates ---------------------------------------------------
 
@@ -367,6 +367,19 @@ def iter_layout_file(
     if replace(layout, name=DEFAULT_ACCOUNT_LAYOUT.name) == DEFAULT_ACCOUNT_LAYOUT:
         return _read(stream, DEFAULT_ACCOUNT_LAYOUT, summary, _DEFAULT)
     return _read(stream, layout, summary, _DECLARED)
+
+
+def start_reading(
+    layout: AccountLayout, totals: FileSummary
+) -> tuple[_AccountReader, _FileRules]:
+    """The state and file rules the row path reads ``layout`` with, before its first row.
+
+    The column path (``connectors.files.column_reader``) reads the header and control
+    records with these, so both paths word and check them alike.
+    """
+    if replace(layout, name=DEFAULT_ACCOUNT_LAYOUT.name) == DEFAULT_ACCOUNT_LAYOUT:
+        return _AccountReader(DEFAULT_ACCOUNT_LAYOUT, totals), _DEFAULT
+    return _AccountReader(layout, totals), _DECLARED
 
 
 def _read(

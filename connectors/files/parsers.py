@@ -186,16 +186,21 @@ def phones(rules: RowRules) -> Parser:
     return parse
 
 
-def text(max_length: int) -> ParserFactory:
+class text:  # lower case: used like the function factories beside it
     """Free text of at most ``max_length`` characters (control characters are refused for
     every column alike)."""
 
-    def parse(column: str, raw: str) -> str:
-        if len(raw) > max_length:
-            raise FieldError(f"{column}: {show_value(raw)} is longer than {max_length} characters")
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def _parse(self, column: str, raw: str) -> str:
+        if len(raw) > self.max_length:
+            raise FieldError(
+                f"{column}: {show_value(raw)} is longer than {self.max_length} characters")
         return raw
 
-    return lambda rules: parse
+    def __call__(self, rules: RowRules) -> Parser:
+        return self._parse
 
 
 class OneOf:
@@ -272,12 +277,16 @@ def usage(rules: RowRules) -> Parser:
     return _usage
 
 
-def unit(max_length: int) -> ParserFactory:
+class unit:  # lower case: used like the function factories beside it
     """A unit name (``kWh``): printable, at most ``max_length`` characters."""
 
-    def parse(column: str, raw: str) -> str:
-        if len(raw) > max_length or not raw.isprintable():
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def _parse(self, column: str, raw: str) -> str:
+        if len(raw) > self.max_length or not raw.isprintable():
             raise FieldError(f"{column}: {show_value(raw)} is not a unit name")
         return raw
 
-    return lambda rules: parse
+    def __call__(self, rules: RowRules) -> Parser:
+        return self._parse

@@ -208,6 +208,16 @@ class RowValidator:
             if mapping
         )
 
+    @property
+    def positions(self) -> Mapping[str, int]:
+        """Where each of our columns the file carries sits in a row (0-based)."""
+        return dict(self._columns)
+
+    @property
+    def width(self) -> tuple[int, bool]:
+        """The cell count rows must have, and whether exactly (else at least)."""
+        return self._width, self._exact_width
+
     def width_problem(self, cells: int) -> str | None:
         """Why a row of ``cells`` cells cannot be read, or None if its width is right."""
         if self._exact_width and cells != self._width:

@@ -11,15 +11,20 @@ A rejected file's staged rows are deleted; the cache is exactly as it was.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import repeat
 from operator import itemgetter
 from typing import IO, Any, cast
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -29,6 +34,12 @@ from connectors.files.account_file import (
     AccountRecord,
     FileSummary,
     Rejection,
+)
+from connectors.files.column_reader import (
+    ColumnBatch,
+    NotClean,
+    column_path_problem,
+    iter_column_batches,
 )
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
@@ -44,7 +55,7 @@ from ivr.models import (
     SyncRun,
     utcnow,
 )
-from ivr.progress import ProgressCallback
+from ivr.progress import Progress, ProgressCallback
 from ivr.security import hash_pin
 from ivr.statuses import ImportStatus, OutboxStatus, PostingStatus, SyncKind, SyncRunStatus
 
@@ -106,11 +117,12 @@ _PHONE_COLUMNS = ("import_id", "account_number", "phone")
 
 
 def _bulk(db: Session, table: str, columns: tuple[str, ...],
-          rows: list[tuple[Any, ...]]) -> None:
+          rows: list[tuple[Any, ...]], *, prepared: bool = False) -> None:
     """Load rows with the driver's bulk path: COPY on PostgreSQL, executemany elsewhere.
 
     Bypasses the ORM on purpose: at a million rows its per-row bookkeeping costs more than
-    the database does.
+    the database does. ``prepared`` rows already hold what SQLite should store (text for
+    timestamps and decimals).
     """
     if not rows:
         return
@@ -125,7 +137,7 @@ def _bulk(db: Session, table: str, columns: tuple[str, ...],
     marks = ", ".join("?" * len(columns))
     # sqlite3 stores what it is given: keep the types SQLAlchemy would have written.
     as_text = [i for i, name in enumerate(columns) if name in _SQLITE_TEXT]
-    if as_text:
+    if as_text and not prepared:
         rows = [_sqlite_row(row, as_text) for row in rows]
     cursor = raw.cursor()
     try:
@@ -150,15 +162,18 @@ def _sqlite_row(row: tuple[Any, ...], as_text: list[int]) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
-    """Upsert the staged rows into accounts, then replace their phone numbers, set-based.
+def _merge(db: Session, import_id: str, columns: frozenset[str] | None, ids: tuple[int, int],
+           ) -> None:
+    """Upsert the staged rows with ids in ``ids`` (inclusive) into accounts, then replace
+    their phone numbers, set-based.
 
     Only columns the file carries are updated: a file without a ``pin`` column leaves PINs
     as they were (new accounts take the defaults).
     """
     dialect = db.connection().dialect.name
+    in_chunk = and_(AccountStaging.import_id == import_id, AccountStaging.id.between(*ids))
     source = select(*(getattr(AccountStaging, c) for c in _COLUMNS), func.now()).where(
-        AccountStaging.import_id == import_id)
+        in_chunk)
     module: Any = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(Account).from_select([*_COLUMNS, "updated_at"], source)
     carried = [c.cache for c in _CACHED if c is not KEY and c.cache is not None
@@ -170,22 +185,27 @@ def _merge(db: Session, import_id: str, columns: frozenset[str] | None) -> None:
         return
     staged_ids = (select(Account.id)
                   .join(AccountStaging, AccountStaging.account_number == Account.account_number)
-                  .where(AccountStaging.import_id == import_id))
+                  .where(in_chunk))
     db.execute(delete(AccountPhone).where(AccountPhone.account_id.in_(staged_ids)))
     phones = (select(Account.id, AccountPhoneStaging.phone)
+              .join(AccountStaging,
+                    and_(AccountStaging.import_id == AccountPhoneStaging.import_id,
+                         AccountStaging.account_number == AccountPhoneStaging.account_number))
               .join(Account, Account.account_number == AccountPhoneStaging.account_number)
-              .where(AccountPhoneStaging.import_id == import_id))
+              .where(in_chunk))
     db.execute(insert(AccountPhone).from_select(["account_id", "phone"], phones))
 
 
-def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int:
+def reapply_recent_payments(db: Session, import_id: str, as_of: datetime,
+                            ids: tuple[int, int]) -> int:
     """Take off again the payments the biller's file cannot include yet.
 
     The file shows the biller's books when it was made (``as_of``). A payment the biller
     had not heard of by then is missing from it; without this the next caller would hear a
     balance they have already paid. The biller has heard of a payment once it was posted to
     their system, or sent to them in a confirmation file (``ivr sync push``), before
-    ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation.
+    ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation. Only
+    the staged rows with ids in ``ids`` (the chunk just merged) are looked at.
     """
     horizon = as_of - timedelta(days=RECENT_DAYS)
     pushed = (select(SyncRun.id)
@@ -198,7 +218,8 @@ def reapply_recent_payments(db: Session, import_id: str, as_of: datetime) -> int
             .join(AccountStaging, AccountStaging.account_number == Account.account_number)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
-            .where(AccountStaging.import_id == import_id, Payment.paid_at >= horizon,
+            .where(AccountStaging.import_id == import_id, AccountStaging.id.between(*ids),
+                   Payment.paid_at >= horizon,
                    Payment.posting_status != PostingStatus.TEST,
                    ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
     count = 0
@@ -260,17 +281,43 @@ def apply_account_records(database: Database, items: Iterable[AccountRecord | Re
                 _bulk(db, "account_phones_staging", _PHONE_COLUMNS, phones)
     except AccountFileError as exc:
         report.error = str(exc)
+    columns = summary.columns if summary is not None and summary.columns else None
+    return _swap_in(database, import_id, report, columns, as_of, partial=partial)
+
+
+# Staged rows merged per transaction: each takes the write lock (SQLite) or the rows' locks
+# (PostgreSQL) for tens of milliseconds, so callers interleave with a large import.
+MERGE_ROWS = 5000
+
+
+def _swap_in(database: Database, import_id: str, report: ImportReport,
+             columns: frozenset[str] | None, as_of: datetime | None, *, partial: bool,
+             progress: ProgressCallback | None = None) -> ImportReport:
+    """Merge a staged file into the cache, unless it was rejected; record the run.
+
+    The merge goes in chunks of MERGE_ROWS staged rows, each one short transaction in which
+    an account's row, its phones and its re-applied payments change together: a caller sees
+    each account either as it was or as the file says, never half of it, and never waits
+    long on the import.
+    """
+    applied = not report.error and not (report.rejected and not partial)
+    if applied:
+        with database.session() as db:
+            low, high = db.execute(select(func.min(AccountStaging.id), func.max(AccountStaging.id))
+                                   .where(AccountStaging.import_id == import_id)).one()
+        chunks = range(low, high + 1, MERGE_ROWS) if low is not None else range(0)
+        for n, start in enumerate(chunks):
+            ids = (start, start + MERGE_ROWS - 1)
+            with database.session() as db:
+                _merge(db, import_id, columns, ids)
+                report.reapplied += reapply_recent_payments(db, import_id, as_of or utcnow(),
+                                                            ids)
+            if progress is not None:
+                progress(Progress("merging", n + 1, len(chunks), rows=report.records))
+        report.applied = True
     with database.session() as db:
-        if report.error or (report.rejected and not partial):
-            report.applied = False
-        else:
-            columns = summary.columns if summary is not None and summary.columns else None
-            _merge(db, import_id, columns)
-            report.reapplied = reapply_recent_payments(db, import_id, as_of or utcnow())
-            report.applied = True
-        db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
-        db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id == import_id))
-        run = ImportRun(source=source[:500], finished_at=utcnow(),
+        _drop_staged(db, import_id)
+        run = ImportRun(source=report.source[:500], finished_at=utcnow(),
                         status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
                         records=report.records, rejected=report.rejected,
                         report={"lines": report.lines()[:MAX_REPORTED + 2]})
@@ -278,9 +325,14 @@ def apply_account_records(database: Database, items: Iterable[AccountRecord | Re
         db.flush()
         report.run_id = run.id
     log.info("account import", extra={"fields": {
-        "source": source, "applied": report.applied, "records": report.records,
+        "source": report.source, "applied": report.applied, "records": report.records,
         "rejected": report.rejected, "error": report.error}})
     return report
+
+
+def _drop_staged(db: Session, import_id: str) -> None:
+    db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
+    db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id == import_id))
 
 
 def _clean_stale_staging(database: Database) -> None:
@@ -297,11 +349,100 @@ def import_account_file(database: Database, stream: IO[bytes], layout: AccountLa
                         source: str, *, pin_key: str, partial: bool = False,
                         as_of: datetime | None = None,
                         progress: ProgressCallback | None = None) -> ImportReport:
-    """Apply an account file in ``layout`` to the cache; ``progress`` hears how far it got."""
-    summary = FileSummary(records=0, rejected=0, balance_sum_cents=0, trailer=None)
-    return apply_account_records(database, iter_layout_file(stream, layout, summary), source,
-                                 pin_key=pin_key, partial=partial, summary=summary,
-                                 as_of=as_of)
+    """Apply an account file in ``layout`` to the cache; ``progress`` hears how far it got.
+
+    A clean file in a layout the column path reads (connectors/files/column_reader.py) is
+    checked and staged by column; any other file, or one the column path cannot vouch for,
+    is read again by rows, whose report says what is wrong with each line.
+    """
+    report = ImportReport(source=source)
+    import_id = str(uuid.uuid4())
+    if stream.seekable() and column_path_problem(layout) is None:
+        _clean_stale_staging(database)
+        start = stream.tell()
+        summary = _stage_by_columns(database, stream, layout, report, import_id, pin_key,
+                                    progress)
+        if summary is not None:
+            return _swap_in(database, import_id, report, summary.columns or None, as_of,
+                            partial=partial, progress=progress)
+        stream.seek(start)
+    summary = FileSummary()
+    items = iter_layout_file(stream, layout, summary)
+    if progress is not None:
+        items = _reporting(items, stream, summary, progress)
+    return apply_account_records(database, items, source, pin_key=pin_key, partial=partial,
+                                 summary=summary, as_of=as_of)
+
+
+def _reporting(items: Iterator[AccountRecord | Rejection], stream: IO[bytes],
+               summary: FileSummary, progress: ProgressCallback,
+               ) -> Iterator[AccountRecord | Rejection]:
+    size = _size(stream)
+    for n, item in enumerate(items, 1):
+        if n % BATCH == 0:
+            progress(Progress("checking", stream.tell(), size, summary.records,
+                              summary.rejected))
+        yield item
+    progress(Progress("checking", size or 0, size, summary.records, summary.rejected))
+
+
+def _size(stream: IO[bytes]) -> int | None:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+
+
+def _stage_by_columns(database: Database, stream: IO[bytes], layout: AccountLayout,
+                      report: ImportReport, import_id: str, pin_key: str,
+                      progress: ProgressCallback | None) -> FileSummary | None:
+    """Check and stage a file by column; None (nothing left staged) if it is not clean."""
+    summary = FileSummary()
+    sqlite_text = database.is_sqlite
+    now = utcnow()
+    staged_at: object = now.isoformat(sep=" ") if sqlite_text else now
+
+    def on_bytes(done: int, total: int) -> None:
+        if progress is not None:
+            progress(Progress("checking", done, total, summary.records, 0))
+
+    try:
+        for batch in iter_column_batches(stream, layout, summary, on_bytes):
+            for offset in range(0, len(batch), BATCH):
+                rows, phones = _staged_batch(batch.slice(offset, BATCH), import_id, pin_key,
+                                             staged_at)
+                with database.session() as db:
+                    _bulk(db, "accounts_staging", _STAGE_COLUMNS, rows, prepared=True)
+                    _bulk(db, "account_phones_staging", _PHONE_COLUMNS, phones, prepared=True)
+    except NotClean as exc:
+        log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
+        with database.session() as db:
+            _drop_staged(db, import_id)
+        return None
+    report.records = summary.records
+    return summary
+
+
+def _staged_batch(batch: ColumnBatch, import_id: str, pin_key: str, staged_at: object,
+                  ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]:
+    """Staging rows (in _STAGE_COLUMNS order) and phone rows of a checked batch."""
+    columns = [_cache_values(column, batch.values[column.field], pin_key) for column in _CACHED]
+    count = len(batch)
+    rows = list(zip(repeat(import_id, count), repeat(staged_at, count), *columns, strict=True))
+    lists = batch.values[_PHONES.field]
+    owners = pc.take(batch.values[KEY.field], pc.list_parent_indices(lists)).to_pylist()
+    numbers = pc.list_flatten(lists).to_pylist()
+    phones = list(zip(repeat(import_id, len(numbers)), owners, numbers, strict=True))
+    return rows, phones
+
+
+def _cache_values(column: Column, values: pa.Array, pin_key: str) -> list[Any]:
+    """A column's values as the staging table stores them (dates as ISO text, PINs hashed)."""
+    if column.kind is Kind.DATE:
+        return cast(list[Any], pc.cast(values, pa.string()).to_pylist())
+    if column.kind is Kind.HASHED:
+        return [None if pin is None else hash_pin(pin, pin_key) for pin in values.to_pylist()]
+    return cast(list[Any], values.to_pylist())
 
 
 def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
