@@ -270,23 +270,23 @@ def _batches(stream: IO[bytes], layout: AccountLayout, skip: int, width: int,
         return "skip"
 
     names = [f"c{i}" for i in range(width)]
-    reader = pa_csv.open_csv(
-        stream,
-        read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES, skip_rows=skip,
-                                        column_names=names),
-        parse_options=pa_csv.ParseOptions(
-            delimiter=layout.delimiter,
-            quote_char=False if layout.quoting == "none" else layout.quotechar,
-            double_quote=True, newlines_in_values=True, ignore_empty_lines=True,
-            invalid_row_handler=other_width),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
-            quoted_strings_can_be_null=False, check_utf8=True),
-    )
     keys: list[pa.Array] = []
     trailer_rows: list[list[str]] = []
     last_row: list[str] | None = None
     try:
+        reader = pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES, skip_rows=skip,
+                                            column_names=names),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=layout.delimiter,
+                quote_char=False if layout.quoting == "none" else layout.quotechar,
+                double_quote=True, newlines_in_values=True, ignore_empty_lines=True,
+                invalid_row_handler=other_width),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
+                quoted_strings_can_be_null=False, check_utf8=True),
+        )
         for record_batch in _combined(reader):
             for offset in range(0, record_batch.num_rows, _MAX_BATCH_ROWS):
                 part = record_batch.slice(offset, _MAX_BATCH_ROWS)
@@ -302,7 +302,7 @@ def _batches(stream: IO[bytes], layout: AccountLayout, skip: int, width: int,
                 if on_bytes is not None:
                     on_bytes(min(stream.tell(), scan.size), scan.size)
                 yield batch
-    except pa.ArrowInvalid as exc:
+    except pa.ArrowException as exc:
         raise NotClean(f"pyarrow: {exc}") from None
     for row in odd_rows:
         if is_blank_row(row):

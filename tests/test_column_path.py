@@ -1,0 +1,172 @@
+"""The column path reads exactly what the row path reads, or hands the file back.
+
+The row path (connectors/files/account_reader.py) is the contract. For any file, the column
+path (connectors/files/column_reader.py) must either give the very records and totals the
+row path gives to a file it accepts whole, or raise NotClean; it must never accept a file
+the row path refuses or a row it rejects. An import through either path leaves the same
+cache, and a rejected file's report is the row path's, word for word.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.files.column_reader import NotClean, read_columns
+from connectors.files.columns import COLUMN_NAMES
+from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, iter_layout_file
+from connectors.files.rows import AccountFileError, FileSummary, Rejection
+
+# Cells near each column's rules: valid shapes, near misses, odd spacing and characters.
+CELLS: dict[str, list[str]] = {
+    "account_number": ["1001", "A-1", "--1", "---", "-7", "x" * 33, "AB CD", " 1002 ",
+                       "\u0661\u0662", "1001"],
+    "balance_due": ["12.34", "-5", "0.5", "00000000000001.00", " 7.00 ", "-0.00", "1.234",
+                    "1e3", "", "9999999999999", "\uff11\uff12"],
+    "status": ["active", "ACTIVE", "Disconnect_Pending", "closed", "gone", "", "İactive"],
+    "disconnect_date": ["2026-12-01", "2026-02-30", "2026-1-05", "0000-01-01", "", "20261201",
+                        "2024-02-29", "2023-02-29"],
+    "customer_name": ["Ann", "José Núñez", "\u00a0Bob\u00a0", "", "n" * 201, "a,b", 'say "hi"'],
+    "phones": ["+13125550123", "312-555-0123", "+13125550123;+13125550124", "", "12",
+               "+1312555012", " +13125550199 ", "a;;"],
+    "service_zip": ["60614", "60614-1234", "6061", "", "60614-12"],
+    "pin": ["1234", "12345678", "", "123", "12a4"],
+    "past_due_amount": ["0", "-0", "3.5", "", "-1.00"],
+    "due_date": ["2026-12-10", "", "2026-13-01"],
+    "usage_amount": ["640.5", "-3", "007", "", "1.2345", "1e2"],
+    "usage_unit": ["kWh", "", "k\tWh", "m³", "u" * 33],
+    "language": ["en", "ES", "fr", ""],
+    "payment_allowed": ["Y", "n", "yes", ""],
+}
+
+
+# How many of each column's cells above are valid: most rows are drawn from these, so many
+# files are clean and compared record by record.
+VALID = {"account_number": 3, "balance_due": 6, "status": 4, "disconnect_date": 1,
+         "customer_name": 4, "phones": 4, "service_zip": 2, "pin": 3, "past_due_amount": 4,
+         "due_date": 2, "usage_amount": 4, "usage_unit": 2, "language": 2,
+         "payment_allowed": 2}
+
+
+def _cell(name: str, noisy: bool) -> st.SearchStrategy[str]:
+    cells = CELLS.get(name, [""])
+    return st.sampled_from(cells if noisy else cells[:VALID.get(name, 1)])
+
+
+def _quote(cell: str) -> str:
+    if any(ch in cell for ch in ',"\r\n') or cell != cell.strip():
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+@st.composite
+def account_files(draw: st.DrawFn) -> bytes:
+    """A default-layout file: a header, rows of near-valid cells, perhaps a trailer."""
+    names = draw(st.permutations(list(COLUMN_NAMES)))
+    noisy = draw(st.booleans())  # half the files have only valid cells
+    rows = draw(st.lists(st.fixed_dictionaries({n: _cell(n, noisy) for n in names}),
+                         min_size=0, max_size=6))
+    lines = [",".join(names)]
+    for i, row in enumerate(rows):
+        # Most account numbers unique; the sampled ones may collide on purpose.
+        if draw(st.integers(0, 9)):
+            row["account_number"] = f"9{i:04d}"
+        lines.append(",".join(_quote(row[n]) for n in names))
+    extra = draw(st.sampled_from(["", "blank", "commas", "trailer", "bad trailer",
+                                  "short row", "junk after quote", "quote inside"]))
+    if extra == "blank":
+        lines.insert(len(lines) // 2 + 1, "")
+    elif extra == "commas":
+        lines.append("," * (len(names) - 1))
+    elif extra == "trailer":
+        total = 0
+        for row in rows:
+            try:
+                cents = round(float(row["balance_due"]) * 100)
+            except ValueError:
+                cents = 0
+            total += cents
+        lines.append(f"TRAILER,{len(rows)},{total // 100}.{total % 100:02d}")
+    elif extra == "bad trailer":
+        lines.append(f"TRAILER,{len(rows) + 1},0.00")
+    elif extra == "short row":
+        lines.append("1,2")
+    elif extra == "junk after quote":
+        lines.append(",".join(['"1"x', *[""] * (len(names) - 1)]))
+    elif extra == "quote inside":
+        lines.append(",".join(['1"2', *[""] * (len(names) - 1)]))
+    ending = draw(st.sampled_from(["\r\n", "\n"]))
+    return (ending.join(lines) + ending).encode("utf-8")
+
+
+def _row_path(data: bytes) -> tuple[list[object], FileSummary | None, str | None]:
+    summary = FileSummary()
+    try:
+        items = list(iter_layout_file(io.BytesIO(data), DEFAULT_ACCOUNT_LAYOUT, summary))
+    except AccountFileError as exc:
+        return [], None, str(exc)
+    return items, summary, None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(account_files())
+def test_column_path_accepts_only_what_the_row_path_accepts(data: bytes) -> None:
+    items, row_summary, error = _row_path(data)
+    try:
+        records, summary = read_columns(data, DEFAULT_ACCOUNT_LAYOUT)
+    except NotClean:
+        return  # handed back: the row path reads it and reports
+    assert error is None, f"column path accepted a file the row path refuses: {error}"
+    assert not any(isinstance(item, Rejection) for item in items), \
+        "column path accepted a file with a rejected row"
+    assert records == items
+    assert summary == row_summary
+    assert row_summary is not None and summary.columns == row_summary.columns
+    ACCEPTED.append(len(records))
+
+
+ACCEPTED: list[int] = []
+
+
+def test_the_differential_test_saw_accepted_files() -> None:
+    """Runs after the property: it must have compared real records, not only hand-backs."""
+    assert sum(1 for n in ACCEPTED if n) >= 10
+
+
+def test_a_clean_file_is_read_by_columns() -> None:
+    """The differential test above would pass if the column path refused everything."""
+    header = ",".join(COLUMN_NAMES)
+    row = {n: CELLS[n][0] if n in CELLS else "" for n in COLUMN_NAMES}
+    row["status"], row["disconnect_date"] = "disconnect_pending", "2026-12-20"
+    lines = [header] + [",".join(_quote(row[n]) if n != "account_number" else f"A{i}"
+                                 for n in COLUMN_NAMES) for i in range(300)]
+    lines.append("TRAILER,300,3702.00")  # 300 balances of 12.34
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    records, summary = read_columns(data, DEFAULT_ACCOUNT_LAYOUT)
+    items, row_summary, error = _row_path(data)
+    assert error is None and records == items and summary == row_summary
+    assert len(records) == 300 and summary.trailer == (300, 370200)
+
+
+@pytest.mark.parametrize("case", [
+    '"1"x', '1"2', '" 1"', "\x07", "\u0085", "2026-02-30", "A-1\r\n1", "TRAILER,1,0.00",
+])
+def test_what_pyarrow_reads_differently_is_handed_back(case: str) -> None:
+    """Python's csv refuses text after a closing quote, takes a mid-cell quote literally and
+    rejects control characters; the column path must not read such files its own way."""
+    header = ",".join(COLUMN_NAMES)
+    cells = dict.fromkeys(COLUMN_NAMES, "")
+    cells["balance_due"] = "1.00"
+    good = ",".join(cells[n] if n != "account_number" else "77" for n in COLUMN_NAMES)
+    bad = ",".join(case if n == "account_number" else cells[n] for n in COLUMN_NAMES)
+    data = f"{header}\r\n{bad}\r\n{good}\r\n".encode()
+    items, _summary, error = _row_path(data)
+    clean = error is None and not any(isinstance(i, Rejection) for i in items)
+    try:
+        records, _ = read_columns(data, DEFAULT_ACCOUNT_LAYOUT)
+    except NotClean:
+        return
+    assert clean and records == items
