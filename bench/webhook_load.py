@@ -71,9 +71,9 @@ def settle(database_url: str) -> None:
     else:
         import sqlite3
 
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
+        lite = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        lite.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        lite.close()
 
 
 @contextmanager
