@@ -7,7 +7,13 @@ plain table, which is the limit. Export: M payments written as a confirmation fi
 default payment layout, against a bare csv.writer of the same values. Each phase runs in a
 fresh process so its peak memory (ru_maxrss) is its own.
 
+Webhooks (bench/webhook_load.py): on the database the import filled, `ivr serve` answers
+signed webhooks from closed-loop callers (caller-ID lookup, verification), first idle, then
+while `ivr accounts import` loads the next night's file (the same accounts, every balance
+changed); p50/p99/max of each, p99 during/idle, failed webhooks and the import's time.
+
 Usage: python -m bench.imports [--rows 1000000] [--payments 100000] [--postgres URL]
+       [--no-webhooks] [--idle-seconds 10] [--callers 2] [--pause-ms 30] [--timeline]
 """
 
 from __future__ import annotations
