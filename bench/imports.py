@@ -7,7 +7,13 @@ plain table, which is the limit. Export: M payments written as a confirmation fi
 default payment layout, against a bare csv.writer of the same values. Each phase runs in a
 fresh process so its peak memory (ru_maxrss) is its own.
 
+Webhooks (bench/webhook_load.py): on the database the import filled, `ivr serve` answers
+signed webhooks from closed-loop callers (caller-ID lookup, verification), first idle, then
+while `ivr accounts import` loads the next night's file (the same accounts, every balance
+changed); p50/p99/max of each, p99 during/idle, failed webhooks and the import's time.
+
 Usage: python -m bench.imports [--rows 1000000] [--payments 100000] [--postgres URL]
+       [--no-webhooks] [--idle-seconds 10] [--callers 2] [--pause-ms 30] [--timeline]
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import argparse
 import csv
 import json
 import os
+import random
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -34,20 +42,35 @@ from connectors.files.columns import COLUMN_NAMES as COLUMNS  # noqa: E402
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_bench"
 
 
-def make_account_file(path: Path, rows: int) -> None:
-    """A realistic file: phones on most rows, some past due, some pending disconnection."""
+def phone(i: int) -> str:
+    """Row ``i``'s phone: one account per phone, so a caller ID matches exactly one account."""
+    return f"+1312{2000000 + i % 8000000:07d}"
+
+
+def service_zip(i: int) -> str:
+    """Row ``i``'s service ZIP (what a caller types to verify)."""
+    return f"{60600 + i % 99:05d}"
+
+
+def make_account_file(path: Path, rows: int, variant: int = 0) -> None:
+    """A realistic file: a phone on every row, some past due, some pending disconnection.
+
+    Another ``variant`` is the same accounts with every balance (and past-due amount) changed:
+    the next night's file.
+    """
     base = date(2026, 12, 15)
     total = 0
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\r\n")
         writer.writerow(COLUMNS)
         for i in range(rows):
-            cents = (i * 7919) % 50000 - 2000
+            # 4999 is prime to 50000: every balance moves unless variant is a multiple of 50000.
+            cents = (i * 7919 + 4999 * variant) % 50000 - 2000
             total += cents
             pending = i % 97 == 0
             values = {
                 "account_number": f"{1000000000 + i}", "customer_name": f"Customer {i}, Jr.",
-                "phones": f"+1312555{i % 10000:04d}", "service_zip": f"{60600 + i % 99:05d}",
+                "phones": phone(i), "service_zip": service_zip(i),
                 "balance_due": _money(cents),
                 "past_due_amount": _money(max(0, cents // 3)) if pending else "0.00",
                 "due_date": (base + timedelta(days=i % 28)).isoformat(),
@@ -196,12 +219,63 @@ def run_phase(*args: str) -> dict[str, float]:
     return figures
 
 
+def webhook_phase(label: str, url: str, file: Path, rows: int, work: Path,
+                  args: argparse.Namespace) -> None:
+    """Webhook latency on ``url`` (which holds the accounts) idle, then while ``file`` (the
+    same accounts, every balance changed) is imported by `ivr accounts import`."""
+    from bench.webhook_load import Caller, Latency, PostgresProbe, measure, serving, settle
+
+    rng = random.Random(7)
+    callers = [Caller(phone(i), service_zip(i))
+               for i in (rng.randrange(rows) for _ in range(min(rows, 5000)))]
+    log = work / f"serve-{label.lower()}.log"
+    settle(url)
+    probe = PostgresProbe(url) if url.startswith("postgresql") else None
+    try:
+        with serving(url, log, workers=args.workers) as base_url:
+            result = measure(base_url, callers, file, url, log, idle_seconds=args.idle_seconds,
+                             threads=args.callers, pause=args.pause_ms / 1000,
+                             probe=probe)
+    finally:
+        if probe is not None:
+            probe.close()
+
+    def row(name: str, latency: Latency) -> str:
+        return f"{label:>10} webhooks {name:>13}: {latency.line()}"
+
+    print(row("idle", result.idle))
+    print(row("during import", result.during))
+    status = "applied" if result.import_ok else "FAILED: " + result.import_output[-300:]
+    print(f"{label:>10} webhooks: p99 during/idle {result.during.p99 / result.idle.p99:.2f}x | "
+          f"failed {result.idle.failed + result.during.failed} | import under load "
+          f"{result.import_seconds:.1f} s ({status})")
+    for outcome, n in result.server_outcomes.items():
+        print(f"{label:>10} server log: {n} {outcome}")
+    for gist, n in result.unexpected.most_common(3):
+        print(f"{label:>10} unexpected answer ({n}x): {gist}")
+    if args.timeline:
+        for line in result.timeline:
+            print(f"{label:>10}   {line}")
+
+
 def main() -> None:
     """Generate, run each phase, print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--payments", type=int, default=100_000)
     parser.add_argument("--postgres", default=DEFAULT_PG, help="'' to skip PostgreSQL")
+    parser.add_argument("--webhooks", action=argparse.BooleanOptionalAction, default=True,
+                        help="webhook latency while a second file is imported, against idle")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--callers", type=int, default=2, help="caller threads (closed loop)")
+    parser.add_argument("--pause-ms", type=float, default=30.0,
+                        help="each caller's pause between webhooks")
+    parser.add_argument("--workers", type=int, default=2, help="ivr serve --workers")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the latency in tenths of the import (and, on PostgreSQL, "
+                             "what the import was running)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (files, databases, server logs)")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -217,12 +291,26 @@ def main() -> None:
         print(json.dumps(result))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    try:
+        run_all(work, args)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work: Path, args: argparse.Namespace) -> None:
+    """Every phase, in order, printing as it goes."""
     file = work / "accounts.csv"
     started = time.perf_counter()
     make_account_file(file, args.rows)
     size_mb = file.stat().st_size / 1e6
     print(f"account file: {args.rows:,} rows, {size_mb:.0f} MB "
           f"(generated in {time.perf_counter() - started:.1f} s)")
+    next_file = work / "accounts-next.csv"
+    if args.webhooks:
+        make_account_file(next_file, args.rows, variant=1)
     targets = [("SQLite", f"sqlite:///{work / 'ours.sqlite3'}",
                 f"sqlite:///{work / 'bare.sqlite3'}", "bare-sqlite")]
     if args.postgres:
@@ -236,6 +324,9 @@ def main() -> None:
               f"({ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB) | bare "
               f"{bare['rows'] / bare['seconds']:9,.0f} rows/s ({bare['seconds']:.1f} s, peak "
               f"{bare['peak_mb']:.0f} MB) | ivr takes {ours['seconds'] / bare['seconds']:.2f}x")
+        if args.webhooks:
+            # The database the import above filled: the next night's file goes on top.
+            webhook_phase(label, ours_url, next_file, args.rows, work, args)
     ours = run_phase("export-ours", str(args.payments))
     bare = run_phase("export-bare", str(args.payments))
     print(f"    export: ivr {ours['rows'] / ours['seconds']:9,.0f} rows/s "

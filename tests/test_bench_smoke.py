@@ -1,0 +1,52 @@
+"""The import benchmark still runs end to end (small sizes; its figures are not checked)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import _PG_SERVER, REPO, unavailable
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bench_postgres() -> Iterator[str]:
+    """A database name of this run's own on the test server (the bench creates it afresh)."""
+    url = make_url(_PG_SERVER).set(database=f"ivr_bench_smoke_{os.getpid()}")
+    admin = url.set(database="postgres").render_as_string(hide_password=False).replace(
+        "postgresql+psycopg://", "postgresql://")
+    try:
+        psycopg.connect(admin, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        unavailable(f"PostgreSQL not available at {admin}: {exc}")
+    yield url.render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+def test_the_import_bench_prints_every_figure(bench_postgres: str) -> None:
+    done = subprocess.run(  # noqa: S603 - this repository's own bench
+        [sys.executable, "-m", "bench.imports", "--rows", "2000", "--payments", "200",
+         "--postgres", bench_postgres, "--idle-seconds", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("account file: 2,000 rows")
+    for label in ("SQLite", "PostgreSQL"):
+        mine = [line.strip() for line in lines if line.strip().startswith(label)]
+        assert any(line.startswith(f"{label} import: ivr") for line in mine), done.stdout
+        idle = [line for line in mine if line.startswith(f"{label} webhooks          idle:")]
+        # Nothing else runs while idle: a failure there means the bench's calls no longer
+        # follow the flow (a new question, a renamed state), not that the line is slow.
+        assert len(idle) == 1 and ", 0 failed)" in idle[0], done.stdout
+        assert any(line.startswith(f"{label} webhooks during import: p50") for line in mine)
+        summary = [line for line in mine if "p99 during/idle" in line]
+        assert len(summary) == 1 and summary[0].endswith("(applied)"), done.stdout
+    assert any(line.strip().startswith("export: ivr") for line in lines), done.stdout
