@@ -312,11 +312,12 @@ def _swap_in(database: Database, import_id: str, report: ImportReport,
                 _merge(db, import_id, columns, ids)
                 report.reapplied += reapply_recent_payments(db, import_id, as_of or utcnow(),
                                                             ids)
+                _drop_staged(db, import_id, ids)
             if progress is not None:
                 progress(Progress("merging", n + 1, len(chunks), rows=report.records))
         report.applied = True
+    _drop_all_staged(database, import_id)
     with database.session() as db:
-        _drop_staged(db, import_id)
         run = ImportRun(source=report.source[:500], finished_at=utcnow(),
                         status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
                         records=report.records, rejected=report.rejected,
@@ -330,9 +331,29 @@ def _swap_in(database: Database, import_id: str, report: ImportReport,
     return report
 
 
-def _drop_staged(db: Session, import_id: str) -> None:
-    db.execute(delete(AccountStaging).where(AccountStaging.import_id == import_id))
-    db.execute(delete(AccountPhoneStaging).where(AccountPhoneStaging.import_id == import_id))
+def _drop_staged(db: Session, import_id: str, ids: tuple[int, int]) -> None:
+    """Delete the staged rows with ids in ``ids`` and their phone numbers."""
+    in_chunk = and_(AccountStaging.import_id == import_id, AccountStaging.id.between(*ids))
+    db.execute(delete(AccountPhoneStaging).where(
+        AccountPhoneStaging.import_id == import_id,
+        AccountPhoneStaging.account_number.in_(
+            select(AccountStaging.account_number).where(in_chunk))))
+    db.execute(delete(AccountStaging).where(in_chunk))
+
+
+def _drop_all_staged(database: Database, import_id: str) -> None:
+    """Delete what an import staged, a chunk per transaction (a long delete would hold
+    SQLite's write lock for seconds)."""
+    with database.session() as db:
+        low, high = db.execute(select(func.min(AccountStaging.id), func.max(AccountStaging.id))
+                               .where(AccountStaging.import_id == import_id)).one()
+    for start in range(low, high + 1, MERGE_ROWS) if low is not None else range(0):
+        with database.session() as db:
+            _drop_staged(db, import_id, (start, start + MERGE_ROWS - 1))
+    with database.session() as db:
+        # Phones whose account row was never staged (none, unless a batch failed midway).
+        db.execute(delete(AccountPhoneStaging).where(
+            AccountPhoneStaging.import_id == import_id))
 
 
 def _clean_stale_staging(database: Database) -> None:
@@ -416,8 +437,7 @@ def _stage_by_columns(database: Database, stream: IO[bytes], layout: AccountLayo
                     _bulk(db, "account_phones_staging", _PHONE_COLUMNS, phones, prepared=True)
     except NotClean as exc:
         log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
-        with database.session() as db:
-            _drop_staged(db, import_id)
+        _drop_all_staged(database, import_id)
         return None
     report.records = summary.records
     return summary
