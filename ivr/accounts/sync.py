@@ -15,6 +15,8 @@ byte for byte; by default every closed interval since the last push is pushed, s
 falls between two files.
 
 Both refuse to run while a twin holds the job lock, and record every run in ``sync_runs``.
+Both take an optional ``progress`` callback (ivr.progress) for a person watching; its phase
+names the file ("loading accounts.csv", "writing payments_20261126.csv").
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 
 from connectors.files.layouts import (
@@ -49,6 +51,7 @@ from connectors.files.transport import RemoteFile, TransferError, Transport, ope
 from ivr.accounts.importer import ImportReport, import_account_file
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
+from ivr.progress import Progress, ProgressCallback
 from ivr.statuses import IngestOutcome, PostingStatus, SyncKind, SyncRunStatus
 
 log = logging.getLogger(__name__)
@@ -206,7 +209,8 @@ def _same_content_ingested(database: Database, name: str, sha256: str) -> bool:
             IngestedFile.name == name, IngestedFile.sha256 == sha256).limit(1)) is not None
 
 
-def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[PulledFile]:
+def pull(database: Database, config: SyncConfig, *, pin_key: str,
+         progress: ProgressCallback | None = None) -> list[PulledFile]:
     """Fetch and apply every new account file; SyncError when any file was rejected."""
     if not config.inbox_url:
         raise SyncError("IVR_SYNC_INBOX_URL is not set")
@@ -217,7 +221,7 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[Pulled
             tempfile.TemporaryDirectory(prefix="ivr-pull-") as tmp:
         for remote in transport.list_files(config.pattern):
             results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
-                                     pin_key))
+                                     pin_key, _naming(progress, remote.name)))
         run.files = [{"name": r.name, "outcome": r.outcome,
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
@@ -230,8 +234,16 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str) -> list[Pulled
     return results
 
 
+def _naming(progress: ProgressCallback | None, name: str) -> ProgressCallback | None:
+    """``progress`` with the file's name after each phase: "loading accounts.csv"."""
+    if progress is None:
+        return None
+    return lambda done: progress(replace(done, phase=f"{done.phase} {name}"))
+
+
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
-              tmp: Path, run: SyncRun, pin_key: str) -> PulledFile:
+              tmp: Path, run: SyncRun, pin_key: str,
+              progress: ProgressCallback | None) -> PulledFile:
     if _already_ingested(database, remote):
         return PulledFile(remote.name, IngestOutcome.SKIPPED)
     local = tmp / "download"
@@ -248,7 +260,8 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
     with local.open("rb") as stream:
         report = import_account_file(database, stream, config.account_layout, source,
                                      pin_key=pin_key,
-                                     as_of=datetime.fromtimestamp(remote.mtime, UTC))
+                                     as_of=datetime.fromtimestamp(remote.mtime, UTC),
+                                     progress=progress)
     outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:
@@ -325,11 +338,16 @@ def file_name(prefix: str, interval: Interval, minutes: int) -> str:
     return f"{prefix}_{stamp}.csv"
 
 
-def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
+def _in_interval(interval: Interval) -> tuple[ColumnElement[bool], ...]:
+    """The payments a confirmation file of ``interval`` holds."""
     start, end = interval.utc
+    return (Payment.paid_at >= start, Payment.paid_at < end,
+            Payment.posting_status != PostingStatus.TEST)
+
+
+def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
     with database.session() as db:
-        stmt = (select(Payment).where(Payment.paid_at >= start, Payment.paid_at < end,
-                                      Payment.posting_status != PostingStatus.TEST)
+        stmt = (select(Payment).where(*_in_interval(interval))
                 .order_by(Payment.paid_at, Payment.id).execution_options(yield_per=1000))
         for payment in db.scalars(stmt):
             yield PaymentRow(
@@ -341,10 +359,32 @@ def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
                 call_sid=payment.call_sid)
 
 
+_PROGRESS_EVERY = 1000  # rows between two reports to a progress callback
+
+
+def _reporting(rows: Iterator[PaymentRow], phase: str, total: int,
+               progress: ProgressCallback) -> Iterator[PaymentRow]:
+    """``rows`` as they are; each thousandth written, and the last, told to ``progress``."""
+    progress(Progress(phase, 0, total))
+    written = 0
+    for written, row in enumerate(rows, 1):
+        yield row  # resumed once the row has been written
+        if written % _PROGRESS_EVERY == 0:
+            progress(Progress(phase, written, total, rows=written))
+    progress(Progress(phase, written, max(total, written), rows=written))
+
+
 def write_interval(database: Database, config: SyncConfig, interval: Interval,
-                   out: IO[bytes]) -> tuple[int, int]:
+                   out: IO[bytes], *, progress: ProgressCallback | None = None
+                   ) -> tuple[int, int]:
     """Write the interval's confirmation file; returns (count, sum cents)."""
-    return write_payment_file(_rows(database, interval), out, config.payment_layout)
+    rows = _rows(database, interval)
+    if progress is not None:
+        with database.session() as db:
+            total = db.scalar(select(func.count()).select_from(Payment)
+                              .where(*_in_interval(interval))) or 0
+        rows = _reporting(rows, "writing", total, progress)
+    return write_payment_file(rows, out, config.payment_layout)
 
 
 def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,
@@ -382,7 +422,8 @@ class PushedFile:
 
 
 def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
-         interval: Interval | None = None, now: datetime | None = None) -> list[PushedFile]:
+         interval: Interval | None = None, now: datetime | None = None,
+         progress: ProgressCallback | None = None) -> list[PushedFile]:
     """Push one interval, or every interval due; each becomes one file."""
     if not config.outbox_url:
         raise SyncError("IVR_SYNC_OUTBOX_URL is not set")
@@ -398,7 +439,7 @@ def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
         for item in todo:
             with recorded_run(database, SyncKind.PUSH) as run:
                 run.interval_start, run.interval_end = item.utc
-                sent = _push_one(database, config, transport, item, Path(tmp))
+                sent = _push_one(database, config, transport, item, Path(tmp), progress)
                 run.files = [{"name": sent.name, "count": sent.count,
                               "sum_cents": sent.sum_cents, "sha256": sent.sha256}]
                 run.records = sent.count
@@ -407,11 +448,12 @@ def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
 
 
 def _push_one(database: Database, config: SyncConfig, transport: Transport, interval: Interval,
-              tmp: Path) -> PushedFile:
+              tmp: Path, progress: ProgressCallback | None) -> PushedFile:
     name = file_name(config.file_prefix, interval, config.interval_minutes)
     local = tmp / name
     with local.open("wb") as out:
-        count, total = write_interval(database, config, interval, out)
+        count, total = write_interval(database, config, interval, out,
+                                      progress=_naming(progress, name))
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
     if config.pgp_recipient and config.pgp_home:
         encrypted = tmp / (name + ".pgp")

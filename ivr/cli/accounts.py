@@ -28,6 +28,7 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     """Load an account file into the cache, all-or-nothing, with a report of rejected lines."""
     from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout
     from ivr.accounts.importer import import_account_file
+    from ivr.cli.progress import terminal_progress
 
     app = load_app()
     chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
@@ -41,10 +42,10 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
             raise click.ClickException(f"unknown layout {layout!r}: {exc}") from None
         chosen = found.account_layout
     as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
-    with file.open("rb") as stream:
+    with file.open("rb") as stream, terminal_progress(f"import {file.name}") as progress:
         report = import_account_file(get_database(app), stream, chosen, str(file),
                                      partial=partial, pin_key=get_config(app).pin_key,
-                                     as_of=as_of)
+                                     as_of=as_of, progress=progress)
     for line in report.lines():
         click.echo(line)
     if not report.applied:

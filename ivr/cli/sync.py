@@ -33,10 +33,13 @@ def sync_pull() -> None:
     """Fetch new account files from IVR_SYNC_INBOX_URL and apply each all-or-nothing."""
     from connectors.files.transport import TransferError
     from ivr.accounts.sync import SyncError, pull
+    from ivr.cli.progress import terminal_progress
 
     app, config = _sync_setup()
     try:
-        results = pull(get_database(app), config, pin_key=get_config(app).pin_key)
+        with terminal_progress("sync pull") as progress:
+            results = pull(get_database(app), config, pin_key=get_config(app).pin_key,
+                           progress=progress)
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for result in results:
@@ -56,13 +59,15 @@ def sync_push(interval: str | None) -> None:
     """Send payment confirmation files to IVR_SYNC_OUTBOX_URL, one per interval."""
     from connectors.files.transport import TransferError
     from ivr.accounts.sync import SyncError, parse_interval, push
+    from ivr.cli.progress import terminal_progress
     from ivr.prompts.catalog import load_catalog
 
     app, config = _sync_setup()
     zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     try:
         chosen = parse_interval(interval, config.interval_minutes, zone) if interval else None
-        files = push(get_database(app), config, zone, interval=chosen)
+        with terminal_progress("sync push") as progress:
+            files = push(get_database(app), config, zone, interval=chosen, progress=progress)
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for sent in files:
