@@ -10,15 +10,19 @@ cache, and a rejected file's report is the row path's, word for word.
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from connectors.files.column_reader import NotClean, read_columns
 from connectors.files.columns import COLUMN_NAMES
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, iter_layout_file
 from connectors.files.rows import AccountFileError, FileSummary, Rejection
+from ivr.accounts.importer import apply_account_records, import_account_file
+from ivr.db import Database
 
 # Cells near each column's rules: valid shapes, near misses, odd spacing and characters.
 CELLS: dict[str, list[str]] = {
@@ -170,3 +174,67 @@ def test_what_pyarrow_reads_differently_is_handed_back(case: str) -> None:
     except NotClean:
         return
     assert clean and records == items
+
+
+def _file(rows: list[dict[str, str]], names: list[str]) -> bytes:
+    lines = [",".join(names)] + [",".join(_quote(r.get(n, "")) for n in names) for r in rows]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _cache(database: Database) -> list[tuple[object, ...]]:
+    """Everything the cache holds about each account, as a caller or ops would see it."""
+    from sqlalchemy import select
+
+    from ivr.models import Account, AccountPhone
+
+    with database.session() as db:
+        accounts = db.scalars(select(Account).order_by(Account.account_number)).all()
+        phones = {(a, p) for a, p in db.execute(
+            select(Account.account_number, AccountPhone.phone).join(AccountPhone))}
+        return [(a.account_number, a.customer_name, a.service_zip, a.pin_hash is not None,
+                 a.balance_due_cents, a.past_due_cents, a.due_date, a.last_payment_cents,
+                 a.last_payment_date, a.status, a.disconnect_date,
+                 None if a.usage_amount is None else Decimal(a.usage_amount).normalize(),
+                 a.usage_unit, a.usage_period_end, a.language, a.payment_allowed,
+                 sorted(p for n, p in phones if n == a.account_number)) for a in accounts]
+
+
+def test_both_paths_leave_the_same_cache(database_url: str) -> None:
+    """A first file, then a refresh that moves phones, changes balances and lacks the pin
+    column: by rows and by columns, on both databases, the cache ends the same."""
+    names = list(COLUMN_NAMES)
+    first = [{"account_number": f"10{i}", "balance_due": f"{i}.5", "phones":
+              "+13125550100;312-555-0101" if i == 1 else f"+1312555{i:04d}",
+              "pin": "1234" if i % 2 else "", "usage_amount": "007.50" if i == 2 else "12",
+              "customer_name": "José" if i == 3 else f"C{i}", "status": "ACTIVE",
+              "service_zip": "60614-1234", "due_date": "2026-12-10"} for i in range(6)]
+    second = [dict(row) for row in first[2:]]
+    for row in second:
+        row["balance_due"] = "0.00"
+    second[0]["phones"] = "+13125550100"  # moved from account 101
+    second.append({"account_number": "999", "balance_due": "-3"})
+    refresh_names = [n for n in names if n != "pin"]
+    files = [_file(first, names), _file(second, refresh_names)]
+    for data in files:
+        read_columns(data, DEFAULT_ACCOUNT_LAYOUT)  # clean: the column path takes them
+
+    database = Database(database_url)
+    database.upgrade()
+    try:
+        for data in files:
+            apply_account_records(
+                database, iter_layout_file(io.BytesIO(data), DEFAULT_ACCOUNT_LAYOUT,
+                                           summary := FileSummary()),
+                "rows", pin_key="k", summary=summary)
+        by_rows = _cache(database)
+        with database.engine.begin() as connection:
+            connection.execute(text("DELETE FROM account_phones"))
+            connection.execute(text("DELETE FROM accounts"))
+        for data in files:
+            report = import_account_file(database, io.BytesIO(data), DEFAULT_ACCOUNT_LAYOUT,
+                                         "columns", pin_key="k")
+            assert report.applied
+        assert _cache(database) == by_rows
+        assert len(by_rows) == 7
+    finally:
+        database.dispose()

@@ -14,18 +14,19 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from itertools import repeat
+from functools import partial
 from operator import itemgetter
 from typing import IO, Any, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
-from sqlalchemy import and_, delete, func, insert, or_, select
+import pyarrow.ipc
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,7 @@ from connectors.files.column_reader import (
 )
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
+from ivr.accounts.bulk_merge import ChunkMerger
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -196,8 +198,8 @@ def _merge(db: Session, import_id: str, columns: frozenset[str] | None, ids: tup
     db.execute(insert(AccountPhone).from_select(["account_id", "phone"], phones))
 
 
-def reapply_recent_payments(db: Session, import_id: str, as_of: datetime,
-                            ids: tuple[int, int]) -> int:
+def reapply_recent_payments(db: Session, as_of: datetime,
+                            accounts: ColumnElement[bool]) -> int:
     """Take off again the payments the biller's file cannot include yet.
 
     The file shows the biller's books when it was made (``as_of``). A payment the biller
@@ -205,7 +207,7 @@ def reapply_recent_payments(db: Session, import_id: str, as_of: datetime,
     balance they have already paid. The biller has heard of a payment once it was posted to
     their system, or sent to them in a confirmation file (``ivr sync push``), before
     ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation. Only
-    the staged rows with ids in ``ids`` (the chunk just merged) are looked at.
+    the ``accounts`` the condition picks (the chunk just merged) are looked at.
     """
     horizon = as_of - timedelta(days=RECENT_DAYS)
     pushed = (select(SyncRun.id)
@@ -215,11 +217,9 @@ def reapply_recent_payments(db: Session, import_id: str, as_of: datetime,
               .exists())
     posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     stmt = (select(Account, Payment)
-            .join(AccountStaging, AccountStaging.account_number == Account.account_number)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
-            .where(AccountStaging.import_id == import_id, AccountStaging.id.between(*ids),
-                   Payment.paid_at >= horizon,
+            .where(accounts, Payment.paid_at >= horizon,
                    Payment.posting_status != PostingStatus.TEST,
                    ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
     count = 0
@@ -310,13 +310,20 @@ def _swap_in(database: Database, import_id: str, report: ImportReport,
             ids = (start, start + MERGE_ROWS - 1)
             with database.session() as db:
                 _merge(db, import_id, columns, ids)
-                report.reapplied += reapply_recent_payments(db, import_id, as_of or utcnow(),
-                                                            ids)
+                staged = select(AccountStaging.account_number).where(
+                    AccountStaging.import_id == import_id, AccountStaging.id.between(*ids))
+                report.reapplied += reapply_recent_payments(
+                    db, as_of or utcnow(), Account.account_number.in_(staged))
                 _drop_staged(db, import_id, ids)
             if progress is not None:
                 progress(Progress("merging", n + 1, len(chunks), rows=report.records))
         report.applied = True
     _drop_all_staged(database, import_id)
+    return _record_run(database, report)
+
+
+def _record_run(database: Database, report: ImportReport) -> ImportReport:
+    """Keep the import's outcome and report in ``import_runs``, and log it."""
     with database.session() as db:
         run = ImportRun(source=report.source[:500], finished_at=utcnow(),
                         status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
@@ -376,16 +383,12 @@ def import_account_file(database: Database, stream: IO[bytes], layout: AccountLa
     checked and staged by column; any other file, or one the column path cannot vouch for,
     is read again by rows, whose report says what is wrong with each line.
     """
-    report = ImportReport(source=source)
-    import_id = str(uuid.uuid4())
     if stream.seekable() and column_path_problem(layout) is None:
-        _clean_stale_staging(database)
         start = stream.tell()
-        summary = _stage_by_columns(database, stream, layout, report, import_id, pin_key,
-                                    progress)
-        if summary is not None:
-            return _swap_in(database, import_id, report, summary.columns or None, as_of,
-                            partial=partial, progress=progress)
+        report = _import_by_columns(database, stream, layout, ImportReport(source=source),
+                                    pin_key, as_of or utcnow(), progress)
+        if report is not None:
+            return report
         stream.seek(start)
     summary = FileSummary()
     items = iter_layout_file(stream, layout, summary)
@@ -414,55 +417,60 @@ def _size(stream: IO[bytes]) -> int | None:
         return None
 
 
-def _stage_by_columns(database: Database, stream: IO[bytes], layout: AccountLayout,
-                      report: ImportReport, import_id: str, pin_key: str,
-                      progress: ProgressCallback | None) -> FileSummary | None:
-    """Check and stage a file by column; None (nothing left staged) if it is not clean."""
+def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLayout,
+                       report: ImportReport, pin_key: str, as_of: datetime,
+                       progress: ProgressCallback | None) -> ImportReport | None:
+    """Check a file by column, then merge it chunk by chunk; None if it is not clean.
+
+    Checked batches wait in a temporary Arrow file (not in memory, not in the database)
+    until the whole file is known to be clean, then go straight into the cache.
+    """
     summary = FileSummary()
-    sqlite_text = database.is_sqlite
-    now = utcnow()
-    staged_at: object = now.isoformat(sep=" ") if sqlite_text else now
 
     def on_bytes(done: int, total: int) -> None:
         if progress is not None:
             progress(Progress("checking", done, total, summary.records, 0))
 
-    try:
-        for batch in iter_column_batches(stream, layout, summary, on_bytes):
-            for offset in range(0, len(batch), BATCH):
-                rows, phones = _staged_batch(batch.slice(offset, BATCH), import_id, pin_key,
-                                             staged_at)
-                with database.session() as db:
-                    _bulk(db, "accounts_staging", _STAGE_COLUMNS, rows, prepared=True)
-                    _bulk(db, "account_phones_staging", _PHONE_COLUMNS, phones, prepared=True)
-    except NotClean as exc:
-        log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
-        _drop_all_staged(database, import_id)
-        return None
-    report.records = summary.records
-    return summary
+    with tempfile.TemporaryFile(prefix="ivr-import-") as spill:
+        writer: pa.ipc.RecordBatchStreamWriter | None = None
+        try:
+            for batch in iter_column_batches(stream, layout, summary, on_bytes):
+                table = pa.table(dict(batch.values))
+                if writer is None:
+                    writer = pa.ipc.new_stream(spill, table.schema)
+                writer.write_table(table)
+        except NotClean as exc:
+            log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
+        report.records = summary.records
+        merger = ChunkMerger(database, summary.columns or None, pin_key,
+                             partial(_reapply_in, as_of))
+        done = 0
+        if writer is not None:
+            spill.seek(0)
+            for record_batch in pa.ipc.open_stream(spill):
+                batch = ColumnBatch(dict(zip(record_batch.schema.names, record_batch.columns,
+                                             strict=True)))
+                for offset in range(0, len(batch), MERGE_ROWS):
+                    chunk = batch.slice(offset, MERGE_ROWS)
+                    report.reapplied += merger.merge(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(Progress("loading", done, summary.records, done))
+    report.applied = True
+    return _record_run(database, report)
 
 
-def _staged_batch(batch: ColumnBatch, import_id: str, pin_key: str, staged_at: object,
-                  ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]:
-    """Staging rows (in _STAGE_COLUMNS order) and phone rows of a checked batch."""
-    columns = [_cache_values(column, batch.values[column.field], pin_key) for column in _CACHED]
-    count = len(batch)
-    rows = list(zip(repeat(import_id, count), repeat(staged_at, count), *columns, strict=True))
-    lists = batch.values[_PHONES.field]
-    owners = pc.take(batch.values[KEY.field], pc.list_parent_indices(lists)).to_pylist()
-    numbers = pc.list_flatten(lists).to_pylist()
-    phones = list(zip(repeat(import_id, len(numbers)), owners, numbers, strict=True))
-    return rows, phones
-
-
-def _cache_values(column: Column, values: pa.Array, pin_key: str) -> list[Any]:
-    """A column's values as the staging table stores them (dates as ISO text, PINs hashed)."""
-    if column.kind is Kind.DATE:
-        return cast(list[Any], pc.cast(values, pa.string()).to_pylist())
-    if column.kind is Kind.HASHED:
-        return [None if pin is None else hash_pin(pin, pin_key) for pin in values.to_pylist()]
-    return cast(list[Any], values.to_pylist())
+def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int:
+    """Recent payments taken off again for the accounts ``keys``, in ``connection``'s
+    transaction."""
+    with Session(bind=connection) as db:
+        count = reapply_recent_payments(db, as_of, Account.account_number.in_(keys))
+        db.flush()
+    return count
 
 
 def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
