@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select
 
 from connectors.files.column_reader import ColumnBatch
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
 from ivr.db import Database
+from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
 __all__ = ["CACHED", "PHONES", "ChunkMerger"]
@@ -33,6 +36,12 @@ __all__ = ["CACHED", "PHONES", "ChunkMerger"]
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
 PHONES = next(c for c in COLUMNS if c.kind is Kind.PHONES)
 _NAMES = tuple(str(c.cache) for c in CACHED)
+# Rows per transaction: PostgreSQL; SQLite with no calls on the line; SQLite with calls.
+POSTGRES_ROWS = 5_000
+QUIET_ROWS = 20_000
+BUSY_ROWS = 1_000
+# A webhook this recent means calls are on the line.
+CALLS_SECONDS = 30
 # PostgreSQL's per-connection table a chunk is copied into, emptied at each commit.
 _TEMP_ROWS = " ".join(["CREATE TEMP TABLE IF NOT EXISTS ivr_import_rows ON COMMIT DELETE ROWS",
                        "AS SELECT", ", ".join(_NAMES), "FROM accounts WITH NO DATA"])
@@ -70,21 +79,87 @@ class ChunkMerger:
         self.pin_key = pin_key
         self.reapply = reapply
         self.postgres = not database.is_sqlite
+        self._connection: Connection | None = None
+        self._busy_checked = 0.0
+        self._busy = False
+
+    def __enter__(self) -> ChunkMerger:
+        # One connection for the whole merge: PostgreSQL's temporary tables live in it,
+        # and the settings below apply to the import's writes only. Neither weakens what
+        # a crash can lose beyond the last chunks, which the next run of the file re-applies.
+        self._connection = self.database.engine.connect()
+        if self.postgres:
+            self._connection.exec_driver_sql("SET synchronous_commit = off")
+            self._connection.commit()
+        else:
+            # Outside any transaction (SQLite refuses it inside one): the driver's own call.
+            self._driver().execute("PRAGMA synchronous = NORMAL")
+        return self
+
+    def _driver(self) -> Any:
+        assert self._connection is not None  # noqa: S101 - only called inside the block
+        return self._connection.connection.driver_connection
+
+    def __exit__(self, *exc: object) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+            if self.postgres:
+                connection.exec_driver_sql("RESET synchronous_commit")
+                connection.commit()
+            else:
+                connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA synchronous = FULL")
+        finally:
+            connection.close()
+
+    def chunk_rows(self) -> int:
+        """How many rows the next transaction may take.
+
+        On SQLite every transaction holds the whole database's write lock, and every
+        webhook writes: while calls are on the line (a webhook in the last CALLS_SECONDS)
+        chunks are small and followed by a pause as long as they took, so a caller waits
+        a few milliseconds at most. With no calls the import runs at full speed. On
+        PostgreSQL a chunk locks only its own accounts' rows.
+        """
+        if self.postgres:
+            return POSTGRES_ROWS
+        return BUSY_ROWS if self._calls_on_the_line() else QUIET_ROWS
+
+    def _calls_on_the_line(self) -> bool:
+        now = time.monotonic()
+        if now - self._busy_checked >= 1.0:
+            since = utcnow() - timedelta(seconds=CALLS_SECONDS)
+            with self.database.session() as db:
+                self._busy = db.scalar(select(CallEvent.id).where(CallEvent.at > since)
+                                       .limit(1)) is not None
+            self._busy_checked = now
+        return self._busy
 
     def merge(self, batch: ColumnBatch) -> int:
         """Merge one batch in one transaction; returns the payments taken off again."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("ChunkMerger is used in a with block")
         values = {c.cache: _cache_values(c, batch.values[c.field], self.pin_key)
                   for c in CACHED}
         keys: list[str] = batch.values[KEY.field].to_pylist()
         lists = batch.values[PHONES.field]
-        with self.database.engine.begin() as connection:
+        started = time.monotonic()
+        with connection.begin():
             if self.postgres:
                 self._upsert_postgres(connection, values)
             else:
                 self._upsert_sqlite(connection, values)
-            if self.phones:
+            if self.phones and self.postgres:
+                self._replace_phones_postgres(connection, keys, lists)
+            elif self.phones:
                 self._replace_phones(connection, keys, lists)
             reapplied: int = self.reapply(connection, keys)
+        if not self.postgres and self._busy:
+            time.sleep(time.monotonic() - started)
         return reapplied
 
     def _upsert_sqlite(self, connection: Connection, values: Mapping[str | None, pa.Array],
@@ -117,67 +192,58 @@ class ChunkMerger:
             f"SELECT {names}, now() FROM ivr_import_rows ON CONFLICT (account_number) "
             f"DO UPDATE SET {sets}, updated_at = now() WHERE ({old}) IS DISTINCT FROM ({new})")
 
+    def _replace_phones_postgres(self, connection: Connection, keys: Sequence[str],
+                                 lists: pa.Array) -> None:
+        """The same as _replace_phones, set-based: the chunk's numbers are copied in and
+        compared with what the cache holds, in the database."""
+        connection.exec_driver_sql(
+            "CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones (account_number text, phone text)"
+            " ON COMMIT DELETE ROWS")
+        owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
+        _copy(connection, "ivr_import_phones", ("account_number", "phone"),
+              pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
+
+        # While a large import runs, the statistics of accounts and account_phones describe
+        # the tables before it, and a join would be planned as a scan of every account. So
+        # every account is found by index, one row at a time: a correlated subquery, = ANY
+        # of an array, ON CONFLICT.
+        connection.exec_driver_sql(
+            "DELETE FROM account_phones p WHERE p.account_id = ANY(ARRAY("
+            "SELECT (SELECT a.id FROM accounts a WHERE a.account_number = r.account_number) "
+            "FROM ivr_import_rows r)) AND NOT EXISTS (SELECT 1 FROM ivr_import_phones t "
+            "WHERE t.phone = p.phone AND t.account_number = "
+            "(SELECT a.account_number FROM accounts a WHERE a.id = p.account_id))")
+        connection.exec_driver_sql(
+            "INSERT INTO account_phones (account_id, phone) "
+            "SELECT (SELECT a.id FROM accounts a WHERE a.account_number = t.account_number), "
+            "t.phone FROM ivr_import_phones t ON CONFLICT (account_id, phone) DO NOTHING")
+
     def _replace_phones(self, connection: Connection, keys: Sequence[str],
                         lists: pa.Array) -> None:
-        """Make the chunk's accounts have exactly the file's numbers; unchanged ones stay."""
-        wanted: dict[str, set[str]] = {key: set() for key in keys}
+        """Make the chunk's accounts have exactly the file's numbers; unchanged ones stay
+        (SQLite). Numbers are added with ON CONFLICT DO NOTHING; only accounts that had
+        numbers before are compared in Python for the ones to remove."""
         owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists)).to_pylist()
-        for owner, phone in zip(owners, pc.list_flatten(lists).to_pylist(), strict=True):
-            wanted[owner].add(phone)
-        ids = dict(_account_ids(connection, keys, self.postgres))
-        have: dict[str, set[str]] = {}
-        for number, phone in _phones_of(connection, keys, self.postgres):
-            have.setdefault(number, set()).add(phone)
-        gone = [(ids[n], p) for n, phones in have.items() for p in phones - wanted[n]]
-        new = [(ids[n], p) for n, phones in wanted.items() for p in phones - have.get(n, set())]
+        numbers = pc.list_flatten(lists).to_pylist()
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        remove, add = _PHONE_SQL[self.postgres]
         try:
-            if gone:
-                cursor.executemany(remove, gone)
-            if new:
-                cursor.executemany(add, new)
+            had = cursor.execute(
+                "SELECT p.account_id, a.account_number, p.phone FROM account_phones p "
+                "JOIN accounts a ON a.id = p.account_id "
+                "WHERE a.account_number IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(keys)),)).fetchall()
+            if had:
+                wanted = set(zip(owners, numbers, strict=True))
+                gone = [(i, phone) for i, number, phone in had if (number, phone) not in wanted]
+                cursor.executemany(
+                    "DELETE FROM account_phones WHERE account_id = ? AND phone = ?", gone)
+            cursor.executemany(
+                "INSERT INTO account_phones (account_id, phone) "
+                "SELECT id, ? FROM accounts WHERE account_number = ? "
+                "ON CONFLICT (account_id, phone) DO NOTHING",
+                zip(numbers, owners, strict=True))
         finally:
             cursor.close()
-
-
-# (remove one number, add one number), by driver placeholder: sqlite3 "?", psycopg "%s".
-_PHONE_SQL = {
-    False: ("DELETE FROM account_phones WHERE account_id = ? AND phone = ?",
-            "INSERT INTO account_phones (account_id, phone) VALUES (?, ?)"),
-    True: ("DELETE FROM account_phones WHERE account_id = %s AND phone = %s",
-           "INSERT INTO account_phones (account_id, phone) VALUES (%s, %s)"),
-}
-
-
-def _keyed(sql_sqlite: str, sql_postgres: str, postgres: bool) -> str:
-    return sql_postgres if postgres else sql_sqlite
-
-
-def _account_ids(connection: Connection, keys: Sequence[str],
-                 postgres: bool) -> list[tuple[str, int]]:
-    sql = _keyed(
-        "SELECT account_number, id FROM accounts WHERE account_number IN "
-        "(SELECT value FROM json_each(:keys))",
-        "SELECT account_number, id FROM accounts WHERE account_number = ANY(:keys)", postgres)
-    return [(str(n), int(i)) for n, i in
-            connection.execute(text(sql), {"keys": _param(keys, postgres)})]
-
-
-def _phones_of(connection: Connection, keys: Sequence[str],
-               postgres: bool) -> list[tuple[str, str]]:
-    sql = _keyed(
-        "SELECT a.account_number, p.phone FROM account_phones p JOIN accounts a "
-        "ON a.id = p.account_id WHERE a.account_number IN (SELECT value FROM json_each(:keys))",
-        "SELECT a.account_number, p.phone FROM account_phones p JOIN accounts a "
-        "ON a.id = p.account_id WHERE a.account_number = ANY(:keys)", postgres)
-    return [(str(n), str(p)) for n, p in
-            connection.execute(text(sql), {"keys": _param(keys, postgres)})]
-
-
-def _param(keys: Sequence[str], postgres: bool) -> object:
-    # One bound value however many keys: a list for PostgreSQL, a JSON array for SQLite.
-    return list(keys) if postgres else json.dumps(list(keys))
 
 
 def _copy(connection: Connection, table: str, names: Sequence[str], data: pa.Table) -> None:

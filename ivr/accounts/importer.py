@@ -26,7 +26,7 @@ from typing import IO, Any, cast
 
 import pyarrow as pa
 import pyarrow.ipc
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -209,19 +209,7 @@ def reapply_recent_payments(db: Session, as_of: datetime,
     ``as_of``. Looks back RECENT_DAYS; older ones are a matter for reconciliation. Only
     the ``accounts`` the condition picks (the chunk just merged) are looked at.
     """
-    horizon = as_of - timedelta(days=RECENT_DAYS)
-    pushed = (select(SyncRun.id)
-              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
-                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
-                     SyncRun.interval_end > Payment.paid_at)
-              .exists())
-    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
-    stmt = (select(Account, Payment)
-            .join(Payment, Payment.account_id == Account.id)
-            .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
-            .where(accounts, Payment.paid_at >= horizon,
-                   Payment.posting_status != PostingStatus.TEST,
-                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
+    stmt = recent_payments(as_of, Account, Payment).where(accounts)
     count = 0
     for account, payment in db.execute(stmt):
         account.balance_due_cents -= payment.amount_cents
@@ -231,6 +219,24 @@ def reapply_recent_payments(db: Session, as_of: datetime,
 
 
 RECENT_DAYS = 30
+
+
+def recent_payments(as_of: datetime, *what: Any) -> Select[Any]:
+    """Select ``what`` for the payments of the last RECENT_DAYS the biller had not heard of
+    by ``as_of`` (see reapply_recent_payments), joined with their accounts."""
+    horizon = as_of - timedelta(days=RECENT_DAYS)
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
+                     SyncRun.interval_end > Payment.paid_at)
+              .exists())
+    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
+    return (select(*what)
+            .select_from(Account)
+            .join(Payment, Payment.account_id == Account.id)
+            .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
+            .where(Payment.paid_at >= horizon, Payment.posting_status != PostingStatus.TEST,
+                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
 
 
 Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]
@@ -446,17 +452,18 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
             if writer is not None:
                 writer.close()
         report.records = summary.records
-        merger = ChunkMerger(database, summary.columns or None, pin_key,
-                             partial(_reapply_in, as_of))
         done = 0
-        if writer is not None:
+        with ChunkMerger(database, summary.columns or None, pin_key,
+                         partial(_reapply_in, as_of)) as merger:
             spill.seek(0)
-            for record_batch in pa.ipc.open_stream(spill):
+            for record_batch in (pa.ipc.open_stream(spill) if writer is not None else ()):
                 batch = ColumnBatch(dict(zip(record_batch.schema.names, record_batch.columns,
                                              strict=True)))
-                for offset in range(0, len(batch), MERGE_ROWS):
-                    chunk = batch.slice(offset, MERGE_ROWS)
+                offset = 0
+                while offset < len(batch):
+                    chunk = batch.slice(offset, merger.chunk_rows())
                     report.reapplied += merger.merge(chunk)
+                    offset += len(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(Progress("loading", done, summary.records, done))
@@ -468,7 +475,12 @@ def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int
     """Recent payments taken off again for the accounts ``keys``, in ``connection``'s
     transaction."""
     with Session(bind=connection) as db:
-        count = reapply_recent_payments(db, as_of, Account.account_number.in_(keys))
+        # Few accounts have recent payments: find those first, without naming 5,000 keys.
+        owing = set(db.scalars(recent_payments(as_of, Account.account_number)))
+        mine = owing.intersection(keys)
+        if not mine:
+            return 0
+        count = reapply_recent_payments(db, as_of, Account.account_number.in_(mine))
         db.flush()
     return count
 
