@@ -56,27 +56,32 @@ def _account_numbers(cells: pa.Array) -> tuple[pa.Array, pa.Array]:
     return cells, ok
 
 
-_AMOUNT = r"^(?P<sign>-?)(?P<whole>[0-9]{1,12})(?:\.(?P<frac>[0-9]{1,2}))?$"
+_AMOUNT = r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"
+_HUNDRED = pa.scalar(100, pa.decimal128(3, 0))
 
 
 def _cents(cells: pa.Array, allow_negative: bool) -> tuple[pa.Array, pa.Array]:
-    parts = pc.extract_regex(cells, _AMOUNT)
-    ok = pc.is_valid(parts)
-    whole = pc.fill_null(pc.struct_field(parts, "whole"), "0")
-    frac = pc.utf8_rpad(pc.fill_null(pc.struct_field(parts, "frac"), ""), 2, "0")
-    cents = pc.add(pc.multiply(pc.cast(whole, pa.int64()), 100), pc.cast(frac, pa.int64()))
-    negative = pc.equal(pc.fill_null(pc.struct_field(parts, "sign"), ""), "-")
+    ok = _matches(cells, _AMOUNT)
     if not allow_negative:
         # "-0" is not negative to the row path: let its parser decide every minus sign.
-        return cents, pc.and_(ok, pc.invert(negative))
-    return pc.if_else(negative, pc.negate(cents), cents), ok
+        ok = pc.and_(ok, pc.invert(pc.starts_with(cells, "-")))
+    # Exact: a decimal with two places, times 100, is the integer number of cents.
+    shaped = cells if pc.all(ok).as_py() else pc.if_else(ok, cells, "0")
+    cents = pc.cast(pc.multiply(pc.cast(shaped, pa.decimal128(16, 2)), _HUNDRED), pa.int64())
+    return cents, ok
 
 
 def _dates(cells: pa.Array) -> tuple[pa.Array, pa.Array]:
-    parsed = pc.strptime(cells, format="%Y-%m-%d", unit="s", error_is_null=True)
-    days = pc.cast(parsed, pa.date32())
-    # strptime rolls 2025-02-30 over to March and takes 2025-1-5: only a date that reads
-    # back as the very same text is taken here; the row path's parser judges the rest.
+    blank = pc.equal(pc.utf8_length(cells), 0)
+    filled = pc.if_else(blank, "2000-01-01", cells) if pc.any(blank).as_py() else cells
+    try:
+        days = pc.cast(filled, pa.date32())  # strict YYYY-MM-DD, real dates only
+    except pa.ArrowInvalid:
+        # Some cell is not a date: find which, cell by cell. strptime rolls 2025-02-30 over
+        # to March and takes 2025-1-5, so only a date that reads back as the very same
+        # text is taken; the row path's parser judges the rest.
+        parsed = pc.strptime(cells, format="%Y-%m-%d", unit="s", error_is_null=True)
+        days = pc.cast(parsed, pa.date32())
     same = pc.equal(pc.fill_null(pc.cast(days, pa.string()), ""), cells)
     ok = pc.and_(same, pc.invert(pc.starts_with(cells, "0000")))
     return days, ok
