@@ -45,6 +45,8 @@ CALLS_SECONDS = 30
 # PostgreSQL's per-connection table a chunk is copied into, emptied at each commit.
 _TEMP_ROWS = " ".join(["CREATE TEMP TABLE IF NOT EXISTS ivr_import_rows ON COMMIT DELETE ROWS",
                        "AS SELECT", ", ".join(_NAMES), "FROM accounts WITH NO DATA"])
+_TEMP_PHONES = ("CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones "
+                "(account_number text, phone text) ON COMMIT DELETE ROWS")
 
 
 def _carried(columns: frozenset[str] | None) -> list[str]:
@@ -150,13 +152,11 @@ class ChunkMerger:
         started = time.monotonic()
         with connection.begin():
             if self.postgres:
-                self._upsert_postgres(connection, values)
+                self._merge_postgres(connection, values, keys, lists)
             else:
                 self._upsert_sqlite(connection, values)
-            if self.phones and self.postgres:
-                self._replace_phones_postgres(connection, keys, lists)
-            elif self.phones:
-                self._replace_phones(connection, keys, lists)
+                if self.phones:
+                    self._replace_phones(connection, keys, lists)
             reapplied: int = self.reapply(connection, keys)
         if not self.postgres and self._busy:
             time.sleep(time.monotonic() - started)
@@ -178,31 +178,36 @@ class ChunkMerger:
         finally:
             cursor.close()
 
-    def _upsert_postgres(self, connection: Connection,
-                         values: Mapping[str | None, pa.Array]) -> None:
-        names = ", ".join(_NAMES)
+    def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
+                        keys: Sequence[str], lists: pa.Array) -> None:
+        """Copy the chunk in, upsert it, and give its accounts the file's phone numbers.
+
+        The upsert returns the accounts it created: their numbers go straight in. Only
+        accounts that existed before have their numbers compared with the cache's.
+        """
         connection.exec_driver_sql(_TEMP_ROWS)
-        table = pa.table({name: values[name] for name in _NAMES})
-        _copy(connection, "ivr_import_rows", _NAMES, table)
+        connection.exec_driver_sql(_TEMP_PHONES)
+        _copy(connection, "ivr_import_rows", _NAMES,
+              pa.table({name: values[name] for name in _NAMES}))
+        if self.phones:
+            owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
+            _copy(connection, "ivr_import_phones", ("account_number", "phone"),
+                  pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
+        names = ", ".join(_NAMES)
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.carried)
         old = ", ".join(f"accounts.{c}" for c in self.carried)
         new = ", ".join(f"EXCLUDED.{c}" for c in self.carried)
-        connection.exec_driver_sql(
-            f"INSERT INTO accounts ({names}, updated_at) "  # noqa: S608 - our own names
+        created = connection.exec_driver_sql(
+            f"WITH up AS (INSERT INTO accounts ({names}, updated_at) "  # noqa: S608 - our names
             f"SELECT {names}, now() FROM ivr_import_rows ON CONFLICT (account_number) "
-            f"DO UPDATE SET {sets}, updated_at = now() WHERE ({old}) IS DISTINCT FROM ({new})")
-
-    def _replace_phones_postgres(self, connection: Connection, keys: Sequence[str],
-                                 lists: pa.Array) -> None:
-        """The same as _replace_phones, set-based: the chunk's numbers are copied in and
-        compared with what the cache holds, in the database."""
-        connection.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones (account_number text, phone text)"
-            " ON COMMIT DELETE ROWS")
-        owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
-        _copy(connection, "ivr_import_phones", ("account_number", "phone"),
-              pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
-
+            f"DO UPDATE SET {sets}, updated_at = now() WHERE ({old}) IS DISTINCT FROM ({new}) "
+            "RETURNING id, account_number, xmax = 0 AS created), "
+            "phones AS (INSERT INTO account_phones (account_id, phone) "
+            "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
+            "ON t.account_number = up.account_number WHERE up.created) "
+            "SELECT count(*) FROM up WHERE created").scalar_one()
+        if not self.phones or created == len(keys):
+            return
         # While a large import runs, the statistics of accounts and account_phones describe
         # the tables before it, and a join would be planned as a scan of every account. So
         # every account is found by index, one row at a time: a correlated subquery, = ANY
