@@ -26,10 +26,12 @@ import random
 import resource
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -162,6 +164,87 @@ def phase_bare_postgres(file: Path, url: str) -> dict[str, float]:
     return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
 
 
+def _floor_tables(phone_id: str) -> list[str]:
+    """Tables with the cache's keys: accounts unique by number, phones tied to their account
+    by a foreign key, unique per account and indexed by number. Values stay text."""
+    columns = ", ".join(f"{c} TEXT" for c in COLUMNS if c != "phones")
+    return [
+        f"CREATE TABLE floor_accounts (id INTEGER PRIMARY KEY, {columns}, "
+        "UNIQUE (account_number))",
+        f"CREATE TABLE floor_phones (id {phone_id}, account_id INTEGER NOT NULL "
+        "REFERENCES floor_accounts (id), phone TEXT NOT NULL, UNIQUE (account_id, phone))",
+        "CREATE INDEX ix_floor_phones_phone ON floor_phones (phone)",
+    ]
+
+
+def _floor_rows(file: Path) -> Iterator[tuple[int, list[str], str]]:
+    """(account id, the row without its phones, its phones cell) for each data row."""
+    at = COLUMNS.index("phones")
+    with file.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for n, row in enumerate(reader, 1):
+            if row[0] != "TRAILER":
+                yield n, row[:at] + row[at + 1:], row[at]
+
+
+def phase_floor_sqlite(file: Path, url: str) -> dict[str, float]:
+    """csv.reader + executemany into tables with the cache's keys (_floor_tables): what
+    the cache's own indexes and foreign key cost, before any checking or merging."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    conn.execute("PRAGMA foreign_keys = ON")
+    for statement in _floor_tables("INTEGER PRIMARY KEY"):
+        conn.execute(statement)
+    names = [c for c in COLUMNS if c != "phones"]
+    insert_account = (f"INSERT INTO floor_accounts (id, {', '.join(names)}) "  # noqa: S608
+                      f"VALUES (?, {', '.join('?' * len(names))})")
+    started = time.perf_counter()
+    count = 0
+    accounts: list[list[object]] = []
+    phones: list[tuple[int, str]] = []
+    for n, values, cell in _floor_rows(file):
+        accounts.append([n, *values])
+        phones.append((n, cell))
+        if len(accounts) == 5000:
+            conn.executemany(insert_account, accounts)
+            conn.executemany("INSERT INTO floor_phones (account_id, phone) VALUES (?, ?)",
+                             phones)
+            count += len(accounts)
+            accounts, phones = [], []
+    conn.executemany(insert_account, accounts)
+    conn.executemany("INSERT INTO floor_phones (account_id, phone) VALUES (?, ?)", phones)
+    count += len(accounts)
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
+
+
+def phase_floor_postgres(file: Path, url: str) -> dict[str, float]:
+    """csv.reader + COPY into tables with the cache's keys (_floor_tables)."""
+    import psycopg
+
+    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    conn.execute("DROP TABLE IF EXISTS floor_phones, floor_accounts")
+    for statement in _floor_tables("INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY"):
+        conn.execute(statement)
+    names = [c for c in COLUMNS if c != "phones"]
+    started = time.perf_counter()
+    count = 0
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY floor_accounts (id, {', '.join(names)}) FROM STDIN") as copy:
+            for n, values, _cell in _floor_rows(file):
+                copy.write_row([n, *values])
+                count += 1
+        with cur.copy("COPY floor_phones (account_id, phone) FROM STDIN") as copy:
+            for n, _values, cell in _floor_rows(file):
+                copy.write_row((n, cell))
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"seconds": elapsed, "rows": count, "peak_mb": _peak_mb()}
+
+
 def _payment_rows(count: int) -> list[tuple[str, int, int, datetime, str]]:
     start = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
     return [(f"{1000000000 + i}", 1000 + i % 90000, 0 if i % 3 else 295,
@@ -276,12 +359,15 @@ def main() -> None:
                              "what the import was running)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (files, databases, server logs)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of bare, floor and ivr, interleaved (min and median)")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         name, *rest = args.phase
         funcs = {"ours": phase_ours, "bare-sqlite": phase_bare_sqlite,
-                 "bare-postgres": phase_bare_postgres}
+                 "bare-postgres": phase_bare_postgres, "floor-sqlite": phase_floor_sqlite,
+                 "floor-postgres": phase_floor_postgres}
         if name in funcs:
             result = funcs[name](Path(rest[0]), rest[1])
         elif name == "export-ours":
@@ -300,6 +386,27 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+DIALECTS = {"SQLite": "sqlite", "PostgreSQL": "postgres"}
+
+
+def _print_import(label: str, runs: dict[str, list[dict[str, float]]]) -> None:
+    """Min and median seconds of each, and ivr's ratios to the bare load and the floor."""
+    def stat(kind: str) -> tuple[float, float]:
+        seconds = [r["seconds"] for r in runs[kind]]
+        return min(seconds), statistics.median(seconds)
+
+    (bare_min, bare_med), (floor_min, floor_med), (ivr_min, ivr_med) = (
+        stat("bare"), stat("floor"), stat("ivr"))
+    rows = runs["ivr"][0]["rows"]
+    peak = max(r["peak_mb"] for r in runs["ivr"])
+    print(f"{label:>10} import, {len(runs['ivr'])} rounds, seconds min/median: "
+          f"bare {bare_min:.1f}/{bare_med:.1f} | floor {floor_min:.1f}/{floor_med:.1f} | "
+          f"ivr {ivr_min:.1f}/{ivr_med:.1f} ({rows / ivr_min:,.0f} rows/s, peak {peak:.0f} MB)")
+    print(f"{label:>10} import: ivr takes {ivr_min / bare_min:.2f}x the bare load "
+          f"({ivr_med / bare_med:.2f}x by median), {ivr_min / floor_min:.2f}x the floor "
+          f"({ivr_med / floor_med:.2f}x); the floor is {floor_min / bare_min:.2f}x the bare load")
+
+
 def run_all(work: Path, args: argparse.Namespace) -> None:
     """Every phase, in order, printing as it goes."""
     file = work / "accounts.csv"
@@ -311,21 +418,24 @@ def run_all(work: Path, args: argparse.Namespace) -> None:
     next_file = work / "accounts-next.csv"
     if args.webhooks:
         make_account_file(next_file, args.rows, variant=1)
-    targets = [("SQLite", f"sqlite:///{work / 'ours.sqlite3'}",
-                f"sqlite:///{work / 'bare.sqlite3'}", "bare-sqlite")]
-    if args.postgres:
-        targets.append(("PostgreSQL", args.postgres, args.postgres, "bare-postgres"))
-    for label, ours_url, bare_url, bare_phase in targets:
-        if label == "PostgreSQL":
-            _fresh_postgres(args.postgres)
-        bare = run_phase(bare_phase, str(file), bare_url)
-        ours = run_phase("ours", str(file), ours_url)
-        print(f"{label:>10} import: ivr {ours['rows'] / ours['seconds']:9,.0f} rows/s "
-              f"({ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB) | bare "
-              f"{bare['rows'] / bare['seconds']:9,.0f} rows/s ({bare['seconds']:.1f} s, peak "
-              f"{bare['peak_mb']:.0f} MB) | ivr takes {ours['seconds'] / bare['seconds']:.2f}x")
+    targets = ["SQLite"] + (["PostgreSQL"] if args.postgres else [])
+    for label in targets:
+        runs: dict[str, list[dict[str, float]]] = {"bare": [], "floor": [], "ivr": []}
+        for round_ in range(args.repeat):
+            # Interleaved, each on a fresh database: noise hits all three alike.
+            for kind in runs:
+                if label == "PostgreSQL":
+                    _fresh_postgres(args.postgres)
+                    url = args.postgres
+                else:
+                    url = f"sqlite:///{work / f'{kind}-{round_}.sqlite3'}"
+                phase = "ours" if kind == "ivr" else f"{kind}-{DIALECTS[label]}"
+                runs[kind].append(run_phase(phase, str(file), url))
+        _print_import(label, runs)
         if args.webhooks:
-            # The database the import above filled: the next night's file goes on top.
+            # The last import's database: the next night's file goes on top.
+            ours_url = (args.postgres if label == "PostgreSQL"
+                        else f"sqlite:///{work / f'ivr-{args.repeat - 1}.sqlite3'}")
             webhook_phase(label, ours_url, next_file, args.rows, work, args)
     ours = run_phase("export-ours", str(args.payments))
     bare = run_phase("export-bare", str(args.payments))

@@ -45,7 +45,7 @@ from connectors.files.rows import AccountFileError, FileSummary, RowValidator, i
 __all__ = ["ColumnBatch", "NotClean", "column_path_problem", "iter_column_batches"]
 
 # Small blocks keep memory flat: pyarrow reads several blocks ahead.
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 18
 _SCAN_BYTES = 1 << 20
 # Rows checked together: enough to pay each compute call's fixed cost rarely.
 BATCH_ROWS = 20_000
