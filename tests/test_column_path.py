@@ -238,3 +238,53 @@ def test_both_paths_leave_the_same_cache(database_url: str) -> None:
         assert len(by_rows) == 7
     finally:
         database.dispose()
+
+
+def test_a_large_file_merges_in_paced_chunks_while_calls_are_on_the_line(
+        sqlite_url: str) -> None:
+    """With a webhook just served, SQLite merges in short chunks; with no call the chunks
+    are large again."""
+    from ivr.accounts.bulk_merge import BUSY_ROWS, QUIET_ROWS, ChunkMerger
+    from ivr.models import CallEvent
+
+    database = Database(sqlite_url)
+    database.upgrade()
+    try:
+        assert ChunkMerger(database, None, "k", None).chunk_rows() == QUIET_ROWS
+        with database.session() as db:
+            db.add(CallEvent(call_sid="CA1", state="incoming", event="incoming"))
+        assert ChunkMerger(database, None, "k", None).chunk_rows() == BUSY_ROWS
+        _import_many(database, BUSY_ROWS * 2 + 300)
+    finally:
+        database.dispose()
+
+
+def test_a_large_file_merges_in_many_chunks(database_url: str) -> None:
+    """Many chunks (on PostgreSQL, two at once on their own connections): every account
+    and phone number arrives once, and a second file moves numbers between accounts."""
+    from ivr.accounts.bulk_merge import POSTGRES_ROWS, QUIET_ROWS
+
+    database = Database(database_url)
+    database.upgrade()
+    try:
+        count = (QUIET_ROWS if database.is_sqlite else POSTGRES_ROWS) * 2 + 300
+        _import_many(database, count)
+        _import_many(database, count, shift=1)  # each number moves to the next account
+    finally:
+        database.dispose()
+
+
+def _import_many(database: Database, count: int, shift: int = 0) -> None:
+    rows = [{"account_number": f"A{i:06d}", "balance_due": f"{shift}.00",
+             "phones": f"+1312{2000000 + (i + shift) % count:07d}"} for i in range(count)]
+    report = import_account_file(database, io.BytesIO(_file(rows, list(COLUMN_NAMES))),
+                                 DEFAULT_ACCOUNT_LAYOUT, "big", pin_key="k")
+    assert report.applied and report.records == count
+    with database.engine.connect() as connection:
+        assert connection.execute(text(
+            "SELECT count(*), sum(balance_due_cents) FROM accounts")).one() == (
+                count, shift * 100 * count)
+        pairs = connection.execute(text(
+            "SELECT a.account_number, p.phone FROM account_phones p "
+            "JOIN accounts a ON a.id = p.account_id")).all()
+    assert sorted(pairs) == sorted((r["account_number"], r["phones"]) for r in rows)

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +34,7 @@ from ivr.db import Database
 from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
-__all__ = ["CACHED", "PHONES", "ChunkMerger"]
+__all__ = ["CACHED", "PHONES", "ChunkMerger", "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
@@ -39,7 +43,9 @@ _NAMES = tuple(str(c.cache) for c in CACHED)
 # Rows per transaction: PostgreSQL; SQLite with no calls on the line; SQLite with calls.
 POSTGRES_ROWS = 5_000
 QUIET_ROWS = 20_000
-BUSY_ROWS = 1_000
+BUSY_ROWS = 500
+# PostgreSQL chunks merged at once (each on its own connection) with no calls on the line.
+PARALLEL = 2
 # A webhook this recent means calls are on the line.
 CALLS_SECONDS = 30
 # PostgreSQL's per-connection table a chunk is copied into, emptied at each commit.
@@ -128,9 +134,11 @@ class ChunkMerger:
         """
         if self.postgres:
             return POSTGRES_ROWS
-        return BUSY_ROWS if self._calls_on_the_line() else QUIET_ROWS
+        return BUSY_ROWS if self.calls_on_the_line() else QUIET_ROWS
 
-    def _calls_on_the_line(self) -> bool:
+    def calls_on_the_line(self) -> bool:
+        """Whether a webhook was served in the last CALLS_SECONDS (asked at most once a
+        second)."""
         now = time.monotonic()
         if now - self._busy_checked >= 1.0:
             since = utcnow() - timedelta(seconds=CALLS_SECONDS)
@@ -249,6 +257,54 @@ class ChunkMerger:
                 zip(numbers, owners, strict=True))
         finally:
             cursor.close()
+
+
+def merge_batches(database: Database, batches: Iterable[ColumnBatch],
+                  columns: frozenset[str] | None, pin_key: str, reapply: Any,
+                  loaded: Callable[[int], None]) -> int:
+    """Merge every batch, chunk by chunk; returns the payments taken off again.
+
+    On PostgreSQL with no calls on the line, PARALLEL chunks go at once, each on its own
+    connection: a chunk's accounts are its own (a file names each account once), so they
+    never wait on each other, and the database's work, most of an import's time, uses
+    every core. With calls on the line, or on SQLite (one writer at a time), one by one.
+    """
+    workers = 1 if database.is_sqlite else PARALLEL
+    with ExitStack() as stack:
+        mergers: queue.SimpleQueue[ChunkMerger] = queue.SimpleQueue()
+        for _ in range(workers):
+            mergers.put(stack.enter_context(ChunkMerger(database, columns, pin_key, reapply)))
+        pool = stack.enter_context(ThreadPoolExecutor(workers, "ivr-merge"))
+        pending: deque[tuple[Future[int], int]] = deque()
+        policy = ChunkMerger(database, columns, pin_key, reapply)  # only asks about calls
+        reapplied = done = 0
+
+        def settle(keep: int) -> None:
+            nonlocal reapplied, done
+            while len(pending) > keep:
+                future, rows = pending.popleft()
+                reapplied += future.result()
+                done += rows
+                loaded(done)
+
+        def run(chunk: ColumnBatch) -> int:
+            merger = mergers.get()
+            try:
+                return merger.merge(chunk)
+            finally:
+                mergers.put(merger)
+
+        for batch in batches:
+            offset = 0
+            while offset < len(batch):
+                rows = policy.chunk_rows()
+                in_flight = 1 if policy.calls_on_the_line() else workers
+                settle(in_flight - 1)
+                chunk = batch.slice(offset, rows)
+                pending.append((pool.submit(run, chunk), len(chunk)))
+                offset += len(chunk)
+        settle(0)
+    return reapplied
 
 
 def _copy(connection: Connection, table: str, names: Sequence[str], data: pa.Table) -> None:

@@ -44,7 +44,7 @@ from connectors.files.column_reader import (
 )
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
-from ivr.accounts.bulk_merge import ChunkMerger
+from ivr.accounts.bulk_merge import merge_batches
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -330,6 +330,10 @@ def _swap_in(database: Database, import_id: str, report: ImportReport,
 
 def _record_run(database: Database, report: ImportReport) -> ImportReport:
     """Keep the import's outcome and report in ``import_runs``, and log it."""
+    if report.applied and not database.is_sqlite:
+        # Fresh statistics: planned on the old ones, the caller-ID look-up may scan.
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE accounts, account_phones")
     with database.session() as db:
         run = ImportRun(source=report.source[:500], finished_at=utcnow(),
                         status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
@@ -452,21 +456,16 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
             if writer is not None:
                 writer.close()
         report.records = summary.records
-        done = 0
-        with ChunkMerger(database, summary.columns or None, pin_key,
-                         partial(_reapply_in, as_of)) as merger:
-            spill.seek(0)
-            for record_batch in (pa.ipc.open_stream(spill) if writer is not None else ()):
-                batch = ColumnBatch(dict(zip(record_batch.schema.names, record_batch.columns,
-                                             strict=True)))
-                offset = 0
-                while offset < len(batch):
-                    chunk = batch.slice(offset, merger.chunk_rows())
-                    report.reapplied += merger.merge(chunk)
-                    offset += len(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(Progress("loading", done, summary.records, done))
+        spill.seek(0)
+        batches = (ColumnBatch(dict(zip(b.schema.names, b.columns, strict=True)))
+                   for b in (pa.ipc.open_stream(spill) if writer is not None else ()))
+
+        def loaded(done: int) -> None:
+            if progress is not None:
+                progress(Progress("loading", done, summary.records, done))
+
+        report.reapplied = merge_batches(database, batches, summary.columns or None, pin_key,
+                                         partial(_reapply_in, as_of), loaded)
     report.applied = True
     return _record_run(database, report)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ivr.cli.base import load_app
+from ivr.cli.base import load_app, yield_cpu_to_calls
 from ivr.web.app import get_config, get_database
 
 
@@ -42,6 +42,7 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
             raise click.ClickException(f"unknown layout {layout!r}: {exc}") from None
         chosen = found.account_layout
     as_of = datetime.fromtimestamp(file.stat().st_mtime, UTC)
+    yield_cpu_to_calls()
     with file.open("rb") as stream, terminal_progress(f"import {file.name}") as progress:
         report = import_account_file(get_database(app), stream, chosen, str(file),
                                      partial=partial, pin_key=get_config(app).pin_key,

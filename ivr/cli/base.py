@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import click
@@ -25,3 +27,14 @@ def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# How much an import steps back for the line on a shared machine (nice(1): 0 to 19).
+IMPORT_NICENESS = 10
+
+
+def yield_cpu_to_calls() -> None:
+    """Run this command at a lower CPU priority: an import is a background job, and on a
+    machine that also serves the webhooks, callers come first."""
+    with contextlib.suppress(OSError):  # not allowed here: run at the usual priority
+        os.nice(IMPORT_NICENESS)

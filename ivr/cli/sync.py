@@ -9,7 +9,7 @@ import click
 from flask import Flask
 
 from connectors.amounts import cents_to_text
-from ivr.cli.base import load_app
+from ivr.cli.base import load_app, yield_cpu_to_calls
 from ivr.web.app import get_config, get_database
 
 
@@ -36,6 +36,7 @@ def sync_pull() -> None:
     from ivr.cli.progress import terminal_progress
 
     app, config = _sync_setup()
+    yield_cpu_to_calls()
     try:
         with terminal_progress("sync pull") as progress:
             results = pull(get_database(app), config, pin_key=get_config(app).pin_key,
