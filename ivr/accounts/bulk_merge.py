@@ -46,6 +46,8 @@ QUIET_ROWS = 20_000
 BUSY_ROWS = 500
 # PostgreSQL chunks merged at once (each on its own connection) with no calls on the line.
 PARALLEL = 2
+# The least pause after a SQLite chunk while calls are on the line.
+PAUSE_SECONDS = 0.01
 # A webhook this recent means calls are on the line.
 CALLS_SECONDS = 30
 # PostgreSQL's per-connection table a chunk is copied into, emptied at each commit.
@@ -128,8 +130,8 @@ class ChunkMerger:
 
         On SQLite every transaction holds the whole database's write lock, and every
         webhook writes: while calls are on the line (a webhook in the last CALLS_SECONDS)
-        chunks are small and followed by a pause as long as they took, so a caller waits
-        a few milliseconds at most. With no calls the import runs at full speed. On
+        chunks are small and followed by a pause (merge_batches), so a caller waits a few
+        milliseconds at most. With no calls the import runs at full speed. On
         PostgreSQL a chunk locks only its own accounts' rows.
         """
         if self.postgres:
@@ -157,7 +159,6 @@ class ChunkMerger:
                   for c in CACHED}
         keys: list[str] = batch.values[KEY.field].to_pylist()
         lists = batch.values[PHONES.field]
-        started = time.monotonic()
         with connection.begin():
             if self.postgres:
                 self._merge_postgres(connection, values, keys, lists)
@@ -166,8 +167,6 @@ class ChunkMerger:
                 if self.phones:
                     self._replace_phones(connection, keys, lists)
             reapplied: int = self.reapply(connection, keys)
-        if not self.postgres and self._busy:
-            time.sleep(time.monotonic() - started)
         return reapplied
 
     def _upsert_sqlite(self, connection: Connection, values: Mapping[str | None, pa.Array],
@@ -287,21 +286,27 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
                 done += rows
                 loaded(done)
 
-        def run(chunk: ColumnBatch) -> int:
+        def run(chunk: ColumnBatch, pause: bool) -> int:
             merger = mergers.get()
+            started = time.monotonic()
             try:
                 return merger.merge(chunk)
             finally:
                 mergers.put(merger)
+                if pause:
+                    # Leave SQLite's lock free for longer than it was held: a waiting
+                    # webhook polls for it every few milliseconds.
+                    time.sleep(max(2 * (time.monotonic() - started), PAUSE_SECONDS))
 
         for batch in batches:
             offset = 0
             while offset < len(batch):
                 rows = policy.chunk_rows()
-                in_flight = 1 if policy.calls_on_the_line() else workers
-                settle(in_flight - 1)
+                busy = policy.calls_on_the_line()
+                settle(0 if busy else workers - 1)
                 chunk = batch.slice(offset, rows)
-                pending.append((pool.submit(run, chunk), len(chunk)))
+                pending.append((pool.submit(run, chunk, busy and database.is_sqlite),
+                                len(chunk)))
                 offset += len(chunk)
         settle(0)
     return reapplied
