@@ -224,3 +224,13 @@ def test_every_command_written_is_on_ivr() -> None:
               for sub in group.commands.values()}
     assert len(defined) > 20
     assert defined - nested == set(main.commands.values())
+
+
+def test_python_m_ivr_is_the_command_line() -> None:
+    """Where the ``ivr`` script is not on PATH (a bare venv, cron), ``python -m ivr`` is it."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "ivr", "accounts", "--help"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "Usage: ivr accounts" in shown and "import" in shown
