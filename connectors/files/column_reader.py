@@ -39,7 +39,15 @@ from connectors.files.column_cells import (
     read_column,
     strip_cells,
 )
-from connectors.files.columns import BY_NAME, COLUMNS, FIELDS, KEY, SUMMED, AccountRecord, Column
+from connectors.files.columns import (
+    BY_FIELD,
+    BY_NAME,
+    FIELDS,
+    KEY,
+    SUMMED,
+    AccountRecord,
+    Column,
+)
 from connectors.files.rows import AccountFileError, FileSummary, RowValidator, is_blank_row
 
 __all__ = ["ColumnBatch", "NotClean", "column_path_problem", "iter_column_batches"]
@@ -75,12 +83,9 @@ class ColumnBatch:
 
     def records(self) -> list[AccountRecord]:
         """The batch as the row path's records (for checks and small files; slow)."""
-        columns = [_as_python(BY_FIELD_COLUMNS[name], self.values[name]) for name in FIELDS]
+        columns = [_as_python(BY_FIELD[name], self.values[name]) for name in FIELDS]
         return [AccountRecord.from_values(dict(zip(FIELDS, row, strict=True)))
                 for row in zip(*columns, strict=True)]
-
-
-BY_FIELD_COLUMNS: Mapping[str, Column] = {column.field: column for column in COLUMNS}
 
 
 def _as_python(column: Column, values: pa.Array) -> list[object]:
@@ -272,7 +277,6 @@ def _batches(stream: IO[bytes], layout: AccountLayout, skip: int, width: int,
     names = [f"c{i}" for i in range(width)]
     keys: list[np.ndarray] = []  # a 64-bit fingerprint of each account number
     trailer_rows: list[list[str]] = []
-    last_row: list[str] | None = None
     try:
         reader = pa_csv.open_csv(
             stream,
@@ -291,10 +295,8 @@ def _batches(stream: IO[bytes], layout: AccountLayout, skip: int, width: int,
         for record_batch in _combined(reader):
             for offset in range(0, record_batch.num_rows, _MAX_BATCH_ROWS):
                 part = record_batch.slice(offset, _MAX_BATCH_ROWS)
-                batch, found, last = _read_batch(part, plans, layout)
+                batch, found = _read_batch(part, plans, layout)
                 trailer_rows.extend(found)
-                if last is not None:
-                    last_row = last
                 if batch is None:
                     continue
                 keys.append(_fingerprints(batch.values[KEY.field]))
@@ -311,7 +313,7 @@ def _batches(stream: IO[bytes], layout: AccountLayout, skip: int, width: int,
         if trailer is None or not trailer.matches(row):
             raise NotClean("a row of another width")
         trailer_rows.append(row)
-    _check_file(layout, trailer_rows, last_row, keys, totals, scan, state, rules)
+    _check_file(layout, trailer_rows, keys, totals, scan, state, rules)
 
 
 def _combined(reader: Any) -> Iterator[pa.RecordBatch]:
@@ -337,8 +339,8 @@ def _fingerprints(keys: pa.Array) -> np.ndarray:
 
 
 def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLayout,
-                ) -> tuple[ColumnBatch | None, list[list[str]], list[str] | None]:
-    """A batch's accepted rows, the trailer rows in it, and its last row."""
+                ) -> tuple[ColumnBatch | None, list[list[str]]]:
+    """A batch's accepted rows and the trailer rows in it."""
     stripped: dict[int, tuple[pa.Array, bool]] = {
         i: strip_cells(part.column(i)) for i in range(part.num_columns)}
     blank_row = None
@@ -351,8 +353,7 @@ def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLa
         stripped = {i: (cells.filter(keep), ascii_only)
                     for i, (cells, ascii_only) in stripped.items()}
     if not part.num_rows:
-        return None, [], None
-    last = [str(cell) for cell in part.slice(part.num_rows - 1).to_pylist()[0].values()]
+        return None, []
     trailer_rows: list[list[str]] = []
     trailer = layout.trailer_record
     if trailer is not None and trailer.tag_position <= part.num_columns:
@@ -365,7 +366,7 @@ def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLa
             stripped = {i: (cells.filter(pc.invert(is_tag)), ascii_only)
                         for i, (cells, ascii_only) in stripped.items()}
             if not part.num_rows:
-                return None, trailer_rows, last
+                return None, trailer_rows
     values: dict[str, pa.Array] = {}
     for plan in plans:
         if plan.position is None:
@@ -374,7 +375,7 @@ def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLa
         cells, ascii_only = stripped[plan.position]
         values[plan.column.field] = read_column(plan, cells, ascii_only)
     _check_required_if(values, stripped, plans)
-    return ColumnBatch(values), trailer_rows, last
+    return ColumnBatch(values), trailer_rows
 
 
 def _check_required_if(values: Mapping[str, pa.Array],
@@ -395,7 +396,7 @@ def _check_required_if(values: Mapping[str, pa.Array],
 
 
 def _check_file(layout: AccountLayout, trailer_rows: list[list[str]],
-                last_row: list[str] | None, keys: list[np.ndarray], totals: FileSummary,
+                keys: list[np.ndarray], totals: FileSummary,
                 scan: _RawScan, state: Any, rules: Any) -> None:
     """What the row path checks once every row is in: one trailer, last; no duplicate
     account; control totals."""
@@ -414,7 +415,6 @@ def _check_file(layout: AccountLayout, trailer_rows: list[list[str]],
             totals.trailer = (count, total)
     elif trailer is not None and trailer.required:
         raise NotClean("no trailer")
-    del last_row
     if keys:
         every = np.sort(np.concatenate(keys))
         # Equal fingerprints are a duplicate, or (about 3e-8 for a million accounts) two

@@ -34,12 +34,13 @@ from ivr.db import Database
 from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
-__all__ = ["CACHED", "PHONES", "ChunkMerger", "merge_batches"]
+__all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns",
+           "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
 PHONES = next(c for c in COLUMNS if c.kind is Kind.PHONES)
-_NAMES = tuple(str(c.cache) for c in CACHED)
+CACHED_NAMES = tuple(str(c.cache) for c in CACHED)
 # Rows per transaction: PostgreSQL; SQLite with no calls on the line; SQLite with calls.
 POSTGRES_ROWS = 5_000
 QUIET_ROWS = 20_000
@@ -52,12 +53,12 @@ PAUSE_SECONDS = 0.01
 CALLS_SECONDS = 30
 # PostgreSQL's per-connection table a chunk is copied into, emptied at each commit.
 _TEMP_ROWS = " ".join(["CREATE TEMP TABLE IF NOT EXISTS ivr_import_rows ON COMMIT DELETE ROWS",
-                       "AS SELECT", ", ".join(_NAMES), "FROM accounts WITH NO DATA"])
+                       "AS SELECT", ", ".join(CACHED_NAMES), "FROM accounts WITH NO DATA"])
 _TEMP_PHONES = ("CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones "
                 "(account_number text, phone text) ON COMMIT DELETE ROWS")
 
 
-def _carried(columns: frozenset[str] | None) -> list[str]:
+def carried_columns(columns: frozenset[str] | None) -> list[str]:
     """The accounts columns an existing account takes from the file: those it carries."""
     return [str(c.cache) for c in CACHED
             if c is not KEY and (columns is None or c.name in columns)]
@@ -84,7 +85,7 @@ class ChunkMerger:
     def __init__(self, database: Database, columns: frozenset[str] | None, pin_key: str,
                  reapply: Any) -> None:
         self.database = database
-        self.carried = _carried(columns)
+        self.carried = carried_columns(columns)
         self.phones = columns is None or PHONES.name in columns
         self.pin_key = pin_key
         self.reapply = reapply
@@ -171,14 +172,14 @@ class ChunkMerger:
 
     def _upsert_sqlite(self, connection: Connection, values: Mapping[str | None, pa.Array],
                        ) -> None:
-        names = ", ".join(_NAMES)
-        marks = ", ".join("?" * len(_NAMES))
+        names = ", ".join(CACHED_NAMES)
+        marks = ", ".join("?" * len(CACHED_NAMES))
         sets = ", ".join(f"{c} = excluded.{c}" for c in self.carried)
         changed = " OR ".join(f"accounts.{c} IS NOT excluded.{c}" for c in self.carried)
         sql = (f"INSERT INTO accounts ({names}, updated_at) "  # noqa: S608 - our own names
                f"VALUES ({marks}, CURRENT_TIMESTAMP) ON CONFLICT (account_number) DO UPDATE "
                f"SET {sets}, updated_at = CURRENT_TIMESTAMP WHERE {changed}")
-        rows = list(zip(*(values[name].to_pylist() for name in _NAMES), strict=True))
+        rows = list(zip(*(values[name].to_pylist() for name in CACHED_NAMES), strict=True))
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, rows)
@@ -194,13 +195,13 @@ class ChunkMerger:
         """
         connection.exec_driver_sql(_TEMP_ROWS)
         connection.exec_driver_sql(_TEMP_PHONES)
-        _copy(connection, "ivr_import_rows", _NAMES,
-              pa.table({name: values[name] for name in _NAMES}))
+        _copy(connection, "ivr_import_rows", CACHED_NAMES,
+              pa.table({name: values[name] for name in CACHED_NAMES}))
         if self.phones:
             owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
             _copy(connection, "ivr_import_phones", ("account_number", "phone"),
                   pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
-        names = ", ".join(_NAMES)
+        names = ", ".join(CACHED_NAMES)
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.carried)
         old = ", ".join(f"accounts.{c}" for c in self.carried)
         new = ", ".join(f"EXCLUDED.{c}" for c in self.carried)

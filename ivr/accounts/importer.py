@@ -42,9 +42,15 @@ from connectors.files.column_reader import (
     column_path_problem,
     iter_column_batches,
 )
-from connectors.files.columns import COLUMNS, KEY, Column, Kind
+from connectors.files.columns import KEY, Kind
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout, iter_layout_file
-from ivr.accounts.bulk_merge import merge_batches
+from ivr.accounts.bulk_merge import (
+    CACHED,
+    CACHED_NAMES,
+    PHONES,
+    carried_columns,
+    merge_batches,
+)
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -66,10 +72,6 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 # Rejections kept in full for the report; beyond this only the count grows (memory stays flat).
 MAX_REPORTED = 1000
-# The schema's columns kept in accounts (and accounts_staging), and the phone list's.
-_CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
-_COLUMNS = tuple(c.cache for c in _CACHED if c.cache is not None)
-_PHONES = next(c for c in COLUMNS if c.kind is Kind.PHONES)
 
 
 @dataclass
@@ -109,22 +111,21 @@ def _staged(record: AccountRecord, import_id: str, pin_key: str,
     return (import_id, now, *values)
 
 
-# Per row, so done in C: the record's values for _COLUMNS, and which of them are hashed.
-_CACHED_VALUES = itemgetter(*(c.field for c in _CACHED))
-_HASHED_AT = tuple(i for i, c in enumerate(_CACHED) if c.kind is Kind.HASHED)
+# Per row, so done in C: the record's values for CACHED_NAMES, and which of them are hashed.
+_CACHED_VALUES = itemgetter(*(c.field for c in CACHED))
+_HASHED_AT = tuple(i for i, c in enumerate(CACHED) if c.kind is Kind.HASHED)
 
 
-_STAGE_COLUMNS = ("import_id", "staged_at", *_COLUMNS)
+_STAGE_COLUMNS = ("import_id", "staged_at", *CACHED_NAMES)
 _PHONE_COLUMNS = ("import_id", "account_number", "phone")
 
 
 def _bulk(db: Session, table: str, columns: tuple[str, ...],
-          rows: list[tuple[Any, ...]], *, prepared: bool = False) -> None:
+          rows: list[tuple[Any, ...]]) -> None:
     """Load rows with the driver's bulk path: COPY on PostgreSQL, executemany elsewhere.
 
     Bypasses the ORM on purpose: at a million rows its per-row bookkeeping costs more than
-    the database does. ``prepared`` rows already hold what SQLite should store (text for
-    timestamps and decimals).
+    the database does.
     """
     if not rows:
         return
@@ -139,7 +140,7 @@ def _bulk(db: Session, table: str, columns: tuple[str, ...],
     marks = ", ".join("?" * len(columns))
     # sqlite3 stores what it is given: keep the types SQLAlchemy would have written.
     as_text = [i for i, name in enumerate(columns) if name in _SQLITE_TEXT]
-    if as_text and not prepared:
+    if as_text:
         rows = [_sqlite_row(row, as_text) for row in rows]
     cursor = raw.cursor()
     try:
@@ -149,7 +150,7 @@ def _bulk(db: Session, table: str, columns: tuple[str, ...],
 
 
 # Columns SQLAlchemy writes to SQLite as text: timestamps and decimals.
-_SQLITE_TEXT = frozenset({"staged_at", *(c.cache for c in _CACHED if c.kind is Kind.DECIMAL)})
+_SQLITE_TEXT = frozenset({"staged_at", *(c.cache for c in CACHED if c.kind is Kind.DECIMAL)})
 
 
 def _sqlite_row(row: tuple[Any, ...], as_text: list[int]) -> tuple[Any, ...]:
@@ -174,16 +175,15 @@ def _merge(db: Session, import_id: str, columns: frozenset[str] | None, ids: tup
     """
     dialect = db.connection().dialect.name
     in_chunk = and_(AccountStaging.import_id == import_id, AccountStaging.id.between(*ids))
-    source = select(*(getattr(AccountStaging, c) for c in _COLUMNS), func.now()).where(
+    source = select(*(getattr(AccountStaging, c) for c in CACHED_NAMES), func.now()).where(
         in_chunk)
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(Account).from_select([*_COLUMNS, "updated_at"], source)
-    carried = [c.cache for c in _CACHED if c is not KEY and c.cache is not None
-               and (columns is None or c.name in columns)]
+    stmt = module.insert(Account).from_select([*CACHED_NAMES, "updated_at"], source)
+    carried = carried_columns(columns)
     updates = {c: stmt.excluded[c] for c in carried}
     updates["updated_at"] = func.now()
     db.execute(stmt.on_conflict_do_update(index_elements=["account_number"], set_=updates))
-    if columns is not None and _PHONES.name not in columns:
+    if columns is not None and PHONES.name not in columns:
         return
     staged_ids = (select(Account.id)
                   .join(AccountStaging, AccountStaging.account_number == Account.account_number)
@@ -258,7 +258,7 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
             continue  # the file will be rejected; read on only to report every bad line
         batch.append(_staged(item, import_id, pin_key, now))
         account_number = cast(str, item[KEY.field])
-        numbers = cast(tuple[str, ...], item[_PHONES.field])
+        numbers = cast(tuple[str, ...], item[PHONES.field])
         phones.extend((import_id, account_number, p) for p in numbers)
         if len(batch) >= BATCH:
             yield batch, phones
