@@ -85,3 +85,18 @@ class CallOutcome(StrEnum):
     HUNG_UP_IN_PAY = "hung_up_in_pay"
     DEADLINE = "deadline"
     COMPLETED = "completed"
+
+
+class ArrangementStatus(StrEnum):
+    """``arrangements.status``: where a payment arrangement stands."""
+
+    ACTIVE = "active"  # holds the account's service while its instalments are kept
+    BROKEN = "broken"  # an instalment date passed with the amount still unpaid (on import)
+    KEPT = "kept"  # every instalment date passed with the amounts paid
+
+
+class ArrangementKind(StrEnum):
+    """``arrangements.kind``: what the caller agreed to."""
+
+    EXTENSION = "extension"  # the balance by one later date
+    INSTALMENTS = "instalments"  # a share now, the rest in instalments on set dates

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import BigInteger, Boolean, Date, Numeric, String, select
+from sqlalchemy import BigInteger, Boolean, Date, Integer, Numeric, String, select
 from sqlalchemy.sql.type_api import TypeEngine
 
 from connectors.files.account_file import AccountRecord, FileSummary, iter_account_file
@@ -28,7 +28,7 @@ from ivr.security import check_pin
 PIN_KEY = "test-pin-key"
 SQL_TYPES: dict[Kind, type[TypeEngine[Any]]] = {
     Kind.TEXT: String, Kind.HASHED: String, Kind.CENTS: BigInteger, Kind.DATE: Date,
-    Kind.DECIMAL: Numeric, Kind.FLAG: Boolean,
+    Kind.DECIMAL: Numeric, Kind.FLAG: Boolean, Kind.COUNT: Integer,
 }
 CACHED = [c for c in COLUMNS if c.cache is not None]
 

@@ -21,6 +21,7 @@ from connectors.files.parsers import (
     Parser,
     account_number,
     amount,
+    count,
     layout_date,
     not_negative_amount,
     phones,
@@ -71,6 +72,12 @@ def _cents(cells: pa.Array, allow_negative: bool) -> tuple[pa.Array, pa.Array]:
     return cents, ok
 
 
+def _counts(cells: pa.Array) -> tuple[pa.Array, pa.Array]:
+    ok = _matches(cells, r"^[0-9]{1,4}$")
+    shaped = cells if pc.all(ok).as_py() else pc.if_else(ok, cells, "0")
+    return pc.cast(shaped, pa.int64()), ok
+
+
 def _dates(cells: pa.Array) -> tuple[pa.Array, pa.Array]:
     blank = pc.equal(pc.utf8_length(cells), 0)
     filled = pc.if_else(blank, "2000-01-01", cells) if pc.any(blank).as_py() else cells
@@ -117,6 +124,8 @@ def _vector_for(column: Column) -> _Vector | None:
         return lambda cells: _cents(cells, allow_negative=False)
     if read is layout_date:
         return _dates
+    if read is count:
+        return _counts
     if read is phones:
         return _phone_lists
     if read is zip_code:
@@ -147,6 +156,7 @@ def _vector_for(column: Column) -> _Vector | None:
 _ARROW_TYPES: Mapping[str, pa.DataType] = {
     "text": pa.string(), "hashed": pa.string(), "cents": pa.int64(), "date": pa.date32(),
     "decimal": pa.string(), "flag": pa.bool_(), "phones": pa.list_(pa.string()),
+    "count": pa.int64(),
 }
 
 

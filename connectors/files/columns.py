@@ -29,6 +29,7 @@ from connectors.files.parsers import (
     ParserFactory,
     account_number,
     amount,
+    count,
     layout_date,
     not_negative_amount,
     phones,
@@ -82,6 +83,7 @@ class Kind(StrEnum):
     FLAG = "flag"  # bool
     HASHED = "hashed"  # str (a PIN), stored only as a salted hash
     PHONES = "phones"  # tuple of E.164 numbers, kept in account_phones rather than accounts
+    COUNT = "count"  # int: how many times something happened
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("usage_period_end", Kind.DATE, layout_date, "2026-11-20"),
     Column("language", Kind.TEXT, OneOf(LANGUAGES), "es", blank="en"),
     Column("payment_allowed", Kind.FLAG, YES_NO, "N", blank=True),
+    # Per-account payment rules (docs/files.md); blank keeps the line's own behaviour.
+    Column("ach_allowed", Kind.FLAG, YES_NO, "N", blank=True),
+    Column("card_allowed", Kind.FLAG, YES_NO, "N", blank=True),
+    Column("minimum_payment", Kind.CENTS, not_negative_amount, "25.00",
+           field="minimum_payment_cents"),
+    Column("full_payment_required", Kind.FLAG, YES_NO, "Y", blank=False),
+    Column("reconnect_amount", Kind.CENTS, not_negative_amount, "180.00",
+           field="reconnect_cents"),
+    # What payment-arrangement rules are evaluated over ([arrangements] in settings.toml).
+    Column("service_start_date", Kind.DATE, layout_date, "2019-04-01"),
+    Column("broken_arrangements_12m", Kind.COUNT, count, "1", blank=0),
+    Column("returned_payments_12m", Kind.COUNT, count, "2", blank=0),
+    # The biller's own word on arrangements: Y or N overrides the rules, blank lets them decide.
+    Column("arrangement_eligible", Kind.FLAG, YES_NO, "Y"),
 )
 
 COLUMN_NAMES = tuple(column.name for column in COLUMNS)
@@ -246,5 +262,5 @@ BY_FIELD: Mapping[str, Column] = MappingProxyType({column.field: column for colu
 # Value types of the kinds, for readers of a record who want them spelt out.
 KIND_TYPES: Mapping[Kind, type] = MappingProxyType({
     Kind.TEXT: str, Kind.CENTS: int, Kind.DATE: date, Kind.DECIMAL: Decimal, Kind.FLAG: bool,
-    Kind.HASHED: str, Kind.PHONES: tuple,
+    Kind.HASHED: str, Kind.PHONES: tuple, Kind.COUNT: int,
 })

@@ -160,6 +160,20 @@ def not_negative_amount(rules: RowRules) -> Parser:
     return parse
 
 
+_SMALL_COUNT_RE = re.compile(r"[0-9]{1,4}")
+
+
+def _count(column: str, raw: str) -> int:
+    if not _SMALL_COUNT_RE.fullmatch(raw):
+        raise FieldError(f"{column}: {show_value(raw)} is not a whole number from 0 to 9999")
+    return int(raw)
+
+
+def count(rules: RowRules) -> Parser:
+    """A whole number from 0 to 9999 (how many times something happened), ASCII digits."""
+    return _count
+
+
 def layout_date(rules: RowRules) -> Parser:
     """A calendar date in the layout's date format."""
     return rules.parse_date

@@ -111,7 +111,7 @@ def outbox_list(status: str | None, as_json: bool) -> None:
             "amount": cents_to_text(e.payment.amount_cents),
             "confirmation": e.payment.confirmation_code, "receipt_id": e.receipt_id,
             "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
-        } for e in session.scalars(stmt)]
+        } for e in session.scalars(stmt) if e.payment is not None]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -132,7 +132,7 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
         bank_account_type=(call.bank_account_type or result.bank_account_type)
         if method == "ach" else None,
         bank_last=result.bank_last if method == "ach" else None,
-        language=ctx.lang,
+        language=ctx.lang, purpose=call.payment_purpose,
         posting_status=PostingStatus.TEST if ctx.config.simulated else PostingStatus.QUEUED,
         paid_at=ctx.now,
     )

@@ -133,7 +133,9 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     claimed = db.scalars(select(OutboxEntry).where(
         OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
         OutboxEntry.claimed_until == until).execution_options(populate_existing=True))
-    return {entry.id: payment_post(entry.payment) for entry in claimed}
+    # Arrangement rows are not posted yet (their connector calls come next).
+    return {entry.id: payment_post(entry.payment) for entry in claimed
+            if entry.payment is not None}
 
 
 def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
@@ -160,6 +162,7 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
             # Our claim expired and another poster finished first; the connector's
             # idempotency made our duplicate harmless. Record nothing more.
             return PostingOutcome.SKIPPED
+        assert entry.payment is not None  # noqa: S101 - only payment rows are claimed
         outcome = record_outcome(db, entry, entry.payment, poster=poster, system=connector.name,
                                  now=clock(), duration_ms=duration_ms, config=config,
                                  result=result, error=error)
@@ -282,5 +285,6 @@ def retry_dead(db: Session, outbox_id: int, now: datetime) -> bool:
     entry.next_attempt_at = now
     entry.claimed_by = None
     entry.claimed_until = None
-    entry.payment.posting_status = PostingStatus.QUEUED
+    if entry.payment is not None:
+        entry.payment.posting_status = PostingStatus.QUEUED
     return True

@@ -20,6 +20,7 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field, ValidationError
 
 from connectors.toml_settings import Array, TomlTable, dotted, expect, refuse, toml_problems
+from ivr.prompts.settings.arrangements import ArrangementSettings, ReconnectSettings
 from ivr.prompts.settings.sections import (
     CARD_TYPES,
     DEFAULT_PAY_LANGUAGE,
@@ -126,6 +127,8 @@ class LineSettings(TomlTable):
     ach: AchSettings = Field(default_factory=AchSettings)
     receipt: ReceiptSettings = Field(default_factory=ReceiptSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
+    arrangements: ArrangementSettings = Field(default_factory=ArrangementSettings)
 
 
 def parse_line_settings(data: Mapping[str, object]) -> LineSettings:
