@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ivr.cli import main
 from ivr.models import Account
-from ivr.simulator.demo import demo_file
+from ivr.simulator.demo import demo_file, demo_rows
 from ivr.web.app import create_app, get_database
 from tests.conftest import OPEN_TIME, REPO
 
@@ -58,7 +58,7 @@ def test_db_upgrade_then_import_and_report(runner: CliRunner, tmp_path: Path) ->
     good.write_bytes(demo_file(OPEN_TIME.date()))
     result = runner.invoke(main, ["accounts", "import", str(good)])
     assert result.exit_code == 0, result.output
-    assert "applied; 4 accounts, 0 rejected" in result.output
+    assert f"applied; {len(demo_rows(OPEN_TIME.date()))} accounts, 0 rejected" in result.output
     assert balances(tmp_path)["4401001234"] == 12345
 
 
@@ -86,7 +86,9 @@ def test_bad_file_is_rejected_with_report_and_cache_kept(runner: CliRunner,
 
 def test_bad_trailer_rejects_the_whole_file(runner: CliRunner, tmp_path: Path) -> None:
     runner.invoke(main, ["db", "upgrade"])
-    data = demo_file(OPEN_TIME.date()).decode().replace("TRAILER,4,", "TRAILER,5,")
+    count = len(demo_rows(OPEN_TIME.date()))
+    data = demo_file(OPEN_TIME.date()).decode().replace(f"TRAILER,{count},",
+                                                        f"TRAILER,{count + 1},")
     bad = tmp_path / "trailer.csv"
     bad.write_text(data, encoding="utf-8")
     result = runner.invoke(main, ["accounts", "import", str(bad)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,8 @@ from ivr.instance import default_database_url
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"
+# A landlord whose one phone number is on three accounts.
+DEMO_LANDLORD = "+15555550130"
 DEMO_LINE = "+15555550100"
 # A paid call from the demo caller: English, confirm the account found by caller ID, ZIP,
 # pay the full balance by card, confirm; then hang up after the confirmation number.
@@ -22,12 +25,32 @@ DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
 DEMO_DATABASE_FILE = "demo.sqlite3"
 
 
+# The per-account payment rules and arrangement inputs; blank unless a row says otherwise.
+_RULES = ("ach_allowed", "card_allowed", "minimum_payment", "full_payment_required",
+          "reconnect_amount", "service_start_date", "broken_arrangements_12m",
+          "returned_payments_12m", "arrangement_eligible")
+
+
 def demo_rows(today: date) -> list[dict[str, str]]:
-    """Four accounts: current, past due pending disconnection, in credit, Spanish-speaking."""
+    """Accounts for every path: current, pending disconnection (eligible for an arrangement),
+    in credit, Spanish-speaking, disconnected (with a reconnection amount), and a landlord's
+    three on one phone number (one refuses bank debits, one takes the full balance only)."""
 
     def d(days: int) -> str:
         return (today + timedelta(days=days)).isoformat()
 
+    rules = {
+        "4401005678": {"service_start_date": d(-800)},
+        "4401007890": {"reconnect_amount": "185.40", "service_start_date": d(-400)},
+        "4402000022": {"ach_allowed": "N", "returned_payments_12m": "1"},
+        "4402000033": {"full_payment_required": "Y"},
+    }
+    return [{**row, **{name: rules.get(row["account_number"], {}).get(name, "")
+                       for name in _RULES}}
+            for row in _base_rows(d)]
+
+
+def _base_rows(d: Callable[[int], str]) -> list[dict[str, str]]:
     return [
         {"account_number": "4401001234", "customer_name": "Alex Morgan",
          "phones": DEMO_CALLER, "service_zip": "60614", "pin": "2468",
@@ -54,6 +77,22 @@ def demo_rows(today: date) -> list[dict[str, str]]:
          "last_payment_amount": "80.00", "last_payment_date": d(-20), "status": "active",
          "disconnect_date": "", "usage_amount": "42", "usage_unit": "therms",
          "usage_period_end": d(-6), "language": "es", "payment_allowed": "Y"},
+        {"account_number": "4401007890", "customer_name": "Casey Brooks",
+         "phones": "+15555550127", "service_zip": "60618", "pin": "",
+         "balance_due": "265.40", "past_due_amount": "265.40", "due_date": d(-35),
+         "last_payment_amount": "40.00", "last_payment_date": d(-70),
+         "status": "disconnected", "disconnect_date": "", "usage_amount": "0",
+         "usage_unit": "kWh", "usage_period_end": d(-6), "language": "en",
+         "payment_allowed": "Y"},
+        *({"account_number": number, "customer_name": "Pat Kim", "phones": DEMO_LANDLORD,
+           "service_zip": zip_code, "pin": "", "balance_due": balance,
+           "past_due_amount": "0.00", "due_date": d(12), "last_payment_amount": "",
+           "last_payment_date": "", "status": "active", "disconnect_date": "",
+           "usage_amount": "", "usage_unit": "", "usage_period_end": "", "language": "en",
+           "payment_allowed": "Y"}
+          for number, zip_code, balance in (("4402000011", "60620", "45.10"),
+                                            ("4402000022", "60621", "88.00"),
+                                            ("4402000033", "60622", "120.75"))),
     ]
 
 
