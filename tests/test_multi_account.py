@@ -28,6 +28,7 @@ from tests.flow import (
     CONFIRM,
     CONTINUE,
     EN,
+    ES,
     FULL,
     MAIN_MENU,
     PAY,
@@ -149,6 +150,15 @@ def test_star_on_the_pick_list_asks_for_the_account_number(app: Flask) -> None:
     text = result.said()
     assert said_text(app, "account.enter") in text
     assert "one hundred twenty-three dollars and forty-five cents" in text
+
+
+def test_the_pick_list_in_spanish(app: Flask) -> None:
+    result = call(app, [ES, PICK_OTHER], from_number=DEMO_LANDLORD)
+    text = result.said()
+    assert said_text(app, "pick.intro", "es-US") in text
+    assert said_text(app, "pick.option", "es-US", key="2", last4="0 0 2 2") in text
+    assert said_text(app, "pick.other", "es-US") in text
+    assert said_text(app, "account.enter", "es-US") in text
 
 
 # --- the flow harness (SQLite) --------------------------------------------------------------
