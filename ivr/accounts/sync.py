@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -209,9 +209,13 @@ def _same_content_ingested(database: Database, name: str, sha256: str) -> bool:
             IngestedFile.name == name, IngestedFile.sha256 == sha256).limit(1)) is not None
 
 
-def pull(database: Database, config: SyncConfig, *, pin_key: str,
+def pull(database: Database, config: SyncConfig, *, pin_key: str, zone: tzinfo = UTC,
          progress: ProgressCallback | None = None) -> list[PulledFile]:
-    """Fetch and apply every new account file; SyncError when any file was rejected."""
+    """Fetch and apply every new account file; SyncError when any file was rejected.
+
+    ``zone`` is the biller's time zone, in which a file's day is reckoned for payment
+    arrangements (ivr/arrangements/lifecycle.py).
+    """
     if not config.inbox_url:
         raise SyncError("IVR_SYNC_INBOX_URL is not set")
     results: list[PulledFile] = []
@@ -221,7 +225,7 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str,
             tempfile.TemporaryDirectory(prefix="ivr-pull-") as tmp:
         for remote in transport.list_files(config.pattern):
             results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
-                                     pin_key, _naming(progress, remote.name)))
+                                     pin_key, zone, _naming(progress, remote.name)))
         run.files = [{"name": r.name, "outcome": r.outcome,
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
@@ -242,7 +246,7 @@ def _naming(progress: ProgressCallback | None, name: str) -> ProgressCallback | 
 
 
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
-              tmp: Path, run: SyncRun, pin_key: str,
+              tmp: Path, run: SyncRun, pin_key: str, zone: tzinfo,
               progress: ProgressCallback | None) -> PulledFile:
     if _already_ingested(database, remote):
         return PulledFile(remote.name, IngestOutcome.SKIPPED)
@@ -261,7 +265,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
         report = import_account_file(database, stream, config.account_layout, source,
                                      pin_key=pin_key,
                                      as_of=datetime.fromtimestamp(remote.mtime, UTC),
-                                     progress=progress)
+                                     zone=zone, progress=progress)
     outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:

@@ -34,13 +34,15 @@ def sync_pull() -> None:
     from connectors.files.transport import TransferError
     from ivr.accounts.sync import SyncError, pull
     from ivr.cli.progress import terminal_progress
+    from ivr.prompts.catalog import load_catalog
 
     app, config = _sync_setup()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     yield_cpu_to_calls()
     try:
         with terminal_progress("sync pull") as progress:
             results = pull(get_database(app), config, pin_key=get_config(app).pin_key,
-                           progress=progress)
+                           zone=zone, progress=progress)
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for result in results:
