@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -273,3 +274,21 @@ def test_declared_layout_file_every_interval_and_none(sqlite_url: str, sshd: Ssh
                     created_at=datetime(2026, 12, 2, 18, 0, tzinfo=UTC))
     app = _app(sqlite_url, sshd, IVR_SYNC_ARRANGEMENT_LAYOUT="none")
     assert _push(app, datetime(2026, 12, 3, 7, 0, tzinfo=UTC)) == ["payments_20261202.csv"]
+
+
+def test_the_documented_arrangement_example_is_what_the_writer_makes(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "layouts.md").read_text(encoding="utf-8")
+    path = tmp_path / "layouts.toml"
+    path.write_text("\n".join(re.findall(r"```toml\n(.*?)```", text, re.DOTALL)))
+    layout = load_layouts(path)["arrangement.citywater"]
+    assert isinstance(layout, ArrangementLayout)
+    (sample,) = re.findall(r"```text citywater-arrangements\n(.*?)```", text, re.DOTALL)
+    rows = [_row(n, 2, due, 11730, down_payment_confirmation="PAY-7Q2K9")
+            for n, due in ((1, date(2026, 12, 30)), (2, date(2027, 1, 29)))]
+    out = io.BytesIO()
+    write_arrangement_file(rows, out, layout)
+    assert out.getvalue().decode() == sample
+    # The default file shown there too.
+    default = io.BytesIO()
+    write_arrangement_file(ROWS, default, DEFAULT_ARRANGEMENT_LAYOUT)
+    assert default.getvalue().decode().replace("\r\n", "\n") in text
