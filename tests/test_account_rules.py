@@ -132,6 +132,13 @@ LIMITS = {"amount": {"minimum": "1.00", "maximum": "500.00"}}
     ({"full_payment_required": True}, 100_01, ("amount.full_only", "amount", 100_00)),
     ({"full_payment_required": True}, 50, ("amount.full_only", "amount", 100_00)),
     ({"full_payment_required": True, "balance_due_cents": -5_00}, 20_00, None),
+    # A disconnected account that takes the full balance only may pay its reconnection.
+    ({"full_payment_required": True, "status": "disconnected", "reconnect_cents": 60_00},
+     60_00, None),
+    ({"full_payment_required": True, "status": "disconnected", "reconnect_cents": 60_00},
+     70_00, ("amount.full_only", "amount", 100_00)),
+    ({"full_payment_required": True, "status": "active", "reconnect_cents": 60_00},
+     60_00, ("amount.full_only", "amount", 100_00)),
 ])
 def test_refusal(fields: dict[str, Any], cents: int,
                  refusal: tuple[str, str, int] | None) -> None:
@@ -335,6 +342,21 @@ def test_full_payment_only_hides_the_disconnection_amount(tmp_path: Path) -> Non
         flow.press(EN, YES, "60615", PAY)
         assert flow.heard() == ["amount.full_only", "amount.confirm"]
         assert flow.session().amount_cents == 312_80
+
+
+def test_full_payment_only_of_a_disconnected_account_offers_its_reconnection(
+        tmp_path: Path) -> None:
+    with demo_line(tmp_path) as line:
+        load(line.database, {CASEY: {"full_payment_required": "Y"}})
+        flow = line.call(from_number="+15555550127")
+        flow.press(EN, YES, "60618", PAY)
+        assert flow.heard() == ["amount.menu_full", "amount.menu_reconnect"]
+        flow.press(OTHER_AMOUNT)
+        assert flow.heard()[0] == "common.no_match"
+        flow.press(RECONNECT)
+        assert flow.session().amount_cents == 185_40
+        flow.press(CHANGE)
+        assert flow.state == "amount_menu"
 
 
 def test_an_account_minimum_refuses_smaller_amounts(tmp_path: Path) -> None:

@@ -78,6 +78,15 @@ def full_only(account: Account) -> bool:
     return account.full_payment_required and account.balance_due_cents > 0
 
 
+def full_only_amounts(account: Account, settings: LineSettings) -> tuple[int, ...]:
+    """What an account that takes the full balance only may pay: the balance, and for a
+    reconnection its reconnection amount too (docs/files.md)."""
+    amounts = [account.balance_due_cents]
+    if reconnecting(account, settings):
+        amounts.append(reconnect_amount(account))
+    return tuple(dict.fromkeys(amounts))
+
+
 def account_minimum(account: Account) -> int | None:
     """The account's own smallest payment, never above the balance owed (a balance below it
     can still be paid in full); None when the account sets none or owes nothing."""
@@ -93,7 +102,7 @@ def refusal(account: Account, settings: LineSettings, cents: int) -> Refusal | N
     limits = settings.amount
     if cents > limits.maximum_cents:
         return Refusal("amount.above_maximum", "maximum", limits.maximum_cents)
-    if full_only(account) and cents != account.balance_due_cents:
+    if full_only(account) and cents not in full_only_amounts(account, settings):
         return Refusal("amount.full_only", "amount", account.balance_due_cents)
     if cents < limits.minimum_cents:
         return Refusal("amount.below_minimum", "minimum", limits.minimum_cents)

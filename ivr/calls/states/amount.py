@@ -20,7 +20,7 @@ def _account(ctx: CallContext) -> Account:
 
 
 def start_payment(ctx: CallContext) -> Outcome:
-    """Begin the payment: "you already paid today" first when so, then the amount menu."""
+    """Begin the payment: "you already paid today" when so, then the amount menu or entry."""
     account = _account(ctx)
     if ctx.call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return Go("main_menu", (say("pay.tries_exhausted"),))
@@ -40,7 +40,7 @@ def choose_amount(ctx: CallContext) -> Outcome:
     """The amount menu; amount entry when nothing is due; the read-back of the balance when
     the account takes the full balance only."""
     account = _account(ctx)
-    if account_rules.full_only(account):
+    if account_rules.full_only(account) and not _offers_reconnect(ctx):
         return _choose_amount(ctx, account.balance_due_cents, notice=(
             say("amount.full_only", amount=ctx.money(account.balance_due_cents)),))
     if account.balance_due_cents <= 0:
@@ -66,8 +66,7 @@ def _allowed(ctx: CallContext, cents: int) -> bool:
 
 
 def _offers_disconnect(ctx: CallContext) -> bool:
-    """A disconnection is pending and avoiding it takes less than the full balance (and the
-    account may pay that amount)."""
+    """A disconnection is pending, avoiding it takes less than the balance, and is allowed."""
     needed = _disconnect_amount(ctx)
     return needed is not None and needed != _balance(ctx) and _allowed(ctx, needed)
 
@@ -77,12 +76,19 @@ def _reconnect_amount(ctx: CallContext) -> int:
 
 
 def _offers_reconnect(ctx: CallContext) -> bool:
-    """The service is disconnected and restoring it takes other than the full balance (which
-    restores it too), and the account may pay that amount."""
+    """The service is disconnected, restoring it takes other than the balance, and is allowed.
+
+    (The full balance restores the service too: choice 1 is then the reconnection payment.)
+    """
     account = _account(ctx)
     needed = account_rules.reconnect_amount(account)
     return (account_rules.reconnecting(account, ctx.settings) and needed > 0
             and needed != account.balance_due_cents and _allowed(ctx, needed))
+
+
+def _any_amount(ctx: CallContext) -> bool:
+    """The account takes other amounts than its balance (no `full_payment_required`)."""
+    return not account_rules.full_only(_account(ctx))
 
 
 def _refusal_speech(ctx: CallContext, refusal: account_rules.Refusal) -> SpeechList:
@@ -124,7 +130,7 @@ AMOUNT_MENU = State("amount_menu", choices=(
     Choice("2", "disconnect", _avoid_disconnection, prompt="amount.menu_disconnect",
            params=lambda ctx: {"amount": ctx.money(_disconnect_amount(ctx) or 0)},
            when=_offers_disconnect),
-    Choice("3", "other", "amount_entry", prompt="amount.menu_other"),
+    Choice("3", "other", "amount_entry", prompt="amount.menu_other", when=_any_amount),
     Choice("4", "reconnect", _reconnect, prompt="amount.menu_reconnect",
            params=lambda ctx: {"amount": ctx.money(_reconnect_amount(ctx))},
            when=_offers_reconnect),
@@ -132,8 +138,11 @@ AMOUNT_MENU = State("amount_menu", choices=(
 
 
 def _amount_entry_handle(ctx: CallContext, digits: str) -> Outcome:
-    """Dollars and cents then `#` (`*` is the decimal point), within the line's limits and
-    the account's rules (full balance only, its minimum): read back, else the reason."""
+    """Dollars and cents then `#` (`*` is the decimal point), within every rule: read back.
+
+    The line's limits and the account's rules (full balance only, its minimum) apply; an
+    amount outside them is refused with the reason, and asked again.
+    """
     cents = parse_amount(digits)
     if cents is None:
         return Retry((say("amount.invalid"),))
@@ -153,17 +162,15 @@ def _amount_confirm_prompt(ctx: CallContext) -> SpeechList:
 
 
 def _confirm_amount(ctx: CallContext) -> Outcome:
-    """The method menu, or the one way to pay left (the account's rules, a reconnection,
-    bank payments off), saying why."""
+    """The method menu, or the one way left to pay this account, saying why."""
     return choose_method(ctx)
 
 
 def _change_amount(ctx: CallContext) -> Outcome:
-    """Back to the amount menu (amount entry when nothing is due or only the full balance
-    may be paid)."""
+    """Back to the amount menu (amount entry when nothing is due, or for the balance only)."""
     account = ctx.account
     if (account is not None and account.balance_due_cents > 0
-            and not account_rules.full_only(account)):
+            and (_any_amount(ctx) or _offers_reconnect(ctx))):
         return Go("amount_menu")
     return Go("amount_entry")
 

@@ -36,10 +36,12 @@ def allowed_methods(ctx: CallContext) -> account_rules.Methods:
 
 
 def _card_allowed(ctx: CallContext) -> bool:
+    """The account may pay by card now."""
     return account_rules.CARD in allowed_methods(ctx).allowed
 
 
 def _bank_allowed(ctx: CallContext) -> bool:
+    """The account may pay from a bank account now."""
     return account_rules.ACH in allowed_methods(ctx).allowed
 
 
