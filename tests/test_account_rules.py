@@ -335,6 +335,16 @@ def test_full_payment_only_refuses_another_amount_with_the_reason(tmp_path: Path
         assert flow.heard() == ["method.menu"]  # both ways to pay
 
 
+def test_full_payment_only_above_the_line_maximum_cannot_pay_by_phone(tmp_path: Path) -> None:
+    prompts = custom_prompts(tmp_path, {"settings.toml": ('maximum = "5000.00"',
+                                                          'maximum = "100.00"')})
+    with demo_line(tmp_path, prompts) as line:
+        flow = line.call(from_number=STRANGER)
+        flow.press(EN, f"{FULL_ONLY}#", "60622", PAY)
+        assert flow.state == "main_menu"
+        assert flow.heard() == ["amount.full_only", "amount.above_maximum", "menu.main"]
+
+
 def test_full_payment_only_hides_the_disconnection_amount(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         load(line.database, {"4401005678": {"full_payment_required": "Y"}})

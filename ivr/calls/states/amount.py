@@ -41,8 +41,11 @@ def choose_amount(ctx: CallContext) -> Outcome:
     the account takes the full balance only."""
     account = _account(ctx)
     if account_rules.full_only(account) and not _offers_reconnect(ctx):
-        return _choose_amount(ctx, account.balance_due_cents, notice=(
-            say("amount.full_only", amount=ctx.money(account.balance_due_cents)),))
+        notice = (say("amount.full_only", amount=ctx.money(account.balance_due_cents)),)
+        refusal = account_rules.refusal(account, ctx.settings, account.balance_due_cents)
+        if refusal is not None:  # the balance is above the line's maximum: nothing to pay
+            return Go("main_menu", (*notice, *_refusal_speech(ctx, refusal)))
+        return _choose_amount(ctx, account.balance_due_cents, notice=notice)
     if account.balance_due_cents <= 0:
         return Go("amount_entry")
     return Go("amount_menu")
