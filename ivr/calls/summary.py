@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from connectors.files.columns import AccountStatus
+from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
 from ivr.models import Payment
@@ -33,7 +34,7 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
             items.append(Speech("summary.disconnect_pending", {
                 "date": ctx.date(account.disconnect_date), "amount": ctx.money(needed)}))
     elif account.status == AccountStatus.DISCONNECTED:
-        items.append(Speech("summary.disconnected"))
+        items.append(_disconnected_speech(ctx))
     elif account.past_due_cents > 0 and balance > 0:
         items.append(Speech("summary.past_due", {"amount": ctx.money(account.past_due_cents)}))
     if account.last_payment_cents and account.last_payment_date:
@@ -50,9 +51,20 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
                 "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
         else:
             items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
-    if not account.payment_allowed or account.status == AccountStatus.CLOSED:
+    if not account_rules.phone_payable(account, ctx.settings):
         items.append(Speech("summary.no_phone_payments"))
     return tuple(items)
+
+
+def _disconnected_speech(ctx: CallContext) -> Speech:
+    """What restores the service, when it can be paid by phone; else a representative."""
+    account = ctx.account
+    assert account is not None  # noqa: S101
+    needed = account_rules.reconnect_amount(account)
+    if (account_rules.reconnecting(account, ctx.settings) and needed > 0
+            and account_rules.phone_payable(account, ctx.settings)):
+        return Speech("summary.reconnect", {"amount": ctx.money(needed)})
+    return Speech("summary.disconnected")
 
 
 def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:

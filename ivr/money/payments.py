@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from connectors.files.columns import AccountStatus
 from ivr.calls import guards
+from ivr.calls.account_rules import RECONNECT
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.machine import enter, finish, record
@@ -178,6 +179,11 @@ def apply_to_cache(account: Account, payment: Payment, ctx: CallContext) -> None
         # The amount needed to avoid disconnection is paid; the biller confirms on posting.
         account.status = AccountStatus.ACTIVE
         account.disconnect_date = None
+    if account.status == AccountStatus.DISCONNECTED and payment.purpose == RECONNECT:
+        # The reconnection is paid: the next call hears no reconnection amount again (the
+        # biller restores the service, and its next account file says so).
+        account.status = AccountStatus.ACTIVE
+        account.reconnect_cents = None
 
 
 def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
@@ -237,8 +243,12 @@ def _success_speech(ctx: CallContext, payment: Payment) -> tuple[Speech, ...]:
     """Truthful: "posted" only when the accounting system acknowledged the payment."""
     total = ctx.money(payment.amount_cents + payment.fee_cents)
     posted = payment.posting_status == PostingStatus.POSTED
-    return (Speech("pay.success", {"amount": total}),
+    said = (Speech("pay.success", {"amount": total}),
             Speech("pay.success_posted" if posted else "pay.success_pending"))
+    if payment.purpose == RECONNECT:
+        # What happens next: the service is restored by the biller, not by this call.
+        return (*said, Speech("pay.reconnect_next"))
+    return said
 
 
 def payments_for_listing(db: Session, limit: int = 100) -> list[Payment]:

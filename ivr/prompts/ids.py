@@ -63,6 +63,13 @@ _LISTED: dict[str, tuple[str, ...]] = {
     "agent.connecting": _NONE, "agent.no_answer": _NONE, "agent.unavailable": _NONE,
     "agent.closed": _NONE, "agent.closed_opens": ("day", "time"),
     "goodbye.thanks": _NONE, "goodbye.help_later": _NONE,
+    # Per-account payment rules, reconnection payments, "you already paid today".
+    "summary.reconnect": ("amount",), "amount.menu_reconnect": ("amount",),
+    "amount.full_only": ("amount",), "amount.below_account_minimum": ("minimum",),
+    "method.card_only": _NONE, "method.bank_only": _NONE,
+    "method.reconnect_card_only": _NONE, "method.reconnect_bank_only": _NONE,
+    "paid_today.notice": ("amount", "day", "time", "code"), "paid_today.menu": _NONE,
+    "words.yesterday": _NONE, "pay.reconnect_next": _NONE,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.files.columns import AccountStatus
+from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say
 from ivr.calls.states.amount import start_payment
@@ -10,9 +10,9 @@ from ivr.calls.steps import Go, Outcome
 
 
 def can_pay(ctx: CallContext) -> bool:
-    """The account can pay by phone: allowed, and not closed."""
+    """The account can pay by phone: allowed, not closed, and a way to pay left to it."""
     account = ctx.account
-    return bool(account and account.payment_allowed and account.status != AccountStatus.CLOSED)
+    return account is not None and account_rules.phone_payable(account, ctx.settings)
 
 
 def _main_prompt(ctx: CallContext) -> SpeechList:
