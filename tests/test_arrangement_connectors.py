@@ -400,3 +400,18 @@ def test_tryton_notes_the_arrangement_on_the_party(tryton: Any) -> None:
     with closing(TrytonConnector.from_settings(tryton.settings())) as c, \
             pytest.raises(PermanentError, match="no customer"):
         c.post_arrangement(fresh(account_number="9999999999"))
+
+
+def test_the_documented_example_is_what_is_sent() -> None:
+    from connectors.accounting.webhook import arrangement_payload
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "connectors" / "webhook.md").read_text(
+        encoding="utf-8")
+    section = docs.split("## Payment arrangements", 1)[1].split("\n## ", 1)[0]
+    [example] = [line for line in section.splitlines() if line.startswith('{"account_number"')]
+    sent = replace(ARRANGEMENT, idempotency_key=json.loads(example)["idempotency_key"])
+    assert example.encode() == json.dumps(arrangement_payload(sent), sort_keys=True,
+                                          separators=(",", ":")).encode()
+    documented = {line.split("`")[1] for line in section.splitlines()
+                  if line.startswith("| `")}
+    assert documented == set(arrangement_payload(sent))
