@@ -341,6 +341,32 @@ def test_hledger_extension_and_unknown_customer(hledger: HledgerServer,
         ledger.post_arrangement(fresh(account_number="44 01;x"), timeout=5)
 
 
+@pytest.mark.slow
+def test_hledger_write_that_timed_out_but_landed_is_found_by_the_retry(
+        hledger: HledgerServer) -> None:
+    class StallsBeforeWriting(HledgerConnector):
+        def _wait_after_read(self, deadline: Any) -> None:
+            super()._wait_after_read(deadline)
+            hledger.pause()  # the PUT is then queued by the kernel and answered too late
+
+    arrangement = fresh()
+    code = arrangement_code(arrangement.idempotency_key)
+    stalling = StallsBeforeWriting.from_settings(hledger.settings())
+    try:
+        with pytest.raises(RetryableError, match="timed out"):
+            stalling.post_arrangement(arrangement, timeout=1.0)
+    finally:
+        hledger.resume()
+        stalling.close()
+    deadline = time.monotonic() + 30
+    while hledger.transactions_with_code(code) == 0:
+        assert time.monotonic() < deadline, "the late PUT never landed"
+        time.sleep(0.02)
+    with closing(HledgerConnector.from_settings(hledger.settings())) as retry:
+        assert retry.post_arrangement(arrangement, timeout=5).already_posted
+    assert hledger.transactions_with_code(code) == 1
+
+
 def test_hledger_arrangement_code_never_meets_a_payment_code() -> None:
     from connectors.accounting.hledger import transaction_code
 

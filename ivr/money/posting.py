@@ -107,15 +107,14 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
     return delay
 
 
-def record_outcome(db: Session, entry: OutboxEntry, payment: Payment | Arrangement, *,
+def record_outcome(db: Session, entry: OutboxEntry, subject: Payment | Arrangement, *,
                    poster: str, system: str, now: datetime, duration_ms: int,
                    config: AppConfig, result: PostResult | None = None,
                    error: ConnectorError | None = None,
                    rng: Callable[[], float] = random.random) -> PostingOutcome:
     """Store what one attempt achieved: posted, retry or dead.
 
-    ``payment`` is the row's subject (a payment or an arrangement): its posting_status
-    follows the outbox row.
+    ``subject`` is the row's payment or arrangement: its posting_status follows the row.
     """
     entry.attempts += 1
     entry.system = system
@@ -127,7 +126,7 @@ def record_outcome(db: Session, entry: OutboxEntry, payment: Payment | Arrangeme
         entry.receipt_id = result.receipt_id[:200]
         entry.posted_at = now
         entry.last_error = None
-        payment.posting_status = PostingStatus.POSTED
+        subject.posting_status = PostingStatus.POSTED
     elif isinstance(error, RetryableError) and entry.attempts < config.outbox_max_attempts:
         outcome = PostingOutcome.RETRY
         entry.last_error = str(error)[:2000]
@@ -137,7 +136,7 @@ def record_outcome(db: Session, entry: OutboxEntry, payment: Payment | Arrangeme
         outcome = PostingOutcome.DEAD
         entry.status = OutboxStatus.DEAD
         entry.last_error = str(error)[:2000] if error else "unknown error"
-        payment.posting_status = PostingStatus.DEAD
+        subject.posting_status = PostingStatus.DEAD
     db.add(PostingAttempt(outbox_id=entry.id, at=now, poster=poster, system=system,
                           outcome=outcome,
                           error=entry.last_error if outcome != PostingOutcome.POSTED else None,
