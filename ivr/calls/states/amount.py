@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.files.columns import AccountStatus
+from ivr.arrangements.store import active_arrangement, next_instalment
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
 from ivr.calls.parsing import parse_amount
@@ -68,6 +69,23 @@ def _avoid_disconnection(ctx: CallContext) -> Outcome:
     return _choose_amount(ctx, _disconnect_amount(ctx) or 0)
 
 
+def _next_instalment(ctx: CallContext) -> int | None:
+    """The next instalment of the account's active arrangement, when it has one."""
+    account = ctx.account
+    arrangement = active_arrangement(ctx.db, account.id) if account is not None else None
+    return next_instalment(arrangement, ctx.today()).amount_cents if arrangement else None
+
+
+def _has_arrangement(ctx: CallContext) -> bool:
+    """The account has an active payment arrangement."""
+    return _next_instalment(ctx) is not None
+
+
+def _pay_instalment(ctx: CallContext) -> Outcome:
+    """The next instalment of the arrangement, within the limits, to its read-back."""
+    return _choose_amount(ctx, _next_instalment(ctx) or 0)
+
+
 AMOUNT_MENU = State("amount_menu", choices=(
     Choice("1", "full", _full_balance, prompt="amount.menu_full",
            params=lambda ctx: {"amount": ctx.money(_balance(ctx))}),
@@ -75,6 +93,9 @@ AMOUNT_MENU = State("amount_menu", choices=(
            params=lambda ctx: {"amount": ctx.money(_disconnect_amount(ctx) or 0)},
            when=_offers_disconnect),
     Choice("3", "other", "amount_entry", prompt="amount.menu_other"),
+    Choice("4", "instalment", _pay_instalment, prompt="amount.menu_instalment",
+           params=lambda ctx: {"amount": ctx.money(_next_instalment(ctx) or 0)},
+           when=_has_arrangement),
 ))
 
 
