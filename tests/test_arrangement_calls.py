@@ -4,6 +4,7 @@ flow harness where a call needs something changed halfway)."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,17 +20,20 @@ from ivr.cli import main
 from ivr.models import Account, Arrangement, OutboxEntry, Payment
 from ivr.prompts import speech
 from ivr.simulator.demo import demo_file
-from ivr.statuses import ArrangementKind, OutboxStatus, PostingStatus
+from ivr.statuses import ArrangementKind, ArrangementStatus, OutboxStatus, PostingStatus
 from ivr.web.app import get_database
 from tests.conftest import (
     CLOSED_TIME,
     OPEN_TIME,
     REPO,
+    Twilio,
     call,
     custom_prompts,
     make_app,
+    new_sid,
     said_text,
     set_clock,
+    twiml,
 )
 from tests.flow import CARD, CONTINUE, EN, PAY, SILENCE, YES, demo_line, key
 
@@ -305,6 +309,12 @@ def test_simulated_call_arrangement_is_marked_test(tmp_path: Path) -> None:
     [arrangement] = arrangements(app)
     assert arrangement.posting_status == PostingStatus.TEST
     assert outbox(app) == [(None, arrangement.id, OutboxStatus.TEST)]
+    # Like a test payment, it changes nothing a caller hears: not active, and another call
+    # (real or not) may still make one.
+    assert arrangement.status == ArrangementStatus.TEST
+    result = call(app, [*TO_ARRANGE, EXTENSION, AGREE, SILENCE], from_number=JORDAN)
+    assert "scheduled to be disconnected" in result.said()
+    assert len(arrangements(app)) == 2
 
 
 def test_spanish_caller_hears_the_terms_in_spanish(app: Flask) -> None:
@@ -339,3 +349,78 @@ def test_ivr_call_json_runs_an_arrangement_call(runner: CliRunner, tmp_path: Pat
     said = " ".join(str(e.get("text", "")) for e in transcript["events"])
     assert "Your arrangement confirmation number is A" in said
     assert [e["amount"] for e in transcript["events"] if e["event"] == "pay"] == ["78.20"]
+
+
+def _walk_to_down_payment(twilio: Twilio, call_sid: str) -> dict[str, str]:
+    base = {"CallSid": call_sid, "From": JORDAN, "To": "+15555550100"}
+    twiml(twilio.post("/voice/incoming", **base))
+    for state, digits in [("language", EN), ("confirm_account", YES), ("verify", "60615"),
+                          ("main_menu", MORE_TIME), ("arrange_menu", INSTALMENTS),
+                          ("arrange_confirm", AGREE), ("method", CARD),
+                          ("final_confirm", CONTINUE)]:
+        twiml(twilio.post(f"/voice/step/{state}", Digits=digits, **base))
+    return {**base, "Result": "success", "PaymentConfirmationCode": "DOWN12345",
+            "PaymentCardNumber": "xxxx-xxxx-xxxx-4242", "PaymentCardType": "visa",
+            "ExpirationDate": "1230", "PaymentMethod": "credit-card"}
+
+
+def test_repeated_and_concurrent_down_payment_callbacks_record_one_arrangement(
+        app: Flask) -> None:
+    twilio = Twilio(app)
+    form = _walk_to_down_payment(twilio, new_sid())
+    bodies: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def post() -> None:
+        try:
+            barrier.wait(timeout=10)
+            bodies.append(" ".join("".join(
+                twiml(twilio.post("/voice/pay/result", **form)).itertext()).split()))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    bodies.append(" ".join("".join(
+        twiml(twilio.post("/voice/pay/result", **form)).itertext()).split()))
+    [arrangement] = arrangements(app)
+    [payment] = payments(app)
+    assert arrangement.down_payment_id == payment.id
+    code = speech.spell(arrangement.confirmation_code)
+    assert len(bodies) == 5 and all(code in b and "D, O, W, N" in b for b in bodies), bodies
+    assert sorted(outbox(app), key=str) == sorted(
+        [(payment.id, None, "pending"), (None, arrangement.id, "pending")], key=str)
+
+
+@pytest.mark.slow
+def test_the_terms_by_text_message(tmp_path: Path, sqlite_url: str) -> None:
+    from tests.servers.twilio_api import StandIn
+
+    sid = "AC" + "1" * 32
+    prompts = custom_prompts(tmp_path, {"settings.toml": ("text = false", "text = true")})
+    stand_in = StandIn().start()
+    try:
+        app = make_app(sqlite_url, prompts, twilio_account_sid=sid, sms_from="+15555550100",
+                       twilio_api_base_url=stand_in.url)
+        text_terms = key("arrange_done", "text")
+        result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE, text_terms,
+                            SILENCE], from_number=JORDAN)
+        said = result.said()
+        assert said_text(app, "arrange.done_menu_text") in said
+        assert said_text(app, "arrange.text_sent", last4="0 1 2 4") in said
+        [sent] = stand_in.requests
+    finally:
+        stand_in.stop()
+    assert sent["form"]["To"] == JORDAN
+    body = sent["form"]["Body"]
+    [arrangement] = arrangements(app)
+    assert arrangement.confirmation_code in body and "5678" in body
+    assert "$78.20 paid today." in body
+    for days in (30, 60, 90):
+        assert f"$78.20 due {when(days)}." in body
+    assert "4401005678" not in body and "4111111111111111" not in body

@@ -68,7 +68,10 @@ def record_arrangement(db: Session, *, call_sid: str, account: Account, offer: O
         arrangement = Arrangement(
             confirmation_code=code, idempotency_key=idempotency_key(call_sid, code),
             call_sid=call_sid, account_id=account.id, account_number=account.account_number,
-            kind=offer.kind, status=ArrangementStatus.ACTIVE,
+            # A simulated call's arrangement must not change what real callers hear or may
+            # do (as its payments leave balances alone): it is never active.
+            kind=offer.kind,
+            status=ArrangementStatus.TEST if simulated else ArrangementStatus.ACTIVE,
             balance_cents=offer.balance_cents, down_payment_cents=offer.down_cents,
             down_payment_id=down_payment_id, language=language,
             posting_status=PostingStatus.TEST if simulated else PostingStatus.QUEUED,
