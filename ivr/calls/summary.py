@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from connectors.files.columns import AccountStatus
+from ivr.arrangements.store import active_arrangement, next_instalment
 from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
@@ -28,7 +29,11 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
         items.append(Speech("summary.zero_balance"))
     else:
         items.append(Speech("summary.credit_balance", {"amount": ctx.money(balance)}))
-    if account.status == AccountStatus.DISCONNECT_PENDING:
+    arrangement = arrangement_speech(ctx)
+    if arrangement:
+        # An active arrangement holds the service: it replaces the disconnection notice.
+        items.extend(arrangement)
+    elif account.status == AccountStatus.DISCONNECT_PENDING:
         needed = account.past_due_cents if account.past_due_cents > 0 else balance
         if account.disconnect_date and needed > 0:
             items.append(Speech("summary.disconnect_pending", {
@@ -65,6 +70,16 @@ def _disconnected_speech(ctx: CallContext) -> Speech:
             and account_rules.phone_payable(account, ctx.settings)):
         return Speech("summary.reconnect", {"amount": ctx.money(needed)})
     return Speech("summary.disconnected")
+def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
+    """The account's active arrangement: until when it holds the service, the next instalment."""
+    account = ctx.account
+    found = active_arrangement(ctx.db, account.id) if account is not None else None
+    if found is None or not found.instalments:
+        return ()
+    upcoming = next_instalment(found, ctx.today())
+    return (Speech("summary.arrangement", {
+        "until": ctx.date(found.instalments[-1].due_date),
+        "amount": ctx.money(upcoming.amount_cents), "date": ctx.date(upcoming.due_date)}),)
 
 
 def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:

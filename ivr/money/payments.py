@@ -20,6 +20,11 @@ from ivr.calls.context import CallContext
 from ivr.calls.machine import enter, finish, record
 from ivr.calls.menu import Event
 from ivr.calls.states import ENDED, PAYING, pay_limited, refuse_payment
+from ivr.calls.states.arrange import (
+    after_down_payment,
+    after_payment_state,
+    failed_payment_state,
+)
 from ivr.calls.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.prompts.settings import CARD_TYPES
@@ -196,7 +201,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         if payment is not None and (not result.confirmation_code
                                     or payment.confirmation_code == result.confirmation_code):
             record(ctx, Event.PAY_REPEAT, state=PAYING)
-            return enter(ctx, "receipt", _success_speech(ctx, payment))
+            return enter(ctx, after_payment_state(ctx, payment), _success_speech(ctx, payment))
     if call.state != PAYING:
         record(ctx, Event.PAY_UNEXPECTED, result.result[:40], state=call.state)
         if call.state == ENDED:
@@ -208,6 +213,8 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         call.payment_id = payment.id
         call.outcome = CallOutcome.PAID
         record(ctx, Event.PAY_RESULT, "success", state=PAYING)
+        # A down payment: the arrangement agreed to is recorded in the same transaction.
+        arranged = after_down_payment(ctx, payment) if created else ()
         if created and ctx.accounting is not None and not ctx.config.simulated:
             # The payment, its outbox row and the call's new state are durable before we
             # spend the posting budget; then the caller hears whether the biller has it.
@@ -218,7 +225,8 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             "call_sid": call.call_sid, "account": mask_account(payment.account_number),
             "amount_cents": payment.amount_cents, "method": payment.method,
             "last4": payment.card_last4 or payment.bank_last, "created": created}})
-        return enter(ctx, "receipt", _success_speech(ctx, payment))
+        return enter(ctx, after_payment_state(ctx, payment),
+                     (*_success_speech(ctx, payment), *arranged))
     if result.result == "caller-hung-up":
         record(ctx, Event.PAY_RESULT, "caller-hung-up", state=PAYING)
         call.state = ENDED
@@ -236,7 +244,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             return finish(ctx, refuse_payment(ctx, message).step)
     if call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return finish(ctx, escalate(ctx, (*message, Speech("pay.tries_exhausted"))))
-    return enter(ctx, "pay_failed", message)
+    return enter(ctx, failed_payment_state(ctx), message)
 
 
 def _success_speech(ctx: CallContext, payment: Payment) -> tuple[Speech, ...]:

@@ -72,6 +72,19 @@ _LISTED: dict[str, tuple[str, ...]] = {
     "words.yesterday": _NONE, "pay.reconnect_next": _NONE,
 }
 
+# Payment arrangements (ivr/calls/states/arrange.py): the questions that take values, the
+# amount menu's instalment and the summary's arrangement line.
+_LISTED.update({
+    "amount.menu_instalment": ("amount",),
+    "summary.arrangement": ("until", "amount", "date"),
+    "arrange.menu_extension": ("amount", "date"),
+    "arrange.menu_instalments": ("down", "count", "amount"),
+    "arrange.menu_instalments_no_down": ("down", "count", "amount"),
+    "arrange.confirm_extension": ("amount", "date"), "arrange.confirm_down": ("amount",),
+    "arrange.confirm_plan": ("amount",), "arrange.confirm_instalment": ("amount", "date"),
+    "arrange.number": ("code",), "arrange.payment_number": ("code",),
+})
+
 
 
 class _CodePrompts(Mapping[str, tuple[str, ...]]):

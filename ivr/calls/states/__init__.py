@@ -11,6 +11,12 @@ from __future__ import annotations
 from ivr.calls.menu import ENDED, PAYING, State
 from ivr.calls.states.after_pay import PAY_FAILED, RECEIPT
 from ivr.calls.states.amount import AMOUNT_CONFIRM, AMOUNT_ENTRY, AMOUNT_MENU, start_payment
+from ivr.calls.states.arrange import (
+    ARRANGE_CONFIRM,
+    ARRANGE_DONE,
+    ARRANGE_MENU,
+    DOWN_PAYMENT_FAILED,
+)
 from ivr.calls.states.checkout import (
     ACH_AUTHORIZE,
     BANK_TYPE,
@@ -45,5 +51,7 @@ STATES: dict[str, State] = {
         AMOUNT_MENU, AMOUNT_ENTRY,
         AMOUNT_CONFIRM, METHOD, BANK_TYPE, FEE_ACCEPT, ACH_AUTHORIZE, FINAL_CONFIRM, RECEIPT,
         PAY_FAILED,
+        # More time to pay (main menu 4): the offers, the terms, the numbers.
+        ARRANGE_MENU, ARRANGE_CONFIRM, ARRANGE_DONE, DOWN_PAYMENT_FAILED,
     )
 }

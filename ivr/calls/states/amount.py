@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.files.columns import AccountStatus
+from ivr.arrangements.store import active_arrangement, next_instalment
 from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
@@ -71,7 +72,9 @@ def _allowed(ctx: CallContext, cents: int) -> bool:
 def _offers_disconnect(ctx: CallContext) -> bool:
     """A disconnection is pending, avoiding it takes less than the balance, and is allowed."""
     needed = _disconnect_amount(ctx)
-    return needed is not None and needed != _balance(ctx) and _allowed(ctx, needed)
+    # An active arrangement holds the service: its instalment is the amount to offer.
+    return (needed is not None and needed != _balance(ctx) and _allowed(ctx, needed)
+            and not _has_arrangement(ctx))
 
 
 def _reconnect_amount(ctx: CallContext) -> int:
@@ -127,6 +130,23 @@ def _reconnect(ctx: CallContext) -> Outcome:
     return _choose_amount(ctx, _reconnect_amount(ctx))
 
 
+def _next_instalment(ctx: CallContext) -> int | None:
+    """The next instalment of the account's active arrangement, when it has one."""
+    account = ctx.account
+    arrangement = active_arrangement(ctx.db, account.id) if account is not None else None
+    return next_instalment(arrangement, ctx.today()).amount_cents if arrangement else None
+
+
+def _has_arrangement(ctx: CallContext) -> bool:
+    """The account has an active payment arrangement."""
+    return _next_instalment(ctx) is not None
+
+
+def _pay_instalment(ctx: CallContext) -> Outcome:
+    """The next instalment of the arrangement, within the limits, to its read-back."""
+    return _choose_amount(ctx, _next_instalment(ctx) or 0)
+
+
 AMOUNT_MENU = State("amount_menu", choices=(
     Choice("1", "full", _full_balance, prompt="amount.menu_full",
            params=lambda ctx: {"amount": ctx.money(_balance(ctx))}),
@@ -137,6 +157,9 @@ AMOUNT_MENU = State("amount_menu", choices=(
     Choice("4", "reconnect", _reconnect, prompt="amount.menu_reconnect",
            params=lambda ctx: {"amount": ctx.money(_reconnect_amount(ctx))},
            when=_offers_reconnect),
+    Choice("5", "instalment", _pay_instalment, prompt="amount.menu_instalment",
+           params=lambda ctx: {"amount": ctx.money(_next_instalment(ctx) or 0)},
+           when=_has_arrangement),
 ))
 
 
