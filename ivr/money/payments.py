@@ -25,6 +25,7 @@ from ivr.calls.states.arrange import (
     after_payment_state,
     failed_payment_state,
 )
+from ivr.calls.states.arrange import post_now as post_arrangement_now
 from ivr.calls.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.prompts.settings import CARD_TYPES
@@ -221,6 +222,8 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             ctx.db.commit()
             if ctx.accounting.post_now(payment.id):
                 payment.posting_status = PostingStatus.POSTED
+            if arranged and call.arrangement_id is not None:
+                post_arrangement_now(ctx, call.arrangement_id)
         log.info("payment recorded", extra={"fields": {
             "call_sid": call.call_sid, "account": mask_account(payment.account_number),
             "amount_cents": payment.amount_cents, "method": payment.method,

@@ -256,7 +256,17 @@ def _record(ctx: CallContext, offer: Offer) -> Outcome:
     arrangement = _store(ctx, offer)
     if arrangement is None:
         return Go("main_menu", (say("arrange.exists"),))
+    post_now(ctx, arrangement.id)
     return Go("arrange_done", _recorded_speech(ctx, offer))
+
+
+def post_now(ctx: CallContext, arrangement_id: int) -> None:
+    """Tell the biller at once: an arrangement holds the service, so the disconnection crew
+    must know of it before its next run. Durable first; the worker retries what fails."""
+    if ctx.accounting is None or ctx.config.simulated:
+        return
+    ctx.db.commit()
+    ctx.accounting.post_arrangement_now(arrangement_id)
 
 
 def _recorded_speech(ctx: CallContext, offer: Offer) -> SpeechList:
