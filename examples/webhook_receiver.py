@@ -19,6 +19,7 @@ Run::
     export IVR_WEBHOOK_SECRET=...   # the same secret the IVR has, at least 16 characters
     python examples/webhook_receiver.py --port 8080 --db payments.sqlite3
     # then, on the IVR: IVR_ACCOUNTING=webhook IVR_WEBHOOK_URL=http://127.0.0.1:8080/payments
+    #   and IVR_WEBHOOK_ARRANGEMENTS_URL=http://127.0.0.1:8080/arrangements
 
 ``--secret-env VAR`` reads the secret from another variable; ``--host`` binds elsewhere than
 127.0.0.1 (put TLS in front: a reverse proxy). On start it prints ``listening on <url>``.
@@ -28,11 +29,16 @@ Endpoints:
 - ``POST /payments``: the webhook. 201 stored; 409 already stored (original receipt_id);
   400 malformed or invalid (JSON ``{"error": ...}``); 401 bad, missing or stale signature;
   411/413 no or oversized body; 422 key reused for a different payment; 500 storage failed.
-- ``HEAD /payments``: 200, for the IVR's health check.
-- ``GET /payments``: TEST/DEBUG AID ONLY. Every stored payment as JSON, oldest first:
-  ``[{"receipt_id", "idempotency_key", "received_at", "payment": <the body as sent>}]``.
-  It has no authentication, so it is served only while bound to a loopback address
-  (otherwise 404). Delete it from your copy.
+- ``POST /arrangements``: payment arrangements (promises to pay, never money), signed and
+  answered the same way, stored apart from payments and deduplicated by their own key. The
+  body must say ``"event": "arrangement"`` (and the ``X-IVR-Event`` header too); a body at
+  ``/payments`` saying any event but ``"payment"`` is refused (400).
+- ``HEAD /payments``, ``HEAD /arrangements``: 200, for the IVR's health check.
+- ``GET /payments``, ``GET /arrangements``: TEST/DEBUG AID ONLY. Everything stored, oldest
+  first: ``[{"receipt_id", "idempotency_key", "received_at", "payment": <the body as sent>}]``
+  (``"arrangement"`` instead of ``"payment"`` for arrangements). It has no authentication,
+  so it is served only while bound to a loopback address (otherwise 404). Delete it from
+  your copy.
 
 Fault injection, for tests, without code changes: with ``--faults FILE``, FILE is re-read
 on every POST/HEAD (missing or empty: no faults). It holds one rule or a list of rules;
@@ -78,6 +84,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 PATH = "/payments"
+ARRANGEMENTS_PATH = "/arrangements"
 MAX_BODY = 64 * 1024
 TOLERANCE = 300  # seconds either side of our clock that a signature's timestamp may be
 MIN_SECRET = 16
@@ -88,6 +95,9 @@ _PAID_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:
 # Cards give four digits; bank accounts only two (what Twilio's <Pay> reveals of them).
 _LAST4 = re.compile(r"[0-9]{1,4}")
 _METHODS = ("card", "ach")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_KINDS = ("extension", "instalments")
+_MAX_INSTALMENTS = 24
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -104,7 +114,17 @@ CREATE TABLE IF NOT EXISTS payments (
     last4 TEXT,
     body TEXT NOT NULL,
     received_at TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS arrangements (
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    receipt_id TEXT NOT NULL UNIQUE,
+    account_number TEXT NOT NULL,
+    confirmation_number TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
 """
 
 
@@ -164,19 +184,12 @@ def validate(payment: object, key_header: str | None) -> dict[str, Any]:
     """
     if not isinstance(payment, dict):
         raise Invalid("body must be a JSON object")
-    key = _text(payment, "idempotency_key", 255)
-    if key_header != key:
-        raise Invalid("Idempotency-Key header must equal the body's idempotency_key")
-    paid_at = payment.get("paid_at")
-    try:
-        if not isinstance(paid_at, str) or not _PAID_AT.fullmatch(paid_at):
-            raise ValueError
-        datetime.fromisoformat(paid_at.replace("Z", "+00:00"))  # a real date and time?
-    except ValueError:
-        raise Invalid('paid_at must be UTC ISO 8601 like "2026-11-26T15:04:05Z"') from None
-    currency = payment.get("currency")
-    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
-        raise Invalid("currency must be a three-letter ISO 4217 code like USD")
+    if payment.get("event", "payment") != "payment":
+        # An arrangement (or a later kind of event) is never a payment, whatever else it has.
+        raise Invalid(f"not a payment: event {str(payment.get('event'))[:20]!r}")
+    key = _key(payment, key_header)
+    paid_at = _utc(payment, "paid_at")
+    currency = _currency(payment)
     method = payment.get("method")
     if method not in _METHODS:
         raise Invalid('method must be "card" or "ach"')
@@ -198,15 +211,89 @@ def validate(payment: object, key_header: str | None) -> dict[str, Any]:
     }
 
 
+def _key(body: dict[str, Any], key_header: str | None) -> str:
+    key = _text(body, "idempotency_key", 255)
+    if key_header != key:
+        raise Invalid("Idempotency-Key header must equal the body's idempotency_key")
+    return key
+
+
+def _utc(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    try:
+        if not isinstance(value, str) or not _PAID_AT.fullmatch(value):
+            raise ValueError
+        datetime.fromisoformat(value.replace("Z", "+00:00"))  # a real date and time?
+    except ValueError:
+        raise Invalid(f'{name} must be UTC ISO 8601 like "2026-11-26T15:04:05Z"') from None
+    return value
+
+
+def _currency(body: dict[str, Any]) -> str:
+    currency = body.get("currency")
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise Invalid("currency must be a three-letter ISO 4217 code like USD")
+    return currency
+
+
+def _instalments(body: dict[str, Any]) -> None:
+    rows = body.get("instalments")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= _MAX_INSTALMENTS:
+        raise Invalid(f"instalments must be a list of 1 to {_MAX_INSTALMENTS} objects")
+    for row in rows:
+        due = row.get("due_date") if isinstance(row, dict) else None
+        try:
+            if not isinstance(due, str) or not _DATE.fullmatch(due):
+                raise ValueError
+            datetime.strptime(due, "%Y-%m-%d")  # noqa: DTZ007 - a calendar date, no time
+        except ValueError:
+            raise Invalid('each instalment needs a due_date like "2026-12-26"') from None
+        _cents(row, "amount", positive=True)
+
+
+def validate_arrangement(body: object, key_header: str | None,
+                         event_header: str | None) -> dict[str, Any]:
+    """An arrangement's fields, checked (Invalid says what is wrong); unknown keys ignored.
+
+    An arrangement is a promise to pay: record it against the account (a note, a flag that
+    holds off disconnection), never as money received.
+    """
+    if not isinstance(body, dict):
+        raise Invalid("body must be a JSON object")
+    if body.get("event") != "arrangement" or event_header != "arrangement":
+        raise Invalid('an arrangement says "event": "arrangement" and X-IVR-Event: arrangement')
+    if "amount" in body or "paid_at" in body:
+        raise Invalid("an arrangement carries no amount or paid_at")
+    kind = body.get("kind")
+    if kind not in _KINDS:
+        raise Invalid('kind must be "extension" or "instalments"')
+    down_conf = body.get("down_payment_confirmation")
+    if down_conf is not None:
+        _text(body, "down_payment_confirmation")
+    _currency(body)
+    _utc(body, "created_at")
+    _text(body, "status", 16)
+    _cents(body, "balance", positive=True)
+    _cents(body, "down_payment", positive=False)
+    _instalments(body)
+    return {
+        "idempotency_key": _key(body, key_header),
+        "account_number": _text(body, "account_number"),
+        "confirmation_number": _text(body, "confirmation_number"),
+        "kind": kind,
+    }
+
+
 class Store:
-    """Payments in one SQLite file; the UNIQUE idempotency_key is what deduplicates."""
+    """Payments and arrangements in one SQLite file; each table's UNIQUE idempotency_key is
+    what deduplicates."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         with closing(self._connect()) as conn:
             # WAL lets the listing read while a payment is written; it persists in the file.
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(SCHEMA)
+            conn.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # One connection per request (sqlite3 connections are not for sharing across
@@ -216,39 +303,49 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")  # durable before we answer 201
         return conn
 
-    def add(self, fields: dict[str, Any], body: str) -> tuple[int, str]:
+    def add(self, fields: dict[str, Any], body: str, table: str = "payments"
+            ) -> tuple[int, str]:
         """Store once; (201, new receipt) or (409, original) or (422, original) on reuse."""
-        receipt = "R-" + secrets.token_hex(8).upper()
+        if table not in _TABLES:
+            raise ValueError(f"no table {table!r}")
+        receipt = _TABLES[table] + secrets.token_hex(8).upper()
         received_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        row = {**fields, "receipt_id": receipt, "body": body, "received_at": received_at}
+        # Column names come from validate(), never from the request.
+        columns = ", ".join(row)
+        values = ", ".join(f":{name}" for name in row)
         with closing(self._connect()) as conn:
             # One atomic statement: of any number of concurrent duplicates exactly one
             # inserts; the others do nothing and then read the winner's row.
             inserted = conn.execute(
-                "INSERT INTO payments (idempotency_key, receipt_id, account_number,"
-                " amount_cents, fee_cents, currency, paid_at, confirmation_number, method,"
-                " last4, body, received_at) VALUES (:idempotency_key, :receipt_id,"
-                " :account_number, :amount_cents, :fee_cents, :currency, :paid_at,"
-                " :confirmation_number, :method, :last4, :body, :received_at)"
-                " ON CONFLICT (idempotency_key) DO NOTHING",
-                {**fields, "receipt_id": receipt, "body": body, "received_at": received_at},
-            ).rowcount
+                f"INSERT INTO {table} ({columns}) VALUES ({values})"  # noqa: S608
+                " ON CONFLICT (idempotency_key) DO NOTHING", row).rowcount
             if inserted == 1:
                 return 201, receipt
             original, stored = conn.execute(
-                "SELECT receipt_id, body FROM payments WHERE idempotency_key = ?",
+                f"SELECT receipt_id, body FROM {table} WHERE idempotency_key = ?",  # noqa: S608
                 (fields["idempotency_key"],),
             ).fetchone()
         same = json.loads(stored) == json.loads(body)
         return (409 if same else 422), str(original)
 
-    def listing(self) -> list[dict[str, Any]]:
-        """Every stored payment, oldest first (test/debug aid)."""
+    def listing(self, table: str = "payments") -> list[dict[str, Any]]:
+        """Every stored payment (or arrangement), oldest first (test/debug aid)."""
+        if table not in _TABLES:
+            raise ValueError(f"no table {table!r}")
         with closing(self._connect()) as conn:
             rows = conn.execute(
-                "SELECT receipt_id, idempotency_key, received_at, body FROM payments ORDER BY id"
-            ).fetchall()
+                "SELECT receipt_id, idempotency_key, received_at, body"  # noqa: S608
+                f" FROM {table} ORDER BY id").fetchall()
+        item = table.removesuffix("s")
         return [{"receipt_id": r, "idempotency_key": k, "received_at": at,
-                 "payment": json.loads(body)} for r, k, at, body in rows]
+                 item: json.loads(body)} for r, k, at, body in rows]
+
+
+# Table by table, the prefix of the receipt ids it hands out.
+_TABLES = {"payments": "R-", "arrangements": "A-"}
+# The path each kind of event is posted to, and its table.
+_ROUTES = {PATH: "payments", ARRANGEMENTS_PATH: "arrangements"}
 
 
 class FaultError(Exception):
@@ -399,7 +496,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         """Health check."""
-        if urlsplit(self.path).path != PATH:
+        if urlsplit(self.path).path not in _ROUTES:
             self._send(404, raw=b"")
             return
         answered, _ = self._fault()
@@ -407,15 +504,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, raw=b"")
 
     def do_GET(self) -> None:
-        """TEST/DEBUG AID: list stored payments (loopback only)."""
-        if urlsplit(self.path).path != PATH or not self.app.listing:
+        """TEST/DEBUG AID: list stored payments or arrangements (loopback only)."""
+        table = _ROUTES.get(urlsplit(self.path).path)
+        if table is None or not self.app.listing:
             self._send(404, {"error": "not found"})
             return
-        self._send(200, self.app.store.listing())
+        self._send(200, self.app.store.listing(table))
 
     def do_POST(self) -> None:
-        """The webhook."""
-        if urlsplit(self.path).path != PATH:
+        """The webhook: payments, and arrangements at their own path."""
+        table = _ROUTES.get(urlsplit(self.path).path)
+        if table is None:
             self._send(404, {"error": "not found"}, close=True)
             return
         length = self.headers.get("Content-Length", "")
@@ -429,13 +528,13 @@ class Handler(BaseHTTPRequestHandler):
         answered, rule = self._fault()
         if answered:
             return
-        status, answer = self._handle(body)
+        status, answer = self._handle(body, table)
         if rule is not None and rule.get("drop"):
             self.close_connection = True  # stored (or not) but never answered
             return
         self._send(status, answer)
 
-    def _handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _handle(self, body: bytes, table: str) -> tuple[int, dict[str, Any]]:
         # Authenticate the exact bytes before parsing anything in them.
         problem = verify_signature(self.app.secret, body, self.headers.get("X-IVR-Signature"),
                                    int(time.time()))
@@ -443,18 +542,23 @@ class Handler(BaseHTTPRequestHandler):
             return 401, {"error": problem}
         try:
             text = body.decode("utf-8")
-            fields = validate(json.loads(text), self.headers.get("Idempotency-Key"))
+            data, key = json.loads(text), self.headers.get("Idempotency-Key")
+            if table == "arrangements":
+                fields = validate_arrangement(data, key, self.headers.get("X-IVR-Event"))
+            else:
+                fields = validate(data, key)
         except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurdly nested JSON
             return 400, {"error": "body must be UTF-8 JSON"}
         except Invalid as exc:
             return 400, {"error": str(exc)}
         try:
-            status, receipt = self.app.store.add(fields, text)
+            status, receipt = self.app.store.add(fields, text, table)
         except sqlite3.Error as exc:
             self.log_error("storage failed: %s", exc)
             return 500, {"error": "storage failed"}  # the IVR retries 5xx
         if status == 422:
-            return 422, {"error": "Idempotency-Key already used for a different payment",
+            return 422, {"error": "Idempotency-Key already used for a different "
+                                  + table.removesuffix("s"),
                          "receipt_id": receipt}
         return status, {"receipt_id": receipt}
 

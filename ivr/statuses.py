@@ -93,6 +93,7 @@ class ArrangementStatus(StrEnum):
     ACTIVE = "active"  # holds the account's service while its instalments are kept
     BROKEN = "broken"  # an instalment date passed with the amount still unpaid (on import)
     KEPT = "kept"  # every instalment date passed with the amounts paid
+    TEST = "test"  # made on a simulated call: holds nothing, never posted
 
 
 class ArrangementKind(StrEnum):

@@ -328,6 +328,8 @@ def test_representative_after_hours_says_when_office_opens(app: Flask) -> None:
 
 def test_zero_balance_is_said_plainly(app: Flask) -> None:
     call(app, "1 1 60614 1 1 1 1 1")  # pays everything
+    # A day later: within 24 hours the caller would first hear "you already paid today".
+    set_clock(app, OPEN_TIME + timedelta(hours=25))
     result = call(app, "1 1 60614 1 1500# 1 1 1")
     text = result.said()
     assert said_text(app, "summary.zero_balance") in text

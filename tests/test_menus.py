@@ -88,7 +88,7 @@ def test_a_paid_call_through_the_harness_reaches_pay(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call()
         flow.press(EN, YES, "60614")
-        assert flow.state == "main_menu" and flow.heard()[-1] == "menu.main"
+        assert flow.state == "main_menu" and "menu.main" in flow.heard()
         step = flow.press(PAY, FULL, CONFIRM, CARD, CONTINUE)
         assert isinstance(step, PayCapture)
         assert (step.charge_cents, step.method) == (12345, "credit-card")

@@ -32,9 +32,12 @@ from ivr.cli.progress import terminal_progress
 from ivr.logs import JsonFormatter
 from ivr.models import Account, Payment, utcnow
 from ivr.progress import Progress
-from ivr.simulator.demo import demo_file
+from ivr.simulator.demo import demo_file, demo_rows
 from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, make_app
+
+# The demo file's accounts (the same whatever the day).
+DEMO_COUNT = len(demo_rows(utcnow().date()))
 
 CHICAGO = ZoneInfo("America/Chicago")  # the shipped prompts' transfer time zone
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -249,8 +252,8 @@ def test_off_a_terminal_the_commands_print_their_report_and_nothing_else(
     day = a_past_day(sqlite_url, 3)
     for args, report in (
             (["accounts", "import", "accounts.csv"],
-             "accounts.csv: applied; 4 accounts, 0 rejected lines\n"),
-            (["sync", "pull"], "accounts.csv: applied (4 accounts, 0 rejected)\n"),
+             f"accounts.csv: applied; {DEMO_COUNT} accounts, 0 rejected lines\n"),
+            (["sync", "pull"], f"accounts.csv: applied ({DEMO_COUNT} accounts, 0 rejected)\n"),
             (["sync", "push", "--interval", day],
              f"payments_{day.replace('-', '')}.csv: 3 payments, $3.00\n")):
         # As under CI, which often asks for colour: still not a terminal, so still no bar.
@@ -268,8 +271,8 @@ def test_off_a_terminal_the_commands_print_their_report_and_nothing_else(
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "label", "report"), [
     (["accounts", "import", "accounts.csv"], "import accounts.csv",
-     "accounts.csv: applied; 4 accounts, 0 rejected lines"),
-    (["sync", "pull"], "sync pull", "accounts.csv: applied (4 accounts, 0 rejected)"),
+     f"accounts.csv: applied; {DEMO_COUNT} accounts, 0 rejected lines"),
+    (["sync", "pull"], "sync pull", f"accounts.csv: applied ({DEMO_COUNT} accounts, 0 rejected)"),
 ])
 def test_an_import_on_a_terminal_shows_its_bar_then_its_report(
         env: dict[str, str], tmp_path: Path, args: list[str], label: str, report: str) -> None:

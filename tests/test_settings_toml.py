@@ -16,10 +16,12 @@ import pytest
 from pydantic import BaseModel
 
 from connectors.files.account_layout import AccountLayout, AmountFormat, ControlRecord
+from connectors.files.arrangement_file import ArrangementLayout
 from connectors.files.layout_base import LayoutError
 from connectors.files.layout_toml import (
     AccountTable,
     AmountsTable,
+    ArrangementTable,
     ControlTable,
     PaymentTable,
     load_layouts,
@@ -222,6 +224,7 @@ def test_defaults_are_the_shipped_values_but_the_site_specific_ones() -> None:
     [
         (AccountTable, AccountLayout),
         (PaymentTable, PaymentLayout),
+        (ArrangementTable, ArrangementLayout),
         (AmountsTable, AmountFormat),
         (ControlTable, ControlRecord),
     ],

@@ -1,18 +1,20 @@
 """What every accounting-system connector offers, and how its failures are classified.
 
-A connector posts a payment (idempotently, by the payment's key), may look up an account's
-live balance, and reports its health. Failures are either retryable (the system is slow,
-down or throttling: the outbox tries again later) or permanent (the system refused the
-payment as invalid: it is dead-lettered for a person to look at, never retried forever).
+A connector posts a payment (idempotently, by the payment's key), records a payment
+arrangement (a promise to pay: a non-cash event that never changes a balance, idempotent
+by its own key), may look up an account's live balance, and reports its health. Failures
+are either retryable (the system is slow, down or throttling: the outbox tries again later)
+or permanent (the system refused the payment as invalid: it is dead-lettered for a person
+to look at, never retried forever).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 class ConnectorError(Exception):
@@ -56,6 +58,50 @@ class PaymentPost:
     card_brand: str | None = None
 
 
+ArrangementKind = Literal["extension", "instalments"]
+
+
+@dataclass(frozen=True)
+class ArrangementPost:
+    """One payment arrangement as sent to an accounting system: terms, not money.
+
+    An extension promises the rest of ``balance`` by one date; instalments follow a down
+    payment (already taken, and posted as a payment of its own) with amounts by dates.
+    Nothing here is a payment: a connector records it where the system keeps notes and
+    never lets it change a balance.
+    """
+
+    idempotency_key: str
+    account_number: str
+    confirmation_number: str  # the arrangement's, as the caller heard it
+    kind: ArrangementKind
+    balance: Decimal  # the balance the arrangement covers
+    down_payment: Decimal  # paid now (0 for none); posted separately as a payment
+    down_payment_confirmation: str | None  # that payment's confirmation number
+    instalments: tuple[tuple[date, Decimal], ...]  # (due date, amount), in date order
+    created_at: datetime  # aware UTC
+    status: str  # "active", "broken" or "kept" when sent
+    currency: str = "USD"
+
+    def summary_lines(self) -> list[str]:
+        """The terms in plain words, one per line, for systems that keep free-text notes."""
+        what = ("the rest by one date" if self.kind == "extension"
+                else f"{len(self.instalments)} instalment(s)")
+        lines = [f"Payment arrangement {self.confirmation_number} made by phone "
+                 f"({self.kind}: {what}). Status: {self.status}.",
+                 f"Balance covered: {self.currency} {self.balance:.2f}"]
+        if self.down_payment:
+            conf = self.down_payment_confirmation or "unknown"
+            lines.append(f"Down payment: {self.currency} {self.down_payment:.2f} "
+                         f"(payment confirmation {conf}, posted as a payment)")
+        lines += [f"Due {due.isoformat()}: {self.currency} {amount:.2f}"
+                  for due, amount in self.instalments]
+        made = self.created_at.astimezone(UTC)
+        lines.append(f"Made {made:%Y-%m-%d %H:%M} UTC. "
+                     "A promise to pay: no amount was posted.")
+        return lines
+
+
 @dataclass(frozen=True)
 class PostResult:
     """The system's acknowledgement: its own id for the posting."""
@@ -80,6 +126,12 @@ class AccountingConnector(Protocol):
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
         """Post once (idempotent by ``payment.idempotency_key``); raise Retryable/Permanent."""
+        ...
+
+    def post_arrangement(self, arrangement: ArrangementPost,
+                         timeout: float | None = None) -> PostResult:
+        """Record once (idempotent by ``arrangement.idempotency_key``) without changing any
+        balance; raise Retryable/Permanent as ``post_payment`` does."""
         ...
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:

@@ -19,6 +19,12 @@ Journal conventions (see docs/connectors.md): one receivable account per custome
 ``IVR_HLEDGER_RECEIVABLE_PREFIX`` + account number, with the balance due as its positive
 balance; the payment debits the clearing account and credits the receivable (and the
 convenience fee, when there is one, credits the fee income account).
+
+A payment arrangement moves no money: it is a transaction "Payment arrangement <conf>"
+with one zero posting on the customer's receivable account (so it shows in the customer's
+register and changes no balance), its code made from its key like a payment's (with an
+"arr-" prefix), and its terms as tags in the comment. It is deduplicated by code exactly
+as payments are.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from connectors.accounting.base import (
+    ArrangementPost,
     LiveBalance,
     PaymentPost,
     PermanentError,
@@ -54,7 +61,8 @@ from connectors.accounting.http import (
 )
 from connectors.accounting.state import StateStore
 
-__all__ = ["HledgerConnector", "Posting", "transaction_code", "unbalanced_by"]
+__all__ = ["HledgerConnector", "Posting", "arrangement_code", "transaction_code",
+           "unbalanced_by"]
 
 SYSTEM = "hledger"
 # What hledger-web 1.25 says in --serve-api mode when a request failed inside it.
@@ -107,6 +115,12 @@ def transaction_code(idempotency_key: str) -> str:
     return f"ivr-{digest[:32]}"
 
 
+def arrangement_code(idempotency_key: str) -> str:
+    """The ``tcode`` for an arrangement's key: "arr-" keeps it apart from payments' codes,
+    so an arrangement can never be taken for a payment that landed, nor the reverse."""
+    return transaction_code("arr-" + idempotency_key)
+
+
 def _clean(value: str | None, limit: int = _MAX_DESCRIPTION_PART) -> str:
     """``value`` reduced to characters that are inert in a journal header line."""
     return _UNSAFE_CHARS.sub("", value or "")[:limit]
@@ -155,6 +169,26 @@ def _wire_posting(posting: Posting, commodity: str) -> dict[str, Any]:
         "pbalanceassertion": None,
         "ptransaction_": "0",
         "poriginal": None,
+    }
+
+
+def _wire_transaction(day: str, status: str, code: str, description: str, tags: list[str],
+                      postings: list[dict[str, Any]]) -> dict[str, Any]:
+    source = {"sourceName": "", "sourceLine": 1, "sourceColumn": 1}
+    # Every key is required by 1.25's parser, even those it ignores (tindex, ttags...).
+    return {
+        "tindex": 0,
+        "tprecedingcomment": "",
+        "tsourcepos": [source, dict(source)],
+        "tdate": day,
+        "tdate2": None,
+        "tstatus": status,
+        "tcode": code,
+        "tdescription": description,
+        # ttags is ignored on write; tags are read back from the comment.
+        "tcomment": ", ".join(tags),
+        "ttags": [],
+        "tpostings": postings,
     }
 
 
@@ -312,22 +346,36 @@ class HledgerConnector:
         tags = [f"acct:{_clean(payment.account_number, 64)}", f"ivr_ref:{code}"]
         if conf := _clean(payment.confirmation_number, 64):
             tags.append(f"conf:{conf}")
-        source = {"sourceName": "", "sourceLine": 1, "sourceColumn": 1}
-        # Every key is required by 1.25's parser, even those it ignores (tindex, ttags...).
-        return {
-            "tindex": 0,
-            "tprecedingcomment": "",
-            "tsourcepos": [source, dict(source)],
-            "tdate": payment.paid_at.astimezone(self.zone).date().isoformat(),
-            "tdate2": None,
-            "tstatus": "Cleared",
-            "tcode": code,
-            "tdescription": self._description(payment),
-            # ttags is ignored on write; tags are read back from the comment.
-            "tcomment": ", ".join(tags),
-            "ttags": [],
-            "tpostings": [_wire_posting(p, self.commodity) for p in self.postings(payment)],
-        }
+        return _wire_transaction(
+            payment.paid_at.astimezone(self.zone).date().isoformat(), "Cleared", code,
+            self._description(payment), tags,
+            [_wire_posting(p, self.commodity) for p in self.postings(payment)])
+
+    def arrangement_transaction(self, arrangement: ArrangementPost) -> dict[str, Any]:
+        """The JSON transaction recording an arrangement: one zero posting, terms as tags."""
+        if arrangement.created_at.utcoffset() is None:
+            raise PermanentError(SYSTEM, "created_at has no time zone")
+        money = [arrangement.balance, arrangement.down_payment,
+                 *(amount for _, amount in arrangement.instalments)]
+        if not all(value.is_finite() and value >= 0 for value in money):
+            raise PermanentError(SYSTEM, "arrangement amounts must be numbers, not negative")
+        code = arrangement_code(arrangement.idempotency_key)
+        conf = _clean(arrangement.confirmation_number, 64)
+        tags = [f"acct:{_clean(arrangement.account_number, 64)}", f"ivr_ref:{code}",
+                f"conf:{conf}", f"arrangement:{_clean(arrangement.kind)}",
+                f"status:{_clean(arrangement.status)}", f"balance:{arrangement.balance:f}"]
+        if arrangement.down_payment:
+            tags.append(f"down_payment:{arrangement.down_payment:f}")
+            if down := _clean(arrangement.down_payment_confirmation, 64):
+                tags.append(f"down_payment_conf:{down}")
+        # "date" would be hledger's posting-date tag; "due_N" is plain data.
+        tags += [f"due_{n}:{due.isoformat()} {amount:f}"
+                 for n, (due, amount) in enumerate(arrangement.instalments, start=1)]
+        account = self.receivable_account(arrangement.account_number)
+        return _wire_transaction(
+            arrangement.created_at.astimezone(self.zone).date().isoformat(), "Unmarked", code,
+            f"Payment arrangement {conf}", tags,
+            [_wire_posting(Posting(account, Decimal("0.00")), self.commodity)])
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -387,8 +435,18 @@ class HledgerConnector:
 
         ``timeout`` bounds the whole call (dedupe read, account check and the write).
         """
+        return self._add(self.transaction(payment), payment.account_number, timeout)
+
+    def post_arrangement(self, arrangement: ArrangementPost,
+                         timeout: float | None = None) -> PostResult:
+        """Add the arrangement's zero-amount transaction unless its code is already there."""
+        return self._add(self.arrangement_transaction(arrangement), arrangement.account_number,
+                         timeout)
+
+    def _add(self, transaction: dict[str, Any], account_number: str,
+             timeout: float | None) -> PostResult:
+        """Check, dedupe by code, then ``PUT /add``; ``timeout`` bounds all of it."""
         deadline = self._deadline(timeout)
-        transaction = self.transaction(payment)
         try:
             off = unbalanced_by(transaction)
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
@@ -399,11 +457,11 @@ class HledgerConnector:
             raise PermanentError(SYSTEM, f"transaction does not balance (off by {detail}); "
                                          "not sent")
         code = transaction["tcode"]
-        account = self.receivable_account(payment.account_number)
+        account = self.receivable_account(account_number)
         if self._find_code(account, code, deadline):
             return PostResult(receipt_id=code, already_posted=True)
         if not self._is_known(account, deadline):
-            # hledger would create the account; a payment to a customer the biller does not
+            # hledger would create the account; posting to a customer the biller does not
             # have is for a person to look at, and retrying will not make the account exist.
             raise PermanentError(SYSTEM, f"unknown customer: no account {account!r} "
                                          "in the journal")

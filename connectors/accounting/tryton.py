@@ -23,6 +23,11 @@ ever posted twice and nothing is lost. Each wizard run is one Tryton transaction
 invoice's payment is either wholly there or not at all. Two workers posting the *same*
 payment at the same moment could both miss each other's moves; the outbox never does that.
 
+A payment arrangement moves no money, so it is no move: it is a note (``ir.note``, what a
+clerk sees under the party's notes) attached to the customer party, with the terms in plain
+words and ``IVR reference [{key}]`` as its last line. Before creating one, the party's notes
+are searched for that reference; one found means an earlier attempt landed.
+
 Errors: connection failures, timeouts, 5xx and 429 are retryable; so are faults that stop
 every payment alike (login refused, database or payment method missing), so that payments
 wait for the fix instead of being dead-lettered, and passing server faults (a concurrent
@@ -48,6 +53,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from connectors.accounting.base import (
+    ArrangementPost,
     ConnectorError,
     LiveBalance,
     PaymentPost,
@@ -143,7 +149,8 @@ def _setting(settings: Mapping[str, str], name: str, default: str | None = None)
 
 
 class TrytonConnector:
-    """Posts payments to Tryton's customer invoices; looks up the party's receivable."""
+    """Posts payments to Tryton's customer invoices, notes arrangements on the party, and
+    looks up the party's receivable."""
 
     name = "tryton"
 
@@ -220,6 +227,32 @@ class TrytonConnector:
             raise RetryableError(SYSTEM, "the payment move did not show up after posting")
         log.info("tryton: payment %s posted as move(s) %s", key, _receipt(moves))
         return PostResult(receipt_id=_receipt(moves))
+
+    def post_arrangement(self, arrangement: ArrangementPost,
+                         timeout: float | None = None) -> PostResult:
+        """Attach the arrangement's terms to the customer party as a note, once per key."""
+        budget = Deadline(SYSTEM, timeout, self.timeouts)
+        key = arrangement.idempotency_key
+        if not key.strip():
+            raise PermanentError(SYSTEM, "arrangement has no idempotency key")
+        reference = f"IVR reference [{key}]"
+        resource = f"party.party,{self._party_id(arrangement.account_number, budget)}"
+        # Tryton lets notes be searched only together with the record they belong to.
+        rows = _list(self._call("model.ir.note.search_read", [
+            [["resource", "=", resource],
+             ["message", "like", f"%{_like_literal(reference)}%"]], 0, None, [["id", "ASC"]],
+            ["id", "message"]], budget), "notes")
+        for raw in rows:
+            row = _dict(raw, "note")
+            # SQLite's LIKE ignores case; compare exactly here.
+            if reference in str(row.get("message") or "").splitlines():
+                return PostResult(receipt_id=f"ir.note,{row['id']}", already_posted=True)
+        first, *rest = arrangement.summary_lines()
+        message = "\n".join(["IVR " + first, *rest, reference])
+        created = _list(self._call("model.ir.note.create", [[{
+            "resource": resource, "message": message}]], budget), "note")
+        log.info("tryton: arrangement %s recorded as note %s", key, created[0])
+        return PostResult(receipt_id=f"ir.note,{created[0]}")
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The party's receivable balance (negative when the customer is in credit)."""

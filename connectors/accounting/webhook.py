@@ -6,6 +6,12 @@ it: a compact JSON body, an ``Idempotency-Key`` header and an ``X-IVR-Signature`
 (409: the receiver already had that key); other 4xx are permanent; 429, 5xx, timeouts and
 connection errors are retried by the outbox. ``sign`` and ``verify`` are public so Python
 receivers (and our tests) can reuse them.
+
+Payment arrangements go to a URL of their own (``IVR_WEBHOOK_ARRANGEMENTS_URL``), signed the
+same way, with ``X-IVR-Event: arrangement`` and ``"event": "arrangement"`` in a body that has
+no ``amount``, ``paid_at`` or ``method``: a receiver built for payments, which ignores
+unknown fields, can never read one as a payment. Without that URL an arrangement is refused
+permanently (dead-lettered, naming the variable) and payments go on as before.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
 
 from connectors.accounting.base import (
+    ArrangementPost,
     LiveBalance,
     LookupUnsupported,
     PaymentPost,
@@ -38,9 +46,11 @@ from connectors.accounting.http import (
 from connectors.accounting.state import StateStore
 
 __all__ = [
+    "EVENT_HEADER",
     "IDEMPOTENCY_HEADER",
     "SIGNATURE_HEADER",
     "WebhookConnector",
+    "arrangement_payload",
     "payload",
     "sign",
     "verify",
@@ -49,6 +59,8 @@ __all__ = [
 SYSTEM = "webhook"
 SIGNATURE_HEADER = "X-IVR-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+EVENT_HEADER = "X-IVR-Event"
+ARRANGEMENTS_URL = "IVR_WEBHOOK_ARRANGEMENTS_URL"
 MIN_SECRET_LENGTH = 16
 DEFAULT_TOLERANCE = 300
 # A receipt id is stored beside the payment and shown to staff; anything longer than this
@@ -111,21 +123,47 @@ def _money(field: str, value: Decimal) -> str:
 
 def payload(payment: PaymentPost) -> dict[str, Any]:
     """The contract's JSON object for ``payment`` (PermanentError if it cannot be sent)."""
-    offset = payment.paid_at.utcoffset()
-    if offset is None:
-        raise PermanentError(SYSTEM, "paid_at has no time zone")
     # Whole seconds, UTC, "Z": the one form every receiver's ISO 8601 parser reads.
-    paid_at = (payment.paid_at - offset).replace(tzinfo=None, microsecond=0)
+    paid_at = _utc_z(payment.paid_at, "paid_at")
     return {
         "account_number": payment.account_number,
         "amount": _money("amount", payment.amount),
         "currency": payment.currency,
-        "paid_at": paid_at.isoformat() + "Z",
+        "paid_at": paid_at,
         "confirmation_number": payment.confirmation_number,
         "method": payment.method,
         "last4": payment.last4,
         "fee": _money("fee", payment.fee),
         "idempotency_key": payment.idempotency_key,
+    }
+
+
+def _utc_z(when: datetime, field: str) -> str:
+    """``when`` in UTC with whole seconds and a ``Z`` (PermanentError if it has no zone)."""
+    offset = when.utcoffset()
+    if offset is None:
+        raise PermanentError(SYSTEM, f"{field} has no time zone")
+    return (when - offset).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def arrangement_payload(arrangement: ArrangementPost) -> dict[str, Any]:
+    """The contract's JSON object for an arrangement: terms only, never a payment's fields."""
+    if arrangement.kind not in ("extension", "instalments"):
+        raise PermanentError(SYSTEM, f"unknown arrangement kind {arrangement.kind!r}")
+    return {
+        "event": "arrangement",
+        "account_number": arrangement.account_number,
+        "confirmation_number": arrangement.confirmation_number,
+        "kind": arrangement.kind,
+        "status": arrangement.status,
+        "currency": arrangement.currency,
+        "balance": _money("balance", arrangement.balance),
+        "down_payment": _money("down_payment", arrangement.down_payment),
+        "down_payment_confirmation": arrangement.down_payment_confirmation,
+        "instalments": [{"due_date": due.isoformat(), "amount": _money("instalment", amount)}
+                        for due, amount in arrangement.instalments],
+        "created_at": _utc_z(arrangement.created_at, "created_at"),
+        "idempotency_key": arrangement.idempotency_key,
     }
 
 
@@ -148,11 +186,21 @@ def _receipt_id(response: requests.Response, fallback: str) -> str:
     return fallback
 
 
-def _url(settings: Mapping[str, str]) -> str:
-    name = "IVR_WEBHOOK_URL"
+def _url(settings: Mapping[str, str], name: str = "IVR_WEBHOOK_URL") -> str:
     url, _ = url_setting(settings, name)
     if any(c.isspace() for c in url):
         raise ValueError(f"{name} must not contain spaces")
+    return url
+
+
+def _arrangements_url(settings: Mapping[str, str], payments_url: str) -> str | None:
+    """IVR_WEBHOOK_ARRANGEMENTS_URL (optional), never the payments URL."""
+    if not settings.get(ARRANGEMENTS_URL, "").strip():
+        return None
+    url = _url(settings, ARRANGEMENTS_URL)
+    if url.rstrip("/") == payments_url.rstrip("/"):
+        # A payments receiver must never be handed an arrangement.
+        raise ValueError(f"{ARRANGEMENTS_URL} must differ from IVR_WEBHOOK_URL")
     return url
 
 
@@ -176,10 +224,11 @@ class WebhookConnector:
 
     name = SYSTEM
 
-    def __init__(self, url: str, secret: str, *,
+    def __init__(self, url: str, secret: str, *, arrangements_url: str | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self.url = url
+        self.arrangements_url = arrangements_url
         self._secret = secret
         self._timeout = timeout
         self._clock = clock
@@ -193,18 +242,40 @@ class WebhookConnector:
         Keeps no state between runs: ``state`` is not used.
         """
         timeout = timeouts_from_settings(settings)
-        return cls(_url(settings), _secret(settings), timeout=timeout)
+        url = _url(settings)
+        return cls(url, _secret(settings), arrangements_url=_arrangements_url(settings, url),
+                   timeout=timeout)
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
         """POST the signed payment; 409 means the receiver already had this key."""
-        body = _encode(payload(payment))
-        key = payment.idempotency_key
+        return self._post(self.url, _encode(payload(payment)), payment.idempotency_key,
+                          timeout)
+
+    def post_arrangement(self, arrangement: ArrangementPost,
+                         timeout: float | None = None) -> PostResult:
+        """POST the signed arrangement to IVR_WEBHOOK_ARRANGEMENTS_URL (409: already had it).
+
+        Without that URL it is refused permanently, so it waits, dead-lettered and visible,
+        until the receiver is ready and a person retries it.
+        """
+        if self.arrangements_url is None:
+            raise PermanentError(SYSTEM, f"{ARRANGEMENTS_URL} is not set, so arrangements "
+                                         "cannot be sent; set it, restart, then "
+                                         "`ivr outbox retry` this row")
+        body = _encode(arrangement_payload(arrangement))
+        return self._post(self.arrangements_url, body, arrangement.idempotency_key, timeout,
+                          event="arrangement")
+
+    def _post(self, url: str, body: bytes, key: str, timeout: float | None, *,
+              event: str | None = None) -> PostResult:
         headers = {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: key,
             SIGNATURE_HEADER: sign(self._secret, body, int(self._clock())),
         }
-        response = request(SYSTEM, self._session, "POST", self.url, data=body, headers=headers,
+        if event is not None:
+            headers[EVENT_HEADER] = event  # payments' requests stay exactly as they were
+        response = request(SYSTEM, self._session, "POST", url, data=body, headers=headers,
                            timeout=timeout_for(timeout, self._timeout), ok_statuses=(409,))
         return PostResult(receipt_id=_receipt_id(response, key),
                           already_posted=response.status_code == 409)

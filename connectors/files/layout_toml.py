@@ -1,11 +1,12 @@
-"""Reading account and payment layouts from a TOML file, reporting every problem.
+"""Reading account, payment and arrangement layouts from a TOML file, reporting every problem.
 
-Each ``[account.NAME]`` and ``[payment.NAME]`` table is validated by a pydantic model that
-knows the keys and their TOML types (strict: unknown keys and wrong types are refused); the
-values themselves are checked by the layout dataclasses, whose problems are reported under the
-table they came from. A key of a layout is one field of its dataclass (``AccountLayout``,
-``PaymentLayout``, ``AmountFormat``, ``ControlRecord``) and one line here; the tests check that
-the two agree. Problems are worded as for settings.toml (connectors.toml_settings).
+Each ``[account.NAME]``, ``[payment.NAME]`` and ``[arrangement.NAME]`` table is validated by
+a pydantic model that knows the keys and their TOML types (strict: unknown keys and wrong
+types are refused); the values themselves are checked by the layout dataclasses, whose
+problems are reported under the table they came from. A key of a layout is one field of its
+dataclass (``AccountLayout``, ``PaymentLayout``, ``ArrangementLayout``, ``AmountFormat``,
+``ControlRecord``) and one line here; the tests check that the two agree. Problems are worded
+as for settings.toml (connectors.toml_settings).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Self
 from pydantic import BeforeValidator, ValidationError, model_validator
 
 from connectors.files.account_layout import AccountLayout, AmountFormat, ControlRecord
+from connectors.files.arrangement_file import ArrangementLayout
 from connectors.files.layout_base import LayoutError
 from connectors.files.payment_layout import PaymentLayout
 from connectors.toml_settings import (
@@ -160,16 +162,50 @@ class PaymentTable(_Keys):
         return PaymentLayout(name=name, **self.given())
 
 
-_TABLES: Mapping[str, type[AccountTable | PaymentTable]] = {
+class ArrangementTable(_Keys):
+    """``[arrangement.NAME]``: an ``ArrangementLayout``."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    quoting: str | None = None
+    quotechar: str | None = None
+    header: bool | None = None
+    datetime_format: str | None = None
+    date_format: str | None = None
+    time_zone: str | None = None
+    amount_style: str | None = None
+    line_terminator: str | None = None
+    columns: (
+        Annotated[
+            Array[Annotated[tuple[str, str], BeforeValidator(_pair)]],
+            expect("a list of [header name, field] pairs", list),
+        ]
+        | None
+    ) = None
+    header_record: _Cells | None = None
+    trailer_record: _Cells | None = None
+    value_maps: _ValueMaps | None = None
+
+    def build(self, name: str) -> ArrangementLayout:
+        """The layout named ``name``; raises LayoutError when its values do not fit."""
+        return ArrangementLayout(name=name, **self.given())
+
+
+Layout = AccountLayout | PaymentLayout | ArrangementLayout
+
+_TABLES: Mapping[str, type[AccountTable | PaymentTable | ArrangementTable]] = {
     "account": AccountTable,
     "payment": PaymentTable,
+    "arrangement": ArrangementTable,
 }
 
 
-def load_layouts(path: Path) -> dict[str, AccountLayout | PaymentLayout]:
-    """Read ``[account.NAME]`` and ``[payment.NAME]`` tables from a TOML file.
+def load_layouts(path: Path) -> dict[str, Layout]:
+    """Read ``[account.NAME]``, ``[payment.NAME]`` and ``[arrangement.NAME]`` tables from a
+    TOML file.
 
-    Keys of the result are ``"account.NAME"`` and ``"payment.NAME"``. Raises
+    Keys of the result are ``"account.NAME"``, ``"payment.NAME"`` and
+    ``"arrangement.NAME"``. Raises
     ``LayoutError`` listing every problem (unknown keys, wrong types, bad values) found in
     the whole file. ``default`` is reserved for the built-in layouts.
     """
@@ -179,11 +215,12 @@ def load_layouts(path: Path) -> dict[str, AccountLayout | PaymentLayout]:
     except tomllib.TOMLDecodeError as exc:
         raise LayoutError([f"{path}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
-    layouts: dict[str, AccountLayout | PaymentLayout] = {}
+    layouts: dict[str, Layout] = {}
     for kind, tables in data.items():
         model = _TABLES.get(kind)
         if model is None:
-            problems.append(f"{kind}: unknown table (expected [account.NAME] or [payment.NAME])")
+            problems.append(f"{kind}: unknown table (expected [account.NAME], [payment.NAME] "
+                            "or [arrangement.NAME])")
             continue
         if not isinstance(tables, dict):
             problems.append(f"{kind}: {must_be(f'tables like [{kind}.NAME]', tables)}")

@@ -6,7 +6,9 @@ streams such a file through the same loop and row checks (rows.py) as the defaul
 every layout accepts and rejects values by the same rules. A ``PaymentLayout``
 (payment_layout.py) says how to write the payment confirmation file sent back to a biller;
 ``write_payment_file`` and ``read_payment_file`` (payment_file.py) write and read one.
-``load_layouts`` (layout_toml.py) reads both kinds from a TOML file. See docs/layouts.md.
+An ``ArrangementLayout`` says how to write the arrangement confirmation file
+(``write_arrangement_file``, arrangement_file.py). ``load_layouts`` (layout_toml.py) reads
+every kind from a TOML file. See docs/layouts.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from connectors.files.account_layout import (
     ControlRecord,
 )
 from connectors.files.account_reader import iter_layout_file
+from connectors.files.arrangement_file import (
+    ARRANGEMENT_FIELDS,
+    DEFAULT_ARRANGEMENT_LAYOUT,
+    ArrangementLayout,
+    ArrangementRow,
+    write_arrangement_file,
+)
 from connectors.files.layout_base import (
     ACCOUNT_FIELDS,
     CREDIT_MARKS,
@@ -32,13 +41,17 @@ from connectors.files.payment_layout import DEFAULT_PAYMENT_LAYOUT, PaymentLayou
 
 __all__ = [
     "ACCOUNT_FIELDS",
+    "ARRANGEMENT_FIELDS",
     "CREDIT_MARKS",
     "DEFAULT_ACCOUNT_LAYOUT",
+    "DEFAULT_ARRANGEMENT_LAYOUT",
     "DEFAULT_PAYMENT_COLUMNS",
     "DEFAULT_PAYMENT_LAYOUT",
     "PAYMENT_FIELDS",
     "AccountLayout",
     "AmountFormat",
+    "ArrangementLayout",
+    "ArrangementRow",
     "ControlRecord",
     "LayoutError",
     "PaymentFileError",
@@ -47,5 +60,6 @@ __all__ = [
     "iter_layout_file",
     "load_layouts",
     "read_payment_file",
+    "write_arrangement_file",
     "write_payment_file",
 ]

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import IO
 
 from connectors.files.account_file import (
     FieldError,
-    parse_count,
     show_value,
 )
 from connectors.files.account_reader import _csv_reader
-from connectors.files.cells import neutralise, restore
+from connectors.files.cells import restore
 from connectors.files.layout_base import (
-    _BUILTIN_PLACEHOLDERS,
     _NUMBER_FIELDS,
     _PAYMENT_READ_NEEDS,
-    _WRITE_CHUNK,
     PaymentFileError,
     _text_encoding,
 )
@@ -31,8 +27,8 @@ from connectors.files.payment_layout import (
     _format_paid_at,
     _parse_amount,
     _parse_paid_at,
-    _template_fields,
 )
+from connectors.files.record_file import _ControlReader, write_records
 
 
 def _payment_getters(layout: PaymentLayout) -> list[Callable[[PaymentRow], str]]:
@@ -85,58 +81,6 @@ def _summed(row: PaymentRow, sum_field: str) -> int:
     return row.amount_cents
 
 
-class _CellWriter:
-    """Turns cells into one delimited line, quoting as RFC 4180 says.
-
-    csv.writer is not used because it leaves a lone CR unquoted when the line terminator is
-    LF, which a reader then splits into two records.
-    """
-
-    def __init__(self, layout: PaymentLayout) -> None:
-        self._delimiter = layout.delimiter
-        self._quote = layout.quotechar
-        self._terminator = layout.line_terminator
-        self._quoting = layout.quoting
-        special = {layout.delimiter, "\r", "\n"}
-        if layout.quoting == "minimal":
-            special.add(layout.quotechar)
-        self._special = re.compile("|".join(re.escape(c) for c in sorted(special)))
-
-    def line(self, cells: list[str]) -> str:
-        quote = self._quote
-        out: list[str] = []
-        for cell in cells:
-            if self._special.search(cell) is None:
-                out.append(cell)
-            elif self._quoting == "none":
-                raise PaymentFileError(
-                    f"{show_value(cell)} holds the delimiter or a line break, "
-                    'which quoting = "none" cannot write'
-                )
-            else:
-                out.append(quote + cell.replace(quote, quote + quote) + quote)
-        if len(out) == 1 and not out[0] and self._quoting == "minimal":
-            # A lone empty cell would be a blank line, which readers skip.
-            out[0] = quote + quote
-        return self._delimiter.join(out) + self._terminator
-
-
-def _render_template(template: tuple[str, ...], context: Mapping[str, str]) -> list[str]:
-    """The record's cells; a cell of only {count} and {sum} is a number, the rest is text."""
-    cells: list[str] = []
-    for cell in template:
-        parts = _template_fields(cell)
-        number = all(not literal and name in _BUILTIN_PLACEHOLDERS
-                     for literal, name, _, _ in parts)
-        rendered = cell.format_map(context)
-        cells.append(rendered if number else neutralise(rendered))
-    return cells
-
-
-def _template_names(template: tuple[str, ...]) -> set[str]:
-    return {name for cell in template for _, name, _, _ in _template_fields(cell) if name}
-
-
 def write_payment_file(
     rows: Iterable[PaymentRow],
     out: IO[bytes],
@@ -156,138 +100,15 @@ def write_payment_file(
     lacks, a delimiter with quoting = "none"); the output is then incomplete, so write to a
     temporary name and rename on success.
     """
-    context = dict(values or {})
-    needed = _template_names(layout.header_record) | _template_names(layout.trailer_record)
-    missing = sorted(needed - _BUILTIN_PLACEHOLDERS - set(context))
-    if missing:
-        raise ValueError(f"layout {layout.name} needs values for: {', '.join(missing)}")
-    style, sum_field = layout.amount_style, layout.sum_field
-    first_pass: tuple[int, int] | None = None
-    if _template_names(layout.header_record) & _BUILTIN_PLACEHOLDERS:
-        if iter(rows) is rows:
-            raise ValueError("a header record with {count} or {sum} needs rows it can read twice")
-        first_pass = (0, 0)
-        for row in rows:
-            first_pass = (first_pass[0] + 1, first_pass[1] + _summed(row, sum_field))
-        context |= {"count": str(first_pass[0]), "sum": _format_amount(first_pass[1], style)}
-
-    cells = _CellWriter(layout)
-    encoder = codecs.getincrementalencoder(layout.encoding)("strict")
     getters = _payment_getters(layout)
-    text_cells = [name not in _NUMBER_FIELDS for _, name in layout.columns]
-    # A data row that a reader would take for the trailer (same width, same plain cells).
-    lookalike = (
-        _ControlReader(layout.trailer_record, "trailer", style)
-        if len(layout.trailer_record) == len(layout.columns)
-        else None
+    return write_records(
+        rows, out, layout,
+        cells=lambda row: [get(row) for get in getters],
+        text_cells=[name not in _NUMBER_FIELDS for _, name in layout.columns],
+        summed=partial(_summed, sum_field=layout.sum_field),
+        describe=lambda n, row: f"payment {n} ({show_value(row.confirmation_number)})",
+        values=values,
     )
-    chunk: list[bytes] = []
-    size = 0
-
-    def emit(cell_values: list[str]) -> None:
-        nonlocal size
-        try:
-            data = encoder.encode(cells.line(cell_values))
-        except UnicodeEncodeError:
-            raise PaymentFileError(
-                f"holds characters that {layout.encoding} cannot write"
-            ) from None
-        chunk.append(data)
-        size += len(data)
-        if size >= _WRITE_CHUNK:
-            out.write(b"".join(chunk))
-            chunk.clear()
-            size = 0
-
-    def emit_as(what: str, cell_values: list[str]) -> None:
-        try:
-            emit(cell_values)
-        except PaymentFileError as exc:
-            raise PaymentFileError(f"{what}: {exc}") from None
-
-    if layout.header_record:
-        emit_as("header record", _render_template(layout.header_record, context))
-    if layout.header:
-        emit_as("header row", [neutralise(header) for header, _ in layout.columns])
-    written, summed = 0, 0
-    for row in rows:
-        written += 1
-        summed += _summed(row, sum_field)
-        cell_values = [get(row) for get in getters]
-        try:
-            if lookalike is not None and lookalike.matches(cell_values):
-                raise PaymentFileError("would read as the trailer record")
-            emit([neutralise(v) if text else v
-                  for v, text in zip(cell_values, text_cells, strict=True)])
-        except PaymentFileError as exc:
-            what = f"payment {written} ({show_value(row.confirmation_number)})"
-            raise PaymentFileError(f"{what}: {exc}") from None
-    if first_pass is not None and first_pass != (written, summed):
-        raise PaymentFileError("rows changed between the two passes over them")
-    context |= {"count": str(written), "sum": _format_amount(summed, style)}
-    if layout.trailer_record:
-        emit_as("trailer record", _render_template(layout.trailer_record, context))
-    chunk.append(encoder.encode("", final=True))
-    out.write(b"".join(chunk))
-    out.flush()
-    return written, summed
-
-
-def _template_pattern(cell: str) -> tuple[re.Pattern[str], list[str]]:
-    """A regex matching what ``cell`` renders to, with the placeholders' names in order."""
-    pattern = ""
-    names: list[str] = []
-    for literal, name, _, _ in _template_fields(cell):
-        pattern += re.escape(literal)
-        if name is not None:
-            pattern += f"(?P<g{len(names)}>.*?)"
-            names.append(name)
-    return re.compile(pattern, re.DOTALL), names
-
-
-class _ControlReader:
-    """Recognises a control record by its plain-text cells and reads count and sum."""
-
-    def __init__(self, template: tuple[str, ...], label: str, amount_style: str) -> None:
-        self.label = label
-        self.width = len(template)
-        self._style = amount_style
-        self._literals = [
-            (i, cell) for i, cell in enumerate(template) if not _template_names((cell,))
-        ]
-        self._patterns = [
-            (i, *_template_pattern(cell))
-            for i, cell in enumerate(template)
-            if _template_names((cell,))
-        ]
-
-    def matches(self, row: list[str]) -> bool:
-        return len(row) == self.width and all(row[i] == text for i, text in self._literals)
-
-    def read(self, row: list[str], line: int) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for i, pattern, names in self._patterns:
-            match = pattern.fullmatch(row[i])
-            if match is None:
-                raise PaymentFileError(f"line {line}: {self.label} cell {i + 1} is malformed")
-            for n, name in enumerate(names):
-                found[name] = match.group(f"g{n}")
-        return found
-
-    def check(self, found: dict[str, str], count: int, total: int, line: int) -> None:
-        problems: list[str] = []
-        try:
-            if "count" in found and parse_count(found["count"]) != count:
-                problems.append(f"record count {found['count']} does not match {count} rows")
-            raw_sum = found.get("sum")
-            if raw_sum is not None and _parse_amount("sum", raw_sum.strip(), self._style) != total:
-                problems.append(
-                    f"sum {raw_sum} does not match {_format_amount(total, self._style)}"
-                )
-        except FieldError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise PaymentFileError(f"line {line}: {self.label}: " + "; ".join(problems))
 
 
 def read_payment_file(stream: IO[bytes], layout: PaymentLayout) -> Iterator[PaymentRow]:

@@ -124,24 +124,34 @@ class PaymentLayout:
         return ZoneInfo(self.time_zone)
 
 
-def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
-    problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
-                             layout.quotechar)
-    if not layout.columns:
+def columns_problems(columns: tuple[tuple[str, str], ...],
+                     fields: tuple[str, ...]) -> tuple[list[str], set[str]]:
+    """A confirmation layout's ``columns`` checked against its ``fields``; and the fields
+    it names."""
+    problems: list[str] = []
+    if not columns:
         problems.append("columns: at least one column is needed")
     seen: set[str] = set()
-    for i, column in enumerate(layout.columns, start=1):
+    for i, column in enumerate(columns, start=1):
         if len(column) != 2 or not all(isinstance(part, str) for part in column):
             problems.append(f"columns[{i}]: {column!r} must be [header name, field]")
             continue
         _, name = column
         if name.startswith("="):
             continue
-        if name not in PAYMENT_FIELDS:
-            problems.append(f"columns[{i}]: {name!r} is not one of {', '.join(PAYMENT_FIELDS)}")
+        if name not in fields:
+            problems.append(f"columns[{i}]: {name!r} is not one of {', '.join(fields)}")
         elif name in seen:
             problems.append(f"columns[{i}]: {name!r} appears twice")
         seen.add(name)
+    return problems, seen
+
+
+def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
+    problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
+                             layout.quotechar)
+    column_problems, seen = columns_problems(layout.columns, PAYMENT_FIELDS)
+    problems += column_problems
     try:
         zone: ZoneInfo | None = ZoneInfo(layout.time_zone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
@@ -51,6 +51,7 @@ from ivr.accounts.bulk_merge import (
     carried_columns,
     merge_batches,
 )
+from ivr.arrangements.lifecycle import settle_arrangements
 from ivr.db import Database
 from ivr.models import (
     Account,
@@ -86,6 +87,9 @@ class ImportReport:
     error: str | None = None
     run_id: int | None = None
     reapplied: int = 0  # recent payments taken off again (not yet in the biller's file)
+    # Active payment arrangements the applied file ended (ivr/arrangements/lifecycle.py).
+    arrangements_broken: int = 0
+    arrangements_kept: int = 0
 
     def lines(self) -> list[str]:
         """The report as text lines."""
@@ -98,6 +102,9 @@ class ImportReport:
         out.extend(f"line {r.line}: {r.reason}" for r in self.rejections)
         if self.rejected > len(self.rejections):
             out.append(f"... and {self.rejected - len(self.rejections)} more rejected lines")
+        if self.arrangements_broken or self.arrangements_kept:
+            out.append(f"payment arrangements: {self.arrangements_broken} broken, "
+                       f"{self.arrangements_kept} kept")
         return out
 
 
@@ -270,12 +277,14 @@ def _batches(items: Iterable[AccountRecord | Rejection], report: ImportReport, i
 def apply_account_records(database: Database, items: Iterable[AccountRecord | Rejection],
                           source: str, *, pin_key: str, partial: bool = False,
                           summary: FileSummary | None = None,
-                          as_of: datetime | None = None) -> ImportReport:
+                          as_of: datetime | None = None,
+                          zone: tzinfo = UTC) -> ImportReport:
     """Stage, check and swap in parsed records; all-or-nothing unless ``partial``.
 
     ``summary`` is the parser's (its ``columns`` say which columns the file carries: only
     those are updated); ``as_of`` is when the file was made (default: now), for payments
-    it cannot know about yet.
+    it cannot know about yet and, with the biller's time ``zone``, for the day payment
+    arrangements are judged on.
     """
     report = ImportReport(source=source)
     import_id = str(uuid.uuid4())
@@ -288,7 +297,8 @@ def apply_account_records(database: Database, items: Iterable[AccountRecord | Re
     except AccountFileError as exc:
         report.error = str(exc)
     columns = summary.columns if summary is not None and summary.columns else None
-    return _swap_in(database, import_id, report, columns, as_of, partial=partial)
+    return _swap_in(database, import_id, report, columns, as_of or utcnow(), zone,
+                    partial=partial)
 
 
 # Staged rows merged per transaction: each takes the write lock (SQLite) or the rows' locks
@@ -297,7 +307,7 @@ MERGE_ROWS = 5000
 
 
 def _swap_in(database: Database, import_id: str, report: ImportReport,
-             columns: frozenset[str] | None, as_of: datetime | None, *, partial: bool,
+             columns: frozenset[str] | None, as_of: datetime, zone: tzinfo, *, partial: bool,
              progress: ProgressCallback | None = None) -> ImportReport:
     """Merge a staged file into the cache, unless it was rejected; record the run.
 
@@ -319,21 +329,31 @@ def _swap_in(database: Database, import_id: str, report: ImportReport,
                 staged = select(AccountStaging.account_number).where(
                     AccountStaging.import_id == import_id, AccountStaging.id.between(*ids))
                 report.reapplied += reapply_recent_payments(
-                    db, as_of or utcnow(), Account.account_number.in_(staged))
+                    db, as_of, Account.account_number.in_(staged))
                 _drop_staged(db, import_id, ids)
             if progress is not None:
                 progress(Progress("merging", n + 1, len(chunks), rows=report.records))
         report.applied = True
     _drop_all_staged(database, import_id)
-    return _record_run(database, report)
+    return _record_run(database, report, as_of, zone)
 
 
-def _record_run(database: Database, report: ImportReport) -> ImportReport:
-    """Keep the import's outcome and report in ``import_runs``, and log it."""
+def _record_run(database: Database, report: ImportReport, as_of: datetime,
+                zone: tzinfo) -> ImportReport:
+    """After an applied file, end the payment arrangements it shows broken or kept; keep
+    the import's outcome and report in ``import_runs``, and log it.
+
+    Both paths (rows and columns), and so both ``ivr accounts import`` and ``ivr sync
+    pull``, end here.
+    """
     if report.applied and not database.is_sqlite:
         # Fresh statistics: planned on the old ones, the caller-ID look-up may scan.
         with database.engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE accounts, account_phones")
+    if report.applied:
+        with database.session() as db:
+            settled = settle_arrangements(db, as_of, zone)
+        report.arrangements_broken, report.arrangements_kept = settled.broken, settled.kept
     with database.session() as db:
         run = ImportRun(source=report.source[:500], finished_at=utcnow(),
                         status=ImportStatus.APPLIED if report.applied else ImportStatus.REJECTED,
@@ -344,7 +364,9 @@ def _record_run(database: Database, report: ImportReport) -> ImportReport:
         report.run_id = run.id
     log.info("account import", extra={"fields": {
         "source": report.source, "applied": report.applied, "records": report.records,
-        "rejected": report.rejected, "error": report.error}})
+        "rejected": report.rejected, "error": report.error,
+        "arrangements_broken": report.arrangements_broken,
+        "arrangements_kept": report.arrangements_kept}})
     return report
 
 
@@ -385,9 +407,13 @@ def _clean_stale_staging(database: Database) -> None:
 
 def import_account_file(database: Database, stream: IO[bytes], layout: AccountLayout,
                         source: str, *, pin_key: str, partial: bool = False,
-                        as_of: datetime | None = None,
+                        as_of: datetime | None = None, zone: tzinfo = UTC,
                         progress: ProgressCallback | None = None) -> ImportReport:
     """Apply an account file in ``layout`` to the cache; ``progress`` hears how far it got.
+
+    ``as_of`` (default now) is when the file was made; ``zone`` is the biller's time zone
+    (settings.toml ``[transfer] timezone``), in which its day is reckoned for payment
+    arrangements (ivr/arrangements/lifecycle.py).
 
     A clean file in a layout the column path reads (connectors/files/column_reader.py) is
     checked and staged by column; any other file, or one the column path cannot vouch for,
@@ -396,7 +422,7 @@ def import_account_file(database: Database, stream: IO[bytes], layout: AccountLa
     if stream.seekable() and column_path_problem(layout) is None:
         start = stream.tell()
         report = _import_by_columns(database, stream, layout, ImportReport(source=source),
-                                    pin_key, as_of or utcnow(), progress)
+                                    pin_key, as_of or utcnow(), zone, progress)
         if report is not None:
             return report
         stream.seek(start)
@@ -405,7 +431,7 @@ def import_account_file(database: Database, stream: IO[bytes], layout: AccountLa
     if progress is not None:
         items = _reporting(items, stream, summary, progress)
     return apply_account_records(database, items, source, pin_key=pin_key, partial=partial,
-                                 summary=summary, as_of=as_of)
+                                 summary=summary, as_of=as_of, zone=zone)
 
 
 def _reporting(items: Iterator[AccountRecord | Rejection], stream: IO[bytes],
@@ -428,7 +454,7 @@ def _size(stream: IO[bytes]) -> int | None:
 
 
 def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLayout,
-                       report: ImportReport, pin_key: str, as_of: datetime,
+                       report: ImportReport, pin_key: str, as_of: datetime, zone: tzinfo,
                        progress: ProgressCallback | None) -> ImportReport | None:
     """Check a file by column, then merge it chunk by chunk; None if it is not clean.
 
@@ -467,7 +493,7 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
         report.reapplied = merge_batches(database, batches, summary.columns or None, pin_key,
                                          partial(_reapply_in, as_of), loaded)
     report.applied = True
-    return _record_run(database, report)
+    return _record_run(database, report, as_of, zone)
 
 
 def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int:
@@ -485,7 +511,8 @@ def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int
 
 
 def import_accounts(database: Database, stream: IO[bytes], source: str, *, pin_key: str,
-                    partial: bool = False, as_of: datetime | None = None) -> ImportReport:
+                    partial: bool = False, as_of: datetime | None = None,
+                    zone: tzinfo = UTC) -> ImportReport:
     """Apply an account file in the default layout (docs/files.md) to the cache."""
     return import_account_file(database, stream, DEFAULT_ACCOUNT_LAYOUT, source,
-                               pin_key=pin_key, partial=partial, as_of=as_of)
+                               pin_key=pin_key, partial=partial, as_of=as_of, zone=zone)

@@ -12,7 +12,10 @@ Push: payments are grouped into intervals of the biller's local time that tile t
 still writing into it), as ``<prefix>_<start>.csv`` uploaded to ``NAME.part`` and renamed.
 The file depends only on the interval's payments, so pushing an interval again reproduces it
 byte for byte; by default every closed interval since the last push is pushed, so no payment
-falls between two files.
+falls between two files. The same run writes the interval's arrangement confirmation file
+(``<arrangement prefix>_<start>.csv``: the payment arrangements made in it), for every
+interval when ``IVR_SYNC_ARRANGEMENT_LAYOUT`` is set, otherwise only for intervals that
+have arrangements (``none``: never); see docs/sync.md.
 
 Both refuse to run while a twin holds the job lock, and record every run in ``sync_runs``.
 Both take an optional ``progress`` callback (ivr.progress) for a person watching; its phase
@@ -29,7 +32,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -39,16 +42,20 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.files.layouts import (
     DEFAULT_ACCOUNT_LAYOUT,
+    DEFAULT_ARRANGEMENT_LAYOUT,
     DEFAULT_PAYMENT_LAYOUT,
     AccountLayout,
+    ArrangementLayout,
     PaymentLayout,
     PaymentRow,
     load_layouts,
+    write_arrangement_file,
     write_payment_file,
 )
 from connectors.files.pgp import decrypt_file, encrypt_file
 from connectors.files.transport import RemoteFile, TransferError, Transport, open_transport
 from ivr.accounts.importer import ImportReport, import_account_file
+from ivr.arrangements.confirmation_file import arrangement_rows, count_created, first_created
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
 from ivr.progress import Progress, ProgressCallback
@@ -73,6 +80,11 @@ class SyncConfig:
     account_layout: AccountLayout
     payment_layout: PaymentLayout
     file_prefix: str
+    # The arrangement confirmation file: its layout (None: never written), whether an
+    # interval without arrangements gets one too (IVR_SYNC_ARRANGEMENT_LAYOUT set), prefix.
+    arrangement_layout: ArrangementLayout | None
+    arrangement_every_interval: bool
+    arrangement_prefix: str
     interval_minutes: int  # 1440 = a day
     settle: timedelta
     archive: bool
@@ -112,13 +124,23 @@ class SyncConfig:
         if minutes <= 0 or 1440 % minutes:
             raise SyncError("IVR_SYNC_INTERVAL minutes must divide a day evenly (15, 60, 240...)")
         pgp_home = settings.get("IVR_PGP_HOME") or None
+        arrangement_setting = settings.get("IVR_SYNC_ARRANGEMENT_LAYOUT", "")
+        file_prefix = settings.get("IVR_SYNC_FILE_PREFIX", "payments")
+        arrangement_prefix = settings.get("IVR_SYNC_ARRANGEMENT_PREFIX", "arrangements")
+        if arrangement_prefix == file_prefix:
+            raise SyncError("IVR_SYNC_ARRANGEMENT_PREFIX must differ from IVR_SYNC_FILE_PREFIX "
+                            f"({file_prefix!r}): the two files would have one name")
         return cls(
             inbox_url=settings.get("IVR_SYNC_INBOX_URL", ""),
             outbox_url=settings.get("IVR_SYNC_OUTBOX_URL", ""),
             pattern=settings.get("IVR_SYNC_INBOX_PATTERN", "*"),
             account_layout=layout("account", "IVR_SYNC_ACCOUNT_LAYOUT", DEFAULT_ACCOUNT_LAYOUT),
             payment_layout=layout("payment", "IVR_SYNC_PAYMENT_LAYOUT", DEFAULT_PAYMENT_LAYOUT),
-            file_prefix=settings.get("IVR_SYNC_FILE_PREFIX", "payments"),
+            file_prefix=file_prefix,
+            arrangement_layout=None if arrangement_setting == "none" else layout(
+                "arrangement", "IVR_SYNC_ARRANGEMENT_LAYOUT", DEFAULT_ARRANGEMENT_LAYOUT),
+            arrangement_every_interval=arrangement_setting not in {"", "none"},
+            arrangement_prefix=arrangement_prefix,
             interval_minutes=minutes,
             settle=timedelta(seconds=int(settings.get("IVR_SYNC_SETTLE_SECONDS", "120"))),
             archive=settings.get("IVR_SYNC_ARCHIVE", "1") not in {"0", "false", "no"},
@@ -209,9 +231,13 @@ def _same_content_ingested(database: Database, name: str, sha256: str) -> bool:
             IngestedFile.name == name, IngestedFile.sha256 == sha256).limit(1)) is not None
 
 
-def pull(database: Database, config: SyncConfig, *, pin_key: str,
+def pull(database: Database, config: SyncConfig, *, pin_key: str, zone: tzinfo = UTC,
          progress: ProgressCallback | None = None) -> list[PulledFile]:
-    """Fetch and apply every new account file; SyncError when any file was rejected."""
+    """Fetch and apply every new account file; SyncError when any file was rejected.
+
+    ``zone`` is the biller's time zone, in which a file's day is reckoned for payment
+    arrangements (ivr/arrangements/lifecycle.py).
+    """
     if not config.inbox_url:
         raise SyncError("IVR_SYNC_INBOX_URL is not set")
     results: list[PulledFile] = []
@@ -221,7 +247,7 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str,
             tempfile.TemporaryDirectory(prefix="ivr-pull-") as tmp:
         for remote in transport.list_files(config.pattern):
             results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
-                                     pin_key, _naming(progress, remote.name)))
+                                     pin_key, zone, _naming(progress, remote.name)))
         run.files = [{"name": r.name, "outcome": r.outcome,
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
@@ -242,7 +268,7 @@ def _naming(progress: ProgressCallback | None, name: str) -> ProgressCallback | 
 
 
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
-              tmp: Path, run: SyncRun, pin_key: str,
+              tmp: Path, run: SyncRun, pin_key: str, zone: tzinfo,
               progress: ProgressCallback | None) -> PulledFile:
     if _already_ingested(database, remote):
         return PulledFile(remote.name, IngestOutcome.SKIPPED)
@@ -261,7 +287,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
         report = import_account_file(database, stream, config.account_layout, source,
                                      pin_key=pin_key,
                                      as_of=datetime.fromtimestamp(remote.mtime, UTC),
-                                     progress=progress)
+                                     zone=zone, progress=progress)
     outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:
@@ -397,6 +423,9 @@ def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,
             SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK)
             .order_by(SyncRun.interval_end.desc()).limit(1))
         first_paid = db.scalar(select(Payment.paid_at).order_by(Payment.paid_at).limit(1))
+    first_arranged = first_created(database) if config.arrangement_layout else None
+    if first_arranged is not None and (first_paid is None or first_arranged < first_paid):
+        first_paid = first_arranged
     if last_end is not None:
         cursor = interval_containing(last_end, minutes, zone)
     elif first_paid is not None:
@@ -411,14 +440,26 @@ def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,
 
 
 @dataclass
+class PushedArrangements:
+    """One arrangement confirmation file sent."""
+
+    name: str
+    arrangements: int
+    rows: int  # one per instalment
+    sum_cents: int  # of the instalments
+    sha256: str
+
+
+@dataclass
 class PushedFile:
-    """One confirmation file sent."""
+    """One interval's payment confirmation file sent, and its arrangement file if any."""
 
     name: str
     count: int
     sum_cents: int
     sha256: str
     interval: Interval
+    arrangements: PushedArrangements | None = None
 
 
 def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
@@ -442,6 +483,14 @@ def push(database: Database, config: SyncConfig, zone: ZoneInfo, *,
                 sent = _push_one(database, config, transport, item, Path(tmp), progress)
                 run.files = [{"name": sent.name, "count": sent.count,
                               "sum_cents": sent.sum_cents, "sha256": sent.sha256}]
+                sent.arrangements = _push_arrangements(database, config, transport, item,
+                                                       Path(tmp))
+                if sent.arrangements is not None:
+                    extra = sent.arrangements
+                    run.files = [*run.files, {"name": extra.name, "arrangements":
+                                              extra.arrangements, "count": extra.rows,
+                                              "sum_cents": extra.sum_cents,
+                                              "sha256": extra.sha256}]
                 run.records = sent.count
                 pushed.append(sent)
     return pushed
@@ -454,6 +503,16 @@ def _push_one(database: Database, config: SyncConfig, transport: Transport, inte
     with local.open("wb") as out:
         count, total = write_interval(database, config, interval, out,
                                       progress=_naming(progress, name))
+    name, digest = _send(config, transport, local, tmp)
+    log.info("pushed file", extra={"fields": {"file": name, "count": count,
+                                              "sum_cents": total}})
+    return PushedFile(name, count, total, digest, interval)
+
+
+def _send(config: SyncConfig, transport: Transport, local: Path,
+          tmp: Path) -> tuple[str, str]:
+    """Upload a written file (encrypted when PGP is set); its remote name and sha256."""
+    name = local.name
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
     if config.pgp_recipient and config.pgp_home:
         encrypted = tmp / (name + ".pgp")
@@ -463,6 +522,24 @@ def _push_one(database: Database, config: SyncConfig, transport: Transport, inte
         transport.upload(local, name)
     except TransferError as exc:
         raise SyncError(f"upload of {name} failed: {exc}") from exc
-    log.info("pushed file", extra={"fields": {"file": name, "count": count,
-                                              "sum_cents": total}})
-    return PushedFile(name, count, total, digest, interval)
+    return name, digest
+
+
+def _push_arrangements(database: Database, config: SyncConfig, transport: Transport,
+                       interval: Interval, tmp: Path) -> PushedArrangements | None:
+    """The interval's arrangement confirmation file, when one is due (docs/sync.md)."""
+    layout = config.arrangement_layout
+    if layout is None:
+        return None
+    start, end = interval.utc
+    made = count_created(database, start, end)
+    if not made and not config.arrangement_every_interval:
+        return None
+    local = tmp / file_name(config.arrangement_prefix, interval, config.interval_minutes)
+    with local.open("wb") as out:
+        rows, total = write_arrangement_file(arrangement_rows(database, start, end), out,
+                                             layout)
+    name, digest = _send(config, transport, local, tmp)
+    log.info("pushed file", extra={"fields": {"file": name, "arrangements": made,
+                                              "count": rows, "sum_cents": total}})
+    return PushedArrangements(name, made, rows, total, digest)

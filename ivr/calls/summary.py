@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from connectors.files.columns import AccountStatus
+from ivr.arrangements.store import active_arrangement, next_instalment
+from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
 from ivr.models import Payment
@@ -27,13 +29,17 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
         items.append(Speech("summary.zero_balance"))
     else:
         items.append(Speech("summary.credit_balance", {"amount": ctx.money(balance)}))
-    if account.status == AccountStatus.DISCONNECT_PENDING:
+    arrangement = arrangement_speech(ctx)
+    if arrangement:
+        # An active arrangement holds the service: it replaces the disconnection notice.
+        items.extend(arrangement)
+    elif account.status == AccountStatus.DISCONNECT_PENDING:
         needed = account.past_due_cents if account.past_due_cents > 0 else balance
         if account.disconnect_date and needed > 0:
             items.append(Speech("summary.disconnect_pending", {
                 "date": ctx.date(account.disconnect_date), "amount": ctx.money(needed)}))
     elif account.status == AccountStatus.DISCONNECTED:
-        items.append(Speech("summary.disconnected"))
+        items.append(_disconnected_speech(ctx))
     elif account.past_due_cents > 0 and balance > 0:
         items.append(Speech("summary.past_due", {"amount": ctx.money(account.past_due_cents)}))
     if account.last_payment_cents and account.last_payment_date:
@@ -50,9 +56,30 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
                 "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
         else:
             items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
-    if not account.payment_allowed or account.status == AccountStatus.CLOSED:
+    if not account_rules.phone_payable(account, ctx.settings):
         items.append(Speech("summary.no_phone_payments"))
     return tuple(items)
+
+
+def _disconnected_speech(ctx: CallContext) -> Speech:
+    """What restores the service, when it can be paid by phone; else a representative."""
+    account = ctx.account
+    assert account is not None  # noqa: S101
+    needed = account_rules.reconnect_amount(account)
+    if (account_rules.reconnecting(account, ctx.settings) and needed > 0
+            and account_rules.phone_payable(account, ctx.settings)):
+        return Speech("summary.reconnect", {"amount": ctx.money(needed)})
+    return Speech("summary.disconnected")
+def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
+    """The account's active arrangement: until when it holds the service, the next instalment."""
+    account = ctx.account
+    found = active_arrangement(ctx.db, account.id) if account is not None else None
+    if found is None or not found.instalments:
+        return ()
+    upcoming = next_instalment(found, ctx.today())
+    return (Speech("summary.arrangement", {
+        "until": ctx.date(found.instalments[-1].due_date),
+        "amount": ctx.money(upcoming.amount_cents), "date": ctx.date(upcoming.due_date)}),)
 
 
 def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:

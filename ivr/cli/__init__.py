@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ivr.cli import accounts, calls, database, money, ops, prompts, serve, sync
+from ivr.cli import accounts, arrangements, calls, database, money, ops, prompts, serve, sync
 
 
 @click.group()
@@ -20,6 +20,7 @@ COMMANDS: tuple[click.Command, ...] = (
     database.db,
     accounts.accounts,
     money.payments,
+    arrangements.arrangements,
     prompts.prompts,
     serve.serve,
     calls.call,

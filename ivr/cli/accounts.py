@@ -29,8 +29,10 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT, AccountLayout
     from ivr.accounts.importer import import_account_file
     from ivr.cli.progress import terminal_progress
+    from ivr.prompts.catalog import load_catalog
 
     app = load_app()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
     if layout != "default":
         from ivr.accounts.sync import SyncConfig, SyncError
@@ -46,7 +48,7 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     with file.open("rb") as stream, terminal_progress(f"import {file.name}") as progress:
         report = import_account_file(get_database(app), stream, chosen, str(file),
                                      partial=partial, pin_key=get_config(app).pin_key,
-                                     as_of=as_of, progress=progress)
+                                     as_of=as_of, zone=zone, progress=progress)
     for line in report.lines():
         click.echo(line)
     if not report.applied:

@@ -83,48 +83,64 @@ def worker(once: bool, idle: float) -> None:
 
 @click.group()
 def outbox() -> None:
-    """Payments waiting to be posted, and dead letters."""
+    """Payments and arrangements waiting to be posted, and dead letters."""
 
 
 # Plain values: click shows and matches an Enum choice by its member name.
 _LISTED = (OutboxStatus.PENDING, OutboxStatus.POSTED, OutboxStatus.DEAD)
 
 
+def _outbox_row(entry: Any) -> dict[str, Any]:
+    """One outbox row for listing: a payment (kind "payment", its amount) or an arrangement
+    (kind "arrangement", its terms' kind; no amount: it moves no money)."""
+    from ivr.security import mask_account
+
+    row: dict[str, Any] = {"id": entry.id, "status": entry.status, "attempts": entry.attempts}
+    if entry.payment is not None:
+        subject = entry.payment
+        row.update(kind="payment", amount=cents_to_text(subject.amount_cents))
+    else:
+        subject = entry.arrangement
+        row.update(kind="arrangement", arrangement=subject.kind, amount=None)
+    row.update({
+        "account": mask_account(subject.account_number),
+        "confirmation": subject.confirmation_code, "receipt_id": entry.receipt_id,
+        "next_attempt_at": entry.next_attempt_at.isoformat(), "last_error": entry.last_error,
+    })
+    return row
+
+
 @outbox.command("list")
 @click.option("--status", type=click.Choice([s.value for s in _LISTED]))
 @click.option("--json", "as_json", is_flag=True)
 def outbox_list(status: str | None, as_json: bool) -> None:
-    """List outbox rows (newest first)."""
+    """List outbox rows, payments and arrangements (newest first)."""
     from sqlalchemy import select
 
     from ivr.models import OutboxEntry
-    from ivr.security import mask_account
 
     app = load_app()
     with get_database(app).session() as session:
         stmt = select(OutboxEntry).order_by(OutboxEntry.id.desc()).limit(200)
         if status:
             stmt = stmt.where(OutboxEntry.status == status)
-        rows: list[dict[str, Any]] = [{
-            "id": e.id, "status": e.status, "attempts": e.attempts,
-            "account": mask_account(e.payment.account_number),
-            "amount": cents_to_text(e.payment.amount_cents),
-            "confirmation": e.payment.confirmation_code, "receipt_id": e.receipt_id,
-            "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
-        } for e in session.scalars(stmt) if e.payment is not None]
+        rows = [_outbox_row(e) for e in session.scalars(stmt)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
+        # A payment's line is as it always was; an arrangement names its kind instead.
+        what = (f"${r['amount']:>10}" if r["kind"] == "payment"
+                else f"arrangement ({r['arrangement']})")
         click.echo(f"{r['id']:>6} {r['status']:<8} {r['attempts']:>3} tries  {r['account']:>14} "
-                   f"${r['amount']:>10}  {r['confirmation']}  {r['receipt_id'] or ''}  "
+                   f"{what}  {r['confirmation']}  {r['receipt_id'] or ''}  "
                    f"{(r['last_error'] or '')[:80]}")
 
 
 @outbox.command("retry")
 @click.argument("outbox_id", type=int)
 def outbox_retry(outbox_id: int) -> None:
-    """Queue a dead-lettered payment again (after fixing what the system refused)."""
+    """Queue a dead-lettered payment or arrangement again (after fixing the cause)."""
     from ivr.models import utcnow
     from ivr.money.posting import retry_dead
 

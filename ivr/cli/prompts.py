@@ -18,10 +18,14 @@ def prompts() -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Prompts directory (default: IVR_PROMPTS_DIR or the repo's prompts/).")
 def prompts_check(directory: Path | None) -> None:
-    """Validate wording and settings: ids, placeholders, keys, SSML, audio files."""
+    """Validate wording and settings: ids, placeholders, keys, SSML, audio files.
+
+    Settings worth a second look (a card fee unlike the bank fee) are warnings: printed, and
+    the check still passes."""
     from ivr.config import load_config
-    from ivr.prompts.catalog import check_catalog
+    from ivr.prompts.catalog import check_catalog, load_catalog
     from ivr.prompts.ids import PROMPT_PARAMS
+    from ivr.prompts.warnings import settings_warnings
 
     try:
         target = directory or load_config().prompts_dir
@@ -32,4 +36,6 @@ def prompts_check(directory: Path | None) -> None:
         click.echo(problem, err=True)
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) in {target}")
+    for warning in settings_warnings(load_catalog(target).settings):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"prompts OK: {target}")

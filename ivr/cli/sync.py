@@ -34,13 +34,15 @@ def sync_pull() -> None:
     from connectors.files.transport import TransferError
     from ivr.accounts.sync import SyncError, pull
     from ivr.cli.progress import terminal_progress
+    from ivr.prompts.catalog import load_catalog
 
     app, config = _sync_setup()
+    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     yield_cpu_to_calls()
     try:
         with terminal_progress("sync pull") as progress:
             results = pull(get_database(app), config, pin_key=get_config(app).pin_key,
-                           progress=progress)
+                           zone=zone, progress=progress)
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for result in results:
@@ -57,7 +59,8 @@ def sync_pull() -> None:
                                  "for intervals shorter than a day). Default: every closed "
                                  "interval since the last push.")
 def sync_push(interval: str | None) -> None:
-    """Send payment confirmation files to IVR_SYNC_OUTBOX_URL, one per interval."""
+    """Send payment confirmation files to IVR_SYNC_OUTBOX_URL, one per interval, with the
+    interval's arrangement confirmation file (docs/sync.md)."""
     from connectors.files.transport import TransferError
     from ivr.accounts.sync import SyncError, parse_interval, push
     from ivr.cli.progress import terminal_progress
@@ -73,6 +76,10 @@ def sync_push(interval: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     for sent in files:
         click.echo(f"{sent.name}: {sent.count} payments, ${cents_to_text(sent.sum_cents)}")
+        if sent.arrangements is not None:
+            made = sent.arrangements
+            click.echo(f"{made.name}: {made.arrangements} arrangements, {made.rows} "
+                       f"instalments, ${cents_to_text(made.sum_cents)}")
     if not files:
         click.echo("nothing due: the current interval has not closed yet")
 

@@ -84,7 +84,18 @@ class Accounting:
         """Try to post while the caller waits; False leaves it queued for the worker."""
         if not self.post_breaker.allow():
             return False
-        posted = post_now(self.database, self.connector, payment_id, self.config, self.clock)
+        return self._post_now(payment_id, arrangement=False)
+
+    def post_arrangement_now(self, arrangement_id: int) -> bool:
+        """Try to record a just-made arrangement while the caller waits (same budget and
+        breaker as payments); False leaves it queued for the worker."""
+        if not self.post_breaker.allow():
+            return False
+        return self._post_now(arrangement_id, arrangement=True)
+
+    def _post_now(self, subject_id: int, *, arrangement: bool) -> bool:
+        posted = post_now(self.database, self.connector, subject_id, self.config, self.clock,
+                          arrangement=arrangement)
         if posted:
             self.post_breaker.success()
         else:

@@ -14,11 +14,18 @@ from sqlalchemy.orm import Session
 
 from connectors.files.columns import AccountStatus
 from ivr.calls import guards
+from ivr.calls.account_rules import RECONNECT
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.machine import enter, finish, record
 from ivr.calls.menu import Event
 from ivr.calls.states import ENDED, PAYING, pay_limited, refuse_payment
+from ivr.calls.states.arrange import (
+    after_down_payment,
+    after_payment_state,
+    failed_payment_state,
+)
+from ivr.calls.states.arrange import post_now as post_arrangement_now
 from ivr.calls.steps import Silent, Speech, Step
 from ivr.models import Account, AchAuthorization, OutboxEntry, Payment
 from ivr.prompts.settings import CARD_TYPES
@@ -178,6 +185,11 @@ def apply_to_cache(account: Account, payment: Payment, ctx: CallContext) -> None
         # The amount needed to avoid disconnection is paid; the biller confirms on posting.
         account.status = AccountStatus.ACTIVE
         account.disconnect_date = None
+    if account.status == AccountStatus.DISCONNECTED and payment.purpose == RECONNECT:
+        # The reconnection is paid: the next call hears no reconnection amount again (the
+        # biller restores the service, and its next account file says so).
+        account.status = AccountStatus.ACTIVE
+        account.reconnect_cents = None
 
 
 def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
@@ -190,7 +202,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         if payment is not None and (not result.confirmation_code
                                     or payment.confirmation_code == result.confirmation_code):
             record(ctx, Event.PAY_REPEAT, state=PAYING)
-            return enter(ctx, "receipt", _success_speech(ctx, payment))
+            return enter(ctx, after_payment_state(ctx, payment), _success_speech(ctx, payment))
     if call.state != PAYING:
         record(ctx, Event.PAY_UNEXPECTED, result.result[:40], state=call.state)
         if call.state == ENDED:
@@ -202,17 +214,22 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         call.payment_id = payment.id
         call.outcome = CallOutcome.PAID
         record(ctx, Event.PAY_RESULT, "success", state=PAYING)
+        # A down payment: the arrangement agreed to is recorded in the same transaction.
+        arranged = after_down_payment(ctx, payment) if created else ()
         if created and ctx.accounting is not None and not ctx.config.simulated:
             # The payment, its outbox row and the call's new state are durable before we
             # spend the posting budget; then the caller hears whether the biller has it.
             ctx.db.commit()
             if ctx.accounting.post_now(payment.id):
                 payment.posting_status = PostingStatus.POSTED
+            if arranged and call.arrangement_id is not None:
+                post_arrangement_now(ctx, call.arrangement_id)
         log.info("payment recorded", extra={"fields": {
             "call_sid": call.call_sid, "account": mask_account(payment.account_number),
             "amount_cents": payment.amount_cents, "method": payment.method,
             "last4": payment.card_last4 or payment.bank_last, "created": created}})
-        return enter(ctx, "receipt", _success_speech(ctx, payment))
+        return enter(ctx, after_payment_state(ctx, payment),
+                     (*_success_speech(ctx, payment), *arranged))
     if result.result == "caller-hung-up":
         record(ctx, Event.PAY_RESULT, "caller-hung-up", state=PAYING)
         call.state = ENDED
@@ -230,15 +247,19 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             return finish(ctx, refuse_payment(ctx, message).step)
     if call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return finish(ctx, escalate(ctx, (*message, Speech("pay.tries_exhausted"))))
-    return enter(ctx, "pay_failed", message)
+    return enter(ctx, failed_payment_state(ctx), message)
 
 
 def _success_speech(ctx: CallContext, payment: Payment) -> tuple[Speech, ...]:
     """Truthful: "posted" only when the accounting system acknowledged the payment."""
     total = ctx.money(payment.amount_cents + payment.fee_cents)
     posted = payment.posting_status == PostingStatus.POSTED
-    return (Speech("pay.success", {"amount": total}),
+    said = (Speech("pay.success", {"amount": total}),
             Speech("pay.success_posted" if posted else "pay.success_pending"))
+    if payment.purpose == RECONNECT:
+        # What happens next: the service is restored by the biller, not by this call.
+        return (*said, Speech("pay.reconnect_next"))
+    return said
 
 
 def payments_for_listing(db: Session, limit: int = 100) -> list[Payment]:

@@ -1,12 +1,15 @@
-"""Posting payments to the accounting system: at once within a budget, then by the worker.
+"""Posting payments (and arrangements) to the accounting system: at once within a budget,
+then by the worker.
 
-Every payment is born with an outbox row in the same transaction. The real-time path tries
-to post it while the caller waits (bounded by IVR_POST_BUDGET_MS); whatever is not
-acknowledged stays in the outbox, which `ivr worker` drains with exponential backoff and
-jitter, dead-lettering refusals and payments out of attempts. Posters claim rows for a
-while (claimed_by/claimed_until), so several workers can run at once; a crashed worker's
-claim expires and another takes over. Connectors are idempotent by the payment's key, so a
-repeat after a crash finds the earlier posting instead of making a second one.
+Every payment is born with an outbox row in the same transaction; so is every payment
+arrangement, which travels the same road (claims, retries, dead letters) but is recorded by
+the connector's ``post_arrangement``, as a note that never changes a balance. The real-time
+path tries to post it while the caller waits (bounded by IVR_POST_BUDGET_MS); whatever is
+not acknowledged stays in the outbox, which `ivr worker` drains with exponential backoff and
+jitter, dead-lettering refusals and payments out of attempts. Posters claim rows for a while
+(claimed_by/claimed_until), so several workers can run at once; a crashed worker's claim
+expires and another takes over. Connectors are idempotent by the payment's key, so a repeat
+after a crash finds the earlier posting instead of making a second one.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from sqlalchemy.orm import Session
 
 from connectors.accounting.base import (
     AccountingConnector,
+    ArrangementPost,
     ConnectorError,
     PaymentPost,
+    PermanentError,
     PostResult,
     RetryableError,
 )
@@ -34,12 +39,15 @@ from connectors.amounts import cents_to_decimal
 from ivr.config import AppConfig
 from ivr.db import Database
 from ivr.metrics import observe_posting
-from ivr.models import OutboxEntry, Payment, PostingAttempt, utcnow
-from ivr.statuses import OutboxStatus, PostingOutcome, PostingStatus
+from ivr.models import Arrangement, OutboxEntry, Payment, PostingAttempt, utcnow
+from ivr.statuses import ArrangementKind, OutboxStatus, PostingOutcome, PostingStatus
 
 log = logging.getLogger(__name__)
 
 REALTIME = "realtime"
+
+# What one outbox row asks a connector to record.
+Post = PaymentPost | ArrangementPost
 
 
 def payment_post(payment: Payment) -> PaymentPost:
@@ -58,6 +66,34 @@ def payment_post(payment: Payment) -> PaymentPost:
     )
 
 
+def arrangement_post(db: Session, arrangement: Arrangement) -> ArrangementPost:
+    """What we tell the accounting system about an arrangement: its terms, no card data."""
+    down = db.get(Payment, arrangement.down_payment_id) if arrangement.down_payment_id else None
+    return ArrangementPost(
+        idempotency_key=arrangement.idempotency_key,
+        account_number=arrangement.account_number,
+        confirmation_number=arrangement.confirmation_code,
+        kind=("extension" if arrangement.kind == ArrangementKind.EXTENSION else "instalments"),
+        balance=cents_to_decimal(arrangement.balance_cents),
+        down_payment=cents_to_decimal(arrangement.down_payment_cents),
+        down_payment_confirmation=down.confirmation_code if down is not None else None,
+        instalments=tuple((i.due_date, cents_to_decimal(i.amount_cents))
+                          for i in arrangement.instalments),
+        created_at=arrangement.created_at,
+        status=str(arrangement.status),
+        currency=down.currency if down is not None else "USD",
+    )
+
+
+def _post_for(db: Session, entry: OutboxEntry) -> Post | None:
+    """What to post for a row: its payment or its arrangement."""
+    if entry.payment is not None:
+        return payment_post(entry.payment)
+    if entry.arrangement is not None:
+        return arrangement_post(db, entry.arrangement)
+    return None
+
+
 def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None = None,
                     rng: Callable[[], float] = random.random) -> float:
     """Exponential backoff with full jitter, at least the system's Retry-After."""
@@ -71,11 +107,15 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
     return delay
 
 
-def record_outcome(db: Session, entry: OutboxEntry, payment: Payment, *, poster: str,
-                   system: str, now: datetime, duration_ms: int, config: AppConfig,
-                   result: PostResult | None = None, error: ConnectorError | None = None,
+def record_outcome(db: Session, entry: OutboxEntry, subject: Payment | Arrangement, *,
+                   poster: str, system: str, now: datetime, duration_ms: int,
+                   config: AppConfig, result: PostResult | None = None,
+                   error: ConnectorError | None = None,
                    rng: Callable[[], float] = random.random) -> PostingOutcome:
-    """Store what one attempt achieved: posted, retry or dead."""
+    """Store what one attempt achieved: posted, retry or dead.
+
+    ``subject`` is the row's payment or arrangement: its posting_status follows the row.
+    """
     entry.attempts += 1
     entry.system = system
     entry.claimed_by = None
@@ -86,7 +126,7 @@ def record_outcome(db: Session, entry: OutboxEntry, payment: Payment, *, poster:
         entry.receipt_id = result.receipt_id[:200]
         entry.posted_at = now
         entry.last_error = None
-        payment.posting_status = PostingStatus.POSTED
+        subject.posting_status = PostingStatus.POSTED
     elif isinstance(error, RetryableError) and entry.attempts < config.outbox_max_attempts:
         outcome = PostingOutcome.RETRY
         entry.last_error = str(error)[:2000]
@@ -96,7 +136,7 @@ def record_outcome(db: Session, entry: OutboxEntry, payment: Payment, *, poster:
         outcome = PostingOutcome.DEAD
         entry.status = OutboxStatus.DEAD
         entry.last_error = str(error)[:2000] if error else "unknown error"
-        payment.posting_status = PostingStatus.DEAD
+        subject.posting_status = PostingStatus.DEAD
     db.add(PostingAttempt(outbox_id=entry.id, at=now, poster=poster, system=system,
                           outcome=outcome,
                           error=entry.last_error if outcome != PostingOutcome.POSTED else None,
@@ -118,7 +158,7 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
 
 
 def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
-               seconds: float) -> dict[int, PaymentPost]:
+               seconds: float) -> dict[int, Post]:
     """Claim the given rows that nobody holds; return what to post for each one claimed."""
     if not ids:
         return {}
@@ -133,13 +173,24 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     claimed = db.scalars(select(OutboxEntry).where(
         OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
         OutboxEntry.claimed_until == until).execution_options(populate_existing=True))
-    # Arrangement rows are not posted yet (their connector calls come next).
-    return {entry.id: payment_post(entry.payment) for entry in claimed
-            if entry.payment is not None}
+    posts = {entry.id: _post_for(db, entry) for entry in claimed}
+    return {entry_id: post for entry_id, post in posts.items() if post is not None}
+
+
+def _send(connector: AccountingConnector, post: Post, budget: float | None) -> PostResult:
+    """One call to the connector: a payment or an arrangement."""
+    if isinstance(post, PaymentPost):
+        return connector.post_payment(post, timeout=budget)
+    send = getattr(connector, "post_arrangement", None)
+    if send is None:
+        # A connector written before arrangements existed: a person must look at it.
+        raise PermanentError(connector.name, "this connector cannot record arrangements")
+    result: PostResult = send(post, timeout=budget)
+    return result
 
 
 def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
-                 post: PaymentPost, *, poster: str, config: AppConfig,
+                 post: Post, *, poster: str, config: AppConfig,
                  budget: float | None = None, clock: Callable[[], datetime] = utcnow
                  ) -> PostingOutcome:
     """Post a row this poster holds and record the outcome."""
@@ -148,7 +199,7 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
     result: PostResult | None = None
     error: ConnectorError | None = None
     try:
-        result = connector.post_payment(post, timeout=budget)
+        result = _send(connector, post, budget)
     except ConnectorError as exc:
         error = exc
     except Exception as exc:  # a connector bug must not lose the payment: retry later
@@ -162,8 +213,9 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
             # Our claim expired and another poster finished first; the connector's
             # idempotency made our duplicate harmless. Record nothing more.
             return PostingOutcome.SKIPPED
-        assert entry.payment is not None  # noqa: S101 - only payment rows are claimed
-        outcome = record_outcome(db, entry, entry.payment, poster=poster, system=connector.name,
+        subject = entry.payment or entry.arrangement
+        assert subject is not None  # noqa: S101 - the check constraint: exactly one is set
+        outcome = record_outcome(db, entry, subject, poster=poster, system=connector.name,
                                  now=clock(), duration_ms=duration_ms, config=config,
                                  result=result, error=error)
     observe_posting(connector.name, outcome, duration_ms / 1000)
@@ -174,12 +226,17 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
 
 
 def post_now(database: Database, connector: AccountingConnector | None, payment_id: int,
-             config: AppConfig, clock: Callable[[], datetime] = utcnow) -> bool:
-    """The real-time try while the caller waits. True when the system acknowledged it."""
+             config: AppConfig, clock: Callable[[], datetime] = utcnow, *,
+             arrangement: bool = False) -> bool:
+    """The real-time try while the caller waits. True when the system acknowledged it.
+
+    ``payment_id`` names a payment, or with ``arrangement`` an arrangement.
+    """
     if connector is None:
         return False
+    column = OutboxEntry.arrangement_id if arrangement else OutboxEntry.payment_id
     with database.session() as db:
-        entry_id = db.scalar(select(OutboxEntry.id).where(OutboxEntry.payment_id == payment_id))
+        entry_id = db.scalar(select(OutboxEntry.id).where(column == payment_id))
     if entry_id is None:
         return False
     budget = config.post_budget_ms / 1000
@@ -276,7 +333,8 @@ def run_worker(database: Database, connector: AccountingConnector, config: AppCo
 
 
 def retry_dead(db: Session, outbox_id: int, now: datetime) -> bool:
-    """Put a dead-lettered row back in the queue (after a person fixed the cause)."""
+    """Put a dead-lettered row (payment or arrangement) back in the queue, after a person
+    fixed the cause."""
     entry = db.get(OutboxEntry, outbox_id)
     if entry is None or entry.status != OutboxStatus.DEAD:
         return False
@@ -285,6 +343,7 @@ def retry_dead(db: Session, outbox_id: int, now: datetime) -> bool:
     entry.next_attempt_at = now
     entry.claimed_by = None
     entry.claimed_until = None
-    if entry.payment is not None:
-        entry.payment.posting_status = PostingStatus.QUEUED
+    subject = entry.payment or entry.arrangement
+    if subject is not None:
+        subject.posting_status = PostingStatus.QUEUED
     return True

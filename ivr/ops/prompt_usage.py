@@ -127,6 +127,12 @@ _SPOKEN: dict[str, Usage] = {
     "agent.closed_opens": _u(ANY_STATE, where="outside business hours"),
     "goodbye.thanks": _u("receipt paying ended", where="end of a call, after a transfer"),
     "goodbye.help_later": _u(ANY_STATE, where="goodbye after too many tries"),
+    # Payment arrangements (main menu 4), besides what their states declare.
+    "summary.arrangement": _u(_SUMMARY, where="an active arrangement, instead of the "
+                              "disconnection notice"),
+    "amount.menu_instalment": _u("", where="an active arrangement"),
+    "arrange.recorded": _u("paying", where="the arrangement recorded"),
+    "arrange.exists": _u("paying", where="the account has an arrangement already"),
 }
 
 # Optional prompts the code looks up by a computed id (``units.<usage_unit>``).

@@ -64,7 +64,27 @@ _LISTED: dict[str, tuple[str, ...]] = {
     "agent.connecting": _NONE, "agent.no_answer": _NONE, "agent.unavailable": _NONE,
     "agent.closed": _NONE, "agent.closed_opens": ("day", "time"),
     "goodbye.thanks": _NONE, "goodbye.help_later": _NONE,
+    # Per-account payment rules, reconnection payments, "you already paid today".
+    "summary.reconnect": ("amount",), "amount.menu_reconnect": ("amount",),
+    "amount.full_only": ("amount",), "amount.below_account_minimum": ("minimum",),
+    "method.card_only": _NONE, "method.bank_only": _NONE,
+    "method.reconnect_card_only": _NONE, "method.reconnect_bank_only": _NONE,
+    "paid_today.notice": ("amount", "day", "time", "code"), "paid_today.menu": _NONE,
+    "words.yesterday": _NONE, "pay.reconnect_next": _NONE,
 }
+
+# Payment arrangements (ivr/calls/states/arrange.py): the questions that take values, the
+# amount menu's instalment and the summary's arrangement line.
+_LISTED.update({
+    "amount.menu_instalment": ("amount",),
+    "summary.arrangement": ("until", "amount", "date"),
+    "arrange.menu_extension": ("amount", "date"),
+    "arrange.menu_instalments": ("down", "count", "amount"),
+    "arrange.menu_instalments_no_down": ("down", "count", "amount"),
+    "arrange.confirm_extension": ("amount", "date"), "arrange.confirm_down": ("amount",),
+    "arrange.confirm_plan": ("amount",), "arrange.confirm_instalment": ("amount", "date"),
+    "arrange.number": ("code",), "arrange.payment_number": ("code",),
+})
 
 
 

@@ -282,6 +282,15 @@ class TrytonServer(ServerProcess):
             [["description", "like", description_like]], 0, None, [["id", "ASC"]],
             ["number", "description", "state"]])
 
+    def notes(self, account_number: str) -> list[str]:
+        """The messages of the notes on the party (``ir.note``), oldest first."""
+        (party,) = self._search_read("model.party.party.search_read", [
+            [["code", "=", account_number]], 0, None, None, ["id"]])
+        rows = self._search_read("model.ir.note.search_read", [
+            [["resource", "=", f"party.party,{party['id']}"]], 0, None, [["id", "ASC"]],
+            ["message"]])
+        return [str(row["message"]) for row in rows]
+
     def _search_read(self, method: str, params: list[Any]) -> list[dict[str, Any]]:
         with requests.Session() as session:
             user_id, token, _ = self._rpc(session, "common.db.login",

@@ -47,14 +47,32 @@ class Receiver(ServerProcess):
         """The webhook URL (POST payments here)."""
         return f"http://127.0.0.1:{self.port}/payments"
 
-    def settings(self) -> dict[str, str]:
-        """IVR settings that point the webhook connector at this receiver."""
-        return {"IVR_ACCOUNTING": "webhook", "IVR_WEBHOOK_URL": self.url,
-                "IVR_WEBHOOK_SECRET": self.secret}
+    @property
+    def arrangements_url(self) -> str:
+        """The arrangements webhook URL."""
+        return f"http://127.0.0.1:{self.port}/arrangements"
+
+    def settings(self, *, arrangements: bool = True) -> dict[str, str]:
+        """IVR settings that point the webhook connector at this receiver (and, unless
+        ``arrangements`` is False, arrangements at its arrangements endpoint)."""
+        settings = {"IVR_ACCOUNTING": "webhook", "IVR_WEBHOOK_URL": self.url,
+                    "IVR_WEBHOOK_SECRET": self.secret}
+        if arrangements:
+            settings["IVR_WEBHOOK_ARRANGEMENTS_URL"] = self.arrangements_url
+        return settings
 
     def payments(self) -> list[dict[str, Any]]:
         """Stored payments, oldest first: receipt_id, idempotency_key, received_at, payment."""
-        response = requests.get(self.url, timeout=5)
+        return self._listing(self.url)
+
+    def arrangements(self) -> list[dict[str, Any]]:
+        """Stored arrangements, oldest first: receipt_id, idempotency_key, received_at,
+        arrangement (the body as sent)."""
+        return self._listing(self.arrangements_url)
+
+    @staticmethod
+    def _listing(url: str) -> list[dict[str, Any]]:
+        response = requests.get(url, timeout=5)
         response.raise_for_status()
         rows: list[dict[str, Any]] = response.json()
         return rows

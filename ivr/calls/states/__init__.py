@@ -11,6 +11,12 @@ from __future__ import annotations
 from ivr.calls.menu import ENDED, PAYING, State
 from ivr.calls.states.after_pay import PAY_FAILED, RECEIPT
 from ivr.calls.states.amount import AMOUNT_CONFIRM, AMOUNT_ENTRY, AMOUNT_MENU, start_payment
+from ivr.calls.states.arrange import (
+    ARRANGE_CONFIRM,
+    ARRANGE_DONE,
+    ARRANGE_MENU,
+    DOWN_PAYMENT_FAILED,
+)
 from ivr.calls.states.checkout import (
     ACH_AUTHORIZE,
     BANK_TYPE,
@@ -22,6 +28,7 @@ from ivr.calls.states.checkout import (
 )
 from ivr.calls.states.identify import ACCOUNT_ENTRY, CONFIRM_ACCOUNT, LANGUAGE, identify
 from ivr.calls.states.main_menu import MAIN_MENU
+from ivr.calls.states.paid_today import PAID_TODAY
 from ivr.calls.states.pick_account import PICK_ACCOUNT
 from ivr.calls.states.verify import VERIFY, locked
 
@@ -42,8 +49,12 @@ STATES: dict[str, State] = {
     for s in (
         LANGUAGE, CONFIRM_ACCOUNT,
         PICK_ACCOUNT,  # several accounts on the calling number
-        ACCOUNT_ENTRY, VERIFY, MAIN_MENU, AMOUNT_MENU, AMOUNT_ENTRY,
+        ACCOUNT_ENTRY, VERIFY, MAIN_MENU,
+        PAID_TODAY,
+        AMOUNT_MENU, AMOUNT_ENTRY,
         AMOUNT_CONFIRM, METHOD, BANK_TYPE, FEE_ACCEPT, ACH_AUTHORIZE, FINAL_CONFIRM, RECEIPT,
         PAY_FAILED,
+        # More time to pay (main menu 4): the offers, the terms, the numbers.
+        ARRANGE_MENU, ARRANGE_CONFIRM, ARRANGE_DONE, DOWN_PAYMENT_FAILED,
     )
 }

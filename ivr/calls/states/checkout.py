@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ivr.calls import guards
+from ivr.calls import account_rules, guards
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.menu import PAYING, Choice, SpeechList, State, say
@@ -28,10 +28,56 @@ def _pay_by_bank(ctx: CallContext) -> Outcome:
     return Go("bank_type")
 
 
+def allowed_methods(ctx: CallContext) -> account_rules.Methods:
+    """The ways this account may pay now (the line's, less what the account refuses)."""
+    account = ctx.account
+    assert account is not None  # noqa: S101 - only reachable after verification
+    return account_rules.methods(account, ctx.settings)
+
+
+def _card_allowed(ctx: CallContext) -> bool:
+    """The account may pay by card now."""
+    return account_rules.CARD in allowed_methods(ctx).allowed
+
+
+def _bank_allowed(ctx: CallContext) -> bool:
+    """The account may pay from a bank account now."""
+    return account_rules.ACH in allowed_methods(ctx).allowed
+
+
 METHOD = State("method", asks=("method.menu",), choices=(
-    Choice("1", "card", pay_by_card),
-    Choice("2", "bank", _pay_by_bank),
+    Choice("1", "card", pay_by_card, when=_card_allowed),
+    Choice("2", "bank", _pay_by_bank, when=_bank_allowed),
 ))
+
+
+def _only_method_speech(method: str, why: str | None) -> SpeechList:
+    """Why the method menu is skipped, in a few words (nothing when the line offers one)."""
+    if why == account_rules.BY_RECONNECT:
+        return (say("method.reconnect_bank_only") if method == account_rules.ACH
+                else say("method.reconnect_card_only"),)
+    if why == account_rules.BY_ACCOUNT:
+        return (say("method.bank_only") if method == account_rules.ACH
+                else say("method.card_only"),)
+    return ()
+
+
+def choose_method(ctx: CallContext) -> Outcome:
+    """The method menu, or, with one way to pay left, that way (saying why)."""
+    methods = allowed_methods(ctx)
+    if not methods.allowed:
+        return Go("main_menu", (say("summary.no_phone_payments"),))
+    if len(methods.allowed) > 1:
+        return Go("method")
+    only = methods.allowed[0]
+    before = _only_method_speech(only, methods.why_one)
+    if only == account_rules.ACH:
+        ctx.call.method = "ach"
+        return Go("bank_type", before)
+    outcome = pay_by_card(ctx)
+    if isinstance(outcome, Go):
+        return Go(outcome.state, (*before, *outcome.before))
+    return outcome
 
 
 def _bank_account(kind: str, ctx: CallContext) -> Outcome:
@@ -115,16 +161,17 @@ def method_words(ctx: CallContext) -> str:
 # --- fee ------------------------------------------------------------------------------------
 
 def _fee_prompt(ctx: CallContext) -> SpeechList:
-    # Without bank payments there is no other way to pay: the choice is accept or cancel.
-    prompt_id = "fee.disclose" if ctx.settings.ach.enabled else "fee.disclose_no_choice"
+    # With one way to pay (the line's or the account's) the choice is accept or cancel.
+    choice = len(allowed_methods(ctx).allowed) > 1
+    prompt_id = "fee.disclose" if choice else "fee.disclose_no_choice"
     return (say(prompt_id, fee=ctx.money(ctx.call.fee_cents), method=method_words(ctx),
                 total=ctx.money(total(ctx))),)
 
 
 def _decline_fee(ctx: CallContext) -> Outcome:
-    """Back to the method (or, without bank payments, cancel to the main menu)."""
+    """Back to the method (or, with one way to pay, cancel to the main menu)."""
     ctx.call.fee_cents = 0
-    if ctx.settings.ach.enabled:
+    if len(allowed_methods(ctx).allowed) > 1:
         return Go("method", (say("fee.declined"),))
     return Go("main_menu", (say("pay.cancelled"),))
 

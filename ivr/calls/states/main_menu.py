@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from connectors.files.columns import AccountStatus
+from ivr.calls import account_rules
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say
 from ivr.calls.states.amount import start_payment
+from ivr.calls.states.arrange import ASK_SAYS, ask_for_time, drop_unfinished, may_ask
 from ivr.calls.steps import Go, Outcome
 
 
 def can_pay(ctx: CallContext) -> bool:
-    """The account can pay by phone: allowed, and not closed."""
+    """The account can pay by phone: allowed, not closed, and a way to pay left to it."""
     account = ctx.account
-    return bool(account and account.payment_allowed and account.status != AccountStatus.CLOSED)
+    return account is not None and account_rules.phone_payable(account, ctx.settings)
 
 
 def _main_prompt(ctx: CallContext) -> SpeechList:
-    return (say("menu.main" if can_pay(ctx) else "menu.main_no_pay"),)
+    more_time = (say("menu.arrange"),) if _offers_more_time(ctx) else ()
+    return (say("menu.main" if can_pay(ctx) else "menu.main_no_pay"), *more_time)
+
+
+def _pay(ctx: CallContext) -> Outcome:
+    """The amount menu (terms not agreed to, or a down payment not made, are dropped)."""
+    drop_unfinished(ctx)
+    return start_payment(ctx)
+
+
+def _offers_more_time(ctx: CallContext) -> bool:
+    """The account can pay by phone and may ask for more time."""
+    return can_pay(ctx) and may_ask(ctx)
 
 
 def _recent_payments(ctx: CallContext) -> Outcome:
@@ -35,7 +48,9 @@ def _summary_again(ctx: CallContext) -> Outcome:
 
 MAIN_MENU = State("main_menu", asks=("menu.main", "menu.main_no_pay"), question=_main_prompt,
                   choices=(
-                      Choice("1", "pay", start_payment, when=can_pay),
+                      Choice("1", "pay", _pay, when=can_pay),
                       Choice("2", "recent", _recent_payments),
                       Choice("3", "summary", _summary_again),
+                      Choice("4", "more_time", ask_for_time, prompt="menu.arrange",
+                             when=_offers_more_time, says=ASK_SAYS),
                   ))
