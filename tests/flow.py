@@ -63,6 +63,15 @@ AUTHORIZE, REFUSE = key("ach_authorize", "authorize"), key("ach_authorize", "can
 CONTINUE, CANCEL = key("final_confirm", "continue"), key("final_confirm", "cancel")
 HEAR_AGAIN, MAIN_MENU, TEXT_RECEIPT = (key("receipt", n) for n in ("again", "menu", "text"))
 RETRY = key("pay_failed", "retry")
+# Several accounts on the calling number: pick(1) is the first listed (by account number).
+PICK_OTHER, ANOTHER_ACCOUNT = key("pick_account", "other"), key("receipt", "another")
+
+
+def pick(n: int) -> str:
+    """The pick-list key of the ``n``-th account on the calling number (1-based)."""
+    return key("pick_account", f"account_{n}")
+
+
 REPEAT, AGENT = REPEAT_KEY, AGENT_KEY
 SILENCE = "-"  # what the simulator's scripts (tests.conftest.call) take for silence
 

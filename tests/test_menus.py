@@ -47,7 +47,8 @@ def test_declarations_are_consistent() -> None:
         keys = [c.key for c in state.all_choices(settings)]
         assert len(keys) == len(set(keys)), name
         assert not set(keys) & GLOBAL_KEYS, name  # 9 and 0 belong to the machine
-        assert all(len(k) == 1 and k.isdigit() for k in keys), name
+        # One phone key each: a digit, or * (a one-key <Gather> posts it; # ends the entry).
+        assert all(len(k) == 1 and (k.isdigit() or k == "*") for k in keys), name
         for choice in state.choices:
             if isinstance(choice.then, str):
                 assert choice.then in STATES, (name, choice.name)
@@ -144,9 +145,9 @@ def _texts(**by_id: dict[str, str]) -> dict[str, dict[str, dict[str, str]]]:
 def test_wording_is_checked_against_the_keys_of_its_state() -> None:
     settings = load_catalog(REPO / "prompts").settings
     assert key_problems(_texts(**{"menu.main": {"say": "press 1, 2, 3, 9 or 0"}}), settings) == []
-    [problem] = key_problems(_texts(**{"receipt.menu": {"nomatch": "Main menu, press 4."}}),
+    [problem] = key_problems(_texts(**{"receipt.menu": {"nomatch": "Main menu, press 5."}}),
                              settings)
-    assert problem.startswith("en-US.toml: prompt 'receipt.menu' (nomatch) names key 4")
+    assert problem.startswith("en-US.toml: prompt 'receipt.menu' (nomatch) names key 5")
     # One key per configured language: a third is not accepted with two languages.
     assert key_problems(_texts(**{"language.option": {"say": "press 3"}}), settings)
     # Free entry is not a menu: digits there are examples ("5 0 0 0, pound").

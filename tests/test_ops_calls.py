@@ -51,8 +51,8 @@ def test_funnel_counts(app: Flask) -> None:
     paying = _row(rows, "paying")
     assert (paying.reached, paying.passed) == (1, 1)
     assert _row(rows, "language").reached == 4
-    assert [r.state for r in rows][:4] == ["language", "confirm_account", "account_entry",
-                                           "verify"]
+    assert [r.state for r in rows][:5] == ["language", "confirm_account", "pick_account",
+                                           "account_entry", "verify"]
     assert [r.state for r in rows].index("paying") == [r.state for r in rows].index("receipt") - 1
     assert conversion == funnel.Conversion(calls=4, identified=4, verified=3, reached_pay=1,
                                            paid=1)

@@ -19,14 +19,14 @@ def find_by_number(db: Session, account_number: str) -> Account | None:
     return db.scalar(select(Account).where(Account.account_number == account_number))
 
 
-def find_by_phone(db: Session, phone_e164: str) -> list[Account]:
-    """Accounts that list this phone number (E.164)."""
+def find_by_phone(db: Session, phone_e164: str, limit: int = 2) -> list[Account]:
+    """Accounts that list this phone number (E.164), at most ``limit``, by account number."""
     stmt = (
         select(Account)
         .join(AccountPhone, AccountPhone.account_id == Account.id)
         .where(AccountPhone.phone == phone_e164)
-        .order_by(Account.id)
-        .limit(2)
+        .order_by(Account.account_number, Account.id)
+        .limit(limit)
     )
     return list(db.scalars(stmt))
 

@@ -49,13 +49,43 @@ def _choice(choice: Choice) -> str:
     return text
 
 
+def _func(value: object) -> object:
+    return value.func if isinstance(value, partial) else value
+
+
+def _runs(choices: tuple[Choice, ...]) -> list[list[Choice]]:
+    """Consecutive choices made from one function (``partial``s of it: one key per item of
+    a list), grouped so the map shows them once."""
+    runs: list[list[Choice]] = []
+    for choice in choices:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and isinstance(choice.then, partial)
+                and _func(choice.then) is _func(last.then)
+                and _func(choice.when) is _func(last.when)):
+            runs[-1].append(choice)
+        else:
+            runs.append([choice])
+    return runs
+
+
+def _run(run: list[Choice]) -> str:
+    if len(run) == 1:
+        return _choice(run[0])
+    first, last = run[0], run[-1]
+    then = _doc(first.then) if not isinstance(first.then, str) else first.then
+    text = f"`{first.key}` to `{last.key}` {first.name} to {last.name}: {then}"
+    if first.when is not None:
+        text += f" (only when {_doc(first.when)})"
+    return text
+
+
 def _keys(state: State) -> str:
     parts: list[str] = []
     if state.handle is not None:
         parts.append(_doc(state.handle))
     elif state.choices_for is not None:
         parts.append(_doc(state.choices_for))
-    parts.extend(_choice(c) for c in state.choices)
+    parts.extend(_run(run) for run in _runs(state.choices))
     if state.on_silence is not None:
         parts.append(f"silence: {_doc(state.on_silence)}")
     if state.sensitive:

@@ -20,6 +20,7 @@ _LISTED: dict[str, tuple[str, ...]] = {
     "common.more_time": _NONE, "common.too_many_tries": _NONE, "common.apology": _NONE,
     "identify.found": ("last4",), "account.enter": _NONE, "account.not_found": _NONE,
     "account.lookup_limit": _NONE,
+    "pick.option": ("key", "last4"),
     "verify.zip": _NONE, "verify.pin": _NONE, "verify.mismatch": _NONE,
     "verify.failed_final": _NONE, "verify.locked": _NONE,
     "summary.balance_due_on": ("amount", "date"), "summary.balance_due": ("amount",),

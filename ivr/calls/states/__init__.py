@@ -29,6 +29,7 @@ from ivr.calls.states.checkout import (
 from ivr.calls.states.identify import ACCOUNT_ENTRY, CONFIRM_ACCOUNT, LANGUAGE, identify
 from ivr.calls.states.main_menu import MAIN_MENU
 from ivr.calls.states.paid_today import PAID_TODAY
+from ivr.calls.states.pick_account import PICK_ACCOUNT
 from ivr.calls.states.verify import VERIFY, locked
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
 STATES: dict[str, State] = {
     s.name: s
     for s in (
-        LANGUAGE, CONFIRM_ACCOUNT, ACCOUNT_ENTRY, VERIFY, MAIN_MENU,
+        LANGUAGE, CONFIRM_ACCOUNT,
+        PICK_ACCOUNT,  # several accounts on the calling number
+        ACCOUNT_ENTRY, VERIFY, MAIN_MENU,
         PAID_TODAY,
         AMOUNT_MENU, AMOUNT_ENTRY,
         AMOUNT_CONFIRM, METHOD, BANK_TYPE, FEE_ACCEPT, ACH_AUTHORIZE, FINAL_CONFIRM, RECEIPT,

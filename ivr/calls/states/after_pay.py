@@ -6,10 +6,12 @@ import html
 
 from connectors.amounts import cents_to_text
 from connectors.phones import normalize_e164
+from ivr.calls.account_switch import switch_account
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say
 from ivr.calls.states.amount import start_payment
 from ivr.calls.states.checkout import method_words
+from ivr.calls.states.pick_account import pick_or_enter
 from ivr.calls.steps import Finish, Go, Hangup, Outcome
 from ivr.models import Payment
 from ivr.prompts import speech
@@ -25,7 +27,7 @@ def _receipt_prompt(ctx: CallContext) -> SpeechList:
     payment = _payment(ctx)
     code = speech.spell(payment.confirmation_code) if payment else ""
     menu = "receipt.menu_text" if can_text(ctx) else "receipt.menu"
-    return (say("receipt.number", code=code), say(menu))
+    return (say("receipt.number", code=code), say("receipt.another"), say(menu))
 
 
 def can_text(ctx: CallContext) -> bool:
@@ -61,16 +63,26 @@ def _send_text_receipt(ctx: CallContext) -> Outcome:
     return Go("receipt", (say("receipt.text_sent", last4=speech.digits(phone[-4:])),))
 
 
+def _pay_another(ctx: CallContext) -> Outcome:
+    """Another account, verified afresh: the pick list, or account entry when there is none.
+
+    The pick list (the calling number on 2 to 8 accounts) still lists the account just paid.
+    """
+    switch_account(ctx.call, None)
+    return pick_or_enter(ctx)
+
+
 def _receipt_silence(ctx: CallContext) -> Outcome:
     """A goodbye: the caller has what they called for."""
     return Finish(Hangup((say("goodbye.thanks"),)))
 
 
-RECEIPT = State("receipt", asks=("receipt.menu", "receipt.menu_text"), question=_receipt_prompt,
-                on_silence=_receipt_silence, choices=(
+RECEIPT = State("receipt", asks=("receipt.menu", "receipt.menu_text", "receipt.another"),
+                question=_receipt_prompt, on_silence=_receipt_silence, choices=(
                     Choice("1", "again", "receipt"),
                     Choice("2", "menu", "main_menu"),
                     Choice("3", "text", _send_text_receipt, when=can_text),
+                    Choice("4", "another", _pay_another),
                 ))
 
 

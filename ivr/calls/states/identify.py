@@ -11,6 +11,7 @@ from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
 from ivr.calls.parsing import clean_number
+from ivr.calls.states.pick_account import pick_or_enter
 from ivr.calls.states.verify import start_verification
 from ivr.calls.steps import Finish, Go, Outcome, Retry, Speech
 from ivr.prompts import speech
@@ -64,14 +65,15 @@ LANGUAGE = State("language", asks=("language.option",), choices_for=_language_ch
 # --- identify -------------------------------------------------------------------------------
 
 def identify(ctx: CallContext) -> Go:
-    """Caller-ID match when exactly one account lists the calling number, else account entry."""
+    """Caller-ID match when exactly one account lists the calling number; the pick list when
+    2 to 8 do; else account entry."""
     phone = normalize_e164(ctx.call.from_number)
     if phone:
         matches = accounts.find_by_phone(ctx.db, phone)
         if len(matches) == 1:
             ctx.call.account_id = matches[0].id
             return Go("confirm_account")
-    return Go("account_entry")
+    return pick_or_enter(ctx)
 
 
 def _confirm_prompt(ctx: CallContext) -> SpeechList:
