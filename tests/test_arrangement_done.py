@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,7 +59,10 @@ def line(database_url: str, tmp_path: Path, sshd: SshdServer,
          accounting: dict[str, str]) -> Flask:
     """The line as a biller runs it: an accounting system, file exchange and the console,
     on today's clock (Tryton books on real dates)."""
-    now = utcnow().replace(microsecond=0)
+    # Noon in Chicago today: dates read out, and the day the confirmation file covers, do
+    # not move under the test when it runs at midnight.
+    now = utcnow().astimezone(CHICAGO).replace(hour=12, minute=0, second=0,
+                                               microsecond=0).astimezone(UTC)
     app = ops_app(database_url, tmp_path, now, accounting=accounting["IVR_ACCOUNTING"],
                   accounting_settings=accounting,
                   sync_settings={"IVR_SYNC_OUTBOX_URL": sshd.url("outbox"), **sshd.settings()})
@@ -90,7 +93,7 @@ def make_arrangement_and_check_everywhere(app: Flask, seen: Seen) -> None:
     for instalment in arrangement_instalments(app, arrangement.id):
         assert said_text(app, "arrange.confirm_instalment", amount=money(instalment.amount_cents),
                          date=speech.date_words(instalment.due_date, "en-US",
-                                                utcnow().astimezone(CHICAGO).date())) in text
+                                                today(app))) in text
     assert down.purpose == "down_payment" and arrangement.down_payment_id == down.id
     # Told to the accounting system while the caller was on the line, once.
     assert status == OutboxStatus.POSTED
@@ -99,11 +102,11 @@ def make_arrangement_and_check_everywhere(app: Flask, seen: Seen) -> None:
     accounting = app.extensions["ivr.money.accounting"]
     for later in (timedelta(0), timedelta(hours=2)):
         drain_once(get_database(app), accounting.connector, get_config(app), poster="worker",
-                   clock=lambda later=later: utcnow() + later)
+                   clock=lambda later=later: app.extensions["ivr.clock"]() + later)
     assert seen(arrangement) == 1
     # The next confirmation files: the arrangement's rows in one file, once.
     config = SyncConfig.from_settings(get_config(app).sync_settings)
-    tomorrow = utcnow() + timedelta(days=1)
+    tomorrow = app.extensions["ivr.clock"]() + timedelta(days=1)
     sent = push(get_database(app), config, CHICAGO, now=tomorrow)
     names = [s.arrangements.name for s in sent if s.arrangements]
     assert push(get_database(app), config, CHICAGO, now=tomorrow) == []  # nothing twice
@@ -114,6 +117,10 @@ def make_arrangement_and_check_everywhere(app: Flask, seen: Seen) -> None:
     page = signed_in(app).get("/ops/arrangements").text
     assert page.count(arrangement.confirmation_code) == 1
     assert ACCOUNT not in page and "******5678" in page
+
+
+def today(app: Flask) -> date:
+    return app.extensions["ivr.clock"]().astimezone(CHICAGO).date()
 
 
 def money(cents: int) -> str:

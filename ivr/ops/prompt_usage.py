@@ -127,6 +127,18 @@ _SPOKEN: dict[str, Usage] = {
     "agent.closed_opens": _u(ANY_STATE, where="outside business hours"),
     "goodbye.thanks": _u("receipt paying ended", where="end of a call, after a transfer"),
     "goodbye.help_later": _u(ANY_STATE, where="goodbye after too many tries"),
+    # Per-account payment rules and reconnection, besides what their states declare.
+    "summary.reconnect": _u(_SUMMARY, where="a disconnected account that can pay to reconnect"),
+    "amount.below_account_minimum": _u("amount_menu amount_entry",
+                                       where="below the account's minimum_payment"),
+    "amount.full_only": _u("amount_confirm amount_entry",
+                           where="full_payment_required: the balance only"),
+    "method.card_only": _u("amount_confirm", where="the account takes cards only"),
+    "method.bank_only": _u("amount_confirm", where="the account takes bank payments only"),
+    "method.reconnect_card_only": _u("amount_confirm", where="[reconnect] methods: card"),
+    "method.reconnect_bank_only": _u("amount_confirm", where="[reconnect] methods: bank"),
+    "pay.reconnect_next": _u("paying receipt", where="after a reconnection payment"),
+    "words.yesterday": _u("paid_today", where="the {day} value of paid_today.notice"),
     # Payment arrangements (main menu 4), besides what their states declare.
     "summary.arrangement": _u(_SUMMARY, where="an active arrangement, instead of the "
                               "disconnection notice"),
