@@ -449,3 +449,32 @@ def test_the_terms_by_text_message(tmp_path: Path, sqlite_url: str) -> None:
     for days in (30, 60, 90):
         assert f"$78.20 due {when(days)}." in body
     assert "4401005678" not in body and "4111111111111111" not in body
+
+
+def test_plans_keep_to_the_accounts_own_rules(tmp_path: Path) -> None:
+    """An account that pays in full only is offered the extension alone (the whole balance,
+    later); a plan whose instalments would fall below the account's minimum is not offered."""
+    with demo_line(tmp_path) as line:
+        for columns in ({"full_payment_required": True}, {"minimum_payment_cents": 10000}):
+            with line.database.session() as db:
+                jordan = db.scalars(select(Account).where(
+                    Account.account_number == "4401005678")).one()
+                jordan.full_payment_required = False
+                jordan.minimum_payment_cents = None
+                for name, value in columns.items():
+                    setattr(jordan, name, value)
+            flow = line.call(JORDAN)
+            flow.press(*TO_ARRANGE)
+            assert flow.state == "arrange_menu"
+            assert "arrange.menu_extension" in flow.heard(), columns
+            assert "arrange.menu_instalments" not in flow.heard(), columns
+            flow.press(key("arrange_menu", "instalments"))  # not a choice here
+            assert flow.state == "arrange_menu" and "common.no_match" in flow.heard()
+        # With neither rule, the plan is offered (78.20 instalments).
+        with line.database.session() as db:
+            jordan = db.scalars(select(Account).where(
+                Account.account_number == "4401005678")).one()
+            jordan.minimum_payment_cents = 7820
+        flow = line.call(JORDAN)
+        flow.press(*TO_ARRANGE)
+        assert "arrange.menu_instalments" in flow.heard()

@@ -17,6 +17,7 @@ from connectors.phones import normalize_e164
 from ivr.arrangements import store
 from ivr.arrangements.eligibility import Ineligible, why_not
 from ivr.arrangements.terms import Offer, offers
+from ivr.calls import account_rules
 from ivr.calls.agent import closed_speech, transfer_open, transfer_step
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say
@@ -98,12 +99,19 @@ def _refuse(ctx: CallContext, reason: Ineligible) -> Outcome:
 # --- the offers -----------------------------------------------------------------------------
 
 def _offers(ctx: CallContext) -> tuple[Offer, ...]:
+    """What the rules allow, within the account's own rules: every payment of a plan at
+    least its minimum, and for an account that pays in full only, the extension alone (the
+    whole balance, later)."""
     account = ctx.account
     if account is None:
         return ()
     limits = ctx.settings.amount
-    return offers(ctx.settings.arrangements, account.balance_due_cents, ctx.today(),
-                  limits.minimum_cents, limits.maximum_cents)
+    smallest = max(limits.minimum_cents, account_rules.account_minimum(account) or 0)
+    found = offers(ctx.settings.arrangements, account.balance_due_cents, ctx.today(),
+                   smallest, limits.maximum_cents)
+    if account_rules.full_only(account):
+        found = tuple(o for o in found if o.kind is ArrangementKind.EXTENSION)
+    return found
 
 
 def _offer(ctx: CallContext, kind: ArrangementKind) -> Offer | None:
