@@ -12,28 +12,20 @@ what became of it (broken or kept), so pushing an interval again writes the same
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import IO, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import IO
 
 from connectors.files.account_file import show_value
-from connectors.files.layout_base import (
-    _LINE_TERMINATORS,
-    LayoutError,
-    PaymentAmountStyle,
-    Quoting,
-    _freeze_maps,
-    file_problems,
-)
+from connectors.files.layout_base import RecordLayout
 from connectors.files.payment_layout import (
-    _datetime_format_problems,
     _format_amount,
     _format_paid_at,
-    _template_problems,
-    columns_problems,
+    amount_style_problems,
+    record_head_problems,
+    record_tail_problems,
 )
-from connectors.files.record_file import write_records
+from connectors.files.record_file import cell_getters, write_records
 
 ARRANGEMENT_FIELDS = (
     "account_number",
@@ -105,73 +97,29 @@ class ArrangementRow:
 
 
 @dataclass(frozen=True)
-class ArrangementLayout:
+class ArrangementLayout(RecordLayout):
     """How the arrangement confirmation file is written; see docs/layouts.md.
 
     The keys mean what they mean in a ``PaymentLayout``; ``datetime_format`` and
-    ``time_zone`` are for ``created_at``, ``date_format`` (strftime) for ``due_date``.
+    ``time_zone`` (so ``zone``) are for ``created_at``, ``date_format`` (strftime) for
+    ``due_date``.
     """
 
-    name: str
     columns: tuple[tuple[str, str], ...] = DEFAULT_ARRANGEMENT_COLUMNS
-    encoding: str = "utf-8"
-    delimiter: str = ","
-    quoting: Quoting = "minimal"
-    quotechar: str = '"'
-    header: bool = True
-    datetime_format: str = "iso"
     date_format: str = "%Y-%m-%d"
-    time_zone: str = "UTC"
-    amount_style: PaymentAmountStyle = "plain"
-    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    header_record: tuple[str, ...] = ()
-    trailer_record: tuple[str, ...] = ("TRAILER", "{count}", "{sum}")
-    line_terminator: str = "\r\n"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
-        object.__setattr__(self, "header_record", tuple(self.header_record))
-        object.__setattr__(self, "trailer_record", tuple(self.trailer_record))
-        object.__setattr__(self, "value_maps", _freeze_maps(self.value_maps))
-        problems = _layout_problems(self)
-        if problems:
-            raise LayoutError(problems)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        """The time zone created_at is written in."""
-        return ZoneInfo(self.time_zone)
+    def _problems(self) -> list[str]:
+        return _layout_problems(self)
 
 
 def _layout_problems(layout: ArrangementLayout) -> list[str]:
-    problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
-                             layout.quotechar)
-    column_problems, seen = columns_problems(layout.columns, ARRANGEMENT_FIELDS)
-    problems += column_problems
-    try:
-        zone: ZoneInfo | None = ZoneInfo(layout.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = None
-        problems.append(f"time_zone: {layout.time_zone!r} is not an IANA time zone")
-    if zone is not None:
-        problems += _datetime_format_problems(layout.datetime_format, zone)
+    problems, seen = record_head_problems(layout, ARRANGEMENT_FIELDS)
     if _date_back(layout.date_format) != _SAMPLE_DAY:
         problems.append(f"date_format: {layout.date_format!r} cannot write and read back a date")
-    if layout.amount_style not in get_args(PaymentAmountStyle):
-        problems.append(f"amount_style: {layout.amount_style!r} is not one of plain, cents")
-    if layout.line_terminator not in _LINE_TERMINATORS:
-        problems.append(f"line_terminator: {layout.line_terminator!r} must be CRLF, LF or CR")
-    for name, mapping in layout.value_maps.items():
-        if name not in seen:
-            problems.append(f"value_maps.{name}: {name!r} is not in columns")
-        elif name in _UNMAPPED:
-            problems.append(f"value_maps.{name}: amounts, numbers, times and dates cannot be "
-                            "mapped")
-        elif len(set(mapping.values())) != len(mapping):
-            problems.append(f"value_maps.{name}: two values map to the same text")
-    for label in ("header_record", "trailer_record"):
-        problems += [f"{label}: {p}" for p in _template_problems(getattr(layout, label))]
-    return problems
+    problems += amount_style_problems(layout)
+    return problems + record_tail_problems(
+        layout, seen, _UNMAPPED, "amounts, numbers, times and dates"
+    )
 
 
 def _date_back(date_format: str) -> date | None:
@@ -204,27 +152,7 @@ def _getters(layout: ArrangementLayout) -> list[Callable[[ArrangementRow], str]]
         "idempotency_key": lambda r: r.idempotency_key,
         "call_sid": lambda r: r.call_sid,
     }
-    result: list[Callable[[ArrangementRow], str]] = []
-    for _, name in layout.columns:
-        if name.startswith("="):
-            result.append(_constant(name[1:]))
-            continue
-        mapping = layout.value_maps.get(name)
-        result.append(_mapped(getters[name], mapping) if mapping else getters[name])
-    return result
-
-
-def _constant(text: str) -> Callable[[ArrangementRow], str]:
-    return lambda _row: text
-
-
-def _mapped(getter: Callable[[ArrangementRow], str],
-            mapping: Mapping[str, str]) -> Callable[[ArrangementRow], str]:
-    def get(row: ArrangementRow) -> str:
-        value = getter(row)
-        return mapping.get(value, value)
-
-    return get
+    return cell_getters(layout, getters)
 
 
 def write_arrangement_file(rows: Iterable[ArrangementRow], out: IO[bytes],

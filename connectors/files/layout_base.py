@@ -5,8 +5,10 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, TypeVar, get_args
+from zoneinfo import ZoneInfo
 
 from connectors.files.columns import COLUMN_NAMES
 
@@ -77,6 +79,49 @@ class LayoutError(ValueError):
 
 class PaymentFileError(ValueError):
     """A payment file cannot be written or read back as its layout says."""
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """What both confirmation file layouts share (``PaymentLayout``, ``ArrangementLayout``):
+    the file's dialect, its columns, times, amounts, value maps and control records.
+
+    A subclass sets its own ``columns`` default, adds its own keys and says its problems
+    in ``_problems``; building one with problems raises ``LayoutError``.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...] = ()
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    quoting: Quoting = "minimal"
+    quotechar: str = '"'
+    header: bool = True
+    datetime_format: str = "iso"
+    time_zone: str = "UTC"
+    amount_style: PaymentAmountStyle = "plain"
+    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    header_record: tuple[str, ...] = ()
+    trailer_record: tuple[str, ...] = ("TRAILER", "{count}", "{sum}")
+    line_terminator: str = "\r\n"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
+        object.__setattr__(self, "header_record", tuple(self.header_record))
+        object.__setattr__(self, "trailer_record", tuple(self.trailer_record))
+        object.__setattr__(self, "value_maps", _freeze_maps(self.value_maps))
+        problems = self._problems()
+        if problems:
+            raise LayoutError(problems)
+
+    def _problems(self) -> list[str]:
+        """Every problem of this layout's values, one per item."""
+        raise NotImplementedError
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone the layout's times (paid_at, created_at) are written in."""
+        return ZoneInfo(self.time_zone)
 
 
 # --- shared checks --------------------------------------------------------------------------

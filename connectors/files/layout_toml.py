@@ -5,8 +5,9 @@ a pydantic model that knows the keys and their TOML types (strict: unknown keys 
 types are refused); the values themselves are checked by the layout dataclasses, whose
 problems are reported under the table they came from. A key of a layout is one field of its
 dataclass (``AccountLayout``, ``PaymentLayout``, ``ArrangementLayout``, ``AmountFormat``,
-``ControlRecord``) and one line here; the tests check that the two agree. Problems are worded
-as for settings.toml (connectors.toml_settings).
+``ControlRecord``; the keys both confirmation layouts share are ``RecordLayout``'s) and one
+line here; the tests check that the two agree. Problems are worded as for settings.toml
+(connectors.toml_settings).
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ def _pair(value: object) -> object:
 _Cells = Annotated[Array[str], expect("a list of cells (empty for none)", list)]
 
 
-class PaymentTable(_Keys):
-    """``[payment.NAME]``: a ``PaymentLayout``."""
+class _RecordTable(_Keys):
+    """The keys every confirmation file layout table has (``RecordLayout``'s fields)."""
 
     encoding: str | None = None
     delimiter: str | None = None
@@ -144,7 +145,6 @@ class PaymentTable(_Keys):
     datetime_format: str | None = None
     time_zone: str | None = None
     amount_style: str | None = None
-    sum_field: str | None = None
     line_terminator: str | None = None
     columns: (
         Annotated[
@@ -156,35 +156,22 @@ class PaymentTable(_Keys):
     header_record: _Cells | None = None
     trailer_record: _Cells | None = None
     value_maps: _ValueMaps | None = None
+
+
+class PaymentTable(_RecordTable):
+    """``[payment.NAME]``: a ``PaymentLayout``."""
+
+    sum_field: str | None = None
 
     def build(self, name: str) -> PaymentLayout:
         """The layout named ``name``; raises LayoutError when its values do not fit."""
         return PaymentLayout(name=name, **self.given())
 
 
-class ArrangementTable(_Keys):
+class ArrangementTable(_RecordTable):
     """``[arrangement.NAME]``: an ``ArrangementLayout``."""
 
-    encoding: str | None = None
-    delimiter: str | None = None
-    quoting: str | None = None
-    quotechar: str | None = None
-    header: bool | None = None
-    datetime_format: str | None = None
     date_format: str | None = None
-    time_zone: str | None = None
-    amount_style: str | None = None
-    line_terminator: str | None = None
-    columns: (
-        Annotated[
-            Array[Annotated[tuple[str, str], BeforeValidator(_pair)]],
-            expect("a list of [header name, field] pairs", list),
-        ]
-        | None
-    ) = None
-    header_record: _Cells | None = None
-    trailer_record: _Cells | None = None
-    value_maps: _ValueMaps | None = None
 
     def build(self, name: str) -> ArrangementLayout:
         """The layout named ``name``; raises LayoutError when its values do not fit."""

@@ -28,7 +28,7 @@ from connectors.files.payment_layout import (
     _parse_amount,
     _parse_paid_at,
 )
-from connectors.files.record_file import _ControlReader, write_records
+from connectors.files.record_file import _ControlReader, cell_getters, write_records
 
 
 def _payment_getters(layout: PaymentLayout) -> list[Callable[[PaymentRow], str]]:
@@ -48,29 +48,7 @@ def _payment_getters(layout: PaymentLayout) -> list[Callable[[PaymentRow], str]]
         "idempotency_key": lambda r: r.idempotency_key,
         "call_sid": lambda r: r.call_sid,
     }
-    result: list[Callable[[PaymentRow], str]] = []
-    for _, name in layout.columns:
-        if name.startswith("="):
-            result.append(_constant(name[1:]))
-            continue
-        getter = getters[name]
-        mapping = layout.value_maps.get(name)
-        result.append(_mapped(getter, mapping) if mapping else getter)
-    return result
-
-
-def _constant(text: str) -> Callable[[PaymentRow], str]:
-    return lambda _row: text
-
-
-def _mapped(
-    getter: Callable[[PaymentRow], str], mapping: Mapping[str, str]
-) -> Callable[[PaymentRow], str]:
-    def get(row: PaymentRow) -> str:
-        value = getter(row)
-        return mapping.get(value, value)
-
-    return get
+    return cell_getters(layout, getters)
 
 
 def _summed(row: PaymentRow, sum_field: str) -> int:

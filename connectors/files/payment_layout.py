@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,11 +21,9 @@ from connectors.files.layout_base import (
     _PLAIN_AMOUNT_RE,
     DEFAULT_PAYMENT_COLUMNS,
     PAYMENT_FIELDS,
-    LayoutError,
     PaymentAmountStyle,
-    Quoting,
+    RecordLayout,
     SumField,
-    _freeze_maps,
     file_problems,
 )
 
@@ -82,7 +79,7 @@ class PaymentRow:
 
 
 @dataclass(frozen=True)
-class PaymentLayout:
+class PaymentLayout(RecordLayout):
     """How the outbound payment confirmation file is written; see docs/layouts.md.
 
     ``columns`` is an ordered list of (header name, field) with fields from
@@ -90,38 +87,15 @@ class PaymentLayout:
     ``header_record`` and ``trailer_record`` are rows of cells that may hold
     ``{count}``, ``{sum}`` (of ``sum_field``, in the amount style) or names supplied to
     ``write_payment_file``; empty means none. ``value_maps`` maps a field to
-    {our value: file value}, e.g. ``{"method": {"card": "CC"}}``.
+    {our value: file value}, e.g. ``{"method": {"card": "CC"}}``. ``zone`` is the time zone
+    paid_at is written in.
     """
 
-    name: str
     columns: tuple[tuple[str, str], ...] = DEFAULT_PAYMENT_COLUMNS
-    encoding: str = "utf-8"
-    delimiter: str = ","
-    quoting: Quoting = "minimal"
-    quotechar: str = '"'
-    header: bool = True
-    datetime_format: str = "iso"
-    time_zone: str = "UTC"
-    amount_style: PaymentAmountStyle = "plain"
-    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    header_record: tuple[str, ...] = ()
-    trailer_record: tuple[str, ...] = ("TRAILER", "{count}", "{sum}")
     sum_field: SumField = "amount"
-    line_terminator: str = "\r\n"
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
-        object.__setattr__(self, "header_record", tuple(self.header_record))
-        object.__setattr__(self, "trailer_record", tuple(self.trailer_record))
-        object.__setattr__(self, "value_maps", _freeze_maps(self.value_maps))
-        problems = _payment_layout_problems(self)
-        if problems:
-            raise LayoutError(problems)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        """The time zone paid_at is written in."""
-        return ZoneInfo(self.time_zone)
+    def _problems(self) -> list[str]:
+        return _payment_layout_problems(self)
 
 
 def columns_problems(columns: tuple[tuple[str, str], ...],
@@ -147,10 +121,13 @@ def columns_problems(columns: tuple[tuple[str, str], ...],
     return problems, seen
 
 
-def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
+def record_head_problems(layout: RecordLayout,
+                         fields: tuple[str, ...]) -> tuple[list[str], set[str]]:
+    """What a confirmation layout checks first: its name and dialect, its ``columns``
+    against ``fields``, its time zone and datetime format; and the fields it names."""
     problems = file_problems(layout.name, layout.encoding, layout.delimiter, layout.quoting,
                              layout.quotechar)
-    column_problems, seen = columns_problems(layout.columns, PAYMENT_FIELDS)
+    column_problems, seen = columns_problems(layout.columns, fields)
     problems += column_problems
     try:
         zone: ZoneInfo | None = ZoneInfo(layout.time_zone)
@@ -159,23 +136,45 @@ def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
         problems.append(f"time_zone: {layout.time_zone!r} is not an IANA time zone")
     if zone is not None:
         problems += _datetime_format_problems(layout.datetime_format, zone)
+    return problems, seen
+
+
+def amount_style_problems(layout: RecordLayout) -> list[str]:
+    """A confirmation layout's ``amount_style`` checked."""
     if layout.amount_style not in get_args(PaymentAmountStyle):
-        problems.append(f"amount_style: {layout.amount_style!r} is not one of plain, cents")
-    if layout.sum_field not in get_args(SumField):
-        problems.append(f"sum_field: {layout.sum_field!r} is not one of amount, fee, total")
+        return [f"amount_style: {layout.amount_style!r} is not one of plain, cents"]
+    return []
+
+
+def record_tail_problems(layout: RecordLayout, seen: set[str], unmapped: frozenset[str],
+                         unmapped_kinds: str) -> list[str]:
+    """What a confirmation layout checks last: its line terminator, its ``value_maps``
+    (of fields in ``seen``, none in ``unmapped``, which are ``unmapped_kinds``) and its
+    control records."""
+    problems: list[str] = []
     if layout.line_terminator not in _LINE_TERMINATORS:
         problems.append(f"line_terminator: {layout.line_terminator!r} must be CRLF, LF or CR")
     for name, mapping in layout.value_maps.items():
         if name not in seen:
             problems.append(f"value_maps.{name}: {name!r} is not in columns")
-        elif name in ("amount", "fee", "total", "paid_at"):
-            problems.append(f"value_maps.{name}: amounts and times cannot be mapped")
+        elif name in unmapped:
+            problems.append(f"value_maps.{name}: {unmapped_kinds} cannot be mapped")
         elif len(set(mapping.values())) != len(mapping):
             # Reading a file back inverts the map, so two values cannot share one spelling.
             problems.append(f"value_maps.{name}: two values map to the same text")
     for label in ("header_record", "trailer_record"):
         problems += [f"{label}: {p}" for p in _template_problems(getattr(layout, label))]
     return problems
+
+
+def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
+    problems, seen = record_head_problems(layout, PAYMENT_FIELDS)
+    problems += amount_style_problems(layout)
+    if layout.sum_field not in get_args(SumField):
+        problems.append(f"sum_field: {layout.sum_field!r} is not one of amount, fee, total")
+    return problems + record_tail_problems(
+        layout, seen, frozenset({"amount", "fee", "total", "paid_at"}), "amounts and times"
+    )
 
 
 def _datetime_format_problems(datetime_format: str, zone: ZoneInfo) -> list[str]:

@@ -1,5 +1,5 @@
-"""What both confirmation files (payments, arrangements) share: a layout's dialect and
-control records, turning cells into lines, and the streaming writer.
+"""What both confirmation files (payments, arrangements) share: a row's cells from a
+layout's columns, turning cells into lines, control records, and the streaming writer.
 
 A confirmation file is an optional header record, an optional header row, one row per
 record and an optional trailer record; ``{count}`` and ``{sum}`` in a control record are
@@ -11,41 +11,46 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Protocol, TypeVar
+from typing import IO, TypeVar
 
 from connectors.files.account_file import FieldError, parse_count, show_value
 from connectors.files.cells import neutralise
-from connectors.files.layout_base import _BUILTIN_PLACEHOLDERS, _WRITE_CHUNK, PaymentFileError
+from connectors.files.layout_base import (
+    _BUILTIN_PLACEHOLDERS,
+    _WRITE_CHUNK,
+    PaymentFileError,
+    RecordLayout,
+)
 from connectors.files.payment_layout import _format_amount, _parse_amount, _template_fields
 
 R = TypeVar("R")
 
 
-class WrittenLayout(Protocol):
-    """The keys every confirmation file layout has (PaymentLayout, ArrangementLayout)."""
+def cell_getters(layout: RecordLayout,
+                 getters: Mapping[str, Callable[[R], str]]) -> list[Callable[[R], str]]:
+    """One function per column of ``layout`` giving its cell text for a row: the field's
+    getter from ``getters`` with its value map applied, or the text of an ``"=text"`` column.
+    """
+    result: list[Callable[[R], str]] = []
+    for _, name in layout.columns:
+        if name.startswith("="):
+            result.append(_constant(name[1:]))
+            continue
+        mapping = layout.value_maps.get(name)
+        result.append(_mapped(getters[name], mapping) if mapping else getters[name])
+    return result
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def columns(self) -> tuple[tuple[str, str], ...]: ...
-    @property
-    def encoding(self) -> str: ...
-    @property
-    def delimiter(self) -> str: ...
-    @property
-    def quoting(self) -> str: ...
-    @property
-    def quotechar(self) -> str: ...
-    @property
-    def header(self) -> bool: ...
-    @property
-    def amount_style(self) -> str: ...
-    @property
-    def header_record(self) -> tuple[str, ...]: ...
-    @property
-    def trailer_record(self) -> tuple[str, ...]: ...
-    @property
-    def line_terminator(self) -> str: ...
+
+def _constant(text: str) -> Callable[[object], str]:
+    return lambda _row: text
+
+
+def _mapped(getter: Callable[[R], str], mapping: Mapping[str, str]) -> Callable[[R], str]:
+    def get(row: R) -> str:
+        value = getter(row)
+        return mapping.get(value, value)
+
+    return get
 
 
 class _CellWriter:
@@ -55,7 +60,7 @@ class _CellWriter:
     LF, which a reader then splits into two records.
     """
 
-    def __init__(self, layout: WrittenLayout) -> None:
+    def __init__(self, layout: RecordLayout) -> None:
         self._delimiter = layout.delimiter
         self._quote = layout.quotechar
         self._terminator = layout.line_terminator
@@ -103,7 +108,7 @@ def _template_names(template: tuple[str, ...]) -> set[str]:
 def write_records(
     rows: Iterable[R],
     out: IO[bytes],
-    layout: WrittenLayout,
+    layout: RecordLayout,
     *,
     cells: Callable[[R], list[str]],
     text_cells: list[bool],
