@@ -254,7 +254,8 @@ def worker_env(database_url: str, settings: dict[str, str]) -> dict[str, str]:
     env.update(settings)
     env.update({"IVR_DATABASE_URL": database_url, "IVR_PROMPTS_DIR": str(REPO / "prompts"),
                 "IVR_OUTBOX_CLAIM_SECONDS": "1", "IVR_LOG_LEVEL": "WARNING",
-                "IVR_PIN_KEY": "test-pin-key", "IVR_OUTBOX_BACKOFF_SECONDS": "0.2",
+                "IVR_PIN_KEY": "test-pin-key", "IVR_SECRET_KEY": "test-secret-key",
+                "IVR_OUTBOX_BACKOFF_SECONDS": "0.2",
                 "IVR_OUTBOX_BACKOFF_MAX_SECONDS": "1"})
     return env
 

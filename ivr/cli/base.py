@@ -22,6 +22,16 @@ def load_app(**overrides: Any) -> Flask:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
+def require_shared_keys(app: Flask) -> None:
+    """End a command that serves or posts when this machine made its own keys on a server
+    database (ivr.web.app.shared_keys_refusal)."""
+    from ivr.web.app import shared_keys_refusal
+
+    refusal = shared_keys_refusal(app)
+    if refusal:
+        raise click.ClickException(refusal)
+
+
 def safe_url(url: str) -> str:
     """A database URL with its password hidden."""
     from sqlalchemy.engine import make_url

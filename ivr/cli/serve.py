@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ivr.cli.base import load_app
+from ivr.cli.base import load_app, require_shared_keys
 from ivr.web.app import get_config
 
 
@@ -22,6 +22,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     # hang the start either.
     app = load_app(serve_threads=threads)
     config = get_config(app)
+    require_shared_keys(app)
     if not config.twilio_auth_token and not config.allow_unsigned:
         raise click.ClickException(
             "IVR_TWILIO_AUTH_TOKEN is required to serve calls "

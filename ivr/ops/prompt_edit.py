@@ -1,20 +1,22 @@
 """Changing prompt wording from the console.
 
-The prompt files stay the source of truth: an edit is checked on a candidate copy of the whole
-prompts directory with the same checks as `ivr prompts check`, and only a clean candidate is
-written back, file by file, atomically (temp file + rename), keeping comments and layout. The
-line's PromptStore sees the new files on the next call. Every change is recorded in
-``prompt_versions``; a revert is a new change that puts an older text back.
+The database holds the current prompts for every node (ivr.prompts.snapshots): an edit is made
+on the current version's files, checked on a candidate copy with the same checks as
+`ivr prompts check`, and only a clean candidate becomes the new current version, under a lock
+every node takes. Every node's PromptStore loads it on its next call. This node's prompts
+folder is then rewritten to match (atomically, keeping comments and layout), so the files on
+disk still show what the line says. Every change is recorded in ``prompt_versions``; a revert
+is a new change that puts an older text back.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +27,18 @@ import tomlkit
 from sqlalchemy.orm import Session
 
 from ivr.models import PromptVersion
-from ivr.prompts.catalog import AUDIO_DIR, SETTINGS_FILE, VARIANTS, check_catalog
+from ivr.prompts import snapshots
+from ivr.prompts.catalog import (
+    AUDIO_DIR,
+    SETTINGS_FILE,
+    VARIANTS,
+    Catalog,
+    load_catalog,
+    load_files,
+)
 from ivr.prompts.ids import PROMPT_PARAMS
+
+logger = logging.getLogger(__name__)
 
 MAX_TEXT = 4000
 MAX_NOTE = 500
@@ -65,18 +77,32 @@ def language_files(directory: Path) -> dict[str, Path]:
 
 
 def current_texts(directory: Path, prompt_id: str) -> dict[tuple[str, str], str | None]:
-    """(language, variant) -> the text in the file now (None: variant absent), read from disk."""
-    texts: dict[tuple[str, str], str | None] = {}
-    for lang, path in language_files(directory).items():
+    """(language, variant) -> the text in the folder now (None: variant absent)."""
+    files: dict[str, str] = {}
+    for path in language_files(directory).values():
         try:
-            data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            files[path.name] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            files[path.name] = ""
+    return texts_of(files, prompt_id)
+
+
+def texts_of(files: Mapping[str, str], prompt_id: str) -> dict[tuple[str, str], str | None]:
+    """(language, variant) -> the text in ``files`` (name to text; None: variant absent)."""
+    texts: dict[tuple[str, str], str | None] = {}
+    for name in sorted(files):
+        if not name.endswith(".toml") or name == SETTINGS_FILE or name.startswith("."):
+            continue
+        try:
+            data: Any = tomllib.loads(files[name])
+        except tomllib.TOMLDecodeError:
             data = {}
         for part in prompt_id.split("."):
             data = data.get(part, {}) if isinstance(data, dict) else {}
         for variant in VARIANTS:
             value = data.get(variant) if isinstance(data, dict) else None
-            texts[(lang, variant)] = value if isinstance(value, str) else None
+            texts[(name.removesuffix(".toml"), variant)] = (
+                value if isinstance(value, str) else None)
     return texts
 
 
@@ -111,20 +137,19 @@ def _table(doc: Any, prompt_id: str) -> Any:
     return node
 
 
-def _render_files(directory: Path, prompt_id: str,
-                  changes: Sequence[Change]) -> dict[Path, str]:
-    """The new content of each wording file touched by ``changes`` (comments kept)."""
-    files = language_files(directory)
-    out: dict[Path, str] = {}
+def _render_files(files: Mapping[str, str], prompt_id: str,
+                  changes: Sequence[Change]) -> dict[str, str]:
+    """Every file (name to text) with ``changes`` applied (comments kept)."""
+    out = dict(files)
     for lang in sorted({c.language for c in changes}):
-        path = files.get(lang)
-        if path is None:
+        name = f"{lang}.toml"
+        if name not in files:
             raise EditRefused([f"no wording file for language {lang!r}"])
-        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        doc = tomlkit.parse(files[name])
         try:
             table = _table(doc, prompt_id)
         except (KeyError, TypeError):
-            raise EditRefused([f"{path.name}: prompt {prompt_id!r} not found"]) from None
+            raise EditRefused([f"{name}: prompt {prompt_id!r} not found"]) from None
         for change in changes:
             if change.language != lang:
                 continue
@@ -133,44 +158,52 @@ def _render_files(directory: Path, prompt_id: str,
                     del table[change.variant]
             else:
                 table[change.variant] = tomlkit.string(change.text)
-        out[path] = tomlkit.dumps(doc)
+        out[name] = tomlkit.dumps(doc)
     return out
 
 
-def check_candidate(directory: Path, new_files: dict[Path, str]) -> list[str]:
-    """Problems `ivr prompts check` would report if ``new_files`` replaced their originals."""
-    with tempfile.TemporaryDirectory(prefix="ivr-prompts-") as tmp:
-        candidate = Path(tmp)
-        for path in directory.glob("*.toml"):
-            if path.name.startswith("."):
-                continue
-            target = candidate / path.name
-            if path in new_files:
-                target.write_text(new_files[path], encoding="utf-8")
-            else:
-                shutil.copyfile(path, target)
-        audio = directory / AUDIO_DIR
-        if audio.is_dir():
-            # Audio files are only checked for existence: a link avoids copying recordings.
-            os.symlink(audio.resolve(), candidate / AUDIO_DIR)
-        # Exactly what `ivr prompts check` runs, placeholders the code supplies included.
-        return check_catalog(candidate, PROMPT_PARAMS)
+def check_candidate(directory: Path, files: Mapping[str, str]) -> tuple[Catalog | None,
+                                                                          list[str]]:
+    """The catalog ``files`` make with this folder's audio, or the problems `ivr prompts
+    check` would report (placeholders the code supplies included)."""
+    return load_files(files, directory / AUDIO_DIR, PROMPT_PARAMS)
+
+
+def base_files(db: Session, directory: Path) -> dict[str, str]:
+    """The current version's files: the database's, or (nothing kept yet) the folder's."""
+    kept = snapshots.current(db)
+    if kept is not None:
+        return dict(kept.files)
+    return dict(load_catalog(directory).sources)
+
+
+def write_folder(directory: Path, files: Mapping[str, str]) -> None:
+    """Make this node's folder show ``files`` (best effort: the database is what counts)."""
+    for name, text in sorted(files.items()):
+        path = directory / name
+        try:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                write_atomic(path, text)
+        except (OSError, UnicodeDecodeError) as exc:
+            logger.warning("prompts folder not updated (%s: %s); the line speaks the new "
+                           "version from the database", name, exc)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` in one step; readers see the old file or the new, never half of one."""
-    old = path.stat()
+    old = path.stat() if path.exists() else None
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temp, old.st_mode & 0o777)
-        # The PromptStore notices changes by mtime and size: make sure the mtime moves even
-        # on a file system with coarse timestamps.
-        mtime = max(os.stat(temp).st_mtime_ns, old.st_mtime_ns + 1_000_000)
-        os.utime(temp, ns=(mtime, mtime))
+        if old is not None:
+            os.chmod(temp, old.st_mode & 0o777)
+            # The PromptStore notices changes by mtime and size: make sure the mtime moves
+            # even on a file system with coarse timestamps.
+            mtime = max(os.stat(temp).st_mtime_ns, old.st_mtime_ns + 1_000_000)
+            os.utime(temp, ns=(mtime, mtime))
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):
@@ -182,8 +215,8 @@ def save_edit(db: Session, directory: Path, prompt_id: str, changes: Sequence[Ch
               username: str, note: str, now: datetime, lock_path: Path) -> list[PromptVersion]:
     """Check and apply ``changes`` to one prompt; record them. Raises EditRefused.
 
-    The versions are added to ``db`` before the files are written, so a failed write rolls
-    them back with the caller's transaction.
+    The new version and its change records commit together with the caller's transaction;
+    the folder is rewritten after (``lock_path`` keeps this node's writers apart).
     """
     changes = [Change(c.language, c.variant, normalize(c.expected), normalize(c.text))
                for c in changes]
@@ -191,13 +224,15 @@ def save_edit(db: Session, directory: Path, prompt_id: str, changes: Sequence[Ch
         raise EditRefused([f"variants are {', '.join(VARIANTS)}"])
     note = note.strip()[:MAX_NOTE]
     with _locked(lock_path):
-        current = current_texts(directory, prompt_id)
+        snapshots.lock_prompts(db)
+        files = base_files(db, directory)
+        current = texts_of(files, prompt_id)
         conflicts = [c for c in changes
                      if normalize(current.get((c.language, c.variant))) != c.expected]
         if conflicts:
             raise EditRefused([
                 f"{c.language} {c.variant} was changed by someone else since you opened the "
-                "editor; your text is kept below, but the file was not changed. Open the "
+                "editor; your text is kept below, but the prompts were not changed. Open the "
                 "prompt again to see the current wording." for c in conflicts], conflict=True)
         real = [c for c in changes if c.text != c.expected]
         if not real:
@@ -205,19 +240,15 @@ def save_edit(db: Session, directory: Path, prompt_id: str, changes: Sequence[Ch
         problems = _form_problems(real)
         if problems:
             raise EditRefused(problems)
-        new_files = _render_files(directory, prompt_id, real)
-        problems = check_candidate(directory, new_files)
-        if problems:
+        new_files = _render_files(files, prompt_id, real)
+        catalog, problems = check_candidate(directory, new_files)
+        if catalog is None:
             raise EditRefused(problems)
         versions = [PromptVersion(prompt_id=prompt_id, language=c.language, variant=c.variant,
                                   old_text=c.expected, new_text=c.text, username=username,
                                   at=now, note=note) for c in real]
         db.add_all(versions)
-        db.flush()
-        for path, text in new_files.items():
-            try:
-                write_atomic(path, text)
-            except OSError as exc:
-                raise EditRefused([f"{path.name}: cannot write the file: "
-                                   f"{exc.strerror or exc}"]) from None
+        snapshots.publish(db, catalog.version, new_files)
+        db.commit()
+        write_folder(directory, new_files)
     return versions

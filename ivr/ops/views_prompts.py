@@ -17,7 +17,7 @@ from ivr.ops.base import bp, database, instance_dir, now, prompts_dir, store, us
 from ivr.ops.prompt_edit import Change, EditRefused
 from ivr.ops.prompt_usage import ANY_STATE, usage_for
 from ivr.ops.samples import PreviewError, render_draft, sample_values
-from ivr.prompts.catalog import VARIANTS, Catalog, CatalogError, load_catalog
+from ivr.prompts.catalog import VARIANTS, Catalog
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish"}
 
@@ -28,12 +28,14 @@ def language_name(tag: str) -> str:
 
 
 def _fresh_catalog() -> tuple[Catalog, list[str]]:
-    """The files as they are now (the line reloads them on its next call); when they have
-    problems, the last good catalog the line still uses, and the problems."""
-    try:
-        return load_catalog(prompts_dir()), []
-    except CatalogError as exc:
-        return store().get(), exc.problems
+    """The current prompts, checked now (the database's version, which every node speaks
+    from its next call), and what is wrong with this node's prompts folder, if anything."""
+    current = store().refresh()
+    return current, list(store().problems)
+
+
+def _current_texts(catalog: Catalog, prompt_id: str) -> dict[tuple[str, str], str | None]:
+    return prompt_edit.texts_of(catalog.sources, prompt_id)
 
 
 def _lock_path() -> Any:
@@ -82,7 +84,7 @@ def _editor(prompt_id: str, *, drafts: dict[tuple[str, str], str] | None = None,
     catalog, problems = _fresh_catalog()
     if prompt_id not in catalog.ids():
         abort(404)
-    current = prompt_edit.current_texts(prompts_dir(), prompt_id)
+    current = _current_texts(catalog, prompt_id)
     usage = usage_for(prompt_id)
     placeholders = sorted(usage.placeholders)
     defaults = {lang: sample_values(catalog, lang) for lang in catalog.languages}
@@ -152,7 +154,7 @@ def prompt_save(prompt_id: str) -> ResponseReturnValue:
     catalog, _ = _fresh_catalog()
     if prompt_id not in catalog.ids():
         abort(404)
-    current = prompt_edit.current_texts(prompts_dir(), prompt_id)
+    current = _current_texts(catalog, prompt_id)
     changes, drafts = _form_changes(request.form, current)
     note = request.form.get("note", "")[:prompt_edit.MAX_NOTE]
     try:
@@ -175,7 +177,7 @@ def prompt_preview(prompt_id: str) -> tuple[str, int]:
     catalog, _ = _fresh_catalog()
     if prompt_id not in catalog.ids():
         abort(404)
-    current = prompt_edit.current_texts(prompts_dir(), prompt_id)
+    current = _current_texts(catalog, prompt_id)
     _, drafts = _form_changes(request.form, current)
     samples = _form_samples(request.form)
     lang, _, variant = request.form.get("preview", "").partition(":")

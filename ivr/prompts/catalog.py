@@ -52,6 +52,7 @@ __all__ = [
     "check_catalog",
     "escape_text",
     "load_catalog",
+    "load_files",
 ]
 
 logger = logging.getLogger("ivr.prompts.catalog")
@@ -202,25 +203,46 @@ def _menu_key_problems(prompts: Mapping[str, Mapping[str, Prompt]],
     return key_problems(texts, settings)
 
 
+class Kept(Protocol):
+    """A version kept in the database (ivr.prompts.snapshots.Kept)."""
+
+    @property
+    def stamp(self) -> int: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def files(self) -> Mapping[str, str]: ...
+
+
 class Snapshots(Protocol):
-    """Where the last good catalog is kept, shared by every machine (see ivr.prompts.snapshots)."""
+    """Where the current prompts are kept, shared by every node (see ivr.prompts.snapshots)."""
 
-    def save(self, version: str, files: Mapping[str, str]) -> None:
-        """Keep a catalog that loaded cleanly (once per version)."""
+    def stamp(self) -> int | None:
+        """The current version's stamp: it changes whenever the current version does."""
 
-    def latest(self) -> Mapping[str, str] | None:
-        """The most recently kept catalog's files, or None."""
+    def current(self) -> Kept | None:
+        """The current version, or None when nothing was kept yet."""
+
+    def offer(self, version: str, files: Mapping[str, str]) -> None:
+        """A folder version that loaded cleanly; it becomes current unless ever kept."""
 
 
 class PromptStore:
-    """Holds the current catalog and reloads it when any file in the directory changes.
+    """Holds the current catalog and reloads it when it changes.
 
-    Changes are detected by (mtime, size) of every file under the directory, checked at most
-    once per ``min_interval`` seconds, so ops edits apply to the next call without a restart.
-    A failed reload keeps the previous good catalog and logs the problems once per change.
-    With ``snapshots``, every good catalog is also kept there, and a process that starts
-    while the folder is broken speaks the last good one instead of nothing; ``problems``
-    says what is wrong with the folder meanwhile (the alarm for logs, /healthz and ops).
+    Without ``snapshots`` (one process, a test) the prompts folder is the catalog: changes are
+    detected by (mtime, size) of every file under it, checked at most once per
+    ``min_interval`` seconds, so edits apply to the next call without a restart.
+
+    With ``snapshots`` (the app) the database holds the current version, for every node: a
+    good folder version never kept before (a fresh install, a hand edit, a new release) is
+    offered to it, and each node compares the database's stamp with its own at most once per
+    ``min_interval`` and loads the new version when it moved (a console edit, an import, a
+    folder published by another node). Audio files are always read from this node's folder.
+    A failed load keeps the previous good catalog; ``problems`` says what is wrong with the
+    folder meanwhile (the alarm for logs, /healthz and ops).
     """
 
     def __init__(
@@ -236,8 +258,8 @@ class PromptStore:
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
+        self._stamp: int | None = None
         self._checked_at = 0.0
-        self._keeping: threading.Thread | None = None
         self.problems: tuple[str, ...] = ()
 
     @property
@@ -263,23 +285,35 @@ class PromptStore:
         finally:
             self._lock.release()
 
+    def refresh(self) -> Catalog:
+        """The current catalog, checked now (the console, before it shows or saves)."""
+        with self._lock:
+            if self._catalog is None:
+                return self._first_load()
+            self._reload_if_changed()
+            return self._catalog
+
     def _first_load(self) -> Catalog:
         fingerprint = _fingerprint(self._directory)
         catalog, problems = _load(self._directory, self._required_ids)
+        self.problems = tuple(problems)
+        self._fingerprint = fingerprint
+        if catalog is not None:
+            self._offer(catalog)
+        shared = self._shared(catalog)
+        if shared is not None:
+            catalog = shared
         if catalog is None:
-            catalog = self._last_good()
-            if catalog is None:
-                # Not remembered: the next get() tries again, so a fixed directory recovers.
-                raise CatalogError(problems)
-            self.problems = tuple(problems)
+            # Not remembered: the next get() tries again, so a fixed directory recovers.
+            raise CatalogError(problems)
+        if problems:
             logger.error(
                 "prompts in %s are broken; speaking the last good version %s kept in the "
                 "database until they are fixed; %d problem(s):\n%s", self._directory,
                 catalog.version, len(problems), "\n".join(f"  {p}" for p in problems))
         else:
-            self._keep(catalog)
-            logger.info("prompts loaded from %s: version %s", self._directory, catalog.version)
-        self._catalog, self._fingerprint = catalog, fingerprint
+            logger.info("prompts loaded: version %s", catalog.version)
+        self._catalog = catalog
         self._checked_at = time.monotonic()
         return catalog
 
@@ -288,75 +322,91 @@ class PromptStore:
         # Taken before reading: an edit landing mid-load changes it again and triggers
         # another reload next time, so no edit is ever missed.
         fingerprint = _fingerprint(self._directory)
-        if fingerprint == self._fingerprint:
+        if fingerprint != self._fingerprint:
+            # Remembered even when the reload fails, so a broken file is logged once, not on
+            # every call; the next edit changes the fingerprint and is tried again.
+            self._fingerprint = fingerprint
+            self._reload_folder()
+        if self._snapshots is None:
             return
-        # Remembered even when the reload fails, so a broken file is logged once, not on
-        # every call; the next edit changes the fingerprint and is tried again.
-        self._fingerprint = fingerprint
+        try:
+            stamp = self._snapshots.stamp()
+        except Exception:  # a database hiccup: keep speaking what we have
+            logger.warning("could not read the prompts version stamp", exc_info=True)
+            return
+        if stamp != self._stamp:
+            shared = self._shared(None)
+            if shared is not None and (self._catalog is None
+                                       or shared.version != self._catalog.version):
+                logger.info("prompts reloaded from the database: version %s", shared.version)
+                self._catalog = shared
+
+    def _reload_folder(self) -> None:
         catalog, problems = _load(self._directory, self._required_ids)
         if catalog is None:
             self.problems = tuple(problems)
             old = self._catalog.version if self._catalog else "none"
             logger.error(
                 "prompts in %s not reloaded, keeping version %s; %d problem(s):\n%s",
-                self._directory,
-                old,
-                len(problems),
-                "\n".join(f"  {problem}" for problem in problems),
-            )
+                self._directory, old, len(problems),
+                "\n".join(f"  {problem}" for problem in problems))
             return
         self.problems = ()
+        if self._snapshots is not None:
+            self._offer(catalog)  # the stamp check that follows picks it up
+            return
         if self._catalog is None or catalog.version != self._catalog.version:
             logger.info("prompts reloaded from %s: version %s", self._directory, catalog.version)
-            self._keep(catalog)
         self._catalog = catalog
 
-    def _keep(self, catalog: Catalog) -> None:
-        """Keep a good catalog in ``snapshots``, off the caller's path: a slow or frozen
-        database must not hold the webhook that happened to load it."""
+    def _offer(self, catalog: Catalog) -> None:
         if self._snapshots is None or not catalog.sources:
             return
-        snapshots = self._snapshots
-
-        def save() -> None:
-            try:
-                snapshots.save(catalog.version, catalog.sources)
-            except Exception:  # a database hiccup must not stop the line speaking
-                logger.warning("could not keep prompts version %s as the last good one",
-                               catalog.version, exc_info=True)
-
-        self._keeping = threading.Thread(target=save, name="ivr-prompts-keep", daemon=True)
-        self._keeping.start()
+        try:
+            self._snapshots.offer(catalog.version, catalog.sources)
+        except Exception:  # a database hiccup must not stop the line speaking
+            logger.warning("could not keep prompts version %s in the database",
+                           catalog.version, exc_info=True)
 
     def wait_until_kept(self, timeout: float) -> None:
-        """Wait (up to ``timeout`` seconds) until the last good catalog has been kept."""
-        if self._keeping is not None:
-            self._keeping.join(timeout)
+        """Kept for callers of the earlier, asynchronous keeping: versions are now kept
+        before get() returns."""
 
-    def _last_good(self) -> Catalog | None:
-        """The last good catalog from ``snapshots``, read with today's audio files."""
+    def _shared(self, folder: Catalog | None) -> Catalog | None:
+        """The database's current version as a catalog (with this node's audio), or None
+        when there is none, it cannot be read, or it does not load with this code."""
         if self._snapshots is None:
             return None
         try:
-            files = self._snapshots.latest()
+            kept = self._snapshots.current()
         except Exception:
-            logger.warning("could not read the last good prompts", exc_info=True)
+            logger.warning("could not read the current prompts", exc_info=True)
             return None
-        if not files:
+        if kept is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="ivr-prompts-") as temp:
-            folder = Path(temp)
-            for name, text in files.items():
-                if "/" in name or "\\" in name or name.startswith("."):
-                    continue  # only plain file names were ever kept
-                (folder / name).write_text(text, encoding="utf-8")
-            audio = self._directory / AUDIO_DIR
-            if audio.is_dir():
-                (folder / AUDIO_DIR).symlink_to(audio.resolve(), target_is_directory=True)
-            catalog, problems = _load(folder, self._required_ids)
+        self._stamp = kept.stamp
+        if folder is not None and folder.version == kept.version:
+            return folder
+        catalog, problems = load_files(kept.files, self._directory / AUDIO_DIR,
+                                       self._required_ids)
         if catalog is None:
-            logger.error("the last good prompts no longer load: %s", "; ".join(problems))
+            logger.error("the prompts kept in the database (version %s) do not load: %s",
+                         kept.version, "; ".join(problems))
         return catalog
+
+
+def load_files(files: Mapping[str, str], audio: Path | None,
+               required_ids: Required | Iterable[str] = ()) -> tuple[Catalog | None, list[str]]:
+    """Load a catalog from its files (name to text) and an audio folder; (catalog, problems)."""
+    with tempfile.TemporaryDirectory(prefix="ivr-prompts-") as temp:
+        folder = Path(temp)
+        for name, text in files.items():
+            if "/" in name or "\\" in name or name.startswith("."):
+                continue  # only plain file names are ever kept
+            (folder / name).write_text(text, encoding="utf-8")
+        if audio is not None and audio.is_dir():
+            (folder / AUDIO_DIR).symlink_to(audio.resolve(), target_is_directory=True)
+        return _load(folder, as_required(required_ids))
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.engine import make_url
 
 from ivr.config import AppConfig, ConfigError, load_config
 from ivr.db import Database, WebTimeouts
@@ -37,6 +38,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         defaults["secret_key"] = instance_secret_key(Path(app.instance_path))
     if defaults:
         settings = load_config({**(config or {}), **defaults})
+    # Which keys this machine made for itself: fine on one machine, wrong for several
+    # (see shared_keys_refusal).
+    app.extensions["ivr.generated_keys"] = tuple(
+        var for name, var in (("pin_key", "IVR_PIN_KEY"), ("secret_key", "IVR_SECRET_KEY"))
+        if name in defaults)
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
     threads = settings.serve_threads
@@ -77,6 +83,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     init_ops(app, settings)
     return app
+
+
+def shared_keys_refusal(app: Flask) -> str:
+    """Why this app must not serve or post ('' when it may): on a server database several
+    machines share the accounts and the console, so a key one machine made for itself
+    would fail every PIN hashed elsewhere and every console session signed elsewhere."""
+    generated: tuple[str, ...] = app.extensions.get("ivr.generated_keys", ())
+    if not generated or make_url(get_config(app).database_url).get_backend_name() == "sqlite":
+        return ""
+    return (f"{' and '.join(generated)} must be set on a server database (IVR_DATABASE_URL): "
+            "every machine serving the line or posting payments needs the same keys, or PINs "
+            "and console sign-ins made on one fail on another. Generate each once (e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_hex(32))'`) and give both "
+            "IVR_PIN_KEY and IVR_SECRET_KEY to every machine; see docs/deployment.md.")
 
 
 def get_config(app: Flask) -> AppConfig:

@@ -21,7 +21,9 @@ def serve_line(env: Mapping[str, str], workers: int = 2, *,
 
     With ``healthy=False`` (a database that is meant to be down), once the app answers at all.
     """
-    full = {**os.environ, "IVR_LOG_LEVEL": "WARNING", **env}
+    # The keys make_app hashes the demo PINs with; a server database refuses to serve without.
+    full = {**os.environ, "IVR_LOG_LEVEL": "WARNING", "IVR_PIN_KEY": "test-pin-key",
+            "IVR_SECRET_KEY": "test-secret-key", **env}
     full.pop("IVR_PUBLIC_BASE_URL", None)
     for _ in range(5):
         port = free_port()
