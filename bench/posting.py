@@ -1,13 +1,14 @@
 """Outbox drain rate and real-time posting latency, against real servers on 127.0.0.1.
 
 Prints, for the reference webhook receiver and for hledger-web:
-- the server's own maximum request rate: a bare loop of prebuilt requests on one keep-alive
-  session, one at a time (the same concurrency as one worker);
-- our outbox drain rate (one `ivr worker` pass over N queued payments) and its ratio to that;
+- the server's own maximum request rate: prebuilt requests on keep-alive sessions, as many at
+  once as one worker's pool posts (IVR_WORKER_CONCURRENCY for the webhook, 1 for hledger-web);
+- our outbox drain rate (one `ivr worker` pass over N queued payments) and its ratio to that,
+  repeated (--rounds), bare and ivr interleaved, min and median of each;
 - the real-time path's extra latency: a whole <Pay> success callback (record the payment,
   commit, post within the budget, answer TwiML) against the connector's bare round trip.
 
-Usage: python -m bench.posting [--payments 300] [--database-url URL]
+Usage: python -m bench.posting [--payments 300] [--rounds 3] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -52,29 +55,31 @@ def post(i: int, account: str = "4401001234") -> PaymentPost:
                        confirmation_number=f"B{i:08d}", method="card", last4="1111")
 
 
-def rate(count: int, action: Callable[[int], None]) -> float:
-    """Requests per second of ``action`` over ``count`` runs."""
+def rate(count: int, action: Callable[[int], None], threads: int = 1) -> float:
+    """Requests per second of ``action`` over ``count`` runs, ``threads`` at once."""
     started = time.perf_counter()
-    for i in range(count):
-        action(i)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(action, range(count)))
     return count / (time.perf_counter() - started)
 
 
-def bare_webhook(url: str, count: int) -> float:
-    """The receiver's rate for prebuilt, presigned requests on one keep-alive session."""
-    session = requests.Session()
+def bare_webhook(url: str, count: int, threads: int) -> float:
+    """The receiver's rate for prebuilt, presigned requests on keep-alive sessions."""
+    local = threading.local()
     payments = [post(i) for i in range(count)]
     bodies = [_encode(payload(p)) for p in payments]
 
     def send(i: int) -> None:
         body = bodies[i]
         stamp = int(time.time())
-        response = session.post(url, data=body, timeout=10, headers={
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        response = local.session.post(url, data=body, timeout=10, headers={
             "Content-Type": "application/json", "X-IVR-Signature": sign(SECRET, body, stamp),
             "Idempotency-Key": payments[i].idempotency_key})
         response.raise_for_status()
 
-    return rate(count, send)
+    return rate(count, send, threads)
 
 
 def bare_hledger(base: str, connector: HledgerConnector, count: int) -> float:
@@ -90,8 +95,10 @@ def bare_hledger(base: str, connector: HledgerConnector, count: int) -> float:
 
 def drain_rate(database_url: str, settings: dict[str, str], count: int) -> float:
     """Payments per second one worker pass posts from the outbox."""
+    settings = dict(settings)
+    pool = int(settings.pop("IVR_WORKER_CONCURRENCY", "4"))
     app = make_app(database_url, REPO / "prompts", accounting=settings["IVR_ACCOUNTING"],
-                   accounting_settings=settings)
+                   accounting_settings=settings, worker_concurrency=pool)
     queue_payments(app, count)
     connector = app.extensions["ivr.money.accounting"].connector
     started = time.perf_counter()
@@ -135,6 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=300)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="the worker's pool (IVR_WORKER_CONCURRENCY)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-posting-"))
@@ -147,18 +157,30 @@ def main() -> None:
     try:
         webhook_settings = receiver.settings()
         hledger_settings = hledger.settings()
-        print(f"payments per run: {args.payments}; database: {db('x').split('://')[0]}")
-        for name, settings, baseline in (
+        print(f"payments per run: {args.payments}; rounds: {args.rounds}; database: "
+              f"{db('x').split('://')[0]}; worker pool: {args.concurrency}")
+        systems = (
             ("webhook receiver", webhook_settings,
-             lambda: bare_webhook(receiver.url, args.payments)),
+             lambda: bare_webhook(receiver.url, args.payments, args.concurrency)),
             ("hledger-web", hledger_settings,
              lambda: bare_hledger(hledger.url, HledgerConnector.from_settings(hledger_settings),
                                   args.payments)),
-        ):
-            limit = baseline()
-            drained = drain_rate(db(name.split()[0]), settings, args.payments)
-            print(f"{name:>17}: bare {limit:7.1f} req/s | outbox drain {drained:7.1f} posts/s"
-                  f" | ratio {drained / limit:5.2f}")
+            ("hledger-web gap 0", {**hledger_settings, "IVR_HLEDGER_RELOAD_GAP_MS": "0"},
+             lambda: bare_hledger(hledger.url, HledgerConnector.from_settings(hledger_settings),
+                                  args.payments)),
+        )
+        for name, settings, baseline in systems:
+            bares: list[float] = []
+            drains: list[float] = []
+            for n in range(args.rounds):
+                bares.append(baseline())
+                settings = {**settings, "IVR_WORKER_CONCURRENCY": str(args.concurrency)}
+                drains.append(drain_rate(db(f"{name.split()[0]}-{len(name)}-{n}"), settings,
+                                         args.payments))
+            ratios = [d / b for d, b in zip(drains, bares, strict=True)]
+            print(f"{name:>17}: bare min/median {min(bares):7.1f}/{statistics.median(bares):7.1f}"
+                  f" req/s | drain {min(drains):7.1f}/{statistics.median(drains):7.1f} posts/s"
+                  f" | ratio min/median {min(ratios):5.2f}/{statistics.median(ratios):5.2f}")
         def hledger_bill() -> None:
             # The drain above paid money in; bring the live balance back to one bill.
             due = hledger.balance("4401001234")

@@ -68,6 +68,8 @@ class AppConfig:
     outbox_backoff_seconds: float = 5.0
     outbox_backoff_max_seconds: float = 3600.0
     outbox_claim_seconds: int = 60
+    # Posts one `ivr worker` process has in flight at once (a bounded pool).
+    worker_concurrency: int = 4
     lookup_timeout_ms: int = 1500
     breaker_failures: int = 3
     breaker_reset_seconds: int = 30
@@ -114,6 +116,7 @@ _ENV = {
     "outbox_backoff_seconds": "IVR_OUTBOX_BACKOFF_SECONDS",
     "outbox_backoff_max_seconds": "IVR_OUTBOX_BACKOFF_MAX_SECONDS",
     "outbox_claim_seconds": "IVR_OUTBOX_CLAIM_SECONDS",
+    "worker_concurrency": "IVR_WORKER_CONCURRENCY",
     "lookup_timeout_ms": "IVR_LOOKUP_TIMEOUT_MS",
     "breaker_failures": "IVR_BREAKER_FAILURES",
     "breaker_reset_seconds": "IVR_BREAKER_RESET_SECONDS",
@@ -121,7 +124,7 @@ _ENV = {
     "sms_from": "IVR_SMS_FROM",
     "twilio_api_base_url": "IVR_TWILIO_API_BASE_URL",
 }
-_INT_FIELDS = {"post_budget_ms", "outbox_max_attempts",
+_INT_FIELDS = {"post_budget_ms", "outbox_max_attempts", "worker_concurrency",
                "outbox_claim_seconds", "lookup_timeout_ms", "breaker_failures",
                "breaker_reset_seconds", "webhook_deadline_ms", "serve_threads"}
 # Twilio waits 15 s; the apology itself must still reach it in time.

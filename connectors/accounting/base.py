@@ -56,6 +56,10 @@ class PaymentPost:
     method: str  # "card" or "ach"
     last4: str | None
     card_brand: str | None = None
+    # False only when no earlier attempt can have reached the system (the outbox's first
+    # try): the connector may then skip looking for an earlier copy. True (the default)
+    # for retries, expired claims and any caller that cannot tell.
+    may_exist: bool = True
 
 
 ArrangementKind = Literal["extension", "instalments"]
@@ -82,6 +86,7 @@ class ArrangementPost:
     created_at: datetime  # aware UTC
     status: str  # "active", "broken" or "kept" when sent
     currency: str = "USD"
+    may_exist: bool = True  # as PaymentPost.may_exist
 
     def summary_lines(self) -> list[str]:
         """The terms in plain words, one per line, for systems that keep free-text notes."""
@@ -125,7 +130,11 @@ class AccountingConnector(Protocol):
     name: str
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
-        """Post once (idempotent by ``payment.idempotency_key``); raise Retryable/Permanent."""
+        """Post once (idempotent by ``payment.idempotency_key``); raise Retryable/Permanent.
+
+        A connector that must read to find an earlier copy may skip that read when
+        ``payment.may_exist`` is False; idempotency still holds whenever it is True.
+        """
         ...
 
     def post_arrangement(self, arrangement: ArrangementPost,

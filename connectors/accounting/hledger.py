@@ -5,8 +5,11 @@ API has no idempotency, no authentication and (in 1.25) no validation, so this m
 what the server does not:
 
 * Dedupe: a payment's transaction carries a code (``tcode``) made from its idempotency
-  key; before adding, the customer's register is read and a transaction with that code
-  means an earlier attempt landed (``already_posted``).
+  key; before adding a payment an earlier attempt may have reached (``may_exist``: a retry,
+  an expired claim), the customer's register is read and a transaction with that code
+  means that attempt landed (``already_posted``). A first attempt skips the read.
+* One writer: 1.25 fails requests that overlap inside it (a reload meeting an append), so
+  one connector sends one post at a time (``max_concurrency``).
 * Balance: 1.25 answers 201 to an unbalanced transaction, appends it, and the journal then
   no longer parses (the server keeps serving stale data and cannot restart). The postings
   are summed from the exact JSON about to be sent; anything but zero is a PermanentError.
@@ -88,6 +91,9 @@ _ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 # within a tick of a reload looks older than that read and stays invisible until the next
 # write: a retry's dedupe read could then miss a transaction that landed. Leaving this much
 # time between our last read and our write keeps every write newer than the last reload.
+# Every write follows a read of ours (see _add_alone). IVR_HLEDGER_RELOAD_GAP_MS sets it:
+# 0 is safe where the journal's filesystem stamps fine-grained mtimes (Linux 6.13+
+# multigrain timestamps on ext4, xfs, btrfs, tmpfs).
 _RELOAD_GAP = 0.05
 # Known account names are reused this long; a name missing from the cache is re-read
 # at once, so a customer added to the journal is never refused because of the cache.
@@ -250,12 +256,15 @@ class HledgerConnector:
     """Posts payments to hledger-web's JSON API and reads balances back from it."""
 
     name = SYSTEM
+    # Posts the outbox worker may have in flight at once through one connector.
+    max_concurrency = 1
 
     def __init__(self, url: str, *, receivable_prefix: str = DEFAULT_RECEIVABLE_PREFIX,
                  clearing_account: str = DEFAULT_CLEARING_ACCOUNT,
                  fee_account: str = DEFAULT_FEE_ACCOUNT, commodity: str = DEFAULT_COMMODITY,
                  currency: str | None = None, zone: ZoneInfo | None = None,
-                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                 reload_gap: float | None = None) -> None:
         self.url = url.rstrip("/")
         self.receivable_prefix = receivable_prefix
         self.clearing_account = clearing_account
@@ -265,8 +274,11 @@ class HledgerConnector:
         self.currency = currency or (commodity if _ISO_CURRENCY.fullmatch(commodity) else "USD")
         self.zone = zone or ZoneInfo("UTC")
         self._timeout = timeout
+        self.reload_gap = _RELOAD_GAP if reload_gap is None else reload_gap
         self._session = make_session()
         self._lock = threading.Lock()
+        # Held for a whole post: hledger-web 1.25 takes one post at a time.
+        self._writing = threading.Lock()
         self._names: frozenset[str] = frozenset()
         self._names_at = -math.inf
         self._last_read = -math.inf
@@ -296,6 +308,7 @@ class HledgerConnector:
             currency=currency,
             zone=_zone(settings),
             timeout=timeouts_from_settings(settings),
+            reload_gap=_gap(settings),
         )
 
     # -- building -------------------------------------------------------------------------
@@ -425,7 +438,7 @@ class HledgerConnector:
 
     def _wait_after_read(self, deadline: Deadline) -> None:
         with self._lock:
-            wait = self._last_read + _RELOAD_GAP - time.monotonic()
+            wait = self._last_read + self.reload_gap - time.monotonic()
         if wait > 0:
             left = deadline.remaining()
             time.sleep(wait if left is None else min(wait, left))
@@ -435,18 +448,30 @@ class HledgerConnector:
 
         ``timeout`` bounds the whole call (dedupe read, account check and the write).
         """
-        return self._add(self.transaction(payment), payment.account_number, timeout)
+        return self._add(self.transaction(payment), payment.account_number, timeout,
+                         may_exist=payment.may_exist)
 
     def post_arrangement(self, arrangement: ArrangementPost,
                          timeout: float | None = None) -> PostResult:
         """Add the arrangement's zero-amount transaction unless its code is already there."""
         return self._add(self.arrangement_transaction(arrangement), arrangement.account_number,
-                         timeout)
+                         timeout, may_exist=arrangement.may_exist)
 
     def _add(self, transaction: dict[str, Any], account_number: str,
-             timeout: float | None) -> PostResult:
-        """Check, dedupe by code, then ``PUT /add``; ``timeout`` bounds all of it."""
+             timeout: float | None, *, may_exist: bool) -> PostResult:
+        """Check, dedupe by code (when an earlier attempt may have landed), then
+        ``PUT /add``; ``timeout`` bounds all of it, the wait for another thread's post too."""
         deadline = self._deadline(timeout)
+        left = deadline.remaining()
+        if not self._writing.acquire(timeout=-1 if left is None else left):
+            raise RetryableError(SYSTEM, "timed out: time budget spent")
+        try:
+            return self._add_alone(transaction, account_number, deadline, may_exist=may_exist)
+        finally:
+            self._writing.release()
+
+    def _add_alone(self, transaction: dict[str, Any], account_number: str,
+                   deadline: Deadline, *, may_exist: bool) -> PostResult:
         try:
             off = unbalanced_by(transaction)
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
@@ -458,9 +483,16 @@ class HledgerConnector:
                                          "not sent")
         code = transaction["tcode"]
         account = self.receivable_account(account_number)
-        if self._find_code(account, code, deadline):
-            return PostResult(receipt_id=code, already_posted=True)
-        if not self._is_known(account, deadline):
+        if may_exist:
+            if self._find_code(account, code, deadline):
+                return PostResult(receipt_id=code, already_posted=True)
+            known = self._is_known(account, deadline)
+        else:
+            # No dedupe read, but still one read: a PUT that finds the journal changed
+            # reloads it just before appending, and that append can stay unseen until
+            # the next write. A read first takes the reload (and checks the customer).
+            known = account in self._account_names(deadline, fresh=True)
+        if not known:
             # hledger would create the account; posting to a customer the biller does not
             # have is for a person to look at, and retrying will not make the account exist.
             raise PermanentError(SYSTEM, f"unknown customer: no account {account!r} "
@@ -519,6 +551,17 @@ class HledgerConnector:
     def close(self) -> None:
         """Release pooled connections."""
         self._session.close()
+
+
+def _gap(settings: Mapping[str, str]) -> float:
+    """IVR_HLEDGER_RELOAD_GAP_MS in seconds (default 50 ms)."""
+    raw = settings.get("IVR_HLEDGER_RELOAD_GAP_MS", "").strip()
+    if not raw:
+        return _RELOAD_GAP
+    if not raw.isdigit() or int(raw) > 1000:
+        raise ValueError("IVR_HLEDGER_RELOAD_GAP_MS must be a whole number of milliseconds, "
+                         f"0 to 1000, not {raw!r}")
+    return int(raw) / 1000
 
 
 def _error_text(response: requests.Response) -> str:

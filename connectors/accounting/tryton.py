@@ -15,7 +15,8 @@ reconciles the payment move exactly as a clerk would:
 * only ``amount`` is posted; the convenience fee is not the biller's receivable.
 
 Tryton has no idempotency key, so every move this connector creates carries the key in its
-description, ``IVR {confirmation} [{key}]``, and each post first looks those moves up. If
+description, ``IVR {confirmation} [{key}]``, and each post an earlier attempt may have
+reached (``may_exist``) first looks those moves up; a first attempt skips that search. If
 they already add up to the amount, the payment is reported as ``already_posted``. If a
 multi-invoice payment stopped half-way (a crash, a timeout, an outage between two
 invoices), the retry finds the moves that landed and applies only the rest, so nothing is
@@ -201,7 +202,8 @@ class TrytonConnector:
         # Tryton dates moves in the company's time zone; two days cover any offset.
         since = payment.paid_at.date() - timedelta(days=2)
 
-        moves = self._moves_for(key, since, budget)
+        # A first attempt cannot have left moves behind: look only when one may have.
+        moves = self._moves_for(key, since, budget) if payment.may_exist else []
         posted = sum((move.amount for move in moves), Decimal(0))
         if moves and posted >= payment.amount:
             log.info("tryton: payment %s already posted as move(s) %s", key, _receipt(moves))
@@ -238,10 +240,11 @@ class TrytonConnector:
         reference = f"IVR reference [{key}]"
         resource = f"party.party,{self._party_id(arrangement.account_number, budget)}"
         # Tryton lets notes be searched only together with the record they belong to.
+        # A first attempt cannot have left a note behind: look only when one may have.
         rows = _list(self._call("model.ir.note.search_read", [
             [["resource", "=", resource],
              ["message", "like", f"%{_like_literal(reference)}%"]], 0, None, [["id", "ASC"]],
-            ["id", "message"]], budget), "notes")
+            ["id", "message"]], budget), "notes") if arrangement.may_exist else []
         for raw in rows:
             row = _dict(raw, "note")
             # SQLite's LIKE ignores case; compare exactly here.

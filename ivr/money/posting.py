@@ -9,7 +9,12 @@ not acknowledged stays in the outbox, which `ivr worker` drains with exponential
 jitter, dead-lettering refusals and payments out of attempts. Posters claim rows for a while
 (claimed_by/claimed_until), so several workers can run at once; a crashed worker's claim
 expires and another takes over. Connectors are idempotent by the payment's key, so a repeat
-after a crash finds the earlier posting instead of making a second one.
+after a crash finds the earlier posting instead of making a second one; a row's first attempt
+tells the connector so (``may_exist=False``), and it need not look for an earlier copy.
+
+A worker process posts up to IVR_WORKER_CONCURRENCY rows at once (a thread pool, fewer where
+the connector says it takes fewer), claiming rows and recording outcomes a batch per
+transaction, and never holding a transaction open while it waits on the network.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from connectors.accounting.base import (
     AccountingConnector,
@@ -85,13 +91,16 @@ def arrangement_post(db: Session, arrangement: Arrangement) -> ArrangementPost:
     )
 
 
-def _post_for(db: Session, entry: OutboxEntry) -> Post | None:
+def _post_for(db: Session, entry: OutboxEntry, may_exist: bool) -> Post | None:
     """What to post for a row: its payment or its arrangement."""
+    post: Post
     if entry.payment is not None:
-        return payment_post(entry.payment)
-    if entry.arrangement is not None:
-        return arrangement_post(db, entry.arrangement)
-    return None
+        post = payment_post(entry.payment)
+    elif entry.arrangement is not None:
+        post = arrangement_post(db, entry.arrangement)
+    else:
+        return None
+    return replace(post, may_exist=may_exist)
 
 
 def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None = None,
@@ -159,21 +168,39 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
 
 def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
                seconds: float) -> dict[int, Post]:
-    """Claim the given rows that nobody holds; return what to post for each one claimed."""
+    """Claim the given rows that nobody holds; return what to post for each one claimed.
+
+    Each post says whether an earlier attempt may have reached the system: the row was
+    tried before, or someone's claim on it expired (a poster died or stalled mid-post).
+    """
     if not ids:
         return {}
+    free = (OutboxEntry.id.in_(ids), OutboxEntry.status == OutboxStatus.PENDING,
+            or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
+    # Read before the claim overwrites it. Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
+    # holds the database), so no attempt can be recorded between this read and the claim.
+    before = select(OutboxEntry.id, OutboxEntry.attempts, OutboxEntry.claimed_until).where(*free)
+    if db.get_bind().dialect.name == "postgresql":
+        before = before.with_for_update()
+    fresh = {row.id for row in db.execute(before)
+             if row.attempts == 0 and row.claimed_until is None}
+    if fresh:
+        # `ivr outbox retry` starts a dead row's count again; its attempts are on record.
+        fresh -= set(db.scalars(select(PostingAttempt.outbox_id).distinct()
+                                .where(PostingAttempt.outbox_id.in_(fresh))))
     until = now + timedelta(seconds=seconds)
     db.execute(
-        update(OutboxEntry)
-        .where(OutboxEntry.id.in_(ids), OutboxEntry.status == OutboxStatus.PENDING,
-               or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
+        update(OutboxEntry).where(*free)
         .values(claimed_by=poster, claimed_until=until)
         .execution_options(synchronize_session=False)
     )
     claimed = db.scalars(select(OutboxEntry).where(
         OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
-        OutboxEntry.claimed_until == until).execution_options(populate_existing=True))
-    posts = {entry.id: _post_for(db, entry) for entry in claimed}
+        OutboxEntry.claimed_until == until)
+        .options(selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement))
+        .execution_options(populate_existing=True))
+    posts = {entry.id: _post_for(db, entry, may_exist=entry.id not in fresh)
+             for entry in claimed}
     return {entry_id: post for entry_id, post in posts.items() if post is not None}
 
 
@@ -189,12 +216,19 @@ def _send(connector: AccountingConnector, post: Post, budget: float | None) -> P
     return result
 
 
-def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
-                 post: Post, *, poster: str, config: AppConfig,
-                 budget: float | None = None, clock: Callable[[], datetime] = utcnow
-                 ) -> PostingOutcome:
-    """Post a row this poster holds and record the outcome."""
-    # The claim is committed; no database lock is held while we wait on the network.
+@dataclass(frozen=True)
+class Sent:
+    """What one call to the connector came back with, not yet recorded."""
+
+    entry_id: int
+    result: PostResult | None
+    error: ConnectorError | None
+    duration_ms: int
+
+
+def send_post(connector: AccountingConnector, entry_id: int, post: Post,
+              budget: float | None = None) -> Sent:
+    """Post one claimed row; never raises (a connector bug is a retryable error)."""
     started = time.monotonic()
     result: PostResult | None = None
     error: ConnectorError | None = None
@@ -205,23 +239,53 @@ def post_claimed(database: Database, connector: AccountingConnector, entry_id: i
     except Exception as exc:  # a connector bug must not lose the payment: retry later
         log.exception("connector failed unexpectedly")
         error = RetryableError(connector.name, f"unexpected {type(exc).__name__}: {exc}")
-    duration_ms = int((time.monotonic() - started) * 1000)
-    with database.session() as db:
-        entry = db.get(OutboxEntry, entry_id)
-        assert entry is not None  # noqa: S101
-        if entry.status != OutboxStatus.PENDING or entry.claimed_by != poster:
+    return Sent(entry_id, result, error, int((time.monotonic() - started) * 1000))
+
+
+def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now: datetime,
+                config: AppConfig) -> dict[int, PostingOutcome]:
+    """Record several attempts in one transaction; rows no longer ours are SKIPPED."""
+    entries = {entry.id: entry for entry in db.scalars(
+        select(OutboxEntry).where(OutboxEntry.id.in_([s.entry_id for s in sent]))
+        .options(selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement))
+        .execution_options(populate_existing=True))}
+    outcomes: dict[int, PostingOutcome] = {}
+    for one in sent:
+        entry = entries.get(one.entry_id)
+        if entry is None or entry.status != OutboxStatus.PENDING or entry.claimed_by != poster:
             # Our claim expired and another poster finished first; the connector's
             # idempotency made our duplicate harmless. Record nothing more.
-            return PostingOutcome.SKIPPED
+            outcomes[one.entry_id] = PostingOutcome.SKIPPED
+            continue
         subject = entry.payment or entry.arrangement
         assert subject is not None  # noqa: S101 - the check constraint: exactly one is set
-        outcome = record_outcome(db, entry, subject, poster=poster, system=connector.name,
-                                 now=clock(), duration_ms=duration_ms, config=config,
-                                 result=result, error=error)
-    observe_posting(connector.name, outcome, duration_ms / 1000)
+        outcomes[one.entry_id] = record_outcome(
+            db, entry, subject, poster=poster, system=system, now=now,
+            duration_ms=one.duration_ms, config=config, result=one.result, error=one.error)
+    return outcomes
+
+
+def _report(sent: Sent, outcome: PostingOutcome, poster: str, system: str) -> None:
+    """Metrics and the log line for one recorded attempt (after its commit)."""
+    if outcome == PostingOutcome.SKIPPED:
+        return
+    observe_posting(system, outcome, sent.duration_ms / 1000)
     log.info("posting attempt", extra={"fields": {
-        "outbox_id": entry_id, "poster": poster, "system": connector.name, "outcome": outcome,
-        "ms": duration_ms, "error": str(error)[:200] if error else None}})
+        "outbox_id": sent.entry_id, "poster": poster, "system": system, "outcome": outcome,
+        "ms": sent.duration_ms, "error": str(sent.error)[:200] if sent.error else None}})
+
+
+def post_claimed(database: Database, connector: AccountingConnector, entry_id: int,
+                 post: Post, *, poster: str, config: AppConfig,
+                 budget: float | None = None, clock: Callable[[], datetime] = utcnow
+                 ) -> PostingOutcome:
+    """Post a row this poster holds and record the outcome."""
+    # The claim is committed; no database lock is held while we wait on the network.
+    sent = send_post(connector, entry_id, post, budget)
+    with database.session() as db:
+        outcome = record_sent(db, [sent], poster=poster, system=connector.name, now=clock(),
+                              config=config)[entry_id]
+    _report(sent, outcome, poster, connector.name)
     return outcome
 
 
@@ -288,30 +352,64 @@ def worker_id() -> str:
 POST_WORST_CASE_SECONDS = 12.0
 
 
-def drain_once(database: Database, connector: AccountingConnector, config: AppConfig, *,
-               poster: str, clock: Callable[[], datetime] = utcnow) -> DrainStats:
-    """Post every due row once, claiming a few rows per transaction.
+def pool_size(connector: AccountingConnector, config: AppConfig) -> int:
+    """Posts in flight at once: IVR_WORKER_CONCURRENCY, or fewer if the connector says so."""
+    limit = getattr(connector, "max_concurrency", None)
+    size = max(1, config.worker_concurrency)
+    return min(size, limit) if isinstance(limit, int) and limit >= 1 else size
 
-    A claim covers as many rows as can surely be posted before it expires, so a live worker
-    never loses rows to another; claiming them together saves a commit per payment.
+
+def drain_once(database: Database, connector: AccountingConnector, config: AppConfig, *,
+               poster: str, clock: Callable[[], datetime] = utcnow,
+               should_stop: Callable[[], bool] = lambda: False) -> DrainStats:
+    """Post every due row once, a pool of posts in flight, claims and outcomes in batches.
+
+    A worker holds no more rows than its pool can surely post before their claims expire
+    (each thread one worst-case post after another), so a live worker never loses rows to
+    another; one transaction records the posts that came back and claims the next rows.
     """
-    batch = max(1, int(config.outbox_claim_seconds // POST_WORST_CASE_SECONDS))
+    threads = pool_size(connector, config)
+    per_thread = max(1, int(config.outbox_claim_seconds // POST_WORST_CASE_SECONDS))
+    capacity = threads * per_thread
     stats = DrainStats()
-    while True:
-        with database.session() as db:
-            now = clock()
-            posts = claim_rows(db, due_entries(db, now, batch), poster, now,
-                               float(config.outbox_claim_seconds))
-        if not posts:
-            # Nothing due, or every due row was taken by another worker meanwhile.
-            with database.session() as db:
-                if not due_entries(db, clock(), 1):
-                    return stats
-            stats.skipped += 1
-            return stats
-        for entry_id, post in posts.items():
-            stats.add(post_claimed(database, connector, entry_id, post, poster=poster,
-                                   config=config, clock=clock))
+    running: dict[Future[Sent], int] = {}
+    back: list[Sent] = []
+    exhausted = False
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ivr-post") as pool:
+        while True:
+            exhausted = exhausted or should_stop()
+            # Claim more once the pool is about to run dry (fewer rows than threads queued).
+            need = 0 if exhausted or len(running) > threads else capacity - len(running)
+            if back or need:
+                with database.session() as db:
+                    now = clock()
+                    outcomes = record_sent(db, back, poster=poster, system=connector.name,
+                                           now=now, config=config) if back else {}
+                    posts = claim_rows(db, due_entries(db, now, need), poster, now,
+                                       float(config.outbox_claim_seconds)) if need else {}
+                    if need and not posts:
+                        exhausted = True
+                        # Due rows left that another worker took meanwhile: say so.
+                        if not running and due_entries(db, now, 1):
+                            stats.skipped += 1
+                for one in back:
+                    stats.add(outcomes[one.entry_id])
+                    _report(one, outcomes[one.entry_id], poster, connector.name)
+                back = []
+                for entry_id, post in posts.items():
+                    running[pool.submit(send_post, connector, entry_id, post)] = entry_id
+            if not running:
+                return stats
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                del running[future]
+                back.append(future.result())
+            # Record in batches: wait for more while the pool is busy and has rows queued.
+            while running and len(back) < threads and len(running) > threads:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    del running[future]
+                    back.append(future.result())
 
 
 def run_worker(database: Database, connector: AccountingConnector, config: AppConfig, *,
@@ -322,7 +420,8 @@ def run_worker(database: Database, connector: AccountingConnector, config: AppCo
     total = DrainStats()
     log.info("worker started", extra={"fields": {"poster": poster, "system": connector.name}})
     while not should_stop():
-        stats = drain_once(database, connector, config, poster=poster)
+        stats = drain_once(database, connector, config, poster=poster,
+                           should_stop=should_stop)
         for name in ("posted", "retried", "dead", "skipped"):
             setattr(total, name, getattr(total, name) + getattr(stats, name))
         if once:

@@ -86,6 +86,7 @@ class Gate:
         self._server: ThreadingHTTPServer | None = None
         self._held: list[Held] = []
         self.refused: list[str] = []  # requests the server did not answer with 2xx
+        self.seen: list[str] = []  # "METHOD /path" of every request, in arrival order
         self.url = ""
 
     # -- what to stop ---------------------------------------------------------------------
@@ -149,6 +150,7 @@ class Gate:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                gate.seen.append(f"{self.command} {self.path}")
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in _HOP_HEADERS}
                 stop = gate._match(self.command, self.path)
