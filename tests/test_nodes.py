@@ -15,8 +15,9 @@ from sqlalchemy import select
 from ivr.cli import main
 from ivr.models import Payment
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
+from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
-from tests.conftest import _APPS, REPO, TOKEN, make_app, never_serve
+from tests.conftest import _APPS, OPEN_TIME, REPO, TOKEN, make_app, never_serve
 from tests.test_ops_helpers import ops_app, signed_in
 from tests.test_ops_prompts import _save
 
@@ -54,6 +55,21 @@ def test_a_server_database_needs_the_shared_keys(postgres_url: str, command: lis
     missing = [var for var in KEYS if var not in given]
     assert f"{' and '.join(missing)} must be set on a server database" in result.output
     assert "ivr serve started the line" not in str(result.exception)
+
+
+@pytest.mark.parametrize("command", [["accounts", "import", "accounts.csv"], ["sync", "pull"]])
+def test_an_import_into_a_server_database_needs_the_pin_key(
+        postgres_url: str, command: list[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PINs in the file are hashed with the PIN key: one made on this machine alone would
+    fail every caller's PIN on the others. The console key is not needed to import."""
+    _line_env(monkeypatch, postgres_url, IVR_SECRET_KEY="shared-secret")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "accounts.csv").write_bytes(demo_file(OPEN_TIME.date()))
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code != 0
+    assert "IVR_PIN_KEY must be set on a server database" in result.output
+    assert "IVR_SECRET_KEY" not in result.output.split("must be set")[0]
 
 
 def test_with_both_keys_a_server_database_serves(postgres_url: str,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ivr.cli.base import load_app, yield_cpu_to_calls
+from ivr.cli.base import load_app, require_shared_keys, yield_cpu_to_calls
 from ivr.web.app import get_config, get_database
 
 
@@ -32,6 +32,8 @@ def accounts_import(file: Path, layout: str, partial: bool) -> None:
     from ivr.prompts.catalog import load_catalog
 
     app = load_app()
+    # PINs in the file are hashed with IVR_PIN_KEY: every node must check them alike.
+    require_shared_keys(app, ("IVR_PIN_KEY",))
     zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     chosen: AccountLayout = DEFAULT_ACCOUNT_LAYOUT
     if layout != "default":

@@ -22,12 +22,12 @@ def load_app(**overrides: Any) -> Flask:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-def require_shared_keys(app: Flask) -> None:
-    """End a command that serves or posts when this machine made its own keys on a server
-    database (ivr.web.app.shared_keys_refusal)."""
+def require_shared_keys(app: Flask, needed: tuple[str, ...] | None = None) -> None:
+    """End a command that serves, posts or hashes PINs when this machine made its own keys
+    on a server database (ivr.web.app.shared_keys_refusal); ``needed``: the keys it uses."""
     from ivr.web.app import shared_keys_refusal
 
-    refusal = shared_keys_refusal(app)
+    refusal = shared_keys_refusal(app, needed)
     if refusal:
         raise click.ClickException(refusal)
 

@@ -9,7 +9,7 @@ import click
 from flask import Flask
 
 from connectors.amounts import cents_to_text
-from ivr.cli.base import load_app, yield_cpu_to_calls
+from ivr.cli.base import load_app, require_shared_keys, yield_cpu_to_calls
 from ivr.web.app import get_config, get_database
 
 
@@ -37,6 +37,8 @@ def sync_pull() -> None:
     from ivr.prompts.catalog import load_catalog
 
     app, config = _sync_setup()
+    # PINs in the file are hashed with IVR_PIN_KEY: every node must check them alike.
+    require_shared_keys(app, ("IVR_PIN_KEY",))
     zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
     yield_cpu_to_calls()
     try:

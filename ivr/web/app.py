@@ -85,11 +85,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def shared_keys_refusal(app: Flask) -> str:
+def shared_keys_refusal(app: Flask, needed: tuple[str, ...] | None = None) -> str:
     """Why this app must not serve or post ('' when it may): on a server database several
     machines share the accounts and the console, so a key one machine made for itself
-    would fail every PIN hashed elsewhere and every console session signed elsewhere."""
-    generated: tuple[str, ...] = app.extensions.get("ivr.generated_keys", ())
+    would fail every PIN hashed elsewhere and every console session signed elsewhere.
+    ``needed`` limits the check to the keys a command uses (an import: the PIN key)."""
+    generated: tuple[str, ...] = tuple(
+        key for key in app.extensions.get("ivr.generated_keys", ())
+        if needed is None or key in needed)
     if not generated or make_url(get_config(app).database_url).get_backend_name() == "sqlite":
         return ""
     return (f"{' and '.join(generated)} must be set on a server database (IVR_DATABASE_URL): "
