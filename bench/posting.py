@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from connectors.accounting.webhook import WebhookConnector, _encode, payload, si
 from ivr.models import Account  # noqa: E402
 from ivr.money.posting import drain_once  # noqa: E402
 from ivr.web.app import get_config, get_database  # noqa: E402
-from tests.conftest import Twilio, make_app, new_sid  # noqa: E402
+from tests.conftest import OPEN_TIME, Twilio, make_app, new_sid, set_clock  # noqa: E402
 from tests.servers.hledger import start_hledger  # noqa: E402
 from tests.servers.webhook import start_receiver  # noqa: E402
 from tests.test_posting import queue_payments  # noqa: E402
@@ -117,6 +117,8 @@ def realtime_latency(database_url: str, settings: dict[str, str], connector: Acc
     twilio = Twilio(app)
     whole: list[float] = []
     for i in range(calls):
+        # A day apart: each call is a new day's payment, not "you already paid today".
+        set_clock(app, OPEN_TIME + timedelta(hours=25 * i))
         new_bill()  # the same bill again for each call, in the books and in the cache
         with get_database(app).session() as session:
             session.execute(update(Account).where(Account.account_number == "4401001234")
