@@ -51,6 +51,8 @@ class AppConfig:
     prompts_dir: Path = REPO_PROMPTS_DIR
     pay_connector: str = ""
     allow_unsigned: bool = False
+    # gunicorn's access line for every request (off: the "webhook" JSON line says it all).
+    access_log: bool = False
     # Secret key for PIN hashes (see ivr.security.hash_pin); a key file in the instance
     # folder is created when unset.
     pin_key: str = ""
@@ -106,6 +108,7 @@ _ENV = {
     "prompts_dir": "IVR_PROMPTS_DIR",
     "pay_connector": "IVR_PAY_CONNECTOR",
     "allow_unsigned": "IVR_ALLOW_UNSIGNED",
+    "access_log": "IVR_ACCESS_LOG",
     "pin_key": "IVR_PIN_KEY",
     "secret_key": "IVR_SECRET_KEY",
     "log_level": "IVR_LOG_LEVEL",
@@ -142,7 +145,7 @@ def _coerce(name: str, value: Any) -> Any:
     var = _ENV.get(name, name)
     if name == "simulated":
         return bool(value)
-    if name == "allow_unsigned":
+    if name in ("allow_unsigned", "access_log"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

@@ -258,3 +258,36 @@ def test_logs_mask_the_caller(lite_app: Flask, caplog: pytest.LogCaptureFixture)
     assert "+15555550123" not in text and "+1******0123" in text
     assert "60614" not in text  # the ZIP typed in the verify state is never logged
     assert "4401001234" not in text
+
+
+@pytest.mark.slow
+def test_dropped_connection_is_retried_not_pinged(postgres_url: str, prompts_dir: Any,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The served pool does not ping on checkout; a webhook whose pooled connection the server
+    dropped (a restart, a proxy's idle timeout) is answered on a fresh one all the same."""
+    import psycopg
+
+    app = make_app(postgres_url, prompts_dir, serve_threads=2)
+    database = get_database(app)
+    assert database.engine.pool._pre_ping is False
+    twilio = Twilio(app)
+    call_sid = new_sid()
+    first = twiml(twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123"))
+    assert first.find("Gather") is not None
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as killer:  # every pooled connection dies
+        killed = killer.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert killed is not None and killed[0] >= 1
+    logger = logging.getLogger("ivr")
+    logger.addHandler(caplog.handler)
+    try:
+        second = twiml(twilio.post("/voice/step/language", CallSid=call_sid,
+                                   From="+15555550123", Digits="1"))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "connection was dead" in caplog.text
+    said = " ".join("".join(second.itertext()).split())
+    assert "sorry" not in said.lower(), said
+    assert second.find("Gather") is not None

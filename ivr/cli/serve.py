@@ -51,4 +51,4 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         click.secho(f"WARNING: prompts in {config.prompts_dir} are broken; serving the last good "
                     f"version {catalog.version} until they are fixed (ivr prompts check):\n  "
                     + "\n  ".join(store.problems), fg="red", bold=True, err=True)
-    run_gunicorn(host, port, workers, threads)
+    run_gunicorn(host, port, workers, threads, config.access_log)

@@ -10,6 +10,7 @@ database answers again, and is told so through the event it is given.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,32 @@ class Deadlines:
     def __init__(self, deadline_ms: int, slots: int = DEFAULT_SLOTS) -> None:
         self.seconds = deadline_ms / 1000
         self._slots = threading.BoundedSemaphore(slots)
+        # Threads kept for the next piece of work (starting one per webhook cost more than
+        # the signature check). Never more than ``slots``: each runs one piece at a time and
+        # a slot is held from submitting until the piece ends.
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+        self._lock = threading.Lock()
+
+    def _submit(self, piece: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._threads += 1
+                threading.Thread(target=self._serve, name="ivr-deadline", daemon=True).start()
+        self._queue.put(piece)
+
+    def _serve(self) -> None:
+        while True:
+            piece = self._queue.get()
+            try:
+                piece()  # reports its own outcome
+            finally:
+                with self._lock:
+                    self._idle += 1
+                self._slots.release()  # only now: the next piece finds this thread idle
 
     def run(self, work: Callable[[threading.Event], T], *, started: float,
             label: Mapping[str, object]) -> T:
@@ -65,13 +92,12 @@ class Deadlines:
                 outcome = f"failed: {type(exc).__name__}"
                 future.set_exception(exc)
             finally:
-                self._slots.release()
                 if abandoned.is_set():
                     log.warning("work finished after its deadline", extra={"fields": {
                         **label, "outcome": outcome,
                         "ms": round((time.monotonic() - started) * 1000, 1)}})
 
-        threading.Thread(target=target, name="ivr-deadline", daemon=True).start()
+        self._submit(target)
         try:
             return future.result(timeout=max(0.0, started + self.seconds - time.monotonic()))
         except FutureTimeout:

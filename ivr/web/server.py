@@ -37,13 +37,17 @@ def _child_exit(_server: Any, worker: Any) -> None:
     mark_worker_dead(worker.pid)
 
 
-def run_gunicorn(host: str, port: int, workers: int, threads: int) -> None:
+def run_gunicorn(host: str, port: int, workers: int, threads: int,
+                 access_log: bool = False) -> None:
     """Serve with threaded (gthread) workers.
 
     A sync worker is held for as long as one client takes to send its request, so a few
     slow clients could hold them all while Twilio waits at most 15 s; with threads, each
     slow client holds one thread of many. docs/deployment.md also asks for a buffering proxy.
+    gunicorn's access line is off unless asked (IVR_ACCESS_LOG=1): the app's own "webhook"
+    line already says what it would, for every webhook.
     """
     _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-               "timeout": 30, "accesslog": "-", "worker_class": "gthread",
+               "timeout": 30, "accesslog": "-" if access_log else None,
+               "worker_class": "gthread",
                "on_starting": _on_starting, "child_exit": _child_exit}).run()

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -102,7 +103,17 @@ def _load_call(db: Session, call_sid: str) -> CallSession | None:
     if db.get_bind().dialect.name == "postgresql":
         # One webhook per call at a time: a repeated <Pay> callback waits for its twin.
         stmt = stmt.with_for_update()
-    return db.scalar(stmt)
+    try:
+        return db.scalar(stmt)
+    except DBAPIError as exc:
+        # The webhook's first statement met a connection the server or a proxy had dropped
+        # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
+        # fresh connection; the pool has already discarded the dead one.
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection was dead; retrying on a new one")
+        db.rollback()
+        return db.scalar(stmt)
 
 
 def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog,
