@@ -66,7 +66,7 @@ def million() -> Iterator[Database]:
                 "SELECT 'P' || lpad(n::text, 8, '0'), 'Customer ' || n, '60614', "
                 "mod(n, 50000), 0, "
                 "'active', 'en', true, true, true, false, 0, 0, now() "
-                f"FROM generate_series(1, {ACCOUNTS}) AS n")
+                "FROM generate_series(1, %(n)s) AS n", {"n": ACCOUNTS})
             conn.exec_driver_sql(
                 "INSERT INTO account_phones (account_id, phone) "
                 "SELECT id, '+1' || (3120000000 + id)::text FROM accounts")
