@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from datetime import date
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,9 +25,11 @@ from sqlalchemy.engine import make_url
 
 from ivr.accounts.cache import find_by_phone
 from ivr.accounts.importer import import_accounts
+from ivr.accounts.sync import SyncConfig, pull
 from ivr.db import Database
 from ivr.simulator.demo import demo_file
-from tests.conftest import _PG_SERVER, unavailable
+from ivr.web.app import get_config, get_database
+from tests.conftest import _PG_SERVER, REPO, _truncate_postgres, make_app, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,28 @@ def test_after_an_import_the_lookup_at_a_million_accounts_uses_the_phone_index(
     assert _phone_index_used(plan), json.dumps(plan, indent=1)
     assert all(node["Node Type"] != "Seq Scan" for node in _nodes(plan)), \
         json.dumps(plan, indent=1)
+
+
+def test_sync_pull_analyzes_too(postgres_url: str, tmp_path: Path) -> None:
+    """`ivr sync pull` loads through the same importer, so it refreshes the statistics too."""
+    _truncate_postgres(postgres_url)
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    outbox.mkdir()
+    app = make_app(postgres_url, REPO / "prompts", sync_settings={
+        "IVR_SYNC_INBOX_URL": f"file://{inbox}", "IVR_SYNC_OUTBOX_URL": f"file://{outbox}"})
+    (inbox / "accounts.csv").write_bytes(demo_file(date(2026, 12, 1)))
+    database = get_database(app)
+    sent: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        sent.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    try:
+        [result] = pull(database, SyncConfig.from_settings(get_config(app).sync_settings),
+                        pin_key="k")
+    finally:
+        event.remove(database.engine, "before_cursor_execute", capture)
+    assert result.outcome == "applied"
+    assert "ANALYZE accounts, account_phones" in sent
