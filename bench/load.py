@@ -15,6 +15,9 @@ workers and threads). For each database the two servers run at once, on a databa
   (the time a prompt takes to hear and answer), one node serves at p99 < 250 ms with zero
   errors (a short search over caller counts).
 
+With ``--accounts-vs N`` it measures something else (bench/scale.py): the line alone on
+``--accounts`` accounts and on N, each database straight after its import, interleaved.
+
 Each call is the path every caller takes (bench/webhook_load.py): the first webhook, English
 (caller-ID lookup), "yes, that's my account", the service ZIP (the balance), the status
 callback. Each webhook opens its own connection, as Twilio's do through a proxy. The load
@@ -275,13 +278,14 @@ def capacity(server: Server, seconds: float, accounts: int, start: int) -> tuple
     return lo, best
 
 
-def prepare(database_url: str, work: Path, accounts: int) -> None:
-    """A fresh database holding ``accounts`` accounts (imported the way operators do)."""
+def prepare(database_url: str, work: Path, accounts: int, settled: bool = True) -> None:
+    """A fresh database holding ``accounts`` accounts (imported the way operators do);
+    ``settled``: vacuumed and analyzed after, else as the import itself leaves it."""
     if database_url.startswith("postgresql"):
         from bench.imports import _fresh_postgres
 
         _fresh_postgres(database_url)
-    file = work / "accounts.csv"
+    file = work / f"accounts-{accounts}.csv"
     make_account_file(file, accounts)
     env = {**ivr_env(database_url), "IVR_LOG_LEVEL": "WARNING"}
     ivr = [sys.executable, "-c", "from ivr.cli import main; main(prog_name='ivr')"]
@@ -289,7 +293,9 @@ def prepare(database_url: str, work: Path, accounts: int) -> None:
                    capture_output=True)
     subprocess.run([*ivr, "accounts", "import", str(file)], cwd=REPO,  # noqa: S603
                    env=env, check=True, capture_output=True)
-    settle(database_url)
+    if settled:
+        settle(database_url)
+    file.unlink()
 
 
 def _fmt(values: list[float], unit: str, digits: int = 1) -> str:
@@ -390,7 +396,15 @@ def main() -> None:
                         help="whose callers figure to search (the bare one is often bound by "
                         "this load generator itself)")
     parser.add_argument("--work", type=Path, default=None, help="keep logs and files here")
+    parser.add_argument("--accounts-vs", type=int, default=0, metavar="N",
+                        help="instead: the line on N accounts vs --accounts, each straight "
+                        "after its import (bench/scale.py)")
     args = parser.parse_args()
+    if args.accounts_vs:
+        from bench.scale import main as scale_main
+
+        scale_main(args)
+        return
     with tempfile.TemporaryDirectory(prefix="ivr-load-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
