@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ivr.prompts.catalog")
+# How long a request waits for another's first load of the prompts before giving up.
+FIRST_LOAD_WAIT_SECONDS = 3.0
 
 SETTINGS_FILE: Final = "settings.toml"
 _LANGUAGE_FILE: Final = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -271,8 +273,14 @@ class PromptStore:
         """The current catalog; the first call loads it (CatalogError if that fails)."""
         catalog = self._catalog
         if catalog is None:
-            with self._lock:
+            # Bounded: a first load stuck on a hung database must not hold every request
+            # (health checks included) past what Twilio and balancers wait.
+            if not self._lock.acquire(timeout=FIRST_LOAD_WAIT_SECONDS):
+                raise CatalogError(["the prompts are still loading (is the database slow?)"])
+            try:
                 return self._catalog or self._first_load()
+            finally:
+                self._lock.release()
         if time.monotonic() - self._checked_at < self._min_interval:
             return catalog
         # Another thread already reloading: serve the current catalog rather than wait.
@@ -298,9 +306,10 @@ class PromptStore:
         catalog, problems = _load(self._directory, self._required_ids)
         self.problems = tuple(problems)
         self._fingerprint = fingerprint
-        if catalog is not None:
-            self._offer(catalog)
-        shared = self._shared(catalog)
+        # A database that could not take the folder's version cannot be read either: one
+        # wait on it, not two.
+        reachable = catalog is None or self._offer(catalog)
+        shared = self._shared(catalog) if reachable else None
         if shared is not None:
             catalog = shared
         if catalog is None:
@@ -359,14 +368,17 @@ class PromptStore:
             logger.info("prompts reloaded from %s: version %s", self._directory, catalog.version)
         self._catalog = catalog
 
-    def _offer(self, catalog: Catalog) -> None:
+    def _offer(self, catalog: Catalog) -> bool:
+        """Offer the folder's version to the database; False when the database failed."""
         if self._snapshots is None or not catalog.sources:
-            return
+            return True
         try:
             self._snapshots.offer(catalog.version, catalog.sources)
         except Exception:  # a database hiccup must not stop the line speaking
             logger.warning("could not keep prompts version %s in the database",
                            catalog.version, exc_info=True)
+            return False
+        return True
 
     def wait_until_kept(self, timeout: float) -> None:
         """Kept for callers of the earlier, asynchronous keeping: versions are now kept
