@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 from twilio.request_validator import RequestValidator
 
 from ivr.models import Account, OutboxEntry, Payment
@@ -291,3 +292,31 @@ def test_dropped_connection_is_retried_not_pinged(postgres_url: str, prompts_dir
     said = " ".join("".join(second.itertext()).split())
     assert "sorry" not in said.lower(), said
     assert second.find("Gather") is not None
+
+
+def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
+    """A webhook of an identified call reads the call (locked, on PostgreSQL) and its account
+    in one statement, not two; the lock is the call's row only, never the account's."""
+    twilio = Twilio(app)
+    call_sid = new_sid()
+    twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123")
+    twilio.post("/voice/step/language", CallSid=call_sid, From="+15555550123", Digits="1")
+    engine = get_database(app).engine
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        answer = twiml(twilio.post("/voice/step/confirm_account", CallSid=call_sid,
+                                   From="+15555550123", Digits="1"))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    gather = answer.find("Gather")
+    assert gather is not None and gather.get("action", "").endswith("/voice/step/verify")
+    loads = [s for s in statements if "FROM call_sessions" in s]
+    assert loads and "LEFT OUTER JOIN accounts" in loads[0], statements
+    if engine.dialect.name == "postgresql":
+        assert loads[0].endswith("FOR UPDATE OF call_sessions"), loads[0]
+    assert not [s for s in statements if re.search(r"FROM accounts WHERE accounts\.id =", s)]

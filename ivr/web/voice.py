@@ -12,9 +12,9 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
@@ -98,13 +98,22 @@ def _accounting() -> Accounting | None:
     return accounting
 
 
+# Built once: a webhook's first statement costs no statement building, and the call's
+# account comes with it (ctx.account then needs no second round trip). On PostgreSQL the
+# row lock is the call's only: FOR UPDATE OF call_sessions, never the account's row.
+_CALL_BY_SID = (select(CallSession).where(CallSession.call_sid == bindparam("call_sid"))
+                .options(joinedload(CallSession.account)))
+_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update(of=CallSession)
+
+
 def _load_call(db: Session, call_sid: str) -> CallSession | None:
-    stmt = select(CallSession).where(CallSession.call_sid == call_sid)
-    if db.get_bind().dialect.name == "postgresql":
-        # One webhook per call at a time: a repeated <Pay> callback waits for its twin.
-        stmt = stmt.with_for_update()
+    # One webhook per call at a time: a repeated <Pay> callback waits for its twin. SQLite
+    # has no FOR UPDATE; there BEGIN IMMEDIATE (ivr.db) serialises every webhook.
+    locked = db.get_bind().dialect.name == "postgresql"
+    stmt = _CALL_BY_SID_LOCKED if locked else _CALL_BY_SID
+    params = {"call_sid": call_sid}
     try:
-        return db.scalar(stmt)
+        return db.scalar(stmt, params)
     except DBAPIError as exc:
         # The webhook's first statement met a connection the server or a proxy had dropped
         # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
@@ -113,7 +122,7 @@ def _load_call(db: Session, call_sid: str) -> CallSession | None:
             raise
         log.warning("database connection was dead; retrying on a new one")
         db.rollback()
-        return db.scalar(stmt)
+        return db.scalar(stmt, params)
 
 
 def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog,
