@@ -257,3 +257,33 @@ def said_text(app: Flask, prompt_id: str, lang: str = "en-US", **params: str) ->
 
 
 Poster = Callable[..., Any]
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Any]:
+    """A real OpenSSH sftp server on 127.0.0.1 for one test."""
+    from tests.servers.sshd import sshd_available, start_sshd
+
+    problem = sshd_available()
+    if problem:
+        unavailable(problem)
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A seeded Tryton for one test module."""
+    from tests.servers.tryton import TrytonUnavailable, start_tryton
+
+    try:
+        server = start_tryton(tmp_path_factory.mktemp("tryton"))
+    except TrytonUnavailable as exc:
+        unavailable(f"Tryton 8.2 could not be installed or started: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

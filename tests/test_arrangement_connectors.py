@@ -377,19 +377,6 @@ def test_hledger_arrangement_code_never_meets_a_payment_code() -> None:
 
 # --- Tryton --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.servers.tryton import TrytonUnavailable, start_tryton
-
-    try:
-        server = start_tryton(tmp_path_factory.mktemp("tryton"))
-    except TrytonUnavailable as exc:
-        unavailable(f"Tryton 8.2 could not be installed or started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 @pytest.mark.slow
 def test_tryton_notes_the_arrangement_on_the_party(tryton: Any) -> None:

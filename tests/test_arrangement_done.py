@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from ivr.web.app import get_config, get_database
 from tests.conftest import call, said_text, set_clock, unavailable
 from tests.flow import CARD, CONTINUE, EN, SILENCE, YES, key
 from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
-from tests.servers.sshd import SshdServer, sshd_available, start_sshd
+from tests.servers.sshd import SshdServer
 from tests.servers.webhook import start_receiver
 from tests.test_ops_helpers import ops_app, signed_in
 
@@ -42,17 +42,6 @@ PLAN_CALL = [EN, YES, "60615", key("main_menu", "more_time"), key("arrange_menu"
 # How many times the accounting system holds an arrangement, by its idempotency key.
 Seen = Callable[[Arrangement], int]
 
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    problem = sshd_available()
-    if problem:
-        unavailable(problem)
-    server = start_sshd(tmp_path / "sshd")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def line(database_url: str, tmp_path: Path, sshd: SshdServer,
@@ -77,7 +66,7 @@ def the_arrangement(app: Flask) -> Arrangement:
         return arrangement
 
 
-def make_arrangement_and_check_everywhere(app: Flask, seen: Seen) -> None:
+def make_arrangement_and_check_everywhere(app: Flask, seen: Seen, outbox: Path) -> None:
     result = call(app, PLAN_CALL, from_number=JORDAN)
     arrangement = the_arrangement(app)
     with get_database(app).session() as db:
@@ -110,7 +99,7 @@ def make_arrangement_and_check_everywhere(app: Flask, seen: Seen) -> None:
     sent = push(get_database(app), config, CHICAGO, now=tomorrow)
     names = [s.arrangements.name for s in sent if s.arrangements]
     assert push(get_database(app), config, CHICAGO, now=tomorrow) == []  # nothing twice
-    rows = confirmation_rows(app, names)
+    rows = confirmation_rows(outbox, names)
     assert {r["confirmation_number"] for r in rows} == {arrangement.confirmation_code}
     assert len(rows) == len(arrangement_instalments(app, arrangement.id))
     # The console lists it, masked.
@@ -134,11 +123,10 @@ def arrangement_instalments(app: Flask, arrangement_id: int) -> list[Any]:
         return list(arrangement.instalments)
 
 
-def confirmation_rows(app: Flask, names: list[str]) -> list[dict[str, str]]:
-    root = Path(app.config.get("ivr.test_sshd_root", ""))  # set by the tests below
+def confirmation_rows(outbox: Path, names: list[str]) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for name in names:
-        text = (root / "outbox" / name).read_text(encoding="utf-8")
+        text = (outbox / name).read_text(encoding="utf-8")
         rows += [r for r in csv.DictReader(io.StringIO(text))
                  if r["account_number"] != "TRAILER"]
     return rows
@@ -150,13 +138,12 @@ def test_done_with_the_signed_webhook(database_url: str, tmp_path: Path,
     receiver = start_receiver(tmp_path / "receiver", SECRET)
     try:
         app = line(database_url, tmp_path, sshd, receiver.settings())
-        app.config["ivr.test_sshd_root"] = str(sshd.root)
 
         def seen(arrangement: Arrangement) -> int:
             return sum(1 for a in receiver.arrangements()
                        if a["idempotency_key"] == arrangement.idempotency_key)
 
-        make_arrangement_and_check_everywhere(app, seen)
+        make_arrangement_and_check_everywhere(app, seen, sshd.root / "outbox")
         # The receiver's payments endpoint got the down payment only, never the arrangement.
         assert len(receiver.payments()) == 1
     finally:
@@ -171,34 +158,20 @@ def test_done_with_hledger_web(database_url: str, tmp_path: Path, sshd: SshdServ
     hledger: HledgerServer = start_hledger(tmp_path / "hledger")
     try:
         app = line(database_url, tmp_path, sshd, hledger.settings())
-        app.config["ivr.test_sshd_root"] = str(sshd.root)
         make_arrangement_and_check_everywhere(
-            app, lambda a: hledger.transactions_with_code(arrangement_code(a.idempotency_key)))
+            app, lambda a: hledger.transactions_with_code(arrangement_code(a.idempotency_key)),
+            sshd.root / "outbox")
     finally:
         hledger.stop()
 
-
-@pytest.fixture(scope="module")
-def tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.servers.tryton import TrytonUnavailable, start_tryton
-
-    try:
-        server = start_tryton(tmp_path_factory.mktemp("tryton"))
-    except TrytonUnavailable as exc:
-        unavailable(f"Tryton 8.2 could not be installed or started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow
 def test_done_with_tryton(database_url: str, tmp_path: Path, sshd: SshdServer,
                           tryton: Any) -> None:
     app = line(database_url, tmp_path, sshd, tryton.settings())
-    app.config["ivr.test_sshd_root"] = str(sshd.root)
 
     def seen(arrangement: Arrangement) -> int:
         return sum(1 for note in tryton.notes(ACCOUNT) if arrangement.idempotency_key in note)
 
-    make_arrangement_and_check_everywhere(app, seen)
+    make_arrangement_and_check_everywhere(app, seen, sshd.root / "outbox")

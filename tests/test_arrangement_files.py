@@ -7,7 +7,6 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -28,8 +27,8 @@ from ivr.models import Arrangement
 from ivr.statuses import ArrangementStatus, PostingStatus
 from ivr.web.app import get_config, get_database
 from tests.arrangement_rows import add_arrangement
-from tests.conftest import REPO, make_app, unavailable
-from tests.servers.sshd import SshdServer, sshd_available, start_sshd
+from tests.conftest import REPO, make_app
+from tests.servers.sshd import SshdServer
 
 CHICAGO = ZoneInfo("America/Chicago")
 JORDAN, CASEY = "4401005678", "4401007890"
@@ -171,17 +170,6 @@ def test_sync_pull_ends_arrangements_on_the_billers_day(sqlite_url: str,
 
 
 # --- pushed through sshd ---------------------------------------------------------------------
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    problem = sshd_available()
-    if problem:
-        unavailable(problem)
-    server = start_sshd(tmp_path / "sshd")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _app(database_url: str, sshd: SshdServer, **extra: str) -> Flask:

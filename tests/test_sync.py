@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +20,7 @@ from ivr.models import Account, IngestedFile, JobLock, Payment, SyncRun, utcnow
 from ivr.simulator.demo import demo_file, demo_rows
 from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
-from tests.servers.sshd import SshdServer, sshd_available, start_sshd
+from tests.servers.sshd import SshdServer
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +28,6 @@ CHICAGO = ZoneInfo("America/Chicago")
 # The demo file's accounts (the same whatever the day).
 DEMO_COUNT = len(demo_rows(utcnow().date()))
 
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    problem = sshd_available()
-    if problem:
-        unavailable(problem)
-    server = start_sshd(tmp_path / "sshd")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def sync_settings(sshd: SshdServer, **extra: str) -> dict[str, str]:
