@@ -59,21 +59,25 @@ def test_wrong_zip_does_not_use_up_general_tries(tmp_path: Path, sqlite_url: str
     # With max_tries 2 but 3 ZIP attempts allowed, the caller still gets all three.
     prompts = custom_prompts(tmp_path, {"settings.toml": ("max_tries = 3", "max_tries = 2")})
     app = make_app(sqlite_url, prompts)
-    result = call(app, "1 1 11111 22222 60614 -")
+    result = call(app, "1 11111 22222 60614 -")
     assert result.said().count(said_text(app, "verify.mismatch")) == 2
-    assert said_text(app, "menu.main") in result.said()
+    assert said_text(app, "menu.pay_full") in result.said()
 
 
 def test_more_time_resets_the_tries(app: Flask) -> None:
     # silence, silence -> "need more time?", pound -> a fresh start with a longer timeout.
-    result = call(app, "1 1 - - # - 60614 -")
-    assert said_text(app, "menu.main") in result.said()
+    result = call(app, "1 - - # - 60614 -")
+    assert said_text(app, "menu.pay_full") in result.said()
     gathers = [e for e in result.events if e["event"] in {"press", "silence"}]
-    assert len(gathers) == 8
+    assert len(gathers) == 7
 
 
-def test_silence_at_language_menu_uses_the_language_on_file(app: Flask) -> None:
-    result = call(app, "- 1 60617 -", from_number="+15555550125")
+def test_a_caller_on_file_is_greeted_in_the_language_on_file(app: Flask) -> None:
+    # No language menu: Spanish from the first word, English offered in one line.
+    result = call(app, "1 60617 -", from_number="+15555550125")
+    first = next(e for e in result.events if e["event"] == "say")
+    assert first["language"] == "es-US"
+    assert said_text(app, "language.option", "en-US", key="3") in result.said()
     with get_database(app).session() as db:
         session = db.get(CallSession, result.call_sid)
         assert session is not None and session.language == "es-US"
@@ -83,10 +87,10 @@ def test_silence_at_language_menu_uses_the_language_on_file(app: Flask) -> None:
 def test_pin_verification(tmp_path: Path, sqlite_url: str) -> None:
     prompts = custom_prompts(tmp_path, {"settings.toml": ('method = "zip"', 'method = "pin"')})
     app = make_app(sqlite_url, prompts)
-    wrong = call(app, "1 1 1111# 9999# 8888#")
+    wrong = call(app, "1 1111# 9999# 8888#")
     assert said_text(app, "verify.pin") in wrong.said()
     assert said_text(app, "verify.failed_final") in wrong.said()
-    right = call(app, "1 1 2468# 1 1 1 1 1")
+    right = call(app, "1 2468# 1 1")
     assert said_text(app, "verify.pin") in right.said()
     with get_database(app).session() as db:
         assert len(db.scalars(select(Payment)).all()) == 1
@@ -104,6 +108,6 @@ def test_ops_variant_for_no_input_is_spoken(tmp_path: Path, sqlite_url: str) -> 
                        '[verify.zip]\nnoinput = "Con calma: el código está en su factura."\n'),
     })
     app = make_app(sqlite_url, prompts)
-    result = call(app, "1 1 - 60614 -")
+    result = call(app, "1 - 60614 -")
     assert "Take your time: the ZIP code is on your bill." in result.said()
-    assert said_text(app, "common.no_input") not in result.said().split("five digit ZIP")[1]
+    assert said_text(app, "common.no_input") not in result.said().split("service ZIP code")[1]

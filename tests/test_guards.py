@@ -65,7 +65,7 @@ def test_declined_sessions_on_one_account_are_bounded_across_calls_and_numbers(
     assert count(app, "pay_declined") == 3 and count(app, "pay_blocked") >= 1
     # The owner, the next day, can pay again.
     set_clock(app, OPEN_TIME + timedelta(days=1, minutes=1))
-    result = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    result = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert pay_sessions(result) == 1
     with get_database(app).session() as db:
         assert db.scalar(select(func.count()).select_from(Payment)) == 1
@@ -89,11 +89,11 @@ def test_declined_sessions_on_the_whole_line_are_bounded(database_url: str,
     # Two numbers, two accounts, one decline each: the line's allowance is spent.
     call(app, TYPED_PAY, cards=[DECLINED], from_number=STRANGERS[0])
     call(app, "1 4401003456# 60617 1 1 1 1 1", cards=[DECLINED], from_number=STRANGERS[1])
-    third = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    third = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert pay_sessions(third) == 0
     # An hour later (line_window_minutes) the line takes payments again.
     set_clock(app, OPEN_TIME + timedelta(minutes=61))
-    assert pay_sessions(call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)) == 1
+    assert pay_sessions(call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)) == 1
 
 
 def test_side_by_side_calls_cannot_run_more_sessions_than_allowed(database_url: str,
@@ -222,15 +222,15 @@ def test_a_strangers_wrong_zips_do_not_lock_the_owner_out(app: Flask) -> None:
     assert said_text(app, "verify.locked") in locked.said()
     assert "dollars" not in locked.said()
     # The owner, from the number on file, with the right ZIP, hears the balance and can pay.
-    owner = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    owner = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert said_text(app, "verify.locked") not in owner.said()
     assert pay_sessions(owner) == 1
 
 
 def test_the_owner_is_held_by_their_own_failures(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
-    call(app, ["1", "1", "11111", "22222", "33333"], from_number=OWNER)
-    again = call(app, ["1", "1", "44444", "55555", "60614"], from_number=OWNER)
+    call(app, ["1", "11111", "22222", "33333"], from_number=OWNER)
+    again = call(app, ["1", "44444", "55555", "60614"], from_number=OWNER)
     assert said_text(app, "verify.locked") in again.said()
     assert "dollars" not in again.said()
 

@@ -50,8 +50,8 @@ def _scrape(app: Flask) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_metrics_count_calls_states_and_payments(database_url: str) -> None:
     app = make_app(database_url, REPO / "prompts")
     before = _scrape(app)
-    call(app, "1 1 60614 1 1 1 1 1")
-    call(app, "1 1 99999 hangup")
+    call(app, "1 60614 1 1")
+    call(app, "1 99999 hangup")
     after = _scrape(app)
 
     def delta(name: str, **labels: str) -> float:
@@ -78,7 +78,7 @@ def test_metrics_count_calls_states_and_payments(database_url: str) -> None:
 
 def test_metrics_carry_no_personal_data(sqlite_url: str) -> None:
     app = make_app(sqlite_url, REPO / "prompts")
-    result = call(app, "1 1 60614 1 1 1 1 1")
+    result = call(app, "1 60614 1 1")
     text = app.test_client().get("/metrics").text
     for secret in SECRETS:
         assert secret not in text
@@ -105,7 +105,7 @@ class _Connector:
 
 def test_posting_attempts_and_connector_latency(sqlite_url: str) -> None:
     app = make_app(sqlite_url, REPO / "prompts")
-    call(app, "1 1 60614 1 1 1 1 1")
+    call(app, "1 60614 1 1")
     database = get_database(app)
     with database.session() as db:
         entry_id = db.scalars(select(OutboxEntry.id)).one()

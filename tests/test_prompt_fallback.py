@@ -40,7 +40,7 @@ def test_a_worker_started_on_a_broken_folder_speaks_the_last_good_wording(
         'say = "Thank you for calling our payment line."',
         'say = "Thank you for calling Lakeside Power."')})
     first = make_app(database_url, prompts)
-    assert "Lakeside Power" in call(first, "1 1 hangup").said()
+    assert "Lakeside Power" in call(first, "1 hangup").said()
     first.extensions["ivr.prompts.catalog"].wait_until_kept(timeout=10)
     _break(prompts)
     alarms: list[logging.LogRecord] = []
@@ -49,7 +49,7 @@ def test_a_worker_started_on_a_broken_folder_speaks_the_last_good_wording(
     logging.getLogger("ivr.prompts.catalog").addHandler(handler)
     try:
         restarted = _restart(database_url, prompts)
-        result = call(restarted, "1 1 60614 1 1 1 1 1")
+        result = call(restarted, "1 60614 1 1")
     finally:
         logging.getLogger("ivr.prompts.catalog").removeHandler(handler)
     said = result.said()
