@@ -392,7 +392,7 @@ def test_an_account_minimum_refuses_smaller_amounts(tmp_path: Path) -> None:
         rosa.press(YES, "60617", PAY_OTHER, "7000#")
         assert rosa.heard()[0] == "amount.below_account_minimum"
         assert rosa.steps[-1].speech[0].params == {  # type: ignore[union-attr]
-            "minimum": "seventy-six dollars and twenty cents"}
+            "minimum": "setenta y seis dólares con veinte centavos"}  # Rosa's language on file
 
 
 # --- whole calls through signed webhooks, on SQLite and PostgreSQL ------------------------------

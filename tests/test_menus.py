@@ -22,11 +22,8 @@ from tests.conftest import REPO
 from tests.flow import (
     AVOID_DISCONNECTION,
     CARD,
-    CONFIRM,
-    CONTINUE,
     EN,
     ES,
-    FULL,
     PAY,
     RECENT,
     YES,
