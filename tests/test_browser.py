@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-WELCOME = "Thank you for calling our payment line."
+WELCOME = "Thanks for calling."
 EDITED = "Welcome to City Water payments, open day and night."
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

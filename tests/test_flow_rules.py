@@ -19,15 +19,14 @@ from tests.conftest import (
     said_text,
     twiml,
 )
-from tests.flow import AGENT, EN, YES
+from tests.flow import AGENT, YES
 
 
 def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flask) -> None:
     twilio = Twilio(app)
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
-    twiml(twilio.post("/voice/incoming", **base))
-    twiml(twilio.post("/voice/step/language", Digits=EN, **base))
+    twiml(twilio.post("/voice/incoming", **base))  # English on file: no language menu
     twiml(twilio.post("/voice/step/confirm_account", Digits=YES, **base))
     for wrong in ("11111", "22222"):
         twiml(twilio.post("/voice/step/verify", Digits=wrong, **base))
@@ -44,7 +43,7 @@ def test_failed_transfer_from_a_menu_returns_to_the_question(app: Flask) -> None
     twilio = Twilio(app)
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
-    for path, digits in [("/voice/incoming", ""), ("/voice/step/language", EN),
+    for path, digits in [("/voice/incoming", ""),
                          ("/voice/step/confirm_account", YES), ("/voice/step/verify", "60614"),
                          ("/voice/step/main_menu", AGENT)]:
         twiml(twilio.post(path, Digits=digits, **base))
@@ -110,4 +109,4 @@ def test_ops_variant_for_no_input_is_spoken(tmp_path: Path, sqlite_url: str) -> 
     app = make_app(sqlite_url, prompts)
     result = call(app, "1 - 60614 -")
     assert "Take your time: the ZIP code is on your bill." in result.said()
-    assert said_text(app, "common.no_input") not in result.said().split("service ZIP code")[1]
+    assert said_text(app, "common.no_input") not in result.said().split("ZIP code")[1]

@@ -50,7 +50,9 @@ def test_funnel_counts(app: Flask) -> None:
     assert (menu.reached, menu.passed, menu.noinput, menu.hung_up) == (3, 1, 1, 2)
     paying = _row(rows, "paying")
     assert (paying.reached, paying.passed) == (1, 1)
-    assert _row(rows, "language").reached == 4
+    # Every caller here has a language on file: no language menu, the account at once.
+    assert _row(rows, "language").reached == 0
+    assert _row(rows, "confirm_account").reached == 4
     assert [r.state for r in rows][:5] == ["language", "confirm_account", "pick_account",
                                            "account_entry", "verify"]
     assert [r.state for r in rows].index("paying") == [r.state for r in rows].index("receipt") - 1
@@ -129,9 +131,8 @@ def test_one_call_path_shows_states_never_digits(app: Flask) -> None:
     html = wrong_zip.text
     rows = re.findall(r"<tr>\s*<td>[^<]*</td>\s*<td>(.*?)</td>\s*<td>(\w+)</td>", html, re.S)
     states = [(re.sub(r"<[^>]+>", "", s).replace("sensitive", "").strip(), e) for s, e in rows]
-    assert states == [("language", "enter"), ("language", "ok"), ("confirm_account", "enter"),
-                      ("confirm_account", "ok"), ("verify", "enter"), ("verify", "nomatch"),
-                      ("verify", "call_end")]
+    assert states == [("confirm_account", "enter"), ("confirm_account", "ok"),
+                      ("verify", "enter"), ("verify", "nomatch"), ("verify", "call_end")]
     assert "99999" not in html and "sensitive" in html
     assert "+1******0123" in html and "******1234" in html
     assert_accessible(html)

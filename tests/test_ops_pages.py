@@ -67,7 +67,7 @@ def busy(database_url: str, tmp_path: Path) -> Flask:
     saved = client.post("/ops/prompts/greeting.welcome", data={
         "csrf_token": token(client, "/ops/prompts/greeting.welcome"),
         "text:en-US:say": "Hello, caller.", "had:en-US:say": "1",
-        "orig:en-US:say": "Thank you for calling our payment line."})
+        "orig:en-US:say": "Thanks for calling."})
     assert saved.status_code == 302
     return app
 

@@ -33,7 +33,7 @@ from tests.test_ops_helpers import (
 
 pytestmark = pytest.mark.slow
 
-WELCOME = "Thank you for calling our payment line."
+WELCOME = "Thanks for calling."
 
 
 @pytest.fixture
@@ -343,8 +343,8 @@ def test_save_edit_unit(tmp_path: Path, sqlite_url: str) -> None:
     (prompts / "audio" / "hello.wav").write_bytes(b"RIFF")
     en = prompts / "en-US.toml"
     en.write_text(en.read_text(encoding="utf-8").replace(
-        '[greeting.welcome]\nsay = "Thank you for calling our payment line."',
-        '[greeting.welcome]\nsay = "Thank you for calling our payment line."\n'
+        '[greeting.welcome]\nsay = "Thanks for calling."',
+        '[greeting.welcome]\nsay = "Thanks for calling."\n'
         'audio = "hello.wav"'), encoding="utf-8")
     from ivr.db import Database
 
