@@ -174,9 +174,13 @@ def _tally(call: StandardCall, caller: _TimingCaller, lengths: SpokenLengths) ->
 
 
 def time_calls(calls: tuple[StandardCall, ...] = STANDARD_CALLS, *,
-               prompts_dir: Path | None = None,
-               lengths: SpokenLengths | None = None) -> list[CallTime]:
-    """Play ``calls`` on a fresh demo line (in process, test payments) and time each."""
+               prompts_dir: Path | None = None, lengths: SpokenLengths | None = None,
+               log_level: str = "WARNING") -> list[CallTime]:
+    """Play ``calls`` on a fresh demo line (in process, test payments) and time each.
+
+    The line is an app of its own on a throwaway database, with throwaway keys: nothing of
+    a running line's is touched (``log_level`` keeps a running line's logging as it is).
+    """
     from ivr.simulator.transport import FlaskTransport
     from ivr.web.app import create_app, get_config, get_database
 
@@ -184,8 +188,9 @@ def time_calls(calls: tuple[StandardCall, ...] = STANDARD_CALLS, *,
     token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="ivr-call-time-") as folder:
         overrides: dict[str, Any] = {
-            "twilio_auth_token": token, "allow_unsigned": False, "log_level": "WARNING",
+            "twilio_auth_token": token, "allow_unsigned": False, "log_level": log_level,
             "database_url": f"sqlite:///{Path(folder) / 'timing.sqlite3'}",
+            "pin_key": secrets.token_hex(16), "secret_key": secrets.token_hex(32),
             "accounting": "none", "simulated": True}
         if prompts_dir is not None:
             overrides["prompts_dir"] = prompts_dir
