@@ -257,7 +257,7 @@ def test_a_later_call_hears_the_arrangement_and_can_pay_the_instalment(app: Flas
                      amount=words(7820),
                      date=speech.date_words(TODAY + timedelta(days=30), "en-US",
                                             tomorrow)) in text
-    assert "scheduled to be disconnected" not in text
+    assert "due to be disconnected" not in text
     assert said_text(app, "menu.arrange") not in text  # one arrangement at a time
     assert said_text(app, "amount.menu_instalment", amount=words(7820)) in text
     down, instalment = payments(app)
@@ -336,7 +336,7 @@ def test_simulated_call_arrangement_is_marked_test(tmp_path: Path) -> None:
     # (real or not) may still make one.
     assert arrangement.status == ArrangementStatus.TEST
     result = call(app, [*TO_ARRANGE, EXTENSION, AGREE, SILENCE], from_number=JORDAN)
-    assert "scheduled to be disconnected" in result.said()
+    assert "due to be disconnected" in result.said()
     assert len(arrangements(app)) == 2
 
 

@@ -156,8 +156,8 @@ def test_wording_is_checked_against_the_keys_of_its_state() -> None:
 
 
 @pytest.mark.parametrize(("file", "old", "new", "problem"), [
-    ("en-US.toml", "To hear your account summary again, press 3",
-     "To hear your account summary again, press 8",
+    ("en-US.toml", "Recent payments, 2. Account details, 3.",
+     "Recent payments, 2. Account details, 8.",
      "en-US.toml: prompt 'menu.main' (say) names key 8"),
     ("en-US.toml", "Recent payments, 2. Details", "Recent payments, 8. Details",
      "en-US.toml: prompt 'menu.pay_full' (say) names key 8"),

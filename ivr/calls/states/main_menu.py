@@ -29,16 +29,21 @@ def _main_prompt(ctx: CallContext) -> SpeechList:
 
 
 def _pays_balance(ctx: CallContext) -> bool:
-    """The account can pay by phone, the balance is the one amount to offer, and others
-    may be typed (an account paid in full only hears the amount menu's notice)."""
+    """The balance is the one amount to offer and other amounts may be typed.
+
+    (The account can pay by phone; an account paid in full only hears the amount menu's
+    notice.)
+    """
     account = ctx.account
     return (can_pay(ctx) and balance_is_the_choice(ctx) and account is not None
             and not account_rules.full_only(account))
 
 
 def _pay(ctx: CallContext) -> Outcome:
-    """The full balance (the one amount to offer), else the amount menu; terms not agreed
-    to, or a down payment not made, are dropped."""
+    """The balance where it is the one amount to offer, else the amount menu.
+
+    Terms not agreed to, or a down payment not made, are dropped.
+    """
     drop_unfinished(ctx)
     return start_payment(ctx, pay_in_full if _pays_balance(ctx) else None)
 
