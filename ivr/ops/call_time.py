@@ -3,26 +3,38 @@ sample values) and the happy path's total, measured as bench/call_time.py measur
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 from ivr.ops.samples import PreviewError, render_draft, sample_values
 from ivr.prompts.catalog import Catalog
 from ivr.prompts.spoken import SpeechUnavailable, SpokenLengths
-from ivr.simulator.timing import HAPPY_PATH, CallTime, time_calls
+from ivr.simulator.timing import HAPPY_PATH
 
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "spoken-lengths.json"
+
+
+def cache_file(instance: Path) -> Path:
+    """Where spoken lengths are remembered for the console."""
+    return instance / CACHE_FILE
+
+
 # The happy path per prompts version: a simulated call takes seconds, wording changes rarely.
-_HAPPY: dict[tuple[str, str], CallTime | None] = {}
+_HAPPY: dict[tuple[str, str], dict[str, object] | None] = {}
 _HAPPY_LOCK = threading.Lock()
+TIMEOUT_SECONDS = 90
 
 
 def lengths(instance: Path) -> SpokenLengths:
     """Spoken lengths remembered in the instance folder, shared with later page loads."""
-    return SpokenLengths(instance / CACHE_FILE)
+    return SpokenLengths(cache_file(instance))
 
 
 def prompt_seconds(catalog: Catalog, lang: str, prompt_ids: list[str],
@@ -47,18 +59,35 @@ def prompt_seconds(catalog: Catalog, lang: str, prompt_ids: list[str],
     return dict(zip(texts, found, strict=True))
 
 
-def happy_path(catalog: Catalog, prompts_dir: Path, spoken: SpokenLengths,
-               log_level: str) -> CallTime | None:
+def happy_path(catalog: Catalog, prompts_dir: Path, cache: Path) -> dict[str, object] | None:
     """The happy path (caller ID, ZIP, full balance, card) on the current wording, timed once
-    per prompts version; None when it cannot be measured here (no espeak-ng, broken files)."""
+    per prompts version; None when it cannot be measured here (no espeak-ng, broken files).
+
+    Timed in a process of its own: its simulated webhooks must not count in this line's
+    metrics (a multi-process metrics folder included) or appear in its logs.
+    """
     key = (str(prompts_dir), catalog.version)
     with _HAPPY_LOCK:
         if key not in _HAPPY:
-            try:
-                [timed] = time_calls((HAPPY_PATH,), prompts_dir=prompts_dir, lengths=spoken,
-                                     log_level=log_level)
-                _HAPPY[key] = timed if timed.reached_confirmation else None
-            except Exception as exc:  # a figure on a page, never an error page
-                log.warning("happy path not timed: %s", exc)
-                _HAPPY[key] = None
+            _HAPPY[key] = _time_happy_path(prompts_dir, cache)
         return _HAPPY[key]
+
+
+def _time_happy_path(prompts_dir: Path, cache: Path) -> dict[str, object] | None:
+    # Nothing of the line's own: no shared metrics folder, no Twilio account to text from.
+    env = {k: v for k, v in os.environ.items()
+           if k != "PROMETHEUS_MULTIPROC_DIR" and not k.startswith(("IVR_TWILIO", "IVR_SMS"))}
+    env["IVR_LOG_LEVEL"] = "ERROR"
+    try:
+        done = subprocess.run(  # noqa: S603 - this interpreter, our own module, a list
+            [sys.executable, "-m", "ivr.simulator.timing", "--call", HAPPY_PATH.name,
+             "--prompts", str(prompts_dir), "--cache", str(cache)],
+            capture_output=True, text=True, timeout=TIMEOUT_SECONDS, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("happy path not timed: longer than %d s", TIMEOUT_SECONDS)
+        return None
+    if done.returncode != 0:
+        log.warning("happy path not timed: %s", done.stderr.strip()[-300:])
+        return None
+    found: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return found if found.get("reached_confirmation") else None

@@ -6,17 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from flask import (
-    Response,
-    abort,
-    current_app,
-    flash,
-    redirect,
-    render_template,
-    request,
-    send_file,
-    url_for,
-)
+from flask import Response, abort, flash, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
@@ -30,7 +20,6 @@ from ivr.ops.samples import PreviewError, render_draft, sample_values
 from ivr.prompts.catalog import VARIANTS, Catalog
 from ivr.prompts.spoken import RATE_WPM
 from ivr.simulator.timing import ENTRY_SECONDS, TURN_SECONDS
-from ivr.web.app import get_config
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish"}
 
@@ -78,8 +67,7 @@ def prompts() -> str:
                      "audio": raw.get("audio", ""), "usage": usage_for(prompt_id)})
     spoken = call_time.lengths(instance_dir())
     seconds = call_time.prompt_seconds(catalog, lang, [str(row["id"]) for row in rows], spoken)
-    happy = call_time.happy_path(catalog, prompts_dir(), spoken,
-                                 get_config(current_app).log_level)
+    happy = call_time.happy_path(catalog, prompts_dir(), call_time.cache_file(instance_dir()))
     return render_template("ops/prompts.html", title="Prompts", rows=rows, lang=lang,
                            languages=catalog.languages, language_name=language_name,
                            query=query, problems=problems, any_state=ANY_STATE,

@@ -10,8 +10,11 @@ last confirmation number said (what the caller hears afterwards is counted apart
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import secrets
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -174,12 +177,12 @@ def _tally(call: StandardCall, caller: _TimingCaller, lengths: SpokenLengths) ->
 
 
 def time_calls(calls: tuple[StandardCall, ...] = STANDARD_CALLS, *,
-               prompts_dir: Path | None = None, lengths: SpokenLengths | None = None,
-               log_level: str = "WARNING") -> list[CallTime]:
+               prompts_dir: Path | None = None,
+               lengths: SpokenLengths | None = None) -> list[CallTime]:
     """Play ``calls`` on a fresh demo line (in process, test payments) and time each.
 
-    The line is an app of its own on a throwaway database, with throwaway keys: nothing of
-    a running line's is touched (``log_level`` keeps a running line's logging as it is).
+    The line is an app of its own on a throwaway database, with throwaway keys; run it in
+    a process of its own next to a running line (see ``main``), whose metrics it would count.
     """
     from ivr.simulator.transport import FlaskTransport
     from ivr.web.app import create_app, get_config, get_database
@@ -188,7 +191,7 @@ def time_calls(calls: tuple[StandardCall, ...] = STANDARD_CALLS, *,
     token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="ivr-call-time-") as folder:
         overrides: dict[str, Any] = {
-            "twilio_auth_token": token, "allow_unsigned": False, "log_level": log_level,
+            "twilio_auth_token": token, "allow_unsigned": False, "log_level": "WARNING",
             "database_url": f"sqlite:///{Path(folder) / 'timing.sqlite3'}",
             "pin_key": secrets.token_hex(16), "secret_key": secrets.token_hex(32),
             "accounting": "none", "simulated": True}
@@ -208,3 +211,33 @@ def time_calls(calls: tuple[StandardCall, ...] = STANDARD_CALLS, *,
             results.append(_tally(call, caller, lengths))
         database.dispose()
     return results
+
+
+def summary(timed: CallTime) -> dict[str, object]:
+    """A timed call's totals, as plain values."""
+    return {"call": timed.call.name, "words": timed.words, "speech_seconds": timed.speech_seconds,
+            "turns": timed.turns, "total_seconds": timed.total_seconds,
+            "reached_confirmation": timed.reached_confirmation}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ivr.simulator.timing`: the standard calls' totals as JSON lines.
+
+    A process of its own, so the simulated calls' webhooks never reach a running line's
+    metrics or logs (the ops console runs it this way).
+    """
+    parser = argparse.ArgumentParser(prog="python -m ivr.simulator.timing")
+    parser.add_argument("--call", action="append", choices=[c.name for c in STANDARD_CALLS],
+                        help="a standard call (default: all)")
+    parser.add_argument("--prompts", type=Path, help="a prompts folder")
+    parser.add_argument("--cache", type=Path, help="spoken lengths already measured")
+    args = parser.parse_args(argv)
+    calls = tuple(c for c in STANDARD_CALLS if not args.call or c.name in args.call)
+    for timed in time_calls(calls, prompts_dir=args.prompts,
+                            lengths=SpokenLengths(args.cache)):
+        print(json.dumps(summary(timed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
