@@ -55,8 +55,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/ivr_load"
 APP_NAME = "ivr-bench-load"
 STEPS: tuple[tuple[str, str | None, str], ...] = (
-    ("/voice/incoming", None, "/voice/step/language"),
-    ("/voice/step/language", "1", "/voice/step/confirm_account"),
+    # The caller's account has its language on file: no language menu.
+    ("/voice/incoming", None, "/voice/step/confirm_account"),
     ("/voice/step/confirm_account", "1", "/voice/step/verify"),
     ("/voice/step/verify", "zip", "/voice/step/main_menu"),
     ("/voice/status", None, ""),

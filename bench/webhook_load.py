@@ -129,8 +129,8 @@ class Sample:
 
 # Each step of a call: (route label, path, Digits or None, what the answer must hold).
 _STEPS: tuple[tuple[str, str, str | None, str], ...] = (
-    ("incoming", "/voice/incoming", None, "/voice/step/language"),
-    ("language", "/voice/step/language", "1", "/voice/step/confirm_account"),
+    # The caller's account has its language on file: no language menu.
+    ("incoming", "/voice/incoming", None, "/voice/step/confirm_account"),
     ("confirm", "/voice/step/confirm_account", "1", "/voice/step/verify"),
     ("verify", "/voice/step/verify", "zip", "/voice/step/main_menu"),
     ("status", "/voice/status", None, ""),

@@ -1,8 +1,8 @@
 """A flow harness: the call machine driven by plain function calls, without HTTP or TwiML.
 
     with demo_line(tmp_path) as line:
-        flow = line.call()                  # the first answer: the language menu
-        flow.press(EN, YES, "60614")        # one answer per key group, as a <Gather> posts
+        flow = line.call()                  # the first answer: the account found, in English
+        flow.press(YES, "60614")            # one answer per key group, as a <Gather> posts
         assert flow.state == "main_menu"
         assert "menu.main" in flow.heard()
 
@@ -52,7 +52,12 @@ def key(state: str, name: str, settings: LineSettings = _SETTINGS) -> str:
 # Named keys for call scripts, from the declarations (the shipped settings for languages).
 EN, ES = key("language", "en-US"), key("language", "es-US")
 YES, OTHER_ACCOUNT = key("confirm_account", "yes"), key("confirm_account", "other")
+# A caller whose account has its language on file skips the language menu; this key at the
+# account confirmation switches to the other language.
+SWITCH_LANGUAGE = key("confirm_account", "language")
 PAY, RECENT, SUMMARY = (key("main_menu", n) for n in ("pay", "recent", "summary"))
+# Where the balance is the one amount to offer, PAY pays it; PAY_OTHER types another.
+PAY_OTHER = key("main_menu", "other_amount")
 FULL, AVOID_DISCONNECTION, OTHER_AMOUNT = (
     key("amount_menu", n) for n in ("full", "disconnect", "other"))
 CONFIRM, CHANGE = key("amount_confirm", "confirm"), key("amount_confirm", "change")

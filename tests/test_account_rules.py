@@ -39,6 +39,7 @@ from tests.flow import (
     FULL,
     OTHER_AMOUNT,
     PAY,
+    PAY_OTHER,
     RECENT,
     YES,
     demo_line,
@@ -213,7 +214,7 @@ def load(database: Database, changes: dict[str, dict[str, str]]) -> None:
 def test_a_reconnection_amount_is_offered_and_paid_by_card_only(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call(from_number="+15555550127")
-        flow.press(EN, YES, "60618")
+        flow.press(YES, "60618")
         assert "summary.reconnect" in flow.heard() and "summary.disconnected" not in flow.heard()
         assert flow.heard()[-1] == "menu.main"
         flow.press(PAY)
@@ -221,7 +222,6 @@ def test_a_reconnection_amount_is_offered_and_paid_by_card_only(tmp_path: Path) 
         flow.press(RECONNECT)
         assert flow.session().amount_cents == 185_40
         assert flow.session().payment_purpose == "reconnect"
-        flow.press(CONFIRM)
         # Card only: no method menu, and the caller hears why.
         assert flow.heard() == ["method.reconnect_card_only", "confirm.card"]
         step = flow.press(CONTINUE)
@@ -232,7 +232,7 @@ def test_a_reconnection_amount_is_offered_and_paid_by_card_only(tmp_path: Path) 
 def test_paying_less_than_the_reconnection_amount_is_a_plain_payment(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call(from_number="+15555550127")
-        flow.press(EN, YES, "60618", PAY, OTHER_AMOUNT, "5000#")
+        flow.press(YES, "60618", PAY, OTHER_AMOUNT, "5000#")
         assert flow.session().payment_purpose is None
         flow.press(CHANGE, FULL)
         assert flow.session().payment_purpose == "reconnect"  # the balance restores it too
@@ -244,19 +244,19 @@ def test_without_reconnection_a_disconnected_account_pays_as_before(tmp_path: Pa
     with demo_line(tmp_path, prompts) as line:
         assert not line.catalog.settings.reconnect.enabled
         flow = line.call(from_number="+15555550127")
-        flow.press(EN, YES, "60618")
+        flow.press(YES, "60618")
         assert "summary.disconnected" in flow.heard() and "summary.reconnect" not in flow.heard()
+        # The balance is the one amount to offer: the main menu's 1 pays it.
+        assert flow.heard()[-1] == "menu.pay_full"
         flow.press(PAY)
-        assert flow.heard() == ["amount.menu_full", "amount.menu_other"]
-        flow.press(FULL, CONFIRM)
-        assert flow.heard() == ["method.menu"]
+        assert flow.heard() == ["method.menu_pay"]
         assert flow.session().payment_purpose is None
 
 
 def test_an_account_that_refuses_bank_debits_pays_by_card_and_hears_why(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call(from_number=STRANGER)
-        flow.press(EN, f"{NO_BANK}#", "60621", PAY, FULL, CONFIRM)
+        flow.press(EN, f"{NO_BANK}#", "60621", PAY)
         assert flow.heard() == ["method.card_only", "confirm.card"]
         assert flow.session().method == "card"
 
@@ -265,14 +265,17 @@ def test_a_fee_declined_with_one_way_to_pay_cancels(tmp_path: Path) -> None:
     prompts = custom_prompts(tmp_path, {"settings.toml": ('card = "0.00"', 'card = "1.50"')})
     with demo_line(tmp_path, prompts) as line:
         flow = line.call(from_number=STRANGER)
-        flow.press(EN, f"{NO_BANK}#", "60621", PAY, FULL, CONFIRM)
+        flow.press(EN, f"{NO_BANK}#", "60621", PAY)
         assert flow.heard() == ["method.card_only", "fee.disclose_no_choice"]
         flow.press(DECLINE_FEE)
         assert flow.state == "main_menu"
-        assert flow.heard()[:2] == ["pay.cancelled", "menu.main"]
-        # With both ways to pay, declining goes back to the method menu, as before.
+        assert flow.heard()[:2] == ["pay.cancelled", "menu.pay_full"]
+        # With both ways to pay, declining goes back to the method menu, as before (which
+        # does not say the amount: the fee and the confirmation with it do).
         alex = line.call()
-        alex.press(EN, YES, "60614", PAY, FULL, CONFIRM, key("method", "card"))
+        alex.press(YES, "60614", PAY)
+        assert alex.heard() == ["method.menu"]
+        alex.press(key("method", "card"))
         assert alex.heard() == ["fee.disclose"]
         alex.press(DECLINE_FEE)
         assert alex.state == "method"
@@ -285,7 +288,7 @@ def test_an_account_that_refuses_cards_goes_to_the_bank_account_type(tmp_path: P
     with demo_line(tmp_path) as line:
         load(line.database, {"4401001234": {"card_allowed": "N"}})
         flow = line.call()
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        flow.press(YES, "60614", PAY)
         assert flow.heard() == ["method.bank_only", "method.bank_type"]
         assert flow.state == "bank_type" and flow.session().method == "ach"
         flow.press(CHECKING)
@@ -296,7 +299,7 @@ def test_an_account_with_no_way_left_to_pay_is_not_offered_pay(tmp_path: Path) -
     with demo_line(tmp_path) as line:
         load(line.database, {"4401001234": {"card_allowed": "N", "ach_allowed": "N"}})
         flow = line.call()
-        flow.press(EN, YES, "60614")
+        flow.press(YES, "60614")
         assert flow.heard()[-2:] == ["summary.no_phone_payments", "menu.main_no_pay"]
         flow.press(PAY)
         assert flow.state == "main_menu" and flow.heard()[0] == "common.no_match"
@@ -309,7 +312,7 @@ def test_a_disconnected_account_without_a_reconnection_method_hears_a_representa
     with demo_line(tmp_path) as line:
         load(line.database, {CASEY: {"card_allowed": "N"}})  # bank only; reconnection by card
         flow = line.call(from_number="+15555550127")
-        flow.press(EN, YES, "60618")
+        flow.press(YES, "60618")
         heard = flow.heard()
         assert "summary.disconnected" in heard and "summary.no_phone_payments" in heard
         assert heard[-1] == "menu.main_no_pay"
@@ -318,21 +321,17 @@ def test_a_disconnected_account_without_a_reconnection_method_hears_a_representa
 def test_full_payment_only_refuses_another_amount_with_the_reason(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call(from_number=STRANGER)
-        flow.press(EN, f"{FULL_ONLY}#", "60622", PAY)
-        # No amount menu: the full balance, read back, with the rule.
-        assert flow.heard() == ["amount.full_only", "amount.confirm"]
-        assert flow.session().amount_cents == 120_75
-        flow.press(CHANGE)
-        assert flow.state == "amount_entry"
-        flow.press("5000#")
-        assert flow.state == "amount_entry"
-        assert flow.heard()[0] == "amount.full_only"
+        flow.press(EN, f"{FULL_ONLY}#", "60622")
+        # No other amount at the main menu...
+        assert flow.heard()[-1] == "menu.main"
+        flow.press(PAY_OTHER)
+        assert flow.heard()[0] == "common.no_match"
+        # ...and no amount menu: the full balance, with the rule, then both ways to pay.
+        flow.press(PAY)
+        assert flow.heard() == ["amount.full_only", "method.menu_pay"]
         assert flow.steps[-1].speech[0].params == {  # type: ignore[union-attr]
             "amount": "one hundred twenty dollars and seventy-five cents"}
-        flow.press("120*75#")
-        assert flow.state == "amount_confirm" and flow.session().amount_cents == 120_75
-        flow.press(CONFIRM)
-        assert flow.heard() == ["method.menu"]  # both ways to pay
+        assert flow.session().amount_cents == 120_75
 
 
 def test_full_payment_only_above_the_line_maximum_cannot_pay_by_phone(tmp_path: Path) -> None:
@@ -349,8 +348,8 @@ def test_full_payment_only_hides_the_disconnection_amount(tmp_path: Path) -> Non
     with demo_line(tmp_path) as line:
         load(line.database, {"4401005678": {"full_payment_required": "Y"}})
         flow = line.call(from_number="+15555550124")
-        flow.press(EN, YES, "60615", PAY)
-        assert flow.heard() == ["amount.full_only", "amount.confirm"]
+        flow.press(YES, "60615", PAY)
+        assert flow.heard() == ["amount.full_only", "method.menu_pay"]
         assert flow.session().amount_cents == 312_80
 
 
@@ -359,14 +358,13 @@ def test_full_payment_only_of_a_disconnected_account_offers_its_reconnection(
     with demo_line(tmp_path) as line:
         load(line.database, {CASEY: {"full_payment_required": "Y"}})
         flow = line.call(from_number="+15555550127")
-        flow.press(EN, YES, "60618", PAY)
+        flow.press(YES, "60618", PAY)
         assert flow.heard() == ["amount.menu_full", "amount.menu_reconnect"]
         flow.press(OTHER_AMOUNT)
         assert flow.heard()[0] == "common.no_match"
         flow.press(RECONNECT)
         assert flow.session().amount_cents == 185_40
-        flow.press(CHANGE)
-        assert flow.state == "amount_menu"
+        assert flow.state == "final_confirm"  # reconnections are paid by card
 
 
 def test_an_account_minimum_refuses_smaller_amounts(tmp_path: Path) -> None:
@@ -375,24 +373,26 @@ def test_an_account_minimum_refuses_smaller_amounts(tmp_path: Path) -> None:
                              "4401005678": {"minimum_payment": "200.00"},
                              "4401003456": {"minimum_payment": "100.00"}})
         alex = line.call()
-        alex.press(EN, YES, "60614", PAY, OTHER_AMOUNT, "2000#")
+        alex.press(YES, "60614", PAY_OTHER, "2000#")
         assert alex.state == "amount_entry" and alex.heard()[0] == "amount.below_account_minimum"
         assert alex.steps[-1].speech[0].params == {"minimum": "fifty dollars"}  # type: ignore[union-attr]
         alex.press("5000#")
         assert alex.state == "amount_confirm" and alex.session().amount_cents == 50_00
         # 187.50 avoids the disconnection but is below the account's 200.00: not offered.
         jordan = line.call(from_number="+15555550124")
-        jordan.press(EN, YES, "60615", PAY)
-        assert jordan.heard() == ["amount.menu_full", "amount.menu_other"]
+        jordan.press(YES, "60615", PAY)  # so the balance is the one amount to offer
+        assert jordan.heard() == ["method.menu_pay"]
+        assert jordan.session().amount_cents == 312_80
         # A balance (76.20) below the account's minimum (100.00) can be paid in full...
         rosa = line.call(from_number="+15555550125")
-        rosa.press(EN, YES, "60617", PAY, FULL)
-        assert rosa.state == "amount_confirm" and rosa.session().amount_cents == 76_20
+        rosa.press(YES, "60617", PAY)
+        assert rosa.state == "method" and rosa.session().amount_cents == 76_20
         # ...and nothing less than it.
-        rosa.press(CHANGE, OTHER_AMOUNT, "7000#")
+        rosa = line.call(from_number="+15555550125")
+        rosa.press(YES, "60617", PAY_OTHER, "7000#")
         assert rosa.heard()[0] == "amount.below_account_minimum"
         assert rosa.steps[-1].speech[0].params == {  # type: ignore[union-attr]
-            "minimum": "seventy-six dollars and twenty cents"}
+            "minimum": "setenta y seis dólares con veinte centavos"}  # Rosa's language on file
 
 
 # --- whole calls through signed webhooks, on SQLite and PostgreSQL ------------------------------
@@ -411,7 +411,7 @@ def cached(app: Flask, number: str) -> Account:
 
 
 def test_casey_pays_the_reconnection_amount_by_card(app: Flask) -> None:
-    result = call(app, [EN, YES, "60618", PAY, RECONNECT, CONFIRM, CONTINUE],
+    result = call(app, [YES, "60618", PAY, RECONNECT, CONTINUE],
                   from_number="+15555550127")
     text = result.said()
     assert said_text(app, "summary.reconnect",
@@ -431,7 +431,7 @@ def test_casey_pays_the_reconnection_amount_by_card(app: Flask) -> None:
 
 
 def test_no_bank_account_pays_by_card_after_account_entry(app: Flask) -> None:
-    result = call(app, [EN, f"{NO_BANK}#", "60621", PAY, FULL, CONFIRM, CONTINUE],
+    result = call(app, [EN, f"{NO_BANK}#", "60621", PAY, CONTINUE],
                   from_number=STRANGER)
     text = result.said()
     assert said_text(app, "method.card_only") in text
@@ -443,18 +443,18 @@ def test_no_bank_account_pays_by_card_after_account_entry(app: Flask) -> None:
 
 
 def test_full_payment_only_through_webhooks(app: Flask) -> None:
-    result = call(app, [EN, f"{FULL_ONLY}#", "60622", PAY, CHANGE, "5000#", "12075#", CONFIRM,
-                        key("method", "card"), CONTINUE], from_number=STRANGER)
+    result = call(app, [EN, f"{FULL_ONLY}#", "60622", PAY, key("method", "card")],
+                  from_number=STRANGER)
     full = "one hundred twenty dollars and seventy-five cents"
-    assert result.said().count(said_text(app, "amount.full_only", amount=full)) == 2
+    assert result.said().count(said_text(app, "amount.full_only", amount=full)) == 1
     assert [(p.account_number, p.amount_cents) for p in payments(app)] == [(FULL_ONLY, 120_75)]
 
 
 def test_an_account_minimum_through_webhooks(database_url: str, prompts_dir: Path) -> None:
     app = make_app(database_url, prompts_dir)
     load(get_database(app), {"4401001234": {"minimum_payment": "50.00"}})
-    result = call(app, [EN, YES, "60614", PAY, OTHER_AMOUNT, "2000#", "6000#", CONFIRM,
-                        key("method", "card"), CONTINUE])
+    result = call(app, [YES, "60614", PAY_OTHER, "2000#", "6000#", CONFIRM,
+                        key("method", "card")])
     assert said_text(app, "amount.below_account_minimum", minimum="fifty dollars") in \
         result.said()
     assert [p.amount_cents for p in payments(app)] == [60_00]

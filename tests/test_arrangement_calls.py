@@ -35,7 +35,7 @@ from tests.conftest import (
     set_clock,
     twiml,
 )
-from tests.flow import CARD, CONTINUE, EN, PAY, SILENCE, YES, demo_line, key
+from tests.flow import CARD, PAY, SILENCE, SWITCH_LANGUAGE, YES, demo_line, key
 
 JORDAN = "+15555550124"  # 4401005678, ZIP 60615, disconnection pending, 312.80 due
 ALEX = "+15555550123"  # 4401001234, ZIP 60614, active, 123.45 due
@@ -45,7 +45,7 @@ AGREE, BACK = key("arrange_confirm", "agree"), key("arrange_confirm", "back")
 DONE_MENU = key("arrange_done", "menu")
 RETRY_DOWN, DROP = key("down_payment_failed", "retry"), key("down_payment_failed", "menu")
 INSTALMENT = key("amount_menu", "instalment")
-TO_ARRANGE = [EN, YES, "60615", MORE_TIME]
+TO_ARRANGE = [YES, "60615", MORE_TIME]
 DECLINED = "4000000000000002"
 TODAY = OPEN_TIME.date()
 
@@ -102,7 +102,7 @@ def test_jordan_asks_for_an_extension(app: Flask) -> None:
 
 
 def test_instalment_plan_with_a_card_down_payment(app: Flask) -> None:
-    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE, SILENCE],
+    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, SILENCE],
                   from_number=JORDAN)
     text = result.said()
     # The terms in full before the caller agrees: the share now, each instalment and date.
@@ -130,7 +130,7 @@ def test_instalment_plan_with_a_card_down_payment(app: Flask) -> None:
 
 
 def test_a_declined_down_payment_records_nothing(app: Flask) -> None:
-    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE, DROP, SILENCE],
+    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, DROP, SILENCE],
                   from_number=JORDAN, cards=[DECLINED])
     text = result.said()
     assert said_text(app, "pay.result.declined") in text
@@ -139,8 +139,8 @@ def test_a_declined_down_payment_records_nothing(app: Flask) -> None:
 
 
 def test_a_declined_down_payment_can_be_tried_again(app: Flask) -> None:
-    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE,
-                        RETRY_DOWN, CARD, CONTINUE, SILENCE],
+    result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD,
+                        RETRY_DOWN, CARD, SILENCE],
                   from_number=JORDAN, cards=[DECLINED, "4111111111111111"])
     assert [e["result"] for e in result.events if e["event"] == "pay"] == [
         "payment-connector-error", "success"]
@@ -151,11 +151,10 @@ def test_a_declined_down_payment_can_be_tried_again(app: Flask) -> None:
 
 
 def test_a_cancelled_down_payment_then_a_bill_payment_is_only_a_payment(app: Flask) -> None:
-    cancel = key("final_confirm", "cancel")
     full = key("amount_menu", "full")
-    confirm = key("amount_confirm", "confirm")
-    call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, cancel,
-               PAY, full, confirm, CARD, CONTINUE, SILENCE], from_number=JORDAN)
+    # Star at secure entry cancels the down payment; then the bill, in full.
+    call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, key("down_payment_failed", "menu"),
+               PAY, full, CARD, SILENCE], cards=["*", "4111111111111111"], from_number=JORDAN)
     [payment] = payments(app)
     assert (payment.amount_cents, payment.purpose) == (31280, None)
     assert arrangements(app) == []
@@ -181,20 +180,20 @@ def set_columns(app: Flask, number: str, **columns: object) -> None:
 
 def test_only_accounts_arrangements_are_for_hear_the_option(app: Flask) -> None:
     # Alex's account is active: no disconnection notice, so no "more time" to offer.
-    result = call(app, [EN, YES, "60614", MORE_TIME, SILENCE], from_number=ALEX)
+    result = call(app, [YES, "60614", MORE_TIME, SILENCE], from_number=ALEX)
     text = result.said()
     assert said_text(app, "menu.arrange") not in text
     assert said_text(app, "common.no_match") in text
     # The biller's Y makes it eligible all the same.
     set_columns(app, "4401001234", arrangement_eligible=True)
-    text = call(app, [EN, YES, "60614"], from_number=ALEX).said()
+    text = call(app, [YES, "60614"], from_number=ALEX).said()
     assert said_text(app, "menu.arrange") in text
     assert arrangements(app) == []
 
 
 def test_not_eligible_hears_why_and_reaches_a_representative(app: Flask) -> None:
     set_columns(app, "4401005678", broken_arrangements_12m=1)
-    result = call(app, [EN, YES, "60615", MORE_TIME], from_number=JORDAN)
+    result = call(app, [YES, "60615", MORE_TIME], from_number=JORDAN)
     text = result.said()
     assert said_text(app, "arrange.why_broken") in text
     assert said_text(app, "arrange.other_help") in text
@@ -206,7 +205,7 @@ def test_not_eligible_hears_why_and_reaches_a_representative(app: Flask) -> None
 def test_not_eligible_after_hours_hears_when_the_office_opens(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
     set_columns(app, "4401005678", service_start_date=CLOSED_TIME.date() - timedelta(days=20))
-    result = call(app, [EN, YES, "60615", MORE_TIME, SILENCE], from_number=JORDAN)
+    result = call(app, [YES, "60615", MORE_TIME, SILENCE], from_number=JORDAN)
     text = result.said()
     assert said_text(app, "arrange.why_too_new") in text
     assert "Our office is closed right now" in text
@@ -240,18 +239,17 @@ def test_each_reason_has_its_own_sentence(tmp_path: Path) -> None:
             alex = db.scalars(select(Account).where(Account.account_number == "4401001234")).one()
             alex.arrangement_eligible = True
         flow = line.call(ALEX)
-        flow.press(EN, YES, "60614", MORE_TIME)
+        flow.press(YES, "60614", MORE_TIME)
         assert flow.state == "arrange_menu"
 
 
 def test_a_later_call_hears_the_arrangement_and_can_pay_the_instalment(app: Flask) -> None:
-    call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE, SILENCE], from_number=JORDAN)
+    call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, SILENCE], from_number=JORDAN)
     set_clock(app, OPEN_TIME + timedelta(days=1))
-    confirm = key("amount_confirm", "confirm")
     # The down payment was a day ago to the minute: "you already paid today" comes first.
     pay_again = key("paid_today", "again")
-    result = call(app, [EN, YES, "60615", PAY, pay_again, INSTALMENT, confirm, CARD, CONTINUE,
-                        SILENCE], from_number=JORDAN)
+    result = call(app, [YES, "60615", PAY, pay_again, INSTALMENT, CARD, SILENCE],
+                  from_number=JORDAN)
     text = result.said()
     tomorrow = TODAY + timedelta(days=1)
     assert said_text(app, "summary.arrangement",
@@ -259,7 +257,7 @@ def test_a_later_call_hears_the_arrangement_and_can_pay_the_instalment(app: Flas
                      amount=words(7820),
                      date=speech.date_words(TODAY + timedelta(days=30), "en-US",
                                             tomorrow)) in text
-    assert "scheduled to be disconnected" not in text
+    assert "due to be disconnected" not in text
     assert said_text(app, "menu.arrange") not in text  # one arrangement at a time
     assert said_text(app, "amount.menu_instalment", amount=words(7820)) in text
     down, instalment = payments(app)
@@ -322,8 +320,8 @@ def test_extensions_only_and_arrangements_off(database_url: str, tmp_path: Path)
 def test_simulated_call_arrangement_is_marked_test(tmp_path: Path) -> None:
     with demo_line(tmp_path, simulated="true") as line:
         flow = line.call(JORDAN)
-        flow.press(*TO_ARRANGE, INSTALMENTS, AGREE, CARD)
-        step = flow.press(CONTINUE)
+        flow.press(*TO_ARRANGE, INSTALMENTS, AGREE)
+        step = flow.press(CARD)
         assert isinstance(step, PayCapture) and step.charge_cents == 7820
         with line.database.session() as db:
             jordan = db.scalars(select(Account).where(
@@ -338,13 +336,13 @@ def test_simulated_call_arrangement_is_marked_test(tmp_path: Path) -> None:
     # (real or not) may still make one.
     assert arrangement.status == ArrangementStatus.TEST
     result = call(app, [*TO_ARRANGE, EXTENSION, AGREE, SILENCE], from_number=JORDAN)
-    assert "scheduled to be disconnected" in result.said()
+    assert "due to be disconnected" in result.said()
     assert len(arrangements(app)) == 2
 
 
 def test_spanish_caller_hears_the_terms_in_spanish(app: Flask) -> None:
-    es = key("language", "es-US")
-    result = call(app, [es, YES, "60615", MORE_TIME, EXTENSION], from_number=JORDAN)
+    # English on file: the Spanish line at the account confirmation switches.
+    result = call(app, [SWITCH_LANGUAGE, YES, "60615", MORE_TIME, EXTENSION], from_number=JORDAN)
     assert said_text(app, "arrange.confirm_extension", "es-US",
                      amount=speech.money(31280, "es-US"),
                      date=speech.date_words(TODAY + timedelta(days=14), "es-US",
@@ -367,7 +365,7 @@ def test_ivr_call_json_runs_an_arrangement_call(runner: CliRunner, tmp_path: Pat
     accounts.write_bytes(demo_file(OPEN_TIME.date()))
     assert runner.invoke(main, ["accounts", "import", str(accounts)]).exit_code == 0
     result = runner.invoke(main, ["call", "--from", JORDAN, "--json", "--press",
-                                  " ".join([*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE,
+                                  " ".join([*TO_ARRANGE, INSTALMENTS, AGREE, CARD,
                                             SILENCE])])
     assert result.exit_code == 0, result.output
     transcript = json.loads(result.output)
@@ -379,10 +377,9 @@ def test_ivr_call_json_runs_an_arrangement_call(runner: CliRunner, tmp_path: Pat
 def _walk_to_down_payment(twilio: Twilio, call_sid: str) -> dict[str, str]:
     base = {"CallSid": call_sid, "From": JORDAN, "To": "+15555550100"}
     twiml(twilio.post("/voice/incoming", **base))
-    for state, digits in [("language", EN), ("confirm_account", YES), ("verify", "60615"),
+    for state, digits in [("confirm_account", YES), ("verify", "60615"),
                           ("main_menu", MORE_TIME), ("arrange_menu", INSTALMENTS),
-                          ("arrange_confirm", AGREE), ("method", CARD),
-                          ("final_confirm", CONTINUE)]:
+                          ("arrange_confirm", AGREE), ("method", CARD)]:
         twiml(twilio.post(f"/voice/step/{state}", Digits=digits, **base))
     return {**base, "Result": "success", "PaymentConfirmationCode": "DOWN12345",
             "PaymentCardNumber": "xxxx-xxxx-xxxx-4242", "PaymentCardType": "visa",
@@ -433,7 +430,7 @@ def test_the_terms_by_text_message(tmp_path: Path, sqlite_url: str) -> None:
         app = make_app(sqlite_url, prompts, twilio_account_sid=sid, sms_from="+15555550100",
                        twilio_api_base_url=stand_in.url)
         text_terms = key("arrange_done", "text")
-        result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, CONTINUE, text_terms,
+        result = call(app, [*TO_ARRANGE, INSTALMENTS, AGREE, CARD, text_terms,
                             SILENCE], from_number=JORDAN)
         said = result.said()
         assert said_text(app, "arrange.done_menu_text") in said

@@ -25,7 +25,7 @@ from ivr.prompts import speech
 from ivr.statuses import OutboxStatus
 from ivr.web.app import get_config, get_database
 from tests.conftest import call, said_text, set_clock, unavailable
-from tests.flow import CARD, CONTINUE, EN, SILENCE, YES, key
+from tests.flow import CARD, SILENCE, YES, key
 from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
 from tests.servers.sshd import SshdServer
 from tests.servers.webhook import start_receiver
@@ -36,8 +36,8 @@ ACCOUNT = "4401005678"
 CHICAGO = ZoneInfo("America/Chicago")
 SECRET = "receiver-secret-0123456789abcdef"
 # Main menu "more time", the instalment plan, agree, then the down payment by card.
-PLAN_CALL = [EN, YES, "60615", key("main_menu", "more_time"), key("arrange_menu", "instalments"),
-             key("arrange_confirm", "agree"), CARD, CONTINUE, SILENCE]
+PLAN_CALL = [YES, "60615", key("main_menu", "more_time"), key("arrange_menu", "instalments"),
+             key("arrange_confirm", "agree"), CARD, SILENCE]
 
 # How many times the accounting system holds an arrangement, by its idempotency key.
 Seen = Callable[[Arrangement], int]

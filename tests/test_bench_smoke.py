@@ -1,4 +1,4 @@
-"""The import benchmark still runs end to end (small sizes; its figures are not checked)."""
+"""The benchmarks still run end to end (small sizes; their figures are not checked)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import _PG_SERVER, REPO, unavailable
+from ivr.simulator.timing import STANDARD_CALLS
+from tests.conftest import _PG_SERVER, REPO, need_espeak, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +52,23 @@ def test_the_import_bench_prints_every_figure(bench_postgres: str) -> None:
         summary = [line for line in mine if "p99 during/idle" in line]
         assert len(summary) == 1 and summary[0].endswith("(applied)"), done.stdout
     assert any(line.strip().startswith("export: ivr") for line in lines), done.stdout
+
+
+def test_the_call_time_bench_times_every_standard_call(tmp_path: Path) -> None:
+    need_espeak()
+    done = subprocess.run(  # noqa: S603 - this repository's own bench
+        [sys.executable, "-m", "bench.call_time", "--markdown",
+         "--cache", str(tmp_path / "lengths.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    # Exit 0 means every standard call still reaches its confirmation number: a failure
+    # means the calls no longer follow the flow, not that the line got slower.
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Call time: espeak-ng at ")
+    for call in STANDARD_CALLS:
+        assert f"{call.name}: {call.title}" in lines, done.stdout
+        assert any(line.startswith(f"| {call.title} | ") for line in lines), done.stdout
+    totals = [line for line in lines if line.strip().startswith("to confirmation: ")]
+    assert len(totals) == len(STANDARD_CALLS), done.stdout
+    # The lengths were measured, and kept for the next run.
+    assert (tmp_path / "lengths.json").stat().st_size > 0

@@ -5,8 +5,9 @@
   included, which names accounts by their last four digits alone), help and goodbyes, and no
   value it speaks is an account's name, balance, ZIP or full number;
 - no payment without an explicit confirmation: every <Pay> hand-off follows the caller's 1
-  at the card confirmation or the bank authorization, and for an account paid in the last
-  24 hours, their 1 at "you already paid today";
+  at the card confirmation or the bank authorization, or their card key at a method menu
+  that said the amount and the account, and for an account paid in the last 24 hours,
+  their 1 at "you already paid today";
 - no arrangement without an explicit confirmation: a call records at most as many
   arrangements as its "agree" presses, and one with a down payment only with that payment.
 """
@@ -49,10 +50,8 @@ from tests.flow import (
     BANK,
     CARD,
     CHECKING,
-    CONFIRM,
     CONTINUE,
     EN,
-    FULL,
     PAY,
     SILENCE,
     YES,
@@ -82,9 +81,9 @@ answers = st.sampled_from(
 # payment and the arrangement paths rather than dying at the language menu.
 _ZIP = {row["account_number"]: row["service_zip"] for row in ROWS}
 WAYS_IN = {
-    "+15555550123": [[EN, YES, "60614"]], "+15555550124": [[EN, YES, "60615"]],
-    "+15555550125": [["2", YES, "60617"]], "+15555550126": [[EN, YES, "60616"]],
-    "+15555550127": [[EN, YES, "60618"]],
+    "+15555550123": [[YES, "60614"]], "+15555550124": [[YES, "60615"]],
+    "+15555550125": [[YES, "60617"]], "+15555550126": [[YES, "60616"]],
+    "+15555550127": [[YES, "60618"]],
     DEMO_LANDLORD: [[EN, pick(n), _ZIP[number]]
                     for n, number in enumerate(("4402000011", "4402000022", "4402000033"), 1)],
     "+15555550199": [[EN, f"{number}#", zip_code] for number, zip_code in _ZIP.items()],
@@ -192,17 +191,28 @@ def run_call(line: Line, caller: str, script: list[str], results: Iterator[str])
             check_unverified_speech(new)
         if isinstance(new, PayCapture):
             trace.pay_starts += 1
-            check_confirmed(line, trace, after, flow.call_sid)
+            check_confirmed(line, trace, after, flow.call_sid, step, new)
     check_arrangements(line, trace, flow.call_sid)
     return trace
 
 
-def check_confirmed(line: Line, trace: Trace, call: CallSession, call_sid: str) -> None:
-    """A <Pay> hand-off right after an explicit 1, and after "pay again" where it is asked."""
+def check_confirmed(line: Line, trace: Trace, call: CallSession, call_sid: str,
+                    asked: Step, pay: PayCapture) -> None:
+    """A <Pay> hand-off right after an explicit 1 to a question that said the amount and the
+    account, and after "pay again" where it is asked."""
     state, answer, _account = trace.presses[-1]
-    assert (state, answer) in (("final_confirm", CONTINUE), ("ach_authorize", AUTHORIZE)), (
-        state, answer)
+    assert (state, answer) in (("final_confirm", CONTINUE), ("ach_authorize", AUTHORIZE),
+                               ("method", CARD)), (state, answer)
     assert call.verified and call.account_id is not None
+    if state == "method":
+        # Card chosen at the method menu: that menu said what is charged, and to which account.
+        [said] = [s for s in getattr(asked, "speech", ()) if s.prompt_id == "method.menu_pay"]
+        with line.database.session() as db:
+            account = db.get(Account, call.account_id)
+            assert account is not None
+            last4 = speech.digits(account.account_number[-4:])
+        assert dict(said.params) == {"amount": speech.money(pay.charge_cents, call.language),
+                                     "last4": last4}
     with line.database.session() as db:
         this_call = len(db.scalars(select(Payment).where(
             Payment.call_sid == call_sid, Payment.account_id == call.account_id)).all())
@@ -245,8 +255,8 @@ def test_every_call_keeps_the_promises(line: Line, call: tuple[str, list[str]],
 
 def test_a_landlord_paying_two_accounts_passes_the_checks(tmp_path: Path) -> None:
     """The checker follows a real call through both accounts (and so would see a slip)."""
-    script = [EN, pick(1), "60620", PAY, FULL, CONFIRM, CARD, CONTINUE, ANOTHER_ACCOUNT,
-              pick(3), "60622", PAY, CONFIRM, CARD, CONTINUE, SILENCE]
+    script = [EN, pick(1), "60620", PAY, CARD, ANOTHER_ACCOUNT, pick(3), "60622", PAY, CARD,
+              SILENCE]
     with demo_line(tmp_path) as fresh:
         trace = run_call(fresh, DEMO_LANDLORD, script, iter(["success"] * 2))
         with fresh.database.session() as db:
@@ -264,17 +274,13 @@ MORE_TIME, EXTENSION, INSTALMENTS = (key("main_menu", "more_time"),
                                      key("arrange_menu", "instalments"))
 RECONNECT = key("amount_menu", "reconnect")
 PATHS = {
-    "card": ("+15555550123", [EN, YES, "60614", PAY, FULL, CONFIRM, CARD, CONTINUE, SILENCE]),
-    "bank": ("+15555550123", [EN, YES, "60614", PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE,
-                              SILENCE]),
-    "extension": ("+15555550124", [EN, YES, "60615", MORE_TIME, EXTENSION, AGREE, SILENCE]),
-    "plan": ("+15555550124", [EN, YES, "60615", MORE_TIME, INSTALMENTS, AGREE, CARD, CONTINUE,
-                              SILENCE]),
-    "reconnect": ("+15555550127", [EN, YES, "60618", PAY, RECONNECT, CONFIRM, CONTINUE,
-                                   SILENCE]),
-    "landlord": (DEMO_LANDLORD, [EN, pick(1), "60620", PAY, FULL, CONFIRM, CARD, CONTINUE,
-                                 ANOTHER_ACCOUNT, pick(3), "60622", PAY, CONFIRM, CARD,
-                                 CONTINUE, SILENCE]),
+    "card": ("+15555550123", [YES, "60614", PAY, CARD, SILENCE]),
+    "bank": ("+15555550123", [YES, "60614", PAY, BANK, CHECKING, AUTHORIZE, SILENCE]),
+    "extension": ("+15555550124", [YES, "60615", MORE_TIME, EXTENSION, AGREE, SILENCE]),
+    "plan": ("+15555550124", [YES, "60615", MORE_TIME, INSTALMENTS, AGREE, CARD, SILENCE]),
+    "reconnect": ("+15555550127", [YES, "60618", PAY, RECONNECT, CONTINUE, SILENCE]),
+    "landlord": (DEMO_LANDLORD, [EN, pick(1), "60620", PAY, CARD, ANOTHER_ACCOUNT, pick(3),
+                                 "60622", PAY, CARD, SILENCE]),
 }
 _CALL_TABLES = (PostingAttempt, OutboxEntry, AchAuthorization, Arrangement, Payment,
                 CallEvent, GuardEvent, VerificationFailure, CallSession)

@@ -27,12 +27,8 @@ from tests.flow import (
     BANK,
     CARD,
     CHECKING,
-    CONFIRM,
-    CONTINUE,
     DECLINE_FEE,
     EN,
-    ES,
-    FULL,
     PAY,
     RECENT,
     REFUSE,
@@ -49,7 +45,7 @@ CREDIT = "4401009012"  # ZIP 60616, 25.00 credit
 SPANISH = "4401003456"  # caller ID +15555550125, ZIP 60617, owes 76.20
 UNKNOWN_CALLER = "+15555559999"
 ZIP = "60614"  # CURRENT's service ZIP
-PAY_IN_FULL_BY_CARD = [EN, YES, ZIP, PAY, FULL, CONFIRM, CARD, CONTINUE]
+PAY_IN_FULL_BY_CARD = [YES, ZIP, PAY, CARD]
 
 
 def account(app: Flask, number: str) -> Account:
@@ -97,7 +93,7 @@ def test_caller_id_match_pays_full_balance_by_card(app: Flask) -> None:
 
 def test_account_entry_and_other_amount_with_star(app: Flask) -> None:
     # Unknown caller: language, account number, ZIP, pay, other amount 50*00, confirm, card.
-    result = call(app, f"1 {CURRENT}# 60614 1 3 50*00# 1 1 1", from_number=UNKNOWN_CALLER)
+    result = call(app, f"1 {CURRENT}# 60614 5 50*00# 1 1", from_number=UNKNOWN_CALLER)
     text = result.said()
     assert said_text(app, "account.enter") in text
     assert said_text(app, "amount.confirm", amount="fifty dollars") in text
@@ -107,7 +103,7 @@ def test_account_entry_and_other_amount_with_star(app: Flask) -> None:
 
 
 def test_other_amount_read_back_can_be_reentered(app: Flask) -> None:
-    result = call(app, f"1 {CURRENT}# 60614 1 3 2000# 2 3 25*5# 1 1 1", from_number=UNKNOWN_CALLER)
+    result = call(app, f"1 {CURRENT}# 60614 5 2000# 2 3 25*5# 1 1", from_number=UNKNOWN_CALLER)
     assert said_text(app, "amount.confirm", amount="twenty dollars") in result.said()
     assert said_text(app, "amount.confirm", amount="twenty-five dollars and fifty cents") in \
         result.said()
@@ -115,7 +111,7 @@ def test_other_amount_read_back_can_be_reentered(app: Flask) -> None:
 
 
 def test_amount_limits_are_enforced(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 3 50# 999999# 12*00# 1 1 1")
+    result = call(app, "1 60614 5 50# 999999# 12*00# 1 1")
     text = result.said()
     assert said_text(app, "amount.below_minimum", minimum="one dollar") in text
     assert said_text(app, "amount.above_maximum", maximum="five thousand dollars") in text
@@ -130,7 +126,7 @@ def test_unknown_account_three_times_offers_representative(app: Flask) -> None:
 
 def test_wrong_zip_three_times_after_hours_says_goodbye(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
-    result = call(app, "1 1 11111 22222 33333")
+    result = call(app, "1 11111 22222 33333")
     text = result.said()
     assert text.count(said_text(app, "verify.mismatch")) == 2
     assert said_text(app, "verify.failed_final") in text
@@ -141,7 +137,7 @@ def test_wrong_zip_three_times_after_hours_says_goodbye(app: Flask) -> None:
 
 
 def test_wrong_zip_three_times_in_hours_transfers(app: Flask) -> None:
-    result = call(app, "1 1 11111 22222 33333")
+    result = call(app, "1 11111 22222 33333")
     assert said_text(app, "verify.failed_final") in result.said()
     assert [e["number"] for e in result.events if e["event"] == "dial"] == ["+15555550100"]
     assert session_of(app, result.call_sid).outcome == "transferred"
@@ -149,21 +145,21 @@ def test_wrong_zip_three_times_in_hours_transfers(app: Flask) -> None:
 
 def test_lockout_across_calls(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
-    call(app, "1 1 11111 22222 33333")  # three failures
-    call(app, "1 1 44444 55555")  # five within 30 minutes: locked
-    third = call(app, "1 1 60614")  # even the right ZIP is not asked for now
+    call(app, "1 11111 22222 33333")  # three failures
+    call(app, "1 44444 55555")  # five within 30 minutes: locked
+    third = call(app, "1 60614")  # even the right ZIP is not asked for now
     assert said_text(app, "verify.locked") in third.said()
     assert said_text(app, "verify.zip") not in third.said()
     assert "dollars" not in third.said()
     # 30 minutes later the lock has expired.
     set_clock(app, CLOSED_TIME + timedelta(minutes=31))
-    later = call(app, "1 1 60614 1 1 1 1 1")
+    later = call(app, "1 60614 1 1")
     assert said_text(app, "verify.locked") not in later.said()
     assert len(payments(app)) == 1
 
 
 def test_nothing_about_the_account_is_said_before_verification(app: Flask) -> None:
-    result = call(app, "1 1 11111 60614")
+    result = call(app, "1 11111 60614")
     acct = account(app, CURRENT)
     events = result.events
     first_summary = next(i for i, e in enumerate(events)
@@ -178,7 +174,7 @@ def test_nothing_about_the_account_is_said_before_verification(app: Flask) -> No
 
 
 def test_spanish_call(app: Flask) -> None:
-    result = call(app, [ES, YES, "60617", PAY, FULL, CONFIRM, CARD, CONTINUE],
+    result = call(app, [YES, "60617", PAY, CARD],
                   from_number="+15555550125")
     text = result.said()
     assert said_text(app, "identify.found", "es-US", last4="3 4 5 6") in text
@@ -192,7 +188,7 @@ def test_spanish_call(app: Flask) -> None:
 
 
 def test_bank_debit_with_tel_authorization(app: Flask) -> None:
-    result = call(app, [EN, YES, ZIP, PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE])
+    result = call(app, [YES, ZIP, PAY, BANK, CHECKING, AUTHORIZE])
     text = result.said()
     assert "Alex Morgan" in text  # NACHA TEL: the consumer's name is part of the script
     [payment] = payments(app)
@@ -210,7 +206,7 @@ def test_bank_debit_with_tel_authorization(app: Flask) -> None:
 
 
 def test_bank_debit_declined_authorization_charges_nothing(app: Flask) -> None:
-    result = call(app, [EN, YES, ZIP, PAY, FULL, CONFIRM, BANK, SAVINGS, REFUSE])
+    result = call(app, [YES, ZIP, PAY, BANK, SAVINGS, REFUSE])
     assert said_text(app, "pay.cancelled") in result.said()
     assert not [e for e in result.events if e["event"] == "pay"]
     assert payments(app) == []
@@ -226,7 +222,7 @@ def test_convenience_fee_disclosed_and_charged(app: Flask, tmp_path, prompts_dir
     settings = custom / "settings.toml"
     settings.write_text(settings.read_text().replace('card = "0.00"', 'card = "2.95"'))
     fee_app = make_app(get_database(app).url, custom)
-    result = call(fee_app, "1 1 60614 1 1 1 1 1 1")
+    result = call(fee_app, "1 60614 1 1 1 1")
     text = result.said()
     assert "two dollars and ninety-five cents" in text
     pay = next(e for e in result.events if e["event"] == "pay")
@@ -247,13 +243,13 @@ def test_fee_refused_charges_nothing(app: Flask, tmp_path, prompts_dir) -> None:
     settings = custom / "settings.toml"
     settings.write_text(settings.read_text().replace('card = "0.00"', 'card = "2.95"'))
     fee_app = make_app(get_database(app).url, custom)
-    result = call(fee_app, [EN, YES, ZIP, PAY, FULL, CONFIRM, CARD, DECLINE_FEE])
+    result = call(fee_app, [YES, ZIP, PAY, CARD, DECLINE_FEE])
     assert said_text(fee_app, "fee.declined") in result.said()
     assert payments(fee_app) == []
 
 
 def test_declined_card_then_retry_succeeds(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 1 1 1 1 1 1 1",
+    result = call(app, "1 60614 1 1 1 1 1",
                   cards=["4000000000000002", "4111111111111111"])
     text = result.said()
     assert said_text(app, "pay.result.declined") in text
@@ -273,7 +269,7 @@ def test_each_failed_result_is_explained(app: Flask) -> None:
     for day, (card, prompt_id) in enumerate(expectations.items()):
         # A day apart: three declines a day on one account is the card-testing limit.
         set_clock(app, OPEN_TIME + timedelta(days=day))
-        result = call(app, "1 1 60614 1 1 1 1 1 2", cards=[card])
+        result = call(app, "1 60614 1 1 2", cards=[card])
         assert said_text(app, prompt_id) in result.said(), card
         assert said_text(app, "pay.retry_menu") in result.said()
     assert payments(app) == []
@@ -286,14 +282,14 @@ def test_three_failed_payments_end_the_attempts(database_url: str, tmp_path: Pat
         "pay_declines_per_account = 9\npay_declines_per_caller = 9")})
     app = make_app(database_url, prompts)
     set_clock(app, CLOSED_TIME)
-    result = call(app, "1 1 60614 1 1 1 1 1" + " 1 1 1 1 1" * 2, cards=["4000000000000002"])
+    result = call(app, "1 60614 1 1" + " 1 1 1" * 2, cards=["4000000000000002"])
     assert said_text(app, "pay.tries_exhausted") in result.said()
     assert len([e for e in result.events if e["event"] == "pay"]) == 3
     assert payments(app) == []
 
 
 def test_hang_up_during_pay_is_recorded_only(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 1 1", cards=["hangup"])
+    result = call(app, "1 60614 1 1", cards=["hangup"])
     assert payments(app) == []
     session = session_of(app, result.call_sid)
     assert session.outcome == "hung_up_in_pay" and session.ended_at is not None
@@ -304,7 +300,7 @@ def test_hang_up_during_pay_is_recorded_only(app: Flask) -> None:
 
 
 def test_hang_up_mid_call_closes_session(app: Flask) -> None:
-    result = call(app, "1 1 hangup")
+    result = call(app, "1 hangup")
     session = session_of(app, result.call_sid)
     assert session.state == "verify"
     assert session.outcome == "hung_up" and session.call_status == "completed"
@@ -312,14 +308,14 @@ def test_hang_up_mid_call_closes_session(app: Flask) -> None:
 
 
 def test_representative_in_business_hours(app: Flask) -> None:
-    result = call(app, [EN, YES, ZIP, AGENT])
+    result = call(app, [YES, ZIP, AGENT])
     assert said_text(app, "agent.connecting") in result.said()
     assert [e["number"] for e in result.events if e["event"] == "dial"] == ["+15555550100"]
 
 
 def test_representative_after_hours_says_when_office_opens(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)  # Saturday
-    result = call(app, "1 1 60614 0 1 1 1 1 1")
+    result = call(app, "1 60614 0 1 1")
     text = result.said()
     assert said_text(app, "agent.closed_opens", day="Monday", time="8 AM") in text
     assert not [e for e in result.events if e["event"] == "dial"]
@@ -327,10 +323,10 @@ def test_representative_after_hours_says_when_office_opens(app: Flask) -> None:
 
 
 def test_zero_balance_is_said_plainly(app: Flask) -> None:
-    call(app, "1 1 60614 1 1 1 1 1")  # pays everything
+    call(app, "1 60614 1 1")  # pays everything
     # A day later: within 24 hours the caller would first hear "you already paid today".
     set_clock(app, OPEN_TIME + timedelta(hours=25))
-    result = call(app, "1 1 60614 1 1500# 1 1 1")
+    result = call(app, "1 60614 1 1500# 1 1")
     text = result.said()
     assert said_text(app, "summary.zero_balance") in text
     assert said_text(app, "amount.enter") in text  # nothing due: straight to amount entry
@@ -345,8 +341,8 @@ def test_credit_balance(app: Flask) -> None:
 def test_disconnection_pending(app: Flask) -> None:
     acct = account(app, PAST_DUE)
     assert acct.disconnect_date is not None
-    result = call(app, [EN, f"{PAST_DUE}#", "60615", PAY, AVOID_DISCONNECTION, CONFIRM, CARD,
-                        CONTINUE], from_number=UNKNOWN_CALLER)
+    result = call(app, [EN, f"{PAST_DUE}#", "60615", PAY, AVOID_DISCONNECTION, CARD],
+                  from_number=UNKNOWN_CALLER)
     text = result.said()
     assert said_text(
         app, "summary.disconnect_pending",
@@ -362,8 +358,8 @@ def test_disconnection_pending(app: Flask) -> None:
 
 
 def test_recent_payments_and_summary_again(app: Flask) -> None:
-    call(app, "1 1 60614 1 3 2000# 1 1 1")
-    result = call(app, [EN, YES, ZIP, RECENT, SUMMARY, SILENCE])
+    call(app, "1 60614 5 2000# 1 1")
+    result = call(app, [YES, ZIP, RECENT, SUMMARY, SILENCE])
     text = result.said()
     assert said_text(app, "recent.intro") in text
     assert "twenty dollars" in text
@@ -371,13 +367,13 @@ def test_recent_payments_and_summary_again(app: Flask) -> None:
 
 
 def test_repeat_key_repeats_the_question(app: Flask) -> None:
-    result = call(app, [EN, YES, ZIP, REPEAT, SILENCE])
-    menu = said_text(app, "menu.main")
+    result = call(app, [YES, ZIP, REPEAT, "hangup"])
+    menu = said_text(app, "menu.pay_full")
     assert result.said().count(menu) == 2
 
 
 def test_silence_reprompts_then_offers_more_time(app: Flask) -> None:
-    result = call(app, "1 1 - - # -")
+    result = call(app, "1 - - # -")
     text = result.said()
     assert said_text(app, "common.no_input") in text
     assert said_text(app, "common.more_time") in text
@@ -385,25 +381,27 @@ def test_silence_reprompts_then_offers_more_time(app: Flask) -> None:
         session = db.get(CallSession, result.call_sid)
         assert session is not None and session.extended_time
     gathers = [e for e in result.events if e["event"] in {"silence", "press"}]
-    assert len(gathers) == 6
+    assert len(gathers) == 5
 
 
 def test_silence_at_language_menu_means_english(app: Flask) -> None:
-    result = call(app, "- 1 60614 -")
-    assert said_text(app, "identify.found", last4="1 2 3 4") in result.said()
+    # A caller the line cannot place hears the language menu; silence there is English.
+    result = call(app, f"- {CURRENT}# 60614 -", from_number=UNKNOWN_CALLER)
+    assert said_text(app, "language.option", "es-US", key="2") in result.said()
+    assert said_text(app, "account.enter") in result.said()
     assert session_of(app, result.call_sid).language == "en-US"
 
 
 def test_invalid_choices_escalate_after_three_tries(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
-    result = call(app, "1 1 60614 7 8 7")
+    result = call(app, "1 60614 7 8 7")
     assert result.said().count(said_text(app, "common.no_match")) == 2
     assert said_text(app, "common.too_many_tries") in result.said()
     assert result.ended_by == "line"
 
 
 def test_every_call_leaves_a_path_without_digits(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 1 1")
+    result = call(app, "1 60614 1 1")
     with get_database(app).session() as db:
         rows = db.execute(select(CallEvent.state, CallEvent.event, CallEvent.detail).where(
             CallEvent.call_sid == result.call_sid).order_by(CallEvent.id)).all()

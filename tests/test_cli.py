@@ -106,7 +106,7 @@ def test_unknown_layout_is_refused(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_simulated_call_json_and_payments_list(runner: CliRunner, tmp_path: Path) -> None:
     with_demo_accounts(runner, tmp_path)
-    result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
+    result = runner.invoke(main, ["call", "--press", "1 60614 1 1", "--json"])
     assert result.exit_code == 0, result.output
     transcript = json.loads(result.output)
     pays = [e for e in transcript["events"] if e["event"] == "pay"]
@@ -188,7 +188,7 @@ def test_simulated_call_payment_is_marked_test(runner: CliRunner, tmp_path: Path
     from ivr.models import OutboxEntry
 
     with_demo_accounts(runner, tmp_path)
-    result = runner.invoke(main, ["call", "--press", "1 1 60614 1 1 1 1 1", "--json"])
+    result = runner.invoke(main, ["call", "--press", "1 60614 1 1", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(runner.invoke(main, ["payments", "list", "--json"]).output)
     assert [row["posting"] for row in listed] == ["test"]

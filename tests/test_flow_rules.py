@@ -19,15 +19,14 @@ from tests.conftest import (
     said_text,
     twiml,
 )
-from tests.flow import AGENT, EN, YES
+from tests.flow import AGENT, YES
 
 
 def test_failed_transfer_after_wrong_zips_does_not_reopen_verification(app: Flask) -> None:
     twilio = Twilio(app)
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
-    twiml(twilio.post("/voice/incoming", **base))
-    twiml(twilio.post("/voice/step/language", Digits=EN, **base))
+    twiml(twilio.post("/voice/incoming", **base))  # English on file: no language menu
     twiml(twilio.post("/voice/step/confirm_account", Digits=YES, **base))
     for wrong in ("11111", "22222"):
         twiml(twilio.post("/voice/step/verify", Digits=wrong, **base))
@@ -44,7 +43,7 @@ def test_failed_transfer_from_a_menu_returns_to_the_question(app: Flask) -> None
     twilio = Twilio(app)
     sid = new_sid()
     base = {"CallSid": sid, "From": "+15555550123"}
-    for path, digits in [("/voice/incoming", ""), ("/voice/step/language", EN),
+    for path, digits in [("/voice/incoming", ""),
                          ("/voice/step/confirm_account", YES), ("/voice/step/verify", "60614"),
                          ("/voice/step/main_menu", AGENT)]:
         twiml(twilio.post(path, Digits=digits, **base))
@@ -59,21 +58,25 @@ def test_wrong_zip_does_not_use_up_general_tries(tmp_path: Path, sqlite_url: str
     # With max_tries 2 but 3 ZIP attempts allowed, the caller still gets all three.
     prompts = custom_prompts(tmp_path, {"settings.toml": ("max_tries = 3", "max_tries = 2")})
     app = make_app(sqlite_url, prompts)
-    result = call(app, "1 1 11111 22222 60614 -")
+    result = call(app, "1 11111 22222 60614 -")
     assert result.said().count(said_text(app, "verify.mismatch")) == 2
-    assert said_text(app, "menu.main") in result.said()
+    assert said_text(app, "menu.pay_full") in result.said()
 
 
 def test_more_time_resets_the_tries(app: Flask) -> None:
     # silence, silence -> "need more time?", pound -> a fresh start with a longer timeout.
-    result = call(app, "1 1 - - # - 60614 -")
-    assert said_text(app, "menu.main") in result.said()
+    result = call(app, "1 - - # - 60614 -")
+    assert said_text(app, "menu.pay_full") in result.said()
     gathers = [e for e in result.events if e["event"] in {"press", "silence"}]
-    assert len(gathers) == 8
+    assert len(gathers) == 7
 
 
-def test_silence_at_language_menu_uses_the_language_on_file(app: Flask) -> None:
-    result = call(app, "- 1 60617 -", from_number="+15555550125")
+def test_a_caller_on_file_is_greeted_in_the_language_on_file(app: Flask) -> None:
+    # No language menu: Spanish from the first word, English offered in one line.
+    result = call(app, "1 60617 -", from_number="+15555550125")
+    first = next(e for e in result.events if e["event"] == "say")
+    assert first["language"] == "es-US"
+    assert said_text(app, "language.option", "en-US", key="3") in result.said()
     with get_database(app).session() as db:
         session = db.get(CallSession, result.call_sid)
         assert session is not None and session.language == "es-US"
@@ -83,10 +86,10 @@ def test_silence_at_language_menu_uses_the_language_on_file(app: Flask) -> None:
 def test_pin_verification(tmp_path: Path, sqlite_url: str) -> None:
     prompts = custom_prompts(tmp_path, {"settings.toml": ('method = "zip"', 'method = "pin"')})
     app = make_app(sqlite_url, prompts)
-    wrong = call(app, "1 1 1111# 9999# 8888#")
+    wrong = call(app, "1 1111# 9999# 8888#")
     assert said_text(app, "verify.pin") in wrong.said()
     assert said_text(app, "verify.failed_final") in wrong.said()
-    right = call(app, "1 1 2468# 1 1 1 1 1")
+    right = call(app, "1 2468# 1 1")
     assert said_text(app, "verify.pin") in right.said()
     with get_database(app).session() as db:
         assert len(db.scalars(select(Payment)).all()) == 1
@@ -104,6 +107,6 @@ def test_ops_variant_for_no_input_is_spoken(tmp_path: Path, sqlite_url: str) -> 
                        '[verify.zip]\nnoinput = "Con calma: el código está en su factura."\n'),
     })
     app = make_app(sqlite_url, prompts)
-    result = call(app, "1 1 - 60614 -")
+    result = call(app, "1 - 60614 -")
     assert "Take your time: the ZIP code is on your bill." in result.said()
-    assert said_text(app, "common.no_input") not in result.said().split("five digit ZIP")[1]
+    assert said_text(app, "common.no_input") not in result.said().split("ZIP code")[1]

@@ -34,7 +34,7 @@ from tests.conftest import (
 DECLINED = "4000000000000002"
 GOOD = "4111111111111111"
 # Typed account 4401001234, ZIP, pay the full balance, confirm, card, continue to <Pay>.
-TYPED_PAY = "1 4401001234# 60614 1 1 1 1 1"
+TYPED_PAY = "1 4401001234# 60614 1 1"
 OWNER = "+15555550123"  # on file for 4401001234
 STRANGERS = [f"+1555555{n:04d}" for n in range(1000, 1020)]
 
@@ -55,7 +55,7 @@ def test_declined_sessions_on_one_account_are_bounded_across_calls_and_numbers(
     sessions = 0
     results = []
     for number in STRANGERS[:4]:
-        result = call(app, TYPED_PAY + " 1 1 1 1 1" * 2, cards=[DECLINED], from_number=number)
+        result = call(app, TYPED_PAY + " 1 1 1" * 2, cards=[DECLINED], from_number=number)
         sessions += pay_sessions(result)
         results.append(result)
     assert sessions == 3  # pay_declines_per_account in 24 hours
@@ -65,7 +65,7 @@ def test_declined_sessions_on_one_account_are_bounded_across_calls_and_numbers(
     assert count(app, "pay_declined") == 3 and count(app, "pay_blocked") >= 1
     # The owner, the next day, can pay again.
     set_clock(app, OPEN_TIME + timedelta(days=1, minutes=1))
-    result = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    result = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert pay_sessions(result) == 1
     with get_database(app).session() as db:
         assert db.scalar(select(func.count()).select_from(Payment)) == 1
@@ -73,10 +73,10 @@ def test_declined_sessions_on_one_account_are_bounded_across_calls_and_numbers(
 
 def test_declined_sessions_from_one_number_are_bounded_across_accounts(app: Flask) -> None:
     caller = STRANGERS[5]
-    first = call(app, TYPED_PAY + " 1 1 1 1 1" * 2, cards=[DECLINED], from_number=caller)
+    first = call(app, TYPED_PAY + " 1 1 1" * 2, cards=[DECLINED], from_number=caller)
     assert pay_sessions(first) == 3
     # Another account, same number: refused before <Pay>.
-    other = call(app, "1 4401003456# 60617 1 1 1 1 1", cards=[DECLINED], from_number=caller)
+    other = call(app, "1 4401003456# 60617 1 1", cards=[DECLINED], from_number=caller)
     assert pay_sessions(other) == 0
     assert said_text(app, "pay.limit_reached") in other.said()
 
@@ -88,12 +88,12 @@ def test_declined_sessions_on_the_whole_line_are_bounded(database_url: str,
     app = make_app(database_url, prompts)
     # Two numbers, two accounts, one decline each: the line's allowance is spent.
     call(app, TYPED_PAY, cards=[DECLINED], from_number=STRANGERS[0])
-    call(app, "1 4401003456# 60617 1 1 1 1 1", cards=[DECLINED], from_number=STRANGERS[1])
-    third = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    call(app, "1 4401003456# 60617 1 1", cards=[DECLINED], from_number=STRANGERS[1])
+    third = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert pay_sessions(third) == 0
     # An hour later (line_window_minutes) the line takes payments again.
     set_clock(app, OPEN_TIME + timedelta(minutes=61))
-    assert pay_sessions(call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)) == 1
+    assert pay_sessions(call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)) == 1
 
 
 def test_side_by_side_calls_cannot_run_more_sessions_than_allowed(database_url: str,
@@ -107,19 +107,17 @@ def test_side_by_side_calls_cannot_run_more_sessions_than_allowed(database_url: 
     for base in calls:  # both callers reach the last question before <Pay>
         for path, digits in [("/voice/incoming", ""), ("/voice/step/language", "1"),
                              ("/voice/step/account_entry", "4401001234"),
-                             ("/voice/step/verify", "60614"), ("/voice/step/main_menu", "1"),
-                             ("/voice/step/amount_menu", "1"),
-                             ("/voice/step/amount_confirm", "1"), ("/voice/step/method", "1")]:
+                             ("/voice/step/verify", "60614"), ("/voice/step/main_menu", "1")]:
             twiml(twilio.post(path, Digits=digits, **base))
     for base in calls:  # the first is in <Pay>, its result not back yet
-        answers.append(twiml(twilio.post("/voice/step/final_confirm", Digits="1", **base)))
+        answers.append(twiml(twilio.post("/voice/step/method", Digits="1", **base)))
     assert answers[0].find("Pay") is not None
     assert answers[1].find("Pay") is None
     assert said_text(app, "pay.limit_reached") in "".join(answers[1].itertext())
 
 
 def test_limits_are_counted_in_metrics(app: Flask) -> None:
-    call(app, TYPED_PAY + " 1 1 1 1 1" * 2, cards=[DECLINED], from_number=STRANGERS[7])
+    call(app, TYPED_PAY + " 1 1 1" * 2, cards=[DECLINED], from_number=STRANGERS[7])
     body = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'ivr_guard_events_last_hour{kind="pay_declined"} 3.0' in body
     assert 'ivr_guard_events_total{kind="pay_declined"}' in body
@@ -222,15 +220,15 @@ def test_a_strangers_wrong_zips_do_not_lock_the_owner_out(app: Flask) -> None:
     assert said_text(app, "verify.locked") in locked.said()
     assert "dollars" not in locked.said()
     # The owner, from the number on file, with the right ZIP, hears the balance and can pay.
-    owner = call(app, "1 1 60614 1 1 1 1 1", cards=[GOOD], from_number=OWNER)
+    owner = call(app, "1 60614 1 1", cards=[GOOD], from_number=OWNER)
     assert said_text(app, "verify.locked") not in owner.said()
     assert pay_sessions(owner) == 1
 
 
 def test_the_owner_is_held_by_their_own_failures(app: Flask) -> None:
     set_clock(app, CLOSED_TIME)
-    call(app, ["1", "1", "11111", "22222", "33333"], from_number=OWNER)
-    again = call(app, ["1", "1", "44444", "55555", "60614"], from_number=OWNER)
+    call(app, ["1", "11111", "22222", "33333"], from_number=OWNER)
+    again = call(app, ["1", "44444", "55555", "60614"], from_number=OWNER)
     assert said_text(app, "verify.locked") in again.said()
     assert "dollars" not in again.said()
 

@@ -48,9 +48,8 @@ def walk_to_pay(twilio: Twilio, call_sid: str, from_number: str = "+15555550123"
     """Drive a caller-ID-matched card call by hand up to the <Pay> verb."""
     base = {"CallSid": call_sid, "From": from_number, "To": "+15555550100"}
     twiml(twilio.post("/voice/incoming", **base))
-    for state, digits in [("language", "1"), ("confirm_account", "1"), ("verify", "60614"),
-                          ("main_menu", "1"), ("amount_menu", "1"), ("amount_confirm", "1"),
-                          ("method", "1"), ("final_confirm", "1")]:
+    for state, digits in [("confirm_account", "1"), ("verify", "60614"), ("main_menu", "1"),
+                          ("method", "1")]:
         twiml(twilio.post(f"/voice/step/{state}", Digits=digits, **base))
 
 

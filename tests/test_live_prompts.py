@@ -26,11 +26,11 @@ def test_wording_edit_is_heard_on_the_next_call(tmp_path: Path, sqlite_url: str)
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
     app = make_app(sqlite_url, prompts)
-    assert "Thank you for calling our payment line." in call(app, "-").said()
+    assert "Thanks for calling." in call(app, "-").said()
 
     en = prompts / "en-US.toml"
     en.write_text(en.read_text(encoding="utf-8").replace(
-        "Thank you for calling our payment line.", "Welcome to City Water payments."),
+        "Thanks for calling.", "Welcome to City Water payments."),
         encoding="utf-8")
     _bump(en)
     assert "Welcome to City Water payments." in call(app, "-").said()
@@ -53,7 +53,7 @@ def test_settings_edit_applies_to_the_next_call(tmp_path: Path, sqlite_url: str)
     _bump(settings)
     said = call(app, "-").said()
     assert "Para español" not in said
-    assert "We found the account ending in" in said  # language menu skipped
+    assert "For the account ending in" in said  # no language menu, and none offered
 
 
 def test_code_speaks_only_registered_prompt_ids() -> None:

@@ -22,11 +22,8 @@ from tests.conftest import REPO
 from tests.flow import (
     AVOID_DISCONNECTION,
     CARD,
-    CONFIRM,
-    CONTINUE,
     EN,
     ES,
-    FULL,
     PAY,
     RECENT,
     YES,
@@ -72,7 +69,7 @@ def test_language_keys_follow_the_configured_languages(tmp_path: Path) -> None:
         'languages = ["en-US", "es-US"]', 'languages = ["es-US", "en-US"]'))
     with demo_line(tmp_path, prompts) as line:
         assert key("language", "es-US", line.catalog.settings) == "1"
-        flow = line.call()
+        flow = line.call("+15555550199")  # a number on no account: the language menu
         first = flow.steps[0]
         assert isinstance(first, Ask)
         assert [(s.prompt_id, s.params.get("key"), s.lang) for s in first.speech[1:]] == [
@@ -87,9 +84,9 @@ def test_language_keys_follow_the_configured_languages(tmp_path: Path) -> None:
 def test_a_paid_call_through_the_harness_reaches_pay(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call()
-        flow.press(EN, YES, "60614")
-        assert flow.state == "main_menu" and "menu.main" in flow.heard()
-        step = flow.press(PAY, FULL, CONFIRM, CARD, CONTINUE)
+        flow.press(YES, "60614")
+        assert flow.state == "main_menu" and "menu.pay_full" in flow.heard()
+        step = flow.press(PAY, CARD)
         assert isinstance(step, PayCapture)
         assert (step.charge_cents, step.method) == (12345, "credit-card")
         assert flow.state == PAYING
@@ -101,7 +98,7 @@ def test_pay_is_not_a_key_when_the_account_cannot_pay(tmp_path: Path) -> None:
             account = db.query(Account).filter_by(account_number="4401001234").one()
             account.payment_allowed = False
         flow = line.call()
-        flow.press(EN, YES, "60614")
+        flow.press(YES, "60614")
         assert flow.heard()[-1] == "menu.main_no_pay"
         flow.press(PAY)
         assert flow.state == "main_menu"
@@ -114,17 +111,21 @@ def test_pay_is_not_a_key_when_the_account_cannot_pay(tmp_path: Path) -> None:
 def test_the_disconnection_amount_is_offered_only_when_pending(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         current = line.call()
-        current.press(EN, YES, "60614", PAY)
-        assert current.heard() == ["amount.menu_full", "amount.menu_other"]
-        current.press(AVOID_DISCONNECTION)
-        assert current.state == "amount_menu" and current.heard()[0] == "common.no_match"
+        current.press(YES, "60614")
+        # Nothing but the balance to offer: it is offered at the main menu, 1 pays it.
+        assert current.heard()[-1] == "menu.pay_full"
+        current.press(PAY)
+        assert current.state == "method" and current.session().amount_cents == 12345
 
         pending = line.call(from_number="+15555550124")
-        pending.press(EN, YES, "60615", PAY)
+        pending.press(YES, "60615")
+        assert pending.heard()[-2:] == ["menu.main", "menu.arrange"]
+        pending.press(PAY)
         assert pending.heard() == [
             "amount.menu_full", "amount.menu_disconnect", "amount.menu_other"]
         pending.press(AVOID_DISCONNECTION)
-        assert pending.state == "amount_confirm"
+        # Chosen from the menu: no read-back, the method menu says the amount.
+        assert pending.state == "method" and pending.heard() == ["method.menu_pay"]
         assert pending.session().amount_cents == 18750
 
 
@@ -155,11 +156,11 @@ def test_wording_is_checked_against_the_keys_of_its_state() -> None:
 
 
 @pytest.mark.parametrize(("file", "old", "new", "problem"), [
-    ("en-US.toml", "To hear your account summary again, press 3",
-     "To hear your account summary again, press 8",
+    ("en-US.toml", "Recent payments, 2. Account details, 3.",
+     "Recent payments, 2. Account details, 8.",
      "en-US.toml: prompt 'menu.main' (say) names key 8"),
-    ("en-US.toml", "Recent payments, 2.", "Recent payments, 5.",
-     "en-US.toml: prompt 'menu.main' (reprompt) names key 5"),
+    ("en-US.toml", "Recent payments, 2. Details", "Recent payments, 8. Details",
+     "en-US.toml: prompt 'menu.pay_full' (say) names key 8"),
     ("es-US.toml", "Para cancelar, oprima 2.\"\n\n[pay.intro_card]",
      "Para cancelar, oprima 7.\"\n\n[pay.intro_card]",
      "es-US.toml: prompt 'confirm.card_with_fee' (say) names key 7"),

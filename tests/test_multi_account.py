@@ -25,11 +25,8 @@ from tests.flow import (
     AGENT,
     ANOTHER_ACCOUNT,
     CARD,
-    CONFIRM,
-    CONTINUE,
     EN,
     ES,
-    FULL,
     MAIN_MENU,
     PAY,
     PICK_OTHER,
@@ -47,9 +44,10 @@ LANDLORD = (("4402000011", "60620", 4510), ("4402000022", "60621", 8800),
 # What must never be said before the account is verified: name, balances, ZIP codes.
 SECRETS = ("Pat", "Kim", "forty-five", "eighty-eight", "one hundred twenty", "dollars",
            "60620", "60621", "60622", "6 0 6 2")
-PAY_BY_CARD = [PAY, FULL, CONFIRM, CARD, CONTINUE]
-# The third account takes its full balance only: no amount menu.
-PAY_THIRD_BY_CARD = [PAY, CONFIRM, CARD, CONTINUE]
+# The balance is the one amount offered: 1 at the main menu pays it, 1 by card.
+PAY_BY_CARD = [PAY, CARD]
+# The third account takes its full balance only: no amount menu either.
+PAY_THIRD_BY_CARD = [PAY, CARD]
 
 
 def _said_between(events: list[dict[str, object]], start: int, stop: int) -> str:
@@ -220,7 +218,7 @@ def test_silence_at_the_language_menu_keeps_the_pick_list(tmp_path: Path) -> Non
 def test_switching_forgets_the_account_just_paid(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call(DEMO_LANDLORD)
-        flow.press(EN, pick(1), "60620", PAY, FULL, CONFIRM, CARD, CONTINUE)
+        flow.press(EN, pick(1), "60620", *PAY_BY_CARD)
         assert flow.state == "paying"
         paying = flow.session()
         assert paying.verified and paying.amount_cents == 4510
@@ -250,7 +248,7 @@ def test_switching_forgets_the_account_just_paid(tmp_path: Path) -> None:
 def test_a_caller_on_one_account_pays_another_by_typing_it(tmp_path: Path) -> None:
     with demo_line(tmp_path) as line:
         flow = line.call("+15555550123")
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM, CARD, CONTINUE)
+        flow.press(YES, "60614", PAY, CARD)
         from ivr.money.payments import handle_pay_result
 
         with line.database.session() as db:

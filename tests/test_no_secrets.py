@@ -66,7 +66,7 @@ def test_zip_card_and_bank_digits_are_nowhere(database_url: str) -> None:
     app = make_app(database_url, Path(__file__).resolve().parent.parent / "prompts")
     logs = _log_lines(app, [
         ["1", "2", f"{ACCOUNT}#", WRONG_ZIP, ZIP, "1", "1", "1", "1", "1"],  # card
-        ["1", "1", ZIP, "1", "1", "1", "2", "1", "1"],  # bank debit
+        ["1", ZIP, "1", "2", "1", "1"],  # bank debit
     ], cards=[CARD], bank=[BANK], from_number="+15555550123")
     stored = _written_by_calls(app)
     assert "webhook" in logs  # the capture worked
@@ -79,7 +79,7 @@ def test_zip_card_and_bank_digits_are_nowhere(database_url: str) -> None:
 def test_a_pin_is_nowhere(database_url: str, tmp_path: Path) -> None:
     prompts = custom_prompts(tmp_path, {"settings.toml": ('method = "zip"', 'method = "pin"')})
     app = make_app(database_url, prompts)
-    logs = _log_lines(app, [["1", "1", "9999#", f"{PIN}#", "1", "1", "1", "1", "1"]],
+    logs = _log_lines(app, [["1", "9999#", f"{PIN}#", "1", "1"]],
                       cards=[CARD])
     assert "webhook" in logs
     with get_database(app).session() as db:

@@ -19,8 +19,8 @@ from tests.test_ops_helpers import assert_accessible, assert_no_secrets, ops_app
 
 # A paid call; a wrong ZIP then a hang-up; silence at the main menu then a hang-up; a Spanish
 # caller who hangs up at the main menu.
-CALLS = (("1 1 60614 1 1 1 1 1", "+15555550123"), ("1 1 99999 hangup", "+15555550123"),
-         ("1 1 60614 - hangup", "+15555550123"), ("2 1 60617 hangup", "+15555550125"))
+CALLS = (("1 60614 1 1", "+15555550123"), ("1 99999 hangup", "+15555550123"),
+         ("1 60614 - hangup", "+15555550123"), ("1 60617 hangup", "+15555550125"))
 
 
 @pytest.fixture
@@ -50,7 +50,9 @@ def test_funnel_counts(app: Flask) -> None:
     assert (menu.reached, menu.passed, menu.noinput, menu.hung_up) == (3, 1, 1, 2)
     paying = _row(rows, "paying")
     assert (paying.reached, paying.passed) == (1, 1)
-    assert _row(rows, "language").reached == 4
+    # Every caller here has a language on file: no language menu, the account at once.
+    assert _row(rows, "language").reached == 0
+    assert _row(rows, "confirm_account").reached == 4
     assert [r.state for r in rows][:5] == ["language", "confirm_account", "pick_account",
                                            "account_entry", "verify"]
     assert [r.state for r in rows].index("paying") == [r.state for r in rows].index("receipt") - 1
@@ -129,9 +131,8 @@ def test_one_call_path_shows_states_never_digits(app: Flask) -> None:
     html = wrong_zip.text
     rows = re.findall(r"<tr>\s*<td>[^<]*</td>\s*<td>(.*?)</td>\s*<td>(\w+)</td>", html, re.S)
     states = [(re.sub(r"<[^>]+>", "", s).replace("sensitive", "").strip(), e) for s, e in rows]
-    assert states == [("language", "enter"), ("language", "ok"), ("confirm_account", "enter"),
-                      ("confirm_account", "ok"), ("verify", "enter"), ("verify", "nomatch"),
-                      ("verify", "call_end")]
+    assert states == [("confirm_account", "enter"), ("confirm_account", "ok"),
+                      ("verify", "enter"), ("verify", "nomatch"), ("verify", "call_end")]
     assert "99999" not in html and "sensitive" in html
     assert "+1******0123" in html and "******1234" in html
     assert_accessible(html)
@@ -146,7 +147,7 @@ def test_one_call_path_shows_states_never_digits(app: Flask) -> None:
 
 def test_time_to_pay(sqlite_url: str, tmp_path: Path) -> None:
     app = ops_app(sqlite_url, tmp_path)
-    call(app, "1 1 60614 1 1 1 1 1")
+    call(app, "1 60614 1 1")
     with get_database(app).session() as db:
         template = db.scalars(select(Payment)).one()
         session = db.scalars(select(CallSession)).one()

@@ -37,11 +37,11 @@ pytestmark = pytest.mark.slow
 def busy(database_url: str, tmp_path: Path) -> Flask:
     """Calls of every kind, a dead letter with a telling error, file runs, a prompt change."""
     app = ops_app(database_url, tmp_path)
-    call(app, "1 1 60614 1 1 1 1 1")
+    call(app, "1 60614 1 1")
     call(app, "1 4401005678# 60615 1 2 1 2 1 1", from_number="+15555550199")
-    call(app, "1 1 99999 hangup")
+    call(app, "1 99999 hangup")
     call(app, "2 1 60617 - - hangup", from_number="+15555550125")
-    call(app, "1 1 60614 1 3 5000# 1 1 1", cards=["4000000000000002"])
+    call(app, "1 60614 5 5000# 1 1", cards=["4000000000000002"])
     with get_database(app).session() as db:
         entry = db.scalars(select(OutboxEntry).order_by(OutboxEntry.id)).first()
         assert entry is not None
@@ -67,7 +67,7 @@ def busy(database_url: str, tmp_path: Path) -> Flask:
     saved = client.post("/ops/prompts/greeting.welcome", data={
         "csrf_token": token(client, "/ops/prompts/greeting.welcome"),
         "text:en-US:say": "Hello, caller.", "had:en-US:say": "1",
-        "orig:en-US:say": "Thank you for calling our payment line."})
+        "orig:en-US:say": "Thanks for calling."})
     assert saved.status_code == 302
     return app
 

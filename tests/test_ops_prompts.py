@@ -21,7 +21,7 @@ from ivr.ops.prompt_usage import ANY_STATE, PROMPT_USAGE, STATE_QUESTIONS, usage
 from ivr.prompts.catalog import load_catalog
 from ivr.prompts.ids import PROMPT_PARAMS, REQUIRED_PROMPT_IDS
 from ivr.web.app import get_database
-from tests.conftest import OPEN_TIME, REPO, call, unavailable
+from tests.conftest import OPEN_TIME, REPO, call, need_espeak, unavailable
 from tests.test_ops_helpers import (
     USER,
     assert_accessible,
@@ -33,7 +33,7 @@ from tests.test_ops_helpers import (
 
 pytestmark = pytest.mark.slow
 
-WELCOME = "Thank you for calling our payment line."
+WELCOME = "Thanks for calling."
 
 
 @pytest.fixture
@@ -96,11 +96,42 @@ def test_prompt_list_shows_text_variants_and_states(lite: Flask) -> None:
     assert len(re.findall(r'href="/ops/prompts/[a-z_.-]+"', page.text)) == len(
         load_catalog(_prompts(lite)).ids())
     spanish = client.get("/ops/prompts?lang=es-US")
-    assert "Gracias por llamar a nuestra línea de pagos." in spanish.text
+    assert "Gracias por llamar." in spanish.text
     found = client.get("/ops/prompts?q=disconnect")
     assert "summary.disconnect_pending" in found.text and "menu.main\"" not in found.text
     assert_accessible(page.text)
     assert_no_secrets(page.text)
+
+
+def _happy_path_seconds(page: str) -> float:
+    found = re.search(r"<strong>(\d+) s of speech</strong>", page)
+    assert found, page[:2000]
+    return float(found.group(1))
+
+
+def _spoken(page: str, prompt_id: str) -> float:
+    row = page[page.index(f'href="/ops/prompts/{prompt_id}"'):]
+    found = re.search(r'<td class="spoken">([\d.]+) s</td>', row[:row.index("</tr>")])
+    assert found, row[:row.index("</tr>")]
+    return float(found.group(1))
+
+
+def test_prompt_list_shows_what_wording_costs_in_seconds(lite: Flask) -> None:
+    need_espeak()
+    client = signed_in(lite)
+    page = client.get("/ops/prompts").text
+    assert 0.5 < _spoken(page, "greeting.welcome") < _spoken(page, "ach.authorize")
+    before = _happy_path_seconds(page)
+    assert 30 < before <= 60  # the shipped wording keeps the happy path within a minute
+    # A longer account confirmation costs the happy path its seconds, shown at once.
+    _save(client, "identify.found", {("en-US", "say"): (
+        "We found the account ending in {last4}. If that is the account you are calling "
+        "about today, press 1. To enter a different account number instead, press 2.")})
+    _wait_for_reload()
+    page = client.get("/ops/prompts").text
+    assert _happy_path_seconds(page) >= before + 3
+    assert "Spoken lengths are espeak-ng at 165 words a minute" in page
+    assert_accessible(page)
 
 
 def test_edit_is_heard_on_the_next_call_and_recorded(app: Flask) -> None:
@@ -343,8 +374,8 @@ def test_save_edit_unit(tmp_path: Path, sqlite_url: str) -> None:
     (prompts / "audio" / "hello.wav").write_bytes(b"RIFF")
     en = prompts / "en-US.toml"
     en.write_text(en.read_text(encoding="utf-8").replace(
-        '[greeting.welcome]\nsay = "Thank you for calling our payment line."',
-        '[greeting.welcome]\nsay = "Thank you for calling our payment line."\n'
+        '[greeting.welcome]\nsay = "Thanks for calling."',
+        '[greeting.welcome]\nsay = "Thanks for calling."\n'
         'audio = "hello.wav"'), encoding="utf-8")
     from ivr.db import Database
 

@@ -10,14 +10,14 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.models import Account, Payment
+from ivr.models import Account, CallSession, Payment
 from ivr.prompts import speech
 from ivr.web.app import get_database
 from tests.conftest import OPEN_TIME, call, said_text, set_clock
-from tests.flow import CARD, CONFIRM, CONTINUE, EN, ES, FULL, PAY, RECENT, YES, demo_line, key
+from tests.flow import CARD, CONFIRM, FULL, PAY, RECENT, YES, demo_line, key
 
 PAY_AGAIN, TO_MAIN_MENU = key("paid_today", "again"), key("paid_today", "menu")
-PAY_IN_FULL = [EN, YES, "60614", PAY, FULL, CONFIRM, CARD, CONTINUE]
+PAY_IN_FULL = [YES, "60614", PAY, CARD]
 ALEX_BALANCE = "one hundred twenty-three dollars and forty-five cents"
 
 
@@ -38,8 +38,8 @@ def test_a_second_payment_the_same_day_needs_the_callers_1(app: Flask) -> None:
     set_clock(app, OPEN_TIME + timedelta(hours=2))
     # Pay: the notice; 2 back to the menu; pay again: the notice again; 1: amount entry
     # (nothing is due now), 15.00, confirmed, by card.
-    result = call(app, [EN, YES, "60614", PAY, TO_MAIN_MENU, PAY, PAY_AGAIN, "1500#", CONFIRM,
-                        CARD, CONTINUE])
+    result = call(app, [YES, "60614", PAY, TO_MAIN_MENU, PAY, PAY_AGAIN, "1500#", CONFIRM,
+                        CARD])
     text = result.said()
     notice = said_text(app, "paid_today.notice", amount=ALEX_BALANCE, day="today",
                        time="10 AM", code=speech.spell(first.confirmation_code))
@@ -51,7 +51,7 @@ def test_a_second_payment_the_same_day_needs_the_callers_1(app: Flask) -> None:
 def test_nothing_is_paid_without_the_confirmation(app: Flask) -> None:
     call(app, PAY_IN_FULL)
     set_clock(app, OPEN_TIME + timedelta(hours=23))
-    result = call(app, [EN, YES, "60614", PAY, TO_MAIN_MENU, RECENT, PAY, "-", "-", "-", "-"])
+    result = call(app, [YES, "60614", PAY, TO_MAIN_MENU, RECENT, PAY, "-", "-", "-", "-"])
     assert said_text(app, "paid_today.menu") in result.said()
     assert len(payments(app)) == 1
 
@@ -59,7 +59,7 @@ def test_nothing_is_paid_without_the_confirmation(app: Flask) -> None:
 def test_a_payment_over_a_day_ago_is_not_announced(app: Flask) -> None:
     call(app, PAY_IN_FULL)
     set_clock(app, OPEN_TIME + timedelta(hours=24, minutes=1))
-    result = call(app, [EN, YES, "60614", PAY, "1500#", CONFIRM, CARD, CONTINUE])
+    result = call(app, [YES, "60614", PAY, "1500#", CONFIRM, CARD])
     assert said_text(app, "paid_today.menu") not in result.said()
     assert len(payments(app)) == 2
 
@@ -75,7 +75,7 @@ def test_yesterday_evening_in_spanish(tmp_path: Path) -> None:
                            fee_cents=0, method="card", language="es-US", paid_at=paid))
         line.now = paid + timedelta(hours=10, minutes=30)
         flow = line.call(from_number="+15555550125")
-        flow.press(ES, YES, "60617", PAY)
+        flow.press(YES, "60617", PAY)
         assert flow.heard() == ["paid_today.notice", "paid_today.menu"]
         params = dict(flow.steps[-1].speech[0].params)  # type: ignore[union-attr]
         assert params == {"amount": "setenta y seis dólares con veinte centavos", "day": "ayer",
@@ -92,10 +92,18 @@ def test_once_confirmed_a_later_pay_on_the_call_is_not_asked_again(tmp_path: Pat
                            amount_cents=10_00,
                            fee_cents=0, method="card", paid_at=line.now - timedelta(hours=1)))
         flow = line.call()
-        flow.press(EN, YES, "60614", PAY)
+        flow.press(YES, "60614", PAY)
         assert flow.state == "paid_today"
-        flow.press(PAY_AGAIN, FULL, CONFIRM, key("method", "card"),
-                   key("final_confirm", "cancel"))
-        assert flow.state == "main_menu" and flow.heard()[0] == "pay.cancelled"
-        flow.press(PAY)
-        assert flow.state == "amount_menu"
+        flow.press(PAY_AGAIN, FULL, CARD)
+        # Star at secure entry cancels; the pay-failed menu leads back to the main menu.
+        from ivr.money.payments import handle_pay_result
+
+        with line.database.session() as db:
+            session = db.get(CallSession, flow.call_sid)
+            assert session is not None
+            flow.steps.append(handle_pay_result(line.context(db, session),
+                                                {"Result": "caller-interrupted-with-star"}))
+        flow.press(key("pay_failed", "menu"))
+        assert flow.state == "main_menu"
+        flow.press(PAY)  # the balance, without the notice again
+        assert flow.state == "method" and "paid_today.notice" not in flow.heard()

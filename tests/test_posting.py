@@ -87,7 +87,7 @@ def drain_at(app: Flask, when: datetime) -> None:
                clock=lambda: when)
 
 
-PAID_CALL = "1 1 60614 1 1 1 1 1"
+PAID_CALL = "1 60614 1 1"
 
 
 def test_paid_call_is_posted_to_the_webhook_receiver_in_real_time(
@@ -388,7 +388,7 @@ def test_live_balance_is_read_and_falls_back_to_cache(
     hledger.append_journal(
         "\n2026-12-01 New bill  ; acct:4401001234\n"
         "    receivables:customers:4401001234   USD 100.00\n    income:utility\n")
-    live = call(app, "1 1 60614 -")
+    live = call(app, "1 60614 -")
     assert "two hundred twenty-three dollars and forty-five cents" in live.said()
     accounting = app.extensions["ivr.money.accounting"]
     # What each live lookup was allowed and what became of it (not how long the call took:
@@ -409,14 +409,14 @@ def test_live_balance_is_read_and_falls_back_to_cache(
     hledger.pause()  # it accepts connections but never answers
     try:
         for _ in range(2):
-            slow = call(app, "1 1 60614 -")
+            slow = call(app, "1 60614 -")
             # The cache (refreshed by the last live read) answers.
             assert "two hundred twenty-three dollars" in slow.said()
         # Each call gave the stalled server only the lookup budget, then used the cache.
         assert [t for t, _ in lookups] == [0.3, 0.3]
         assert all("timed out" in what for _, what in lookups), lookups
         assert accounting.lookup_breaker.is_open
-        skipped = call(app, "1 1 60614 -")
+        skipped = call(app, "1 60614 -")
         assert "two hundred twenty-three dollars" in skipped.said()
         assert len(lookups) == 2  # the open breaker skips the lookup: no wait at all
     finally:

@@ -36,7 +36,7 @@ def receipts_app(tmp_path: Path, sqlite_url: str, twilio_api: StandIn) -> Flask:
 
 
 def test_text_receipt_is_sent_with_masked_data(receipts_app: Flask, twilio_api: StandIn) -> None:
-    result = call(receipts_app, "1 1 60614 1 1 1 1 1 3 -")
+    result = call(receipts_app, "1 60614 1 1 3 -")
     text = result.said()
     assert said_text(receipts_app, "receipt.text_sent", last4="0 1 2 3") in text
     [sent] = twilio_api.requests
@@ -56,7 +56,7 @@ def test_text_receipt_is_sent_with_masked_data(receipts_app: Flask, twilio_api: 
 def test_text_failure_is_said_and_the_call_goes_on(receipts_app: Flask,
                                                    twilio_api: StandIn) -> None:
     twilio_api.fail_status = 500
-    result = call(receipts_app, "1 1 60614 1 1 1 1 1 3 1 -")
+    result = call(receipts_app, "1 60614 1 1 3 1 -")
     text = result.said()
     assert said_text(receipts_app, "receipt.text_failed") in text
     assert len(twilio_api.requests) == 1
@@ -64,7 +64,7 @@ def test_text_failure_is_said_and_the_call_goes_on(receipts_app: Flask,
 
 
 def test_no_text_offer_when_disabled(app: Flask) -> None:
-    result = call(app, "1 1 60614 1 1 1 1 1 3")
+    result = call(app, "1 60614 1 1 3")
     assert said_text(app, "receipt.menu_text") not in result.said()
     assert said_text(app, "common.no_match") in result.said()
 
@@ -78,7 +78,7 @@ def test_bank_authorization_is_recorded_and_stopped_before_bank_entry(
 
     app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,
                    twilio_api_base_url=twilio_api.url)
-    result = call(app, "1 1 60614 1 1 1 2 1 1")
+    result = call(app, "1 60614 1 2 1 1")
     pay = next(e for e in result.events if e["event"] == "pay")
     assert pay["result"] == "success" and pay["method"] == "ach-debit"
     paths = [r["path"] for r in twilio_api.requests]
@@ -101,7 +101,7 @@ def test_bank_authorization_still_stored_when_recording_fails(
     twilio_api.fail_status = 500
     app = make_app(sqlite_url, REPO / "prompts", twilio_account_sid=SID,
                    twilio_api_base_url=twilio_api.url)
-    result = call(app, "1 1 60614 1 1 1 2 1 1")
+    result = call(app, "1 60614 1 2 1 1")
     assert next(e for e in result.events if e["event"] == "pay")["result"] == "success"
     with get_database(app).session() as db:
         [auth] = db.scalars(select(AchAuthorization)).all()

@@ -34,7 +34,7 @@ def test_paid_call_over_http_against_gunicorn(server: tuple[str, str],
                          timeout=5).status_code == 403
     monkeypatch.setenv("IVR_DATABASE_URL", url)
     result = CliRunner().invoke(main, ["call", "--url", base, "--token", TOKEN,
-                                       "--press", "1 1 60614 1 1 1 1 1", "--json"])
+                                       "--press", "1 60614 1 1", "--json"])
     assert result.exit_code == 0, result.output
     events = json.loads(result.output)["events"]
     pay = next(e for e in events if e["event"] == "pay")

@@ -84,7 +84,7 @@ def test_pulled_file_updates_the_cache_and_the_next_call_hears_it(
     assert balance(app, "4401001234") == 25000
     assert (sshd.root / "inbox" / "archive" / "accounts_20261201.csv").exists()
     assert not (sshd.root / "inbox" / "accounts_20261201.csv").exists()
-    said = call(app, "1 1 60614 -").said()
+    said = call(app, "1 60614 -").said()
     assert "two hundred fifty dollars" in said
     with get_database(app).session() as db:
         [run] = db.scalars(select(SyncRun)).all()

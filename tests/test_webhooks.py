@@ -65,7 +65,7 @@ def test_proxied_https_request_validates_with_public_base_url(sqlite_url: str,
     root = twiml(response)
     gather = root.find("Gather")
     assert gather is not None
-    assert gather.get("action") == "https://pay.example.com/voice/step/language"
+    assert gather.get("action") == "https://pay.example.com/voice/step/confirm_account"
     # The same request signed for the internal URL is refused.
     inner = RequestValidator(TOKEN).compute_signature("http://127.0.0.1:8000/voice/incoming", form)
     refused = app.test_client().post("/voice/incoming", data=form,
@@ -91,14 +91,15 @@ def walk_to_pay(twilio: Twilio, call_sid: str, method: str = "1") -> Any:
     """Drive a call by hand up to the <Pay> verb; return that TwiML."""
     base = {"CallSid": call_sid, "From": "+15555550123", "To": "+15555550100"}
     twiml(twilio.post("/voice/incoming", **base))
-    for state, digits in [("language", "1"), ("confirm_account", "1"), ("verify", "60614"),
-                          ("main_menu", "1"), ("amount_menu", "1"), ("amount_confirm", "1"),
-                          ("method", method)]:
+    # English on file: no language menu; 1 at the main menu pays the balance; the method
+    # menu says the amount and account, so card goes straight to <Pay>.
+    for state, digits in [("confirm_account", "1"), ("verify", "60614"), ("main_menu", "1")]:
         twiml(twilio.post(f"/voice/step/{state}", Digits=digits, **base))
     if method == "2":
+        twiml(twilio.post("/voice/step/method", Digits=method, **base))
         twiml(twilio.post("/voice/step/bank_type", Digits="1", **base))
         return twiml(twilio.post("/voice/step/ach_authorize", Digits="1", **base))
-    return twiml(twilio.post("/voice/step/final_confirm", Digits="1", **base))
+    return twiml(twilio.post("/voice/step/method", Digits=method, **base))
 
 
 def success_form(call_sid: str, code: str = "CONF12345X") -> dict[str, str]:
@@ -235,13 +236,12 @@ def test_internal_failure_answers_apology_twiml(lite_app: Flask) -> None:
     twilio = Twilio(lite_app)
     call_sid = new_sid()
     twiml(twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123"))
-    for state, digits in [("language", "1"), ("confirm_account", "1"), ("verify", "60614"),
-                          ("main_menu", "1")]:
+    for state, digits in [("confirm_account", "1"), ("verify", "60614"), ("main_menu", "1")]:
         twiml(twilio.post(f"/voice/step/{state}", CallSid=call_sid, Digits=digits))
     with get_database(lite_app).session() as db:
         # The account vanishes from the cache mid-call: the flow cannot go on.
         db.delete(db.scalar(select(Account).where(Account.account_number == "4401001234")))
-    root = twiml(twilio.post("/voice/step/amount_menu", CallSid=call_sid, Digits="1"))
+    root = twiml(twilio.post("/voice/step/method", CallSid=call_sid, Digits="1"))
     assert said_text(lite_app, "common.apology") in "".join(root.itertext())
 
 
@@ -284,7 +284,7 @@ def test_dropped_connection_is_retried_not_pinged(postgres_url: str, prompts_dir
     logger = logging.getLogger("ivr")
     logger.addHandler(caplog.handler)
     try:
-        second = twiml(twilio.post("/voice/step/language", CallSid=call_sid,
+        second = twiml(twilio.post("/voice/step/confirm_account", CallSid=call_sid,
                                    From="+15555550123", Digits="1"))
     finally:
         logger.removeHandler(caplog.handler)
@@ -299,8 +299,7 @@ def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
     in one statement, not two; the lock is the call's row only, never the account's."""
     twilio = Twilio(app)
     call_sid = new_sid()
-    twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123")
-    twilio.post("/voice/step/language", CallSid=call_sid, From="+15555550123", Digits="1")
+    twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123")  # identified
     engine = get_database(app).engine
     statements: list[str] = []
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from ivr.calls.agent import closed_speech, escalate, transfer_open, transfer_step
 from ivr.calls.context import CallContext
 from ivr.calls.menu import AGENT_KEY, ENDED, PAYING, REPEAT_KEY, Event, State
-from ivr.calls.states import STATES, identify, locked
+from ivr.calls.states import STATES, identify, language_on_file, locked
 from ivr.calls.steps import (
     Ask,
     Finish,
@@ -70,10 +70,17 @@ def _forget_events(db: Session, previous: SessionTransaction) -> None:
 
 
 def start(ctx: CallContext) -> Step:
-    """The first answer to a new call: the language menu, or identification with one language."""
-    if len(ctx.settings.languages) > 1:
-        return enter(ctx, "language")
-    ctx.call.language = ctx.settings.languages[0]
+    """The first answer to a new call: the language menu, or identification with one language
+    or a language on file."""
+    if len(ctx.settings.languages) == 1:
+        ctx.call.language = ctx.settings.languages[0]
+    else:
+        # A caller whose account has its language on file is greeted in it, with the other
+        # language offered in one line at the account confirmation: no language menu.
+        known = language_on_file(ctx)
+        if known is None:
+            return enter(ctx, "language")
+        ctx.call.language = known
     outcome = identify(ctx)
     return apply(ctx, outcome, greeting=(Speech("greeting.welcome"), Speech("common.tips")))
 

@@ -13,8 +13,9 @@ from ivr.models import Payment
 from ivr.prompts import speech
 
 
-def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
-    """Amount due, due date, disconnection notice, last payment and usage."""
+def summary_speech(ctx: CallContext, details: bool = False) -> tuple[Speech, ...]:
+    """Amount due, due date, disconnection notice; with ``details`` (main menu 3), also the
+    last payment and usage (said once verified, they only lengthen the way to paying)."""
     account = ctx.account
     if account is None:
         return ()
@@ -42,11 +43,11 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
         items.append(_disconnected_speech(ctx))
     elif account.past_due_cents > 0 and balance > 0:
         items.append(Speech("summary.past_due", {"amount": ctx.money(account.past_due_cents)}))
-    if account.last_payment_cents and account.last_payment_date:
+    if details and account.last_payment_cents and account.last_payment_date:
         items.append(Speech("summary.last_payment", {
             "amount": ctx.money(account.last_payment_cents),
             "date": ctx.date(account.last_payment_date)}))
-    if account.usage_amount is not None and account.usage_unit:
+    if details and account.usage_amount is not None and account.usage_unit:
         unit_id = f"units.{account.usage_unit.lower()}"
         unit = (ctx.catalog.render(unit_id, ctx.lang).ssml
                 if ctx.catalog.has(unit_id, ctx.lang) else account.usage_unit)

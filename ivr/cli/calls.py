@@ -23,7 +23,7 @@ from ivr.web.app import get_config, get_database
               help="Auth token to sign with (default: IVR_TWILIO_AUTH_TOKEN).")
 @click.option("--from", "from_number", default="+15555550123", show_default=True)
 @click.option("--to", "to_number", default="+15555550100", show_default=True)
-@click.option("--press", help='Keys for each prompt, space-separated: "1 1 60614 1 1". '
+@click.option("--press", help='Keys for each prompt, space-separated: "1 60614 1 1". '
                               '"-" is silence, "hangup" hangs up.')
 @click.option("--card", "cards", multiple=True,
               help="Card number for each card <Pay>, in order (test numbers only; "

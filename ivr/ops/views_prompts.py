@@ -12,12 +12,14 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from ivr.models import PromptVersion
-from ivr.ops import audio, prompt_edit
+from ivr.ops import audio, call_time, prompt_edit
 from ivr.ops.base import bp, database, instance_dir, now, prompts_dir, store, username
 from ivr.ops.prompt_edit import Change, EditRefused
 from ivr.ops.prompt_usage import ANY_STATE, usage_for
 from ivr.ops.samples import PreviewError, render_draft, sample_values
 from ivr.prompts.catalog import VARIANTS, Catalog
+from ivr.prompts.spoken import RATE_WPM
+from ivr.simulator.timing import ENTRY_SECONDS, TURN_SECONDS
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish"}
 
@@ -63,9 +65,14 @@ def prompts() -> str:
             continue
         rows.append({"id": prompt_id, "texts": texts, "note": raw.get("note", ""),
                      "audio": raw.get("audio", ""), "usage": usage_for(prompt_id)})
+    spoken = call_time.lengths(instance_dir())
+    seconds = call_time.prompt_seconds(catalog, lang, [str(row["id"]) for row in rows], spoken)
+    happy = call_time.happy_path(catalog, prompts_dir(), call_time.cache_file(instance_dir()))
     return render_template("ops/prompts.html", title="Prompts", rows=rows, lang=lang,
                            languages=catalog.languages, language_name=language_name,
-                           query=query, problems=problems, any_state=ANY_STATE)
+                           query=query, problems=problems, any_state=ANY_STATE,
+                           seconds=seconds, happy=happy, rate=RATE_WPM,
+                           turn_seconds=TURN_SECONDS, entry_seconds=ENTRY_SECONDS)
 
 
 @dataclass

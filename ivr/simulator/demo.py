@@ -19,9 +19,9 @@ DEMO_SPANISH_CALLER = "+15555550125"
 # A landlord whose one phone number is on three accounts.
 DEMO_LANDLORD = "+15555550130"
 DEMO_LINE = "+15555550100"
-# A paid call from the demo caller: English, confirm the account found by caller ID, ZIP,
-# pay the full balance by card, confirm; then hang up after the confirmation number.
-DEMO_PRESSES = ("1", "1", "60614", "1", "1", "1", "1", "1")
+# A paid call from the demo caller (English on file): confirm the account found by caller
+# ID, ZIP, pay the full balance, by card; then hang up after the confirmation number.
+DEMO_PRESSES = ("1", "60614", "1", "1")
 DEMO_DATABASE_FILE = "demo.sqlite3"
 
 

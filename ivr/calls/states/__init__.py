@@ -26,7 +26,13 @@ from ivr.calls.states.checkout import (
     pay_limited,
     refuse_payment,
 )
-from ivr.calls.states.identify import ACCOUNT_ENTRY, CONFIRM_ACCOUNT, LANGUAGE, identify
+from ivr.calls.states.identify import (
+    ACCOUNT_ENTRY,
+    CONFIRM_ACCOUNT,
+    LANGUAGE,
+    identify,
+    language_on_file,
+)
 from ivr.calls.states.main_menu import MAIN_MENU
 from ivr.calls.states.paid_today import PAID_TODAY
 from ivr.calls.states.pick_account import PICK_ACCOUNT
@@ -38,6 +44,7 @@ __all__ = [
     "STATES",
     "State",
     "identify",
+    "language_on_file",
     "locked",
     "pay_limited",
     "refuse_payment",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from connectors.files.columns import AccountStatus
 from ivr.arrangements.store import active_arrangement, next_instalment
 from ivr.calls import account_rules
@@ -20,8 +22,10 @@ def _account(ctx: CallContext) -> Account:
     return account
 
 
-def start_payment(ctx: CallContext) -> Outcome:
-    """Begin the payment: "you already paid today" when so, then the amount menu or entry."""
+def start_payment(ctx: CallContext, then: Callable[[CallContext], Outcome] | None = None
+                  ) -> Outcome:
+    """Begin the payment: "you already paid today" when so, then the amount menu or entry
+    (or ``then``: the full balance, or an amount typed, chosen at the main menu)."""
     account = _account(ctx)
     if ctx.call.pay_tries >= ctx.settings.pay.max_tries_per_call:
         return Go("main_menu", (say("pay.tries_exhausted"),))
@@ -34,7 +38,26 @@ def start_payment(ctx: CallContext) -> Outcome:
     ctx.call.payment_purpose = None
     if not ctx.call.paid_today_confirmed and payment_today(ctx) is not None:
         return Go("paid_today")
-    return choose_amount(ctx)
+    return (then or choose_amount)(ctx)
+
+
+def balance_is_the_choice(ctx: CallContext) -> bool:
+    """Something is due and the amount menu would offer only the balance (or another
+    amount): no disconnection, reconnection or arrangement amount to choose."""
+    account = ctx.account
+    return (account is not None and account.balance_due_cents > 0
+            and not (_offers_disconnect(ctx) or _offers_reconnect(ctx)
+                     or _has_arrangement(ctx)))
+
+
+def pay_in_full(ctx: CallContext) -> Outcome:
+    """The full balance, chosen at the main menu, straight to the way to pay."""
+    return _choose_amount(ctx, _balance(ctx))
+
+
+def type_amount(ctx: CallContext) -> Outcome:
+    """Another amount, chosen at the main menu: to amount entry."""
+    return Go("amount_entry")
 
 
 def choose_amount(ctx: CallContext) -> Outcome:
@@ -108,25 +131,30 @@ def _set_amount(ctx: CallContext, cents: int) -> None:
 
 
 def _choose_amount(ctx: CallContext, cents: int, notice: SpeechList = ()) -> Outcome:
+    """An amount chosen from a menu: on to the way to pay without a read-back (the card
+    confirmation or the bank authorization says the amount before any capture)."""
     refusal = account_rules.refusal(_account(ctx), ctx.settings, cents)
     if refusal is not None:
         return Go("amount_entry", _refusal_speech(ctx, refusal))
     _set_amount(ctx, cents)
-    return Go("amount_confirm", notice)
+    outcome = choose_method(ctx)
+    if notice and isinstance(outcome, Go):
+        return Go(outcome.state, (*notice, *outcome.before))
+    return outcome
 
 
 def _full_balance(ctx: CallContext) -> Outcome:
-    """The full balance, within the limits, to its read-back."""
+    """The full balance, within the limits, to the way to pay."""
     return _choose_amount(ctx, _balance(ctx))
 
 
 def _avoid_disconnection(ctx: CallContext) -> Outcome:
-    """The amount that avoids disconnection, within the limits, to its read-back."""
+    """The amount that avoids disconnection, within the limits, to the way to pay."""
     return _choose_amount(ctx, _disconnect_amount(ctx) or 0)
 
 
 def _reconnect(ctx: CallContext) -> Outcome:
-    """The amount that restores the service (a reconnection payment), to its read-back."""
+    """The amount that restores the service (a reconnection payment), to the way to pay."""
     return _choose_amount(ctx, _reconnect_amount(ctx))
 
 
@@ -143,7 +171,7 @@ def _has_arrangement(ctx: CallContext) -> bool:
 
 
 def _pay_instalment(ctx: CallContext) -> Outcome:
-    """The next instalment of the arrangement, within the limits, to its read-back."""
+    """The next instalment of the arrangement, within the limits, to the way to pay."""
     return _choose_amount(ctx, _next_instalment(ctx) or 0)
 
 

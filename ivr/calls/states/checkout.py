@@ -45,10 +45,37 @@ def _bank_allowed(ctx: CallContext) -> bool:
     return account_rules.ACH in allowed_methods(ctx).allowed
 
 
-METHOD = State("method", asks=("method.menu",), choices=(
-    Choice("1", "card", pay_by_card, when=_card_allowed),
-    Choice("2", "bank", _pay_by_bank, when=_bank_allowed),
-))
+def _says_amount(ctx: CallContext) -> bool:
+    """No card fee: the method menu says the amount and the account, and stands for the
+    card confirmation (a fee is disclosed, then confirmed, after the choice)."""
+    return ctx.settings.fee.card_cents == 0
+
+
+def _method_prompt(ctx: CallContext) -> SpeechList:
+    if not _says_amount(ctx):
+        return (say("method.menu"),)
+    account = ctx.account
+    assert account is not None  # noqa: S101 - only reachable after verification
+    return (say("method.menu_pay", amount=ctx.money(ctx.call.amount_cents or 0),
+                last4=speech.digits(account.account_number[-4:])),)
+
+
+def _card_chosen(ctx: CallContext) -> Outcome:
+    """`<Pay>` for the card when the menu said the amount and account, else a fee to
+    disclose or the card confirmation."""
+    if not _says_amount(ctx):
+        return pay_by_card(ctx)
+    ctx.call.method = "card"
+    ctx.call.bank_account_type = None
+    ctx.call.fee_cents = 0
+    return _pay_card(ctx)
+
+
+METHOD = State("method", asks=("method.menu_pay", "method.menu"), question=_method_prompt,
+               choices=(
+                   Choice("1", "card", _card_chosen, when=_card_allowed),
+                   Choice("2", "bank", _pay_by_bank, when=_bank_allowed),
+               ))
 
 
 def _only_method_speech(method: str, why: str | None) -> SpeechList:

@@ -40,17 +40,24 @@ def _language_prompt(ctx: CallContext) -> SpeechList:
 
 
 def _language_silence(ctx: CallContext) -> Outcome:
-    """The language on file for a caller-ID match, else the default."""
+    """The default language (a caller with a language on file never hears this menu)."""
     ctx.call.language = ctx.settings.default_language
+    return _after_language(ctx)
+
+
+def language_on_file(ctx: CallContext) -> str | None:
+    """The configured language of the one account the calling number is on, if it has one."""
     phone = normalize_e164(ctx.call.from_number)
     matches = accounts.find_by_phone(ctx.db, phone) if phone else []
-    if len(matches) == 1:
-        wanted = matches[0].language
-        for lang in ctx.settings.languages:
-            if lang.split("-")[0] == wanted:
-                ctx.call.language = lang
-                break
-    return _after_language(ctx)
+    if len(matches) != 1:
+        return None
+    return _configured(ctx.settings, matches[0].language)
+
+
+def _configured(settings: LineSettings, wanted: str | None) -> str | None:
+    """The configured language tag for an account's language ("es" -> "es-US"), if any."""
+    return next((lang for lang in settings.languages
+                 if wanted and lang.split("-")[0] == wanted.split("-")[0]), None)
 
 
 def _after_language(ctx: CallContext) -> Outcome:
@@ -76,10 +83,32 @@ def identify(ctx: CallContext) -> Go:
     return pick_or_enter(ctx)
 
 
+def _switchable(ctx: CallContext) -> bool:
+    """The language menu was skipped for the account's language on file, and the line has
+    another language to offer."""
+    account = ctx.account
+    return (len(ctx.settings.languages) > 1 and account is not None
+            and _configured(ctx.settings, account.language) is not None)
+
+
+def _next_language(ctx: CallContext) -> str:
+    languages = ctx.settings.languages
+    current = languages.index(ctx.lang) if ctx.lang in languages else -1
+    return languages[(current + 1) % len(languages)]
+
+
 def _confirm_prompt(ctx: CallContext) -> SpeechList:
     account = ctx.account
     last4 = account.account_number[-4:] if account else ""
-    return (say("identify.found", last4=speech.digits(last4)),)
+    offer = ((Speech("language.option", {"key": SWITCH_LANGUAGE_KEY}, lang=_next_language(ctx)),)
+             if _switchable(ctx) else ())
+    return (say("identify.found", last4=speech.digits(last4)), *offer)
+
+
+def _switch_language(ctx: CallContext) -> Outcome:
+    """The next configured language, then the same question in it."""
+    ctx.call.language = _next_language(ctx)
+    return Go("confirm_account")
 
 
 def _other_account(ctx: CallContext) -> Outcome:
@@ -88,9 +117,14 @@ def _other_account(ctx: CallContext) -> Outcome:
     return Go("account_entry")
 
 
-CONFIRM_ACCOUNT = State("confirm_account", asks=("identify.found",), question=_confirm_prompt,
+# The other language, offered in one line where the language menu was skipped.
+SWITCH_LANGUAGE_KEY = "3"
+CONFIRM_ACCOUNT = State("confirm_account", asks=("identify.found", "language.option"),
+                        question=_confirm_prompt,
                         choices=(Choice("1", "yes", start_verification),
-                                 Choice("2", "other", _other_account)))
+                                 Choice("2", "other", _other_account),
+                                 Choice(SWITCH_LANGUAGE_KEY, "language", _switch_language,
+                                        when=_switchable)))
 
 
 def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
