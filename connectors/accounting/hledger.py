@@ -28,6 +28,11 @@ with one zero posting on the customer's receivable account (so it shows in the c
 register and changes no balance), its code made from its key like a payment's (with an
 "arr-" prefix), and its terms as tags in the comment. It is deduplicated by code exactly
 as payments are.
+
+A reversal (a bank return, a refund or a void of an earlier payment) is a transaction of its
+own, never an edit: "IVR reversal <code> of payment conf <conf>", debiting the customer's
+receivable and crediting the clearing account by the amount taken back, its code made from
+its own key (with a "rev-" prefix) and tagged ``reverses:`` with the payment's code.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from connectors.accounting.base import (
     PermanentError,
     PostResult,
     RetryableError,
+    ReversalPost,
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
@@ -64,7 +70,7 @@ from connectors.accounting.http import (
 )
 from connectors.accounting.state import StateStore
 
-__all__ = ["HledgerConnector", "Posting", "arrangement_code", "transaction_code",
+__all__ = ["HledgerConnector", "Posting", "arrangement_code", "reversal_code", "transaction_code",
            "unbalanced_by"]
 
 SYSTEM = "hledger"
@@ -119,6 +125,11 @@ def transaction_code(idempotency_key: str) -> str:
         return idempotency_key
     digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
     return f"ivr-{digest[:32]}"
+
+
+def reversal_code(idempotency_key: str) -> str:
+    """The ``tcode`` for a reversal's key: "rev-" keeps it apart from payments' codes."""
+    return transaction_code("rev-" + idempotency_key)
 
 
 def arrangement_code(idempotency_key: str) -> str:
@@ -390,6 +401,32 @@ class HledgerConnector:
             f"Payment arrangement {conf}", tags,
             [_wire_posting(Posting(account, Decimal("0.00")), self.commodity)])
 
+    def reversal_transaction(self, reversal: ReversalPost) -> dict[str, Any]:
+        """The reversing transaction: the receivable back up by the amount, the clearing
+        account down by it (the convenience fee stays earned), with a code of its own and
+        the reversed payment's code as a tag."""
+        if reversal.recorded_at.utcoffset() is None:
+            raise PermanentError(SYSTEM, "recorded_at has no time zone")
+        if not reversal.amount.is_finite() or reversal.amount <= 0:
+            raise PermanentError(SYSTEM, f"amount {reversal.amount} must be positive")
+        if reversal.currency.upper() != self.currency:
+            raise PermanentError(SYSTEM, f"currency {reversal.currency} does not match the "
+                                         f"journal's {self.currency} ({self.commodity})")
+        code = reversal_code(reversal.idempotency_key)
+        conf = _clean(reversal.payment_confirmation_number, 64)
+        tags = [f"acct:{_clean(reversal.account_number, 64)}", f"ivr_ref:{code}",
+                f"conf:{conf}", f"reversal:{_clean(reversal.kind)}",
+                f"reverses:{transaction_code(reversal.payment_idempotency_key)}"]
+        if reversal.code:
+            tags.append(f"return_code:{_clean(reversal.code, 3)}")
+        why = _clean(reversal.code or reversal.kind)
+        postings = [Posting(self.receivable_account(reversal.account_number), reversal.amount),
+                    Posting(self.clearing_account, -reversal.amount)]
+        return _wire_transaction(
+            reversal.effective_date.isoformat(), "Cleared", code,
+            f"IVR reversal {why} of payment conf {conf}", tags,
+            [_wire_posting(p, self.commodity) for p in postings])
+
     # -- HTTP -----------------------------------------------------------------------------
 
     def _deadline(self, budget: float | None) -> Deadline:
@@ -456,6 +493,11 @@ class HledgerConnector:
         """Add the arrangement's zero-amount transaction unless its code is already there."""
         return self._add(self.arrangement_transaction(arrangement), arrangement.account_number,
                          timeout, may_exist=arrangement.may_exist)
+
+    def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
+        """Add the reversing transaction unless one with its code is already there."""
+        return self._add(self.reversal_transaction(reversal), reversal.account_number,
+                         timeout, may_exist=reversal.may_exist)
 
     def _add(self, transaction: dict[str, Any], account_number: str,
              timeout: float | None, *, may_exist: bool) -> PostResult:

@@ -61,6 +61,7 @@ from ivr.models import (
     ImportRun,
     OutboxEntry,
     Payment,
+    Reversal,
     SyncRun,
     utcnow,
 )
@@ -222,6 +223,11 @@ def reapply_recent_payments(db: Session, as_of: datetime,
         account.balance_due_cents -= payment.amount_cents
         account.past_due_cents = max(0, account.past_due_cents - payment.amount_cents)
         count += 1
+    # Likewise money taken back (a bank return, a refund) the biller had not heard of: the
+    # file still counts it as paid, so the balance goes back up by it again.
+    for account, reversal in db.execute(recent_reversals(as_of, Account, Reversal)
+                                        .where(accounts)):
+        account.balance_due_cents += reversal.amount_cents
     return count
 
 
@@ -244,6 +250,19 @@ def recent_payments(as_of: datetime, *what: Any) -> Select[Any]:
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .where(Payment.paid_at >= horizon, Payment.posting_status != PostingStatus.TEST,
                    ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
+
+
+def recent_reversals(as_of: datetime, *what: Any) -> Select[Any]:
+    """Select ``what`` for the reversals of the last RECENT_DAYS the biller had not heard of
+    by ``as_of`` (not posted to their system by then), joined with their accounts."""
+    horizon = as_of - timedelta(days=RECENT_DAYS)
+    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
+    return (select(*what)
+            .select_from(Account)
+            .join(Payment, Payment.account_id == Account.id)
+            .join(Reversal, Reversal.payment_id == Payment.id)
+            .outerjoin(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)
+            .where(Reversal.created_at >= horizon, or_(OutboxEntry.id.is_(None), ~posted)))
 
 
 Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]
@@ -502,6 +521,7 @@ def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int
     with Session(bind=connection) as db:
         # Few accounts have recent payments: find those first, without naming 5,000 keys.
         owing = set(db.scalars(recent_payments(as_of, Account.account_number)))
+        owing.update(db.scalars(recent_reversals(as_of, Account.account_number)))
         mine = owing.intersection(keys)
         if not mine:
             return 0

@@ -56,7 +56,7 @@ def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
                 "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
         else:
             items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
-    if not account_rules.phone_payable(account, ctx.settings):
+    if not account_rules.phone_payable(account, ctx.settings, ctx.today()):
         items.append(Speech("summary.no_phone_payments"))
     return tuple(items)
 
@@ -67,7 +67,7 @@ def _disconnected_speech(ctx: CallContext) -> Speech:
     assert account is not None  # noqa: S101
     needed = account_rules.reconnect_amount(account)
     if (account_rules.reconnecting(account, ctx.settings) and needed > 0
-            and account_rules.phone_payable(account, ctx.settings)):
+            and account_rules.phone_payable(account, ctx.settings, ctx.today())):
         return Speech("summary.reconnect", {"amount": ctx.money(needed)})
     return Speech("summary.disconnected")
 def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:

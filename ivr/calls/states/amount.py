@@ -27,7 +27,7 @@ def start_payment(ctx: CallContext) -> Outcome:
         return Go("main_menu", (say("pay.tries_exhausted"),))
     if pay_limited(ctx):
         return refuse_payment(ctx)
-    if not account_rules.phone_payable(account, ctx.settings):
+    if not account_rules.phone_payable(account, ctx.settings, ctx.today()):
         return Go("main_menu", (say("summary.no_phone_payments"),))
     ctx.call.amount_cents = None
     ctx.call.fee_cents = 0

@@ -1,0 +1,274 @@
+"""Bank returns end to end: a bank payment, then its return file, leaves the cache and the
+books (real hledger-web and webhook receiver on 127.0.0.1, both databases) as if the
+payment had been reversed, exactly once; a bad file changes nothing; the next caller is
+offered card only."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from connectors.accounting.hledger import reversal_code
+from connectors.amounts import cents_to_decimal, cents_to_text
+from ivr.accounts.importer import import_accounts
+from ivr.models import Account, ChangeNotice, OutboxEntry, Payment, ReturnsFile, Reversal, utcnow
+from ivr.money.posting import drain_once
+from ivr.money.returns import apply_returns_file
+from ivr.prompts.catalog import load_catalog
+from ivr.simulator.demo import demo_file
+from ivr.statuses import OutboxStatus, PaymentStatus
+from ivr.web.app import get_config, get_database
+from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
+from tests.flow import (
+    AUTHORIZE,
+    BANK,
+    CHECKING,
+    CONFIRM,
+    CONTINUE,
+    EN,
+    FULL,
+    PAY,
+    SILENCE,
+    YES,
+    Line,
+    demo_line,
+)
+from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
+from tests.servers.webhook import Receiver, start_receiver
+
+SETTINGS = load_catalog(REPO / "prompts").settings.returns
+ALEX = "4401001234"  # +15555550123, ZIP 60614, owes 123.45
+SECRET = "receiver-secret-0123456789abcdef"
+HEADER = "confirmation_number,return_code,return_date,amount,trace_number,detail\n"
+BANK_PAYMENT = [EN, YES, "60614", PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE, CONTINUE,
+                SILENCE]
+
+
+@pytest.fixture
+def hledger(tmp_path: Path) -> Iterator[HledgerServer]:
+    problem = hledger_available()
+    if problem:
+        unavailable(problem)
+    server = start_hledger(tmp_path / "hledger")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    server = start_receiver(tmp_path / "receiver", SECRET)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def returns_file(*rows: str) -> bytes:
+    """A returns file in the default layout."""
+    return (HEADER + "".join(row + "\n" for row in rows)).encode()
+
+
+def bank_payment(app: Flask) -> Payment:
+    """Alex pays the balance from a checking account, through signed webhooks."""
+    call(app, BANK_PAYMENT)
+    with get_database(app).session() as db:
+        payment = db.scalars(select(Payment).order_by(Payment.id.desc())).first()
+        assert payment is not None and payment.method == "ach"
+        db.expunge(payment)
+        return payment
+
+
+def drain(app: Flask, later: timedelta = timedelta(0)) -> None:
+    accounting = app.extensions["ivr.money.accounting"]
+    drain_once(get_database(app), accounting.connector, get_config(app), poster="test-worker",
+               clock=lambda: utcnow() + later)
+
+
+def apply(app: Flask, data: bytes, source: str = "returns.csv") -> list[str]:
+    report = apply_returns_file(get_database(app), data, source, SETTINGS)
+    return report.lines()
+
+
+def account(app: Flask, number: str = ALEX) -> Account:
+    with get_database(app).session() as db:
+        found = db.scalars(select(Account).where(Account.account_number == number)).one()
+        db.expunge(found)
+        return found
+
+
+def reversal_rows(app: Flask) -> list[tuple[Reversal, OutboxEntry]]:
+    with get_database(app).session() as db:
+        rows = db.execute(select(Reversal, OutboxEntry)
+                          .join(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)).all()
+        for reversal, entry in rows:
+            db.expunge(reversal)
+            db.expunge(entry)
+        return [(r, e) for r, e in rows]
+
+
+RETURNED_ON = OPEN_TIME.date() + timedelta(days=2)
+
+
+def r01(payment: Payment, day: date = RETURNED_ON) -> str:
+    """The payment's R01 row."""
+    return (f"{payment.confirmation_code},R01,{day.isoformat()},"
+            f"{cents_to_text(payment.amount_cents)},091000019876543,insufficient funds")
+
+
+def test_an_r01_return_reverses_a_bank_payment_in_hledger_once(
+        database_url: str, hledger: HledgerServer) -> None:
+    app = make_app(database_url, REPO / "prompts", accounting="hledger",
+                   accounting_settings=hledger.settings())
+    owed_before = account(app).balance_due_cents
+    books_before = hledger.balance(ALEX)
+    payment = bank_payment(app)
+    drain(app)
+    assert hledger.balance(ALEX) == books_before - cents_to_decimal(payment.amount_cents)
+    assert account(app).balance_due_cents == owed_before - payment.amount_cents
+
+    data = returns_file(r01(payment))
+    lines = apply(app, data)
+    assert lines[0].startswith("returns.csv: applied; 1 returns"), lines
+    # The same file again, under any name, changes nothing.
+    assert "already applied" in apply(app, data)[0]
+    assert "already applied" in apply(app, data, "copy-of-returns.csv")[0]
+
+    alex = account(app)
+    assert alex.balance_due_cents == owed_before
+    assert alex.ach_off_until == OPEN_TIME.date() + timedelta(days=2 + SETTINGS.bank_off_days)
+    [(reversal, entry)] = reversal_rows(app)
+    assert (reversal.kind, reversal.code, reversal.amount_cents) == (
+        "return", "R01", payment.amount_cents)
+    with get_database(app).session() as db:
+        stored = db.get(Payment, payment.id)
+        assert stored is not None and stored.status == PaymentStatus.RETURNED
+
+    drain(app)
+    code = reversal_code(reversal.idempotency_key)
+    assert hledger.transactions_with_code(code) == 1
+    assert hledger.balance(ALEX) == books_before
+    # The worker killed after the post landed but before it was recorded: the row is
+    # pending again once its claim expires, and the retry finds the transaction.
+    with get_database(app).session() as db:
+        row = db.get(OutboxEntry, entry.id)
+        assert row is not None and row.status == OutboxStatus.POSTED
+        row.status, row.receipt_id, row.claimed_by = OutboxStatus.PENDING, None, "dead-worker"
+        row.claimed_until = utcnow() - timedelta(seconds=1)
+    drain(app, timedelta(hours=1))
+    assert hledger.transactions_with_code(code) == 1
+    assert hledger.balance(ALEX) == books_before
+    assert reversal_rows(app)[0][1].status == OutboxStatus.POSTED
+
+
+def test_a_reversal_reaches_the_receiver_as_its_own_event(
+        database_url: str, receiver: Receiver) -> None:
+    app = make_app(database_url, REPO / "prompts", accounting="webhook",
+                   accounting_settings=receiver.settings())
+    payment = bank_payment(app)
+    assert apply(app, returns_file(r01(payment)))[0].startswith("returns.csv: applied")
+    drain(app)
+    drain(app, timedelta(hours=1))
+    [stored] = receiver.reversals()
+    body = stored["reversal"]
+    assert body["event"] == "reversal" and body["kind"] == "return"
+    assert body["reversed_amount"] == "123.45" and "amount" not in body
+    assert body["payment_idempotency_key"] == payment.idempotency_key
+    assert body["return_code"] == "R01"
+    assert [p["payment"]["idempotency_key"] for p in receiver.payments()] == [
+        payment.idempotency_key]
+
+
+def test_a_bad_file_changes_nothing_and_says_why(tmp_path: Path) -> None:
+    app = make_app(f"sqlite:///{tmp_path / 'bad.sqlite3'}", REPO / "prompts")
+    payment = bank_payment(app)
+    owed = account(app).balance_due_cents
+    good = r01(payment)
+    for bad, why in (
+            (good.replace(",R01,", ",R00,"), "is not a return code"),
+            (good.replace(",R01,", ",X01,"), "is not a return code"),
+            (good.replace("2026-", "2026/"), "is not a date"),
+            (good.replace("123.45", "123.40"), "differs from payment"),
+            (good.replace("123.45", "12x"), "is not an amount")):
+        lines = apply(app, returns_file("NOT-OURS-1,R01,2026-12-03,10.00,,", good, bad))
+        assert "REFUSED, nothing changed" in lines[0], lines
+        assert any(why in line for line in lines), (why, lines)
+    assert account(app).balance_due_cents == owed and account(app).ach_off_until is None
+    with get_database(app).session() as db:
+        assert db.scalar(select(func.count()).select_from(Reversal)) == 0
+        assert db.scalar(select(func.count()).select_from(ReturnsFile)) == 0
+        stored = db.get(Payment, payment.id)
+        assert stored is not None and stored.status == PaymentStatus.PAID
+
+
+def test_numbers_not_ours_are_listed_and_notices_recorded(tmp_path: Path) -> None:
+    app = make_app(f"sqlite:///{tmp_path / 'noc.sqlite3'}", REPO / "prompts")
+    payment = bank_payment(app)
+    owed = account(app).balance_due_cents
+    notice = r01(payment).replace(",R01,", ",C05,").replace("insufficient funds", "savings")
+    lines = apply(app, returns_file("ELSEWHERE1,R02,2026-12-03,10.00,,", notice))
+    assert lines[0].startswith("returns.csv: applied; 0 returns, 1 notices of change, 1 not "
+                               "ours"), lines
+    assert "not ours (no payment on this line has it): ELSEWHERE1" in lines
+    assert account(app).balance_due_cents == owed
+    with get_database(app).session() as db:
+        [stored] = db.scalars(select(ChangeNotice)).all()
+        assert (stored.payment_id, stored.code, stored.detail) == (payment.id, "C05", "savings")
+
+
+def test_the_next_caller_is_offered_card_only_until_the_period_ends(tmp_path: Path) -> None:
+    with demo_line(tmp_path) as line:
+        payment = _ach_payment(line)
+        report = apply_returns_file(line.database, returns_file(r01(payment)), "r.csv", SETTINGS)
+        assert report.applied, report.lines()
+        flow = line.call()
+        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        assert flow.heard() == ["method.card_only_returned", "confirm.card"]
+        # An account file that arrives meanwhile (the biller has the payment, not yet its
+        # return) leaves the bank payments off, and the balance back up by the return.
+        owed = _owed(line)
+        paid_up = b"".join(line for line in io.BytesIO(demo_file(OPEN_TIME.date()))
+                           if not line.startswith(b"TRAILER")).replace(b"123.45", b"0.00")
+        imported = import_accounts(line.database, io.BytesIO(paid_up), "demo",
+                                   pin_key="test-pin-key", as_of=OPEN_TIME + timedelta(hours=1))
+        assert imported.applied
+        assert _owed(line) == owed
+        flow = line.call()
+        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        assert flow.heard() == ["method.card_only_returned", "confirm.card"]
+        later = Line(line.database, line.catalog, line.config,
+                     OPEN_TIME + timedelta(days=3 + SETTINGS.bank_off_days))
+        flow = later.call()
+        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        assert flow.heard() == ["method.menu"]
+
+
+def _ach_payment(line: Line) -> Payment:
+    """A posted bank payment of Alex's balance, as a call records it."""
+    with line.database.session() as db:
+        alex = db.scalars(select(Account).where(Account.account_number == ALEX)).one()
+        payment = Payment(idempotency_key="key-ach-1", call_sid="CA" + "1" * 32,
+                          confirmation_code="ACH0000001", account_id=alex.id,
+                          account_number=ALEX, amount_cents=alex.balance_due_cents,
+                          method="ach", bank_account_type="consumer-checking",
+                          bank_last="89", paid_at=OPEN_TIME)
+        db.add(payment)
+        alex.balance_due_cents = 0
+        db.flush()
+        db.add(OutboxEntry(payment_id=payment.id, status=OutboxStatus.POSTED,
+                           posted_at=OPEN_TIME, receipt_id="T-1"))
+        db.expunge(payment)
+        return payment
+
+
+def _owed(line: Line) -> int:
+    with line.database.session() as db:
+        return db.scalars(select(Account.balance_due_cents)
+                          .where(Account.account_number == ALEX)).one()
