@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -272,3 +273,23 @@ def _owed(line: Line) -> int:
     with line.database.session() as db:
         return db.scalars(select(Account.balance_due_cents)
                           .where(Account.account_number == ALEX)).one()
+
+
+@pytest.mark.slow
+def test_an_r01_return_reverses_a_bank_payment_in_tryton_once(
+        database_url: str, tryton: object) -> None:
+    server: Any = tryton
+    app = make_app(database_url, REPO / "prompts", utcnow(), accounting="tryton",
+                   accounting_settings=server.settings())
+    books = server.receivable(ALEX)
+    payment = bank_payment(app)
+    assert server.receivable(ALEX) == books - cents_to_decimal(payment.amount_cents)
+    day = utcnow().date()
+    assert apply(app, returns_file(r01(payment, day)))[0].startswith("returns.csv: applied")
+    drain(app)
+    drain(app, timedelta(hours=1))
+    assert server.receivable(ALEX) == books
+    assert len(server.moves(f"IVR reversal {payment.confirmation_code} [%")) == 1
+    assert "already applied" in apply(app, returns_file(r01(payment, day)))[0]
+    drain(app, timedelta(hours=2))
+    assert len(server.moves(f"IVR reversal {payment.confirmation_code} [%")) == 1

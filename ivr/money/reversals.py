@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ivr.models import Account, OutboxEntry, Payment, Reversal, utcnow
+from ivr.models import Account, ChangeNotice, OutboxEntry, Payment, Reversal, utcnow
 from ivr.prompts.settings import ReturnsSettings
 from ivr.statuses import OutboxStatus, PaymentStatus, PostingStatus, ReversalKind
 
@@ -147,3 +147,25 @@ def taken_back(db: Session, payment_ids: list[int]) -> dict[int, Taken]:
             r.code if is_return else before.return_code,
             r.effective_date if is_return else before.return_date)
     return found
+
+
+@dataclass(frozen=True)
+class AfterTheCall:
+    """What happened to a payment since: reversals, notices of change, what remains."""
+
+    reversals: list[Reversal]
+    notices: list[ChangeNotice]
+    remaining_cents: int
+    reversible: bool  # real money, not wholly taken back yet
+
+
+def after_the_call(db: Session, payment: Payment) -> AfterTheCall:
+    """A payment's reversals and notices of change, oldest first, for its console page."""
+    reversals = list(db.scalars(select(Reversal).where(Reversal.payment_id == payment.id)
+                                .order_by(Reversal.id)))
+    notices = list(db.scalars(select(ChangeNotice).where(ChangeNotice.payment_id == payment.id)
+                              .order_by(ChangeNotice.id)))
+    remaining = payment.amount_cents - sum(r.amount_cents for r in reversals)
+    return AfterTheCall(reversals, notices, remaining,
+                        payment.posting_status != PostingStatus.TEST
+                        and payment.status == PaymentStatus.PAID and remaining > 0)
