@@ -6,19 +6,31 @@ offered card only."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from connectors.accounting.hledger import reversal_code
 from connectors.amounts import cents_to_decimal, cents_to_text
 from ivr.accounts.importer import import_accounts
-from ivr.models import Account, ChangeNotice, OutboxEntry, Payment, ReturnsFile, Reversal, utcnow
+from ivr.cli import main
+from ivr.models import (
+    Account,
+    ChangeNotice,
+    OutboxEntry,
+    Payment,
+    PostingAttempt,
+    ReturnsFile,
+    Reversal,
+    utcnow,
+)
 from ivr.money.posting import drain_once
 from ivr.money.returns import apply_returns_file
 from ivr.prompts.catalog import load_catalog
@@ -293,3 +305,33 @@ def test_an_r01_return_reverses_a_bank_payment_in_tryton_once(
     assert "already applied" in apply(app, returns_file(r01(payment, day)))[0]
     drain(app, timedelta(hours=2))
     assert len(server.moves(f"IVR reversal {payment.confirmation_code} [%")) == 1
+
+
+def test_reconcile_counts_reversals_and_exits_1_when_one_is_unexplained(
+        sqlite_url: str, hledger: HledgerServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = hledger.settings()
+    app = make_app(sqlite_url, REPO / "prompts", accounting="hledger",
+                   accounting_settings=settings)
+    payment = bank_payment(app)
+    apply(app, returns_file(r01(payment)))
+    zone = load_catalog(REPO / "prompts").settings.transfer.timezone
+    [(reversal, _)] = reversal_rows(app)
+    day = reversal.created_at.astimezone(zone).date().isoformat()
+    monkeypatch.setenv("IVR_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("IVR_PIN_KEY", "test-pin-key")
+    monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("IVR_PROMPTS_DIR", raising=False)
+    queued = CliRunner().invoke(main, ["reconcile", "--date", day, "--json"])
+    data = json.loads(queued.output)
+    assert (data["reversed"], data["reversed_cents"], data["reversals_posted"]) == (1, 12345, 0)
+    assert data["ok"] and [d["status"] for d in data["differences"]] == ["return R01: queued"]
+    drain(app)
+    posted = CliRunner().invoke(main, ["reconcile", "--date", day])
+    assert posted.exit_code == 0, posted.output
+    assert "reversed 1 ($123.45), 1 posted ($123.45)" in posted.output
+    with get_database(app).session() as db:
+        db.execute(delete(PostingAttempt))
+        db.execute(delete(OutboxEntry).where(OutboxEntry.reversal_id.is_not(None)))
+    gone = CliRunner().invoke(main, ["reconcile", "--date", day])
+    assert gone.exit_code == 1
+    assert "UNEXPLAINED" in gone.output and "this reversal would never be posted" in gone.output

@@ -56,6 +56,15 @@ def payments_list(as_json: bool, limit: int) -> None:
                    f"{r['confirmation']}  {r['posting']}{_standing(r)}")
 
 
+def _reversed(report: Any) -> str:
+    """The day's reversals, when there were any (a day without keeps its line as it was)."""
+    if not report.reversed:
+        return ""
+    return (f"; reversed {report.reversed} (${cents_to_text(report.reversed_cents)}), "
+            f"{report.reversals_posted} posted "
+            f"(${cents_to_text(report.reversals_posted_cents)})")
+
+
 def _iso(day: Any) -> str | None:
     return None if day is None else str(day.isoformat())
 
@@ -181,7 +190,8 @@ def outbox_retry(outbox_id: int) -> None:
 @click.option("--date", "day", required=True, help="Local date, YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(day: str, as_json: bool) -> None:
-    """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
+    """Payments captured, posted, queued and dead-lettered on a day, and reversals (returns,
+    refunds, voids) recorded on it; exit 1 if anything is unexplained."""
     from ivr.money.reconcile import parse_day
     from ivr.money.reconcile import reconcile as run
     from ivr.prompts.catalog import load_catalog
@@ -201,7 +211,7 @@ def reconcile(day: str, as_json: bool) -> None:
                    f"(${cents_to_text(report.captured_cents)}), posted {report.posted} "
                    f"(${cents_to_text(report.posted_cents)}), queued {report.queued} "
                    f"(${cents_to_text(report.queued_cents)}), dead {report.dead} "
-                   f"(${cents_to_text(report.dead_cents)})")
+                   f"(${cents_to_text(report.dead_cents)}){_reversed(report)}")
         for line in report.differences:
             click.echo(f"  {line.status:<7} #{line.payment_id} {line.account} "
                        f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")
