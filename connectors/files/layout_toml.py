@@ -165,6 +165,7 @@ class PaymentTable(_RecordTable):
     """``[payment.NAME]``: a ``PaymentLayout``."""
 
     sum_field: str | None = None
+    reversal_record: _Cells | None = None
 
     def build(self, name: str) -> PaymentLayout:
         """The layout named ``name``; raises LayoutError when its values do not fit."""

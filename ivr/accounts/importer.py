@@ -254,15 +254,22 @@ def recent_payments(as_of: datetime, *what: Any) -> Select[Any]:
 
 def recent_reversals(as_of: datetime, *what: Any) -> Select[Any]:
     """Select ``what`` for the reversals of the last RECENT_DAYS the biller had not heard of
-    by ``as_of`` (not posted to their system by then), joined with their accounts."""
+    by ``as_of`` (neither posted to their system nor sent in a confirmation file by then),
+    joined with their accounts."""
     horizon = as_of - timedelta(days=RECENT_DAYS)
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Reversal.created_at,
+                     SyncRun.interval_end > Reversal.created_at)
+              .exists())
     posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     return (select(*what)
             .select_from(Account)
             .join(Payment, Payment.account_id == Account.id)
             .join(Reversal, Reversal.payment_id == Payment.id)
             .outerjoin(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)
-            .where(Reversal.created_at >= horizon, or_(OutboxEntry.id.is_(None), ~posted)))
+            .where(Reversal.created_at >= horizon, ~pushed,
+                   or_(OutboxEntry.id.is_(None), ~posted)))
 
 
 Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]

@@ -63,6 +63,7 @@ from ivr.arrangements.confirmation_file import arrangement_rows, count_created, 
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
 from ivr.money.returns import ReturnsReport, apply_returns_file
+from ivr.money.reversals import reversal_rows
 from ivr.progress import Progress, ProgressCallback
 from ivr.prompts.settings import ReturnsSettings
 from ivr.statuses import IngestOutcome, PostingStatus, SyncKind, SyncRunStatus
@@ -222,31 +223,19 @@ def recorded_run(database: Database, kind: str) -> Iterator[SyncRun]:
 # --- pull ----------------------------------------------------------------------------------
 
 class Applied(Protocol):
-    """What applying one pulled file reports: an account import's or a returns file's."""
+    """What applying one pulled file reports (an account import's or a returns file's):
+    applied (a returns file applied before counts too), rows applied and refused, the
+    import run recorded if any, and the report as text lines."""
 
     @property
-    def applied(self) -> bool:
-        """Applied (a returns file applied before counts too)."""
-        ...
-
+    def applied(self) -> bool: ...
     @property
-    def records(self) -> int:
-        """Rows applied."""
-        ...
-
+    def records(self) -> int: ...
     @property
-    def rejected(self) -> int:
-        """Rows refused."""
-        ...
-
+    def rejected(self) -> int: ...
     @property
-    def run_id(self) -> int | None:
-        """The import run recorded, if any."""
-        ...
-
-    def lines(self) -> list[str]:
-        """The report as text lines."""
-        ...
+    def run_id(self) -> int | None: ...
+    def lines(self) -> list[str]: ...
 
 
 @dataclass
@@ -478,7 +467,9 @@ def write_interval(database: Database, config: SyncConfig, interval: Interval,
             total = db.scalar(select(func.count()).select_from(Payment)
                               .where(*_in_interval(interval))) or 0
         rows = _reporting(rows, "writing", total, progress)
-    return write_payment_file(rows, out, config.payment_layout)
+    start, end = interval.utc
+    return write_payment_file(rows, out, config.payment_layout,
+                              reversals=reversal_rows(database, start, end))
 
 
 def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,

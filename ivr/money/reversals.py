@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from connectors.files.payment_layout import ReversalRow
+from ivr.db import Database
 from ivr.models import Account, ChangeNotice, OutboxEntry, Payment, Reversal, utcnow
 from ivr.prompts.settings import ReturnsSettings
 from ivr.statuses import OutboxStatus, PaymentStatus, PostingStatus, ReversalKind
@@ -169,3 +171,16 @@ def after_the_call(db: Session, payment: Payment) -> AfterTheCall:
     return AfterTheCall(reversals, notices, remaining,
                         payment.posting_status != PostingStatus.TEST
                         and payment.status == PaymentStatus.PAID and remaining > 0)
+
+
+def reversal_rows(database: Database, start: datetime, end: datetime) -> list[ReversalRow]:
+    """The reversals recorded in [start, end), for that interval's confirmation file."""
+    with database.session() as db:
+        rows = db.execute(select(Reversal, Payment)
+                          .join(Payment, Payment.id == Reversal.payment_id)
+                          .where(Reversal.created_at >= start, Reversal.created_at < end)
+                          .order_by(Reversal.created_at, Reversal.id)).all()
+        return [ReversalRow(account_number=p.account_number, amount_cents=r.amount_cents,
+                            effective_date=r.effective_date, recorded_at=r.created_at,
+                            confirmation_number=p.confirmation_code, kind=r.kind.value,
+                            method=p.method, return_code=r.code) for r, p in rows]
