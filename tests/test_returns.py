@@ -335,3 +335,29 @@ def test_reconcile_counts_reversals_and_exits_1_when_one_is_unexplained(
     gone = CliRunner().invoke(main, ["reconcile", "--date", day])
     assert gone.exit_code == 1
     assert "UNEXPLAINED" in gone.output and "this reversal would never be posted" in gone.output
+
+
+def test_the_documented_reversal_is_what_the_connector_sends() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from connectors.accounting.base import ReversalPost
+    from connectors.accounting.webhook import reversal_payload
+
+    doc = (REPO / "docs" / "connectors" / "webhook.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Reversals"):doc.index("## Balance lookups")]
+    [body] = [line for line in section.splitlines() if line.startswith('{"account_number"')]
+    reversal = ReversalPost(
+        idempotency_key="5f0c2a9e-7d41-5b3e-a0c2-8e1f6d4b9a27", account_number=ALEX,
+        kind="return", amount=Decimal("123.45"), currency="USD",
+        effective_date=date(2026, 12, 3),
+        recorded_at=datetime(2026, 12, 3, 15, 4, 5, 900000, tzinfo=UTC),
+        payment_confirmation_number="Y8FNSRFILF",
+        payment_idempotency_key="3c7d6a2e-1f0b-5e89-b4a1-0d2c9e8f7a61",
+        payment_paid_at=datetime(2026, 12, 1, 15, 0, tzinfo=UTC), method="ach", code="R01",
+        reason="insufficient funds")
+    sent = reversal_payload(reversal)
+    assert json.loads(body) == sent
+    assert json.dumps(sent, sort_keys=True, separators=(",", ":")) == body
+    # Nothing a payments receiver could book as a payment.
+    assert not {"amount", "paid_at", "method", "fee", "last4"} & sent.keys()

@@ -62,7 +62,7 @@ from ivr.accounts.importer import ImportReport, import_account_file
 from ivr.arrangements.confirmation_file import arrangement_rows, count_created, first_created
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
-from ivr.money.returns import ReturnsReport, apply_returns_file
+from ivr.money.returns import apply_returns_file
 from ivr.money.reversals import reversal_rows
 from ivr.progress import Progress, ProgressCallback
 from ivr.prompts.settings import ReturnsSettings
@@ -223,9 +223,8 @@ def recorded_run(database: Database, kind: str) -> Iterator[SyncRun]:
 # --- pull ----------------------------------------------------------------------------------
 
 class Applied(Protocol):
-    """What applying one pulled file reports (an account import's or a returns file's):
-    applied (a returns file applied before counts too), rows applied and refused, the
-    import run recorded if any, and the report as text lines."""
+    """What applying one pulled file reports, an account import's or a returns file's
+    (one applied before counts as applied)."""
 
     @property
     def applied(self) -> bool: ...
@@ -287,10 +286,12 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str, zone: tzinfo =
                                _naming(progress, remote.name))
             results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
                                      accounts))
+        settings = returns or ReturnsSettings()
         for remote in returns_files:
-            bank = partial(_apply_returns, database, config, returns or ReturnsSettings())
-            results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
-                                     bank))
+            results.append(_pull_one(
+                database, config, transport, remote, Path(tmp), run,
+                lambda local, source, _: apply_returns_file(
+                    database, local.read_bytes(), source, settings, config.returns_layout)))
         run.files = [{"name": r.name, "outcome": r.outcome,
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
@@ -319,13 +320,6 @@ def _import_accounts(database: Database, config: SyncConfig, pin_key: str, zone:
                                    pin_key=pin_key,
                                    as_of=datetime.fromtimestamp(remote.mtime, UTC),
                                    zone=zone, progress=progress)
-
-
-def _apply_returns(database: Database, config: SyncConfig, settings: ReturnsSettings,
-                   local: Path, source: str, remote: RemoteFile) -> ReturnsReport:
-    """Apply a pulled bank returns file (ivr/money/returns.py)."""
-    return apply_returns_file(database, local.read_bytes(), source, settings,
-                              config.returns_layout)
 
 
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
