@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import delete, func, select
 
+from connectors.accounting.base import ReversalPost
 from connectors.accounting.hledger import reversal_code
 from connectors.amounts import cents_to_decimal, cents_to_text
 from ivr.accounts.importer import import_accounts
@@ -337,17 +340,9 @@ def test_reconcile_counts_reversals_and_exits_1_when_one_is_unexplained(
     assert "UNEXPLAINED" in gone.output and "this reversal would never be posted" in gone.output
 
 
-def test_the_documented_reversal_is_what_the_connector_sends() -> None:
-    from datetime import UTC, datetime
-    from decimal import Decimal
-
-    from connectors.accounting.base import ReversalPost
-    from connectors.accounting.webhook import reversal_payload
-
-    doc = (REPO / "docs" / "connectors" / "webhook.md").read_text(encoding="utf-8")
-    section = doc[doc.index("## Reversals"):doc.index("## Balance lookups")]
-    [body] = [line for line in section.splitlines() if line.startswith('{"account_number"')]
-    reversal = ReversalPost(
+def reversal_post_example() -> ReversalPost:
+    """The reversal docs/connectors/webhook.md shows."""
+    return ReversalPost(
         idempotency_key="5f0c2a9e-7d41-5b3e-a0c2-8e1f6d4b9a27", account_number=ALEX,
         kind="return", amount=Decimal("123.45"), currency="USD",
         effective_date=date(2026, 12, 3),
@@ -356,8 +351,69 @@ def test_the_documented_reversal_is_what_the_connector_sends() -> None:
         payment_idempotency_key="3c7d6a2e-1f0b-5e89-b4a1-0d2c9e8f7a61",
         payment_paid_at=datetime(2026, 12, 1, 15, 0, tzinfo=UTC), method="ach", code="R01",
         reason="insufficient funds")
-    sent = reversal_payload(reversal)
+
+
+def test_the_documented_reversal_is_what_the_connector_sends() -> None:
+    from connectors.accounting.webhook import reversal_payload
+
+    doc = (REPO / "docs" / "connectors" / "webhook.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Reversals"):doc.index("## Balance lookups")]
+    [body] = [line for line in section.splitlines() if line.startswith('{"account_number"')]
+    sent = reversal_payload(reversal_post_example())
     assert json.loads(body) == sent
     assert json.dumps(sent, sort_keys=True, separators=(",", ":")) == body
     # Nothing a payments receiver could book as a payment.
     assert not {"amount", "paid_at", "method", "fee", "last4"} & sent.keys()
+
+
+def test_a_processor_report_in_a_declared_layout_through_the_cli(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    app = make_app(url, REPO / "prompts")
+    payment = bank_payment(app)
+    doc = (REPO / "docs" / "returns.md").read_text(encoding="utf-8")
+    [layouts] = re.findall(r"```toml\n(.*?)```", doc, re.DOTALL)
+    (tmp_path / "layouts.toml").write_text(layouts, encoding="utf-8")
+    report = tmp_path / "acme.csv"
+    report.write_text("Reference;Reason;Returned;Amount;Description\r\n"
+                      f"{payment.confirmation_code};NSF;12/03/2026;($123.45);no funds\r\n",
+                      encoding="utf-8")
+    monkeypatch.setenv("IVR_DATABASE_URL", url)
+    monkeypatch.setenv("IVR_PIN_KEY", "test-pin-key")
+    monkeypatch.setenv("IVR_SYNC_LAYOUTS", str(tmp_path / "layouts.toml"))
+    monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("IVR_PROMPTS_DIR", raising=False)
+    wrong = CliRunner().invoke(main, ["returns", "import", str(report)])
+    assert wrong.exit_code == 1 and "the header lacks confirmation_number" in wrong.output
+    done = CliRunner().invoke(main, ["returns", "import", str(report), "--layout", "acmepay"])
+    assert done.exit_code == 0, done.output
+    assert "applied; 1 returns" in done.output
+    again = CliRunner().invoke(main, ["returns", "import", str(report), "--layout", "acmepay"])
+    assert again.exit_code == 0 and "already applied" in again.output
+    unknown = CliRunner().invoke(main, ["returns", "import", str(report), "--layout", "nope"])
+    assert unknown.exit_code != 0 and "unknown layout 'nope'" in unknown.output
+    listed = json.loads(CliRunner().invoke(main, ["payments", "list", "--json"]).output)
+    assert [(p["status"], p["return_code"], p["return_date"], p["reversed"])
+            for p in listed] == [("returned", "R01", "2026-12-03", "123.45")]
+    text = CliRunner().invoke(main, ["payments", "list"]).output
+    assert "returned R01 2026-12-03 ($123.45 reversed)" in text
+    outbox = json.loads(CliRunner().invoke(main, ["outbox", "list", "--json"]).output)
+    assert {(row["kind"], row["amount"]) for row in outbox} == {
+        ("payment", "123.45"), ("reversal", "123.45")}
+
+
+def test_reversals_need_their_own_webhook_url() -> None:
+    from connectors.accounting.base import PermanentError
+    from connectors.accounting.webhook import WebhookConnector
+
+    base = {"IVR_WEBHOOK_URL": "http://127.0.0.1:9/payments", "IVR_WEBHOOK_SECRET": SECRET}
+    with pytest.raises(ValueError, match="IVR_WEBHOOK_REVERSALS_URL must differ"):
+        WebhookConnector.from_settings({**base, "IVR_WEBHOOK_REVERSALS_URL":
+                                        "http://127.0.0.1:9/payments/"})
+    connector = WebhookConnector.from_settings(base)
+    try:
+        post = reversal_post_example()
+        with pytest.raises(PermanentError, match="IVR_WEBHOOK_REVERSALS_URL is not set"):
+            connector.post_reversal(post)
+    finally:
+        connector.close()
