@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +39,7 @@ from ivr.prompts.catalog import load_catalog
 from ivr.simulator.demo import demo_file
 from ivr.statuses import OutboxStatus, PaymentStatus
 from ivr.web.app import get_config, get_database
-from tests.conftest import OPEN_TIME, REPO, call, make_app, unavailable
+from tests.conftest import OPEN_TIME, REPO, WEBHOOK_SECRET, call, make_app
 from tests.flow import (
     AUTHORIZE,
     BANK,
@@ -55,36 +54,14 @@ from tests.flow import (
     Line,
     demo_line,
 )
-from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
-from tests.servers.webhook import Receiver, start_receiver
+from tests.servers.hledger import HledgerServer
+from tests.servers.webhook import Receiver
 
 SETTINGS = load_catalog(REPO / "prompts").settings.returns
 ALEX = "4401001234"  # +15555550123, ZIP 60614, owes 123.45
-SECRET = "receiver-secret-0123456789abcdef"
 HEADER = "confirmation_number,return_code,return_date,amount,trace_number,detail\n"
 BANK_PAYMENT = [EN, YES, "60614", PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE, CONTINUE,
                 SILENCE]
-
-
-@pytest.fixture
-def hledger(tmp_path: Path) -> Iterator[HledgerServer]:
-    problem = hledger_available()
-    if problem:
-        unavailable(problem)
-    server = start_hledger(tmp_path / "hledger")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    server = start_receiver(tmp_path / "receiver", SECRET)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def returns_file(*rows: str) -> bytes:
@@ -406,7 +383,7 @@ def test_reversals_need_their_own_webhook_url() -> None:
     from connectors.accounting.base import PermanentError
     from connectors.accounting.webhook import WebhookConnector
 
-    base = {"IVR_WEBHOOK_URL": "http://127.0.0.1:9/payments", "IVR_WEBHOOK_SECRET": SECRET}
+    base = {"IVR_WEBHOOK_URL": "http://127.0.0.1:9/payments", "IVR_WEBHOOK_SECRET": WEBHOOK_SECRET}
     with pytest.raises(ValueError, match="IVR_WEBHOOK_REVERSALS_URL must differ"):
         WebhookConnector.from_settings({**base, "IVR_WEBHOOK_REVERSALS_URL":
                                         "http://127.0.0.1:9/payments/"})

@@ -293,26 +293,27 @@ class WebhookConnector:
         Without that URL it is refused permanently, so it waits, dead-lettered and visible,
         until the receiver is ready and a person retries it.
         """
-        if self.arrangements_url is None:
-            raise PermanentError(SYSTEM, f"{ARRANGEMENTS_URL} is not set, so arrangements "
-                                         "cannot be sent; set it, restart, then "
-                                         "`ivr outbox retry` this row")
-        body = _encode(arrangement_payload(arrangement))
-        return self._post(self.arrangements_url, body, arrangement.idempotency_key, timeout,
-                          event="arrangement")
+        return self._post_event("arrangement", self.arrangements_url, ARRANGEMENTS_URL,
+                                arrangement_payload(arrangement), arrangement.idempotency_key,
+                                timeout)
 
     def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
         """POST the signed reversal to IVR_WEBHOOK_REVERSALS_URL (409: already had it).
 
         Without that URL it is refused permanently, as an arrangement is.
         """
-        if self.reversals_url is None:
-            raise PermanentError(SYSTEM, f"{REVERSALS_URL} is not set, so reversals "
-                                         "cannot be sent; set it, restart, then "
-                                         "`ivr outbox retry` this row")
-        body = _encode(reversal_payload(reversal))
-        return self._post(self.reversals_url, body, reversal.idempotency_key, timeout,
-                          event="reversal")
+        return self._post_event("reversal", self.reversals_url, REVERSALS_URL,
+                                reversal_payload(reversal), reversal.idempotency_key, timeout)
+
+    def _post_event(self, event: str, url: str | None, variable: str, body: dict[str, Any],
+                    key: str, timeout: float | None) -> PostResult:
+        """POST an event other than a payment to its own URL, or refuse it permanently
+        (dead-lettered, naming ``variable``) while that URL is not set."""
+        if url is None:
+            raise PermanentError(SYSTEM, f"{variable} is not set, so {event}s cannot be "
+                                         "sent; set it, restart, then `ivr outbox retry` "
+                                         "this row")
+        return self._post(url, _encode(body), key, timeout, event=event)
 
     def _post(self, url: str, body: bytes, key: str, timeout: float | None, *,
               event: str | None = None) -> PostResult:

@@ -238,18 +238,24 @@ def recent_payments(as_of: datetime, *what: Any) -> Select[Any]:
     """Select ``what`` for the payments of the last RECENT_DAYS the biller had not heard of
     by ``as_of`` (see reapply_recent_payments), joined with their accounts."""
     horizon = as_of - timedelta(days=RECENT_DAYS)
-    pushed = (select(SyncRun.id)
-              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
-                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
-                     SyncRun.interval_end > Payment.paid_at)
-              .exists())
-    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     return (select(*what)
             .select_from(Account)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .where(Payment.paid_at >= horizon, Payment.posting_status != PostingStatus.TEST,
-                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
+                   _unheard_of(as_of, Payment.paid_at)))
+
+
+def _unheard_of(as_of: datetime, moment: Any) -> ColumnElement[bool]:
+    """The joined outbox row was not posted by ``as_of``, and no confirmation file sent by
+    then covered ``moment``: the biller had not heard of it."""
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= moment,
+                     SyncRun.interval_end > moment)
+              .exists())
+    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
+    return and_(~pushed, or_(OutboxEntry.id.is_(None), ~posted))
 
 
 def recent_reversals(as_of: datetime, *what: Any) -> Select[Any]:
@@ -257,19 +263,12 @@ def recent_reversals(as_of: datetime, *what: Any) -> Select[Any]:
     by ``as_of`` (neither posted to their system nor sent in a confirmation file by then),
     joined with their accounts."""
     horizon = as_of - timedelta(days=RECENT_DAYS)
-    pushed = (select(SyncRun.id)
-              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
-                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Reversal.created_at,
-                     SyncRun.interval_end > Reversal.created_at)
-              .exists())
-    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     return (select(*what)
             .select_from(Account)
             .join(Payment, Payment.account_id == Account.id)
             .join(Reversal, Reversal.payment_id == Payment.id)
             .outerjoin(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)
-            .where(Reversal.created_at >= horizon, ~pushed,
-                   or_(OutboxEntry.id.is_(None), ~posted)))
+            .where(Reversal.created_at >= horizon, _unheard_of(as_of, Reversal.created_at)))
 
 
 Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]
