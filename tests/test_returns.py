@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -394,3 +396,22 @@ def test_reversals_need_their_own_webhook_url() -> None:
             connector.post_reversal(post)
     finally:
         connector.close()
+
+
+def test_the_same_file_applied_twice_at_once_returns_the_payment_once(
+        database_url: str) -> None:
+    app = make_app(database_url, REPO / "prompts")
+    payment = bank_payment(app)
+    owed = account(app).balance_due_cents
+    data = returns_file(r01(payment))
+    barrier = threading.Barrier(2)
+
+    def one(name: str) -> list[str]:
+        barrier.wait()
+        return apply(app, data, name)
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(one, ["a.csv", "b.csv"]))
+    assert sorted("already applied" in lines[0] for lines in reports) == [False, True], reports
+    assert len(reversal_rows(app)) == 1
+    assert account(app).balance_due_cents == owed + payment.amount_cents

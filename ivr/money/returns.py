@@ -99,42 +99,50 @@ def apply_returns_file(database: Database, data: bytes, source: str,
                        settings: ReturnsSettings,
                        layout: ReturnsLayout = DEFAULT_RETURNS_LAYOUT) -> ReturnsReport:
     """Read, check and apply a returns file's bytes in one transaction (see module doc)."""
-    report = ReturnsReport(source=source)
-    digest = hashlib.sha256(data).hexdigest()
+    refused = ReturnsReport(source=source)
     rows: list[ReturnRow] = []
     try:
         for item in read_returns_file(io.BytesIO(data), layout):
             if isinstance(item, RowProblem):
-                report.problems.append(item)
+                refused.problems.append(item)
             else:
                 rows.append(item)
     except ReturnsFileError as exc:
-        report.error = str(exc)
-        return report
+        refused.error = str(exc)
+        return refused
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        with database.session() as db:
-            if db.scalar(select(ReturnsFile.id).where(ReturnsFile.sha256 == digest)):
-                report.applied = report.already_applied = True
-                return report
-            matched = _match(db, rows, report)
-            if report.problems:
-                db.rollback()
-                return report
-            applied = ReturnsFile(source=source[:500], sha256=digest)
-            db.add(applied)
-            db.flush()
-            _apply(db, matched, applied.id, settings, report)
-            if report.problems:
-                db.rollback()
-                return report
-            applied.returns, applied.notices = report.returns, report.notices
-            applied.not_ours = len(report.not_ours)
-            report.applied, report.file_id = True, applied.id
-            applied.report = report.as_dict()
+        return _apply_once(database, rows, list(refused.problems), digest, source, settings)
     except IntegrityError:
-        # Another process applied the same content (or returned the same payment) at the
-        # same moment and committed first: ours rolled back whole.
-        report = ReturnsReport(source=source, applied=True, already_applied=True)
+        # Another process applied the same content, or returned one of these payments, at
+        # the same moment and committed first: ours rolled back whole. Once more, against
+        # what it committed (the file is then already applied, or the payment returned).
+        return _apply_once(database, rows, list(refused.problems), digest, source, settings)
+
+
+def _apply_once(database: Database, rows: list[ReturnRow], problems: list[RowProblem],
+                digest: str, source: str, settings: ReturnsSettings) -> ReturnsReport:
+    """One try at applying the read rows, in one transaction."""
+    report = ReturnsReport(source=source, problems=problems)
+    with database.session() as db:
+        if db.scalar(select(ReturnsFile.id).where(ReturnsFile.sha256 == digest)):
+            report.applied = report.already_applied = True
+            return report
+        matched = _match(db, rows, report)
+        if report.problems:
+            db.rollback()
+            return report
+        applied = ReturnsFile(source=source[:500], sha256=digest)
+        db.add(applied)
+        db.flush()
+        _record(db, matched, applied.id, settings, report)
+        if report.problems:
+            db.rollback()
+            return report
+        applied.returns, applied.notices = report.returns, report.notices
+        applied.not_ours = len(report.not_ours)
+        report.applied, report.file_id = True, applied.id
+        applied.report = report.as_dict()
     return report
 
 
@@ -187,7 +195,7 @@ def _problem(row: ReturnRow, payment: Payment, seen: Counter[str]) -> str | None
     return None
 
 
-def _apply(db: Session, matched: list[tuple[ReturnRow, Payment]], file_id: int,
+def _record(db: Session, matched: list[tuple[ReturnRow, Payment]], file_id: int,
            settings: ReturnsSettings, report: ReturnsReport) -> None:
     for row, payment in matched:
         if row.is_notice:
