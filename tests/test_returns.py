@@ -51,6 +51,7 @@ from tests.flow import (
     EN,
     FULL,
     PAY,
+    RECENT,
     SILENCE,
     YES,
     Line,
@@ -226,6 +227,12 @@ def test_the_next_caller_is_offered_card_only_until_the_period_ends(tmp_path: Pa
         flow = line.call()
         flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
         assert flow.heard() == ["method.card_only_returned", "confirm.card"]
+        # Nor is the returned payment read out among recent payments.
+        flow = line.call()
+        flow.press(EN, YES, "60614", RECENT)
+        amounts = [s.params.get("amount", "") for s in getattr(flow.steps[-1], "speech", ())
+                   if s.prompt_id == "recent.payment"]
+        assert "one hundred twenty-three dollars and forty-five cents" not in amounts, amounts
         # An account file that arrives meanwhile (the biller has the payment, not yet its
         # return) leaves the bank payments off, and the balance back up by the return.
         owed = _owed(line)

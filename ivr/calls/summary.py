@@ -11,6 +11,7 @@ from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
 from ivr.models import Payment
 from ivr.prompts import speech
+from ivr.statuses import PaymentStatus
 
 
 def summary_speech(ctx: CallContext) -> tuple[Speech, ...]:
@@ -83,12 +84,14 @@ def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
 
 
 def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:
-    """Payments made on this line (newest first, up to three), else the last one on file."""
+    """Payments made on this line (newest first, up to three; none the bank returned or
+    that were refunded or voided), else the last one on file."""
     account = ctx.account
     if account is None:
         return ()
     payments = list(ctx.db.scalars(
-        select(Payment).where(Payment.account_id == account.id)
+        select(Payment).where(Payment.account_id == account.id,
+                              Payment.status == PaymentStatus.PAID)
         .order_by(Payment.paid_at.desc()).limit(3)))
     tz = ctx.settings.transfer.timezone
     items: list[Speech] = [
