@@ -65,8 +65,9 @@ def reversal_key(payment: Payment, kind: ReversalKind) -> str:
 
 
 def record_reversal(db: Session, payment: Payment, what: Reverse,
-                    settings: ReturnsSettings) -> Reversal:
-    """Record ``what`` against ``payment`` in ``db``'s transaction (see the module doc).
+                    settings: ReturnsSettings, now: datetime | None = None) -> Reversal:
+    """Record ``what`` against ``payment`` in ``db``'s transaction (see the module doc), at
+    ``now`` (the caller's clock; the current time by default).
 
     Raises ReversalError when the payment was never real money (a simulated call's), is
     already wholly taken back, or the amount is not between a cent and what remains.
@@ -86,7 +87,7 @@ def record_reversal(db: Session, payment: Payment, what: Reverse,
         kind=what.kind, code=what.code, amount_cents=what.amount_cents,
         effective_date=what.effective_date, reason=what.reason[:2000],
         trace_number=what.trace_number, recorded_by=what.recorded_by[:120],
-        returns_file_id=what.returns_file_id)
+        returns_file_id=what.returns_file_id, created_at=now or utcnow())
     db.add(reversal)
     payment.status = _status_after(what.kind, what.amount_cents == remaining)
     account = _locked_account(db, payment)
@@ -97,7 +98,7 @@ def record_reversal(db: Session, payment: Payment, what: Reverse,
             if account.ach_off_until is None or account.ach_off_until < until:
                 account.ach_off_until = until
     db.flush()
-    db.add(OutboxEntry(reversal_id=reversal.id, next_attempt_at=utcnow(),
+    db.add(OutboxEntry(reversal_id=reversal.id, next_attempt_at=reversal.created_at,
                        status=OutboxStatus.PENDING))
     db.flush()
     return reversal

@@ -14,7 +14,7 @@ from connectors.return_codes import meaning
 from ivr.models import ChangeNotice, Payment, Reversal
 from ivr.money.return_rates import WINDOW_DAYS, return_rates
 from ivr.money.reversals import ReversalError, Reverse, record_reversal, remaining_cents
-from ivr.ops.base import bp, catalog, database, line_zone, today, username
+from ivr.ops.base import bp, catalog, database, line_zone, now, today, username
 from ivr.ops.present import dollars, scrub
 from ivr.security import mask_account
 from ivr.statuses import ReversalKind
@@ -61,7 +61,7 @@ def reverse_payment(payment_id: int) -> ResponseReturnValue:
             reversal = record_reversal(db, payment, Reverse(
                 kind=kind, amount_cents=cents, effective_date=today(),
                 recorded_by=username(), reason=reason[:MAX_REASON]),
-                catalog().settings.returns)
+                catalog().settings.returns, now())
         except (FieldError, ReversalError) as exc:
             db.rollback()
             flash(f"Nothing recorded: {exc}.", "error")
