@@ -422,3 +422,18 @@ def test_the_same_file_applied_twice_at_once_returns_the_payment_once(
     assert sorted("already applied" in lines[0] for lines in reports) == [False, True], reports
     assert len(reversal_rows(app)) == 1
     assert account(app).balance_due_cents == owed + payment.amount_cents
+
+
+def test_a_return_that_does_not_mean_the_account_is_closed_leaves_bank_payments_on(
+        tmp_path: Path) -> None:
+    with demo_line(tmp_path) as line:
+        payment = _ach_payment(line)
+        stopped = r01(payment).replace(",R01,", ",R08,")
+        report = apply_returns_file(line.database, returns_file(stopped), "r.csv", SETTINGS)
+        assert report.applied and report.returns == 1, report.lines()
+        with line.database.session() as db:
+            alex = db.scalars(select(Account).where(Account.account_number == ALEX)).one()
+            assert alex.ach_off_until is None and alex.balance_due_cents == 12345
+        flow = line.call()
+        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        assert flow.heard() == ["method.menu"]
