@@ -14,6 +14,7 @@ from ivr.models.accounts import (
     IngestedFile,
     SyncRun,
 )
+from ivr.models.agent import AgentAudit, AgentPayment
 from ivr.models.base import Base, EnumText, UTCDateTime, utcnow
 from ivr.models.calls import CallEvent, CallSession, GuardEvent, VerificationFailure
 from ivr.models.money import (
@@ -35,7 +36,8 @@ from ivr.models.ops import (
 
 __all__ = [
     "Account", "AccountFields", "AccountPhone", "AccountPhoneStaging", "AccountStaging",
-    "AchAuthorization", "Arrangement", "ArrangementInstalment", "Base", "CallEvent",
+    "AchAuthorization", "AgentAudit", "AgentPayment", "Arrangement", "ArrangementInstalment",
+    "Base", "CallEvent",
     "CallSession", "ConnectorState", "EnumText", "GuardEvent", "ImportRun", "IngestedFile",
     "JobLock", "OpsLoginAttempt", "OpsUser", "OutboxEntry", "Payment", "PostingAttempt",
     "PromptSnapshot", "PromptVersion", "SyncRun", "UTCDateTime", "VerificationFailure",

@@ -55,6 +55,10 @@ class Payment(Base):
     posting_status: Mapped[PostingStatus] = mapped_column(EnumText(PostingStatus, 16),
                                                           default=PostingStatus.QUEUED)
     paid_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Who took it: "ivr" (the caller alone, <Pay>) or "agent" (a representative in the ops
+    # console, through Twilio's Payments API), and then the agent's user name.
+    channel: Mapped[str] = mapped_column(String(8), default="ivr", server_default="ivr")
+    agent_username: Mapped[str | None] = mapped_column(String(80))
 
 
 class Arrangement(Base):

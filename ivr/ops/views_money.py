@@ -9,6 +9,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
+from ivr.agentpay.audit import audit_rows
 from ivr.models import (
     ImportRun,
     IngestedFile,
@@ -72,8 +73,9 @@ def payment(payment_id: int) -> str:
                                    .where(PostingAttempt.outbox_id == entry.id)
                                    .order_by(PostingAttempt.at, PostingAttempt.id))) \
             if entry else []
+        audit = audit_rows(db, payment_id=payment_id)
     return render_template("ops/payment.html", title=f"Payment {payment_id}", payment=found,
-                           entry=entry, attempts=attempts)
+                           entry=entry, attempts=attempts, audit_rows=audit)
 
 
 @bp.post("/outbox/<row_id:outbox_id>/retry")
