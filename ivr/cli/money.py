@@ -36,7 +36,7 @@ def payments_list(as_json: bool, limit: int) -> None:
             "fee": cents_to_text(p.fee_cents), "method": p.method,
             "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
             "confirmation": p.confirmation_code, "posting": p.posting_status,
-            "call_sid": p.call_sid,
+            "call_sid": p.call_sid, "channel": p.channel, "agent": p.agent_username,
         } for p in payments_for_listing(session, limit)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -46,7 +46,8 @@ def payments_list(as_json: bool, limit: int) -> None:
     for r in rows:
         click.echo(f"{r['paid_at']}  {r['account']:>14}  ${r['amount']:>10}  fee ${r['fee']}  "
                    f"{r['method']:<4} {r['card_brand'] or '':<10} ...{r['last4'] or '':<4}  "
-                   f"{r['confirmation']}  {r['posting']}")
+                   f"{r['confirmation']}  {r['posting']}"
+                   + (f"  agent {r['agent']}" if r["channel"] == "agent" else ""))
 
 
 def _accounting_or_fail(app: Flask) -> Any:

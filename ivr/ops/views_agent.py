@@ -18,8 +18,8 @@ from ivr.calls.context import CallContext
 from ivr.calls.states import verify
 from ivr.calls.twilio_api import TwilioApiError
 from ivr.models import AgentPayment, Payment
-from ivr.prompts.catalog import Catalog
 from ivr.ops.base import bp, catalog, database, now, username
+from ivr.prompts.catalog import Catalog
 from ivr.statuses import AgentPaymentStatus
 from ivr.web.app import get_config
 
@@ -112,10 +112,13 @@ def agent_call(call_sid: str) -> ResponseReturnValue:
                   and session.status == "prepared" and session.method == "ach" else "")
         payment = ctx.db.get(Payment, session.payment_id) if session and session.payment_id \
             else None
-        page = render_template(
-            "ops/agent_call.html", title=f"Call {call_sid}", call=ctx.call, view=view,
-            session=session, progress=progress, script=script, payment=payment,
-            method=ctx.settings.verification.method, has_account=ctx.call.account_id is not None)
+        values = {"call": ctx.call, "view": view, "session": session, "progress": progress,
+                  "script": script, "payment": payment,
+                  "method": ctx.settings.verification.method,
+                  "has_account": ctx.call.account_id is not None}
+    # Rendered after the transaction: the page's helpers may read the prompts' state on a
+    # connection of their own, which must not wait behind this request's lock.
+    page = render_template("ops/agent_call.html", title=f"Call {call_sid}", **values)
     response = current_app.make_response(page)
     # This page alone runs a script (ours, same origin) that asks for progress.
     response.headers["Content-Security-Policy"] = (
