@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,7 +86,7 @@ class StandIn:
     Payments: ``caller`` (what is keyed per field), ``invalid_once`` (fields whose first
     entry Twilio finds invalid), ``decline`` (the processor refuses the charge),
     ``final_copies`` (how many times the final callback is delivered, at once: Twilio's
-    retries). ``callbacks`` holds every callback posted, with the app's answer status.
+    retries). ``callbacks`` holds every callback posted.
     """
 
     token: str = ""
@@ -96,6 +97,7 @@ class StandIn:
     invalid_once: set[str] = field(default_factory=set)
     decline: bool = False
     final_copies: int = 1
+    delay: float = 0.0  # seconds before each callback (a caller takes time to key)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, PaymentSession] = field(default_factory=dict)
     _keys: dict[str, str] = field(default_factory=dict)
@@ -245,6 +247,7 @@ class StandIn:
         """Post callbacks in order, each signed as Twilio signs; copies of one at once."""
         while True:
             url, form, copies = self._queue.get()
+            time.sleep(self.delay)
             try:
                 signature = RequestValidator(self.token).compute_signature(url, form)
                 threads = [threading.Thread(target=requests.post, args=(url,), kwargs={
