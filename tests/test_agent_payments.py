@@ -40,8 +40,8 @@ def _payments(line: Line) -> list[Payment]:
         return list(db.scalars(select(Payment)))
 
 
-def test_agent_takes_a_card_payment_once(sqlite_url: str, tmp_path: Path) -> None:
-    with agent_line(sqlite_url, tmp_path) as line:
+def test_agent_takes_a_card_payment_once(database_url: str, tmp_path: Path) -> None:
+    with agent_line(database_url, tmp_path) as line:
         sid = transferred_call(line)
         agent = Agent(line.base, AGENT)
         listing = agent.get("/ops/agent").text
@@ -140,9 +140,9 @@ def test_a_viewer_cannot_take_a_payment(sqlite_url: str, tmp_path: Path) -> None
         assert line.twilio.requests == []
 
 
-def test_agent_takes_a_bank_payment_with_the_tel_authorization(sqlite_url: str,
+def test_agent_takes_a_bank_payment_with_the_tel_authorization(database_url: str,
                                                                tmp_path: Path) -> None:
-    with agent_line(sqlite_url, tmp_path) as line:
+    with agent_line(database_url, tmp_path) as line:
         # The line verified this caller before they pressed 0.
         sid = transferred_call(line, ("1", "1", "60614", "0"))
         agent = Agent(line.base, AGENT)
@@ -169,9 +169,9 @@ def test_agent_takes_a_bank_payment_with_the_tel_authorization(sqlite_url: str,
         assert created[0]["form"]["PaymentMethod"] == "ach-debit"
 
 
-def test_abandoned_sessions_record_nothing_and_free_the_call(sqlite_url: str,
+def test_abandoned_sessions_record_nothing_and_free_the_call(database_url: str,
                                                              tmp_path: Path) -> None:
-    with agent_line(sqlite_url, tmp_path) as line:
+    with agent_line(database_url, tmp_path) as line:
         sid = transferred_call(line, ("1", "1", "60614", "0"))
         agent = Agent(line.base, AGENT)
         # The agent cancels: Twilio's session is cancelled; the call takes another payment.

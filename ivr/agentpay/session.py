@@ -33,7 +33,7 @@ from ivr.calls.states.checkout import (
     start_authorization_recording,
     stop_authorization_recording,
 )
-from ivr.models import AgentPayment
+from ivr.models import Account, AgentPayment
 from ivr.money.payments import (
     AGENT_CHANNEL,
     BANK_ACCOUNT_TYPES,
@@ -115,7 +115,7 @@ def _amount(ctx: CallContext, choice: str, other: str) -> int:
     return cents
 
 
-def _account(ctx: CallContext) -> Any:
+def _account(ctx: CallContext) -> Account:
     account = ctx.account
     if account is None or not ctx.call.verified:
         raise AgentPaymentError("Verify the caller first.")
