@@ -277,3 +277,25 @@ def test_payments_list_shows_the_channel(sqlite_url: str, tmp_path: Path,
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
     assert (row["channel"], row["agent"]) == ("agent", AGENT)
+
+
+def test_agent_texts_the_receipt(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.conftest import custom_prompts
+
+    custom_prompts(tmp_path, {"settings.toml": ("text = false", "text = true")})
+    with agent_line(sqlite_url, tmp_path, sms_from="+15555550100") as line:
+        sid = transferred_call(line, ("1", "1", "60614", "0"))
+        agent = Agent(line.base, AGENT)
+        assert "Text the receipt" not in agent.get(f"/ops/agent/calls/{sid}").text
+        agent.post(f"/ops/agent/calls/{sid}/prepare", amount="full", method="card")
+        agent.post(f"/ops/agent/calls/{sid}/start")
+        _capture(agent, line, sid, CARD)
+        agent.post(f"/ops/agent/calls/{sid}/complete")
+        line.twilio.settle()
+        page = agent.post(f"/ops/agent/calls/{sid}/receipt").text
+        assert "Receipt texted" in page and "Text the receipt" not in page
+        [text_message] = [r for r in line.twilio.requests if "/Messages" in r["path"]]
+        assert text_message["form"]["To"] == "+15555550123"
+        body = text_message["form"]["Body"]
+        [payment] = _payments(line)
+        assert payment.confirmation_code in body and "4111111111111111" not in body

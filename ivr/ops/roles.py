@@ -48,6 +48,7 @@ RULES: dict[str, frozenset[UserRole]] = {
     "ops.agent_capture": TAKE_PAYMENTS,
     "ops.agent_complete": TAKE_PAYMENTS,
     "ops.agent_cancel": TAKE_PAYMENTS,
+    "ops.agent_receipt": TAKE_PAYMENTS,
     "ops.agent_progress": TAKE_PAYMENTS,
 }
 

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 
 from ivr.agentpay import calls as live
 from ivr.agentpay import session as agentpay
+from ivr.agentpay.audit import audit as audit_action
 from ivr.agentpay.audit import audit_rows
 from ivr.calls.context import CallContext
 from ivr.calls.states import verify
+from ivr.calls.states.after_pay import can_text, send_text_receipt
 from ivr.calls.twilio_api import TwilioApiError
 from ivr.models import AgentPayment, Payment
 from ivr.ops.base import bp, catalog, database, now, username
@@ -115,7 +117,8 @@ def agent_call(call_sid: str) -> ResponseReturnValue:
         values = {"call": ctx.call, "view": view, "session": session, "progress": progress,
                   "script": script, "payment": payment,
                   "method": ctx.settings.verification.method,
-                  "has_account": ctx.call.account_id is not None}
+                  "has_account": ctx.call.account_id is not None,
+                  "can_text": payment is not None and can_text(ctx)}
     # Rendered after the transaction: the page's helpers may read the prompts' state on a
     # connection of their own, which must not wait behind this request's lock.
     page = render_template("ops/agent_call.html", title=f"Call {call_sid}", **values)
@@ -187,6 +190,23 @@ def agent_cancel(call_sid: str) -> ResponseReturnValue:
         if session is not None:
             agentpay.end(ctx, session, username(), AgentPaymentStatus.CANCELLED, "by the agent")
             flash("Payment cancelled. Nothing was charged.", "info")
+
+    return _act(call_sid, step)
+
+
+@bp.post("/agent/calls/<call_sid>/receipt")
+def agent_receipt(call_sid: str) -> ResponseReturnValue:
+    """Text the line's receipt (masked) to the calling number, as the caller could on the
+    line after paying."""
+    def step(ctx: CallContext) -> None:
+        if ctx.call.payment_id is None or not can_text(ctx):
+            raise agentpay.AgentPaymentError("No text receipt can be sent on this call.")
+        send_text_receipt(ctx)
+        if not ctx.call.text_receipt_sent:
+            raise agentpay.AgentPaymentError("The text receipt could not be sent.")
+        audit_action(ctx.db, username(), "receipt", call_sid, ctx.now,
+                     session=agentpay.latest_session(ctx.db, call_sid))
+        flash("Receipt texted to the caller's number.", "info")
 
     return _act(call_sid, step)
 
