@@ -45,7 +45,7 @@ FAILURE_PROMPTS = {
 # Results that tried a card or bank account and failed: what card testing produces, so the
 # limits in ivr.calls.guards count them. Hang-ups, "*" and Twilio's own errors test nothing.
 DECLINES = frozenset({"too-many-failed-attempts", "payment-connector-error",
-                       "validation-error"})
+                      "validation-error"})
 _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a4b-4c59-9b1e-2d0f5a7e9c31")
 CONFIRMATION_CODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 # The bank account types <Pay> documents (bankAccountType); we ask for the consumer ones.
