@@ -299,3 +299,17 @@ def test_agent_texts_the_receipt(sqlite_url: str, tmp_path: Path) -> None:
         body = text_message["form"]["Body"]
         [payment] = _payments(line)
         assert payment.confirmation_code in body and "4111111111111111" not in body
+
+
+def test_a_caller_still_at_the_menus_is_the_lines(sqlite_url: str, tmp_path: Path) -> None:
+    with agent_line(sqlite_url, tmp_path) as line:
+        sid = transferred_call(line, ("1", "1", "60614"))  # verified, at the main menu
+        agent = Agent(line.base, AGENT)
+        listing = agent.get("/ops/agent").text
+        assert sid in listing and "on the line" in listing
+        page = agent.get(f"/ops/agent/calls/{sid}").text
+        assert "at the line's menus" in page and "Balance" not in page
+        refused = agent.post(f"/ops/agent/calls/{sid}/prepare", amount="full", method="card")
+        assert "not with a representative" in refused.text
+        assert agent.post(f"/ops/agent/calls/{sid}/verify", entry="60614").status_code == 200
+        assert line.twilio.requests == []

@@ -58,6 +58,13 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
                      .with_for_update(of=CallSession))
 
 
+def with_agent(call: CallSession) -> bool:
+    """Whether the line handed the caller to a representative (they pressed 0, or the line
+    offered one): only then may an agent verify them or take a payment. A caller still at
+    the line's menus is the line's."""
+    return call.outcome == CallOutcome.TRANSFERRED
+
+
 def is_live(call: CallSession, now: datetime) -> bool:
     """Whether the call is still going on (the agent may act on it)."""
     return call.ended_at is None and call.started_at > now - LIVE_FOR
@@ -105,7 +112,7 @@ def account_view(ctx: CallContext) -> AccountView | None:
 
 
 # What an agent's verification came to (verify.check_entry's words, and these).
-NOT_FOUND, LOOKUP_LIMIT = "not_found", "lookup_limit"
+NOT_FOUND, LOOKUP_LIMIT, ON_THE_LINE = "not_found", "lookup_limit", "on_the_line"
 
 
 def agent_verify(ctx: CallContext, username: str, account_number: str, entry: str) -> str:
@@ -113,6 +120,8 @@ def agent_verify(ctx: CallContext, username: str, account_number: str, entry: st
     check, counted in the same per-call limit and lockout. On a call that has no account
     yet, ``account_number`` names it first (with the line's lookup limits)."""
     call = ctx.call
+    if not with_agent(call):
+        return ON_THE_LINE
     if call.account_id is None:
         guards.lock_caller(ctx.db, guards.caller_key(call.from_number))
         if guards.lookup_limit(ctx.db, call, ctx.now, ctx.settings.limits) is not None:

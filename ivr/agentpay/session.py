@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from connectors.amounts import cents_to_text
 from ivr.agentpay.audit import SYSTEM, TWILIO, audit
+from ivr.agentpay.calls import with_agent
 from ivr.calls import account_rules, guards
 from ivr.calls import twilio_api as api
 from ivr.calls.context import CallContext
@@ -127,6 +128,8 @@ def prepare(ctx: CallContext, username: str, choice: str, other: str, method: st
     """Set up a payment on the call (amount, method, fee) from the account's rules; for a
     bank debit, start recording the authorization the agent reads next."""
     account = _account(ctx)
+    if not with_agent(ctx.call):
+        raise AgentPaymentError("The caller is at the line's menus, not with a representative.")
     if active_session(ctx.db, ctx.call.call_sid) is not None:
         raise AgentPaymentError("A payment is already in progress on this call.")
     if not account_rules.phone_payable(account, ctx.settings):

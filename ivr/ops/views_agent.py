@@ -36,6 +36,8 @@ _VERIFY_SAID = {
     live.NOT_FOUND: ("No account with that number.", "error"),
     live.LOOKUP_LIMIT: ("Too many account numbers not found from this caller or line.",
                         "error"),
+    live.ON_THE_LINE: ("The caller is at the line's menus, not with a representative.",
+                       "error"),
 }
 
 
@@ -118,6 +120,7 @@ def agent_call(call_sid: str) -> ResponseReturnValue:
                   "script": script, "payment": payment,
                   "method": ctx.settings.verification.method,
                   "has_account": ctx.call.account_id is not None,
+                  "with_agent": live.with_agent(ctx.call),
                   "can_text": payment is not None and can_text(ctx)}
     # Rendered after the transaction: the page's helpers may read the prompts' state on a
     # connection of their own, which must not wait behind this request's lock.
