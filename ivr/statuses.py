@@ -118,3 +118,27 @@ class ReversalKind(StrEnum):
     RETURN = "return"  # a bank return from a returns file
     REFUND = "refund"  # recorded by ops: refunded at the processor (whole or part)
     VOID = "void"  # recorded by ops: voided at the processor (whole)
+class AgentPaymentStatus(StrEnum):
+    """``agent_payments.status``: where a payment an agent takes on a live call stands."""
+
+    PREPARED = "prepared"  # amount and method chosen; the secure session not yet started
+    OPEN = "open"  # Twilio's Payments session runs; fields are being captured
+    COMPLETING = "completing"  # the agent asked Twilio to charge; waiting for the result
+    COMPLETED = "completed"  # charged: the payment is recorded (payment_id)
+    FAILED = "failed"  # Twilio or the processor refused; nothing recorded
+    CANCELLED = "cancelled"  # the agent cancelled; nothing recorded
+    ABANDONED = "abandoned"  # the caller hung up or the agent's page went away; nothing recorded
+
+    @property
+    def active(self) -> bool:
+        """Whether the session still holds its call (no other session may start)."""
+        return self in (AgentPaymentStatus.PREPARED, AgentPaymentStatus.OPEN,
+                        AgentPaymentStatus.COMPLETING)
+
+
+class UserRole(StrEnum):
+    """``ops_users.role``: what a console user may do (ivr.ops.roles says which pages)."""
+
+    ADMIN = "admin"  # everything: prompts, retries, settings, and what agents and viewers do
+    AGENT = "agent"  # calls in progress and taking payments on them
+    VIEWER = "viewer"  # reading the console, changing nothing

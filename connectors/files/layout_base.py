@@ -27,6 +27,7 @@ PAYMENT_FIELDS = (
     "last4",
     "idempotency_key",
     "call_sid",
+    "channel",
 )
 CREDIT_MARKS = ("leading_minus", "trailing_minus", "parentheses", "leading_cr", "trailing_cr")
 DEFAULT_PAYMENT_COLUMNS: tuple[tuple[str, str], ...] = tuple(

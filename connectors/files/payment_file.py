@@ -48,6 +48,7 @@ def _payment_getters(layout: PaymentLayout) -> list[Callable[[PaymentRow], str]]
         "last4": lambda r: r.last4 or "",
         "idempotency_key": lambda r: r.idempotency_key,
         "call_sid": lambda r: r.call_sid,
+        "channel": lambda r: r.channel,
     }
     return cell_getters(layout, getters)
 
@@ -241,6 +242,7 @@ def _payment_from_cells(
             currency=cells.get("currency", "USD"),
             idempotency_key=cells.get("idempotency_key", ""),
             call_sid=cells.get("call_sid", ""),
+            channel=cells.get("channel", "ivr"),
         )
     except (TypeError, ValueError) as exc:
         raise PaymentFileError(f"line {line}: {exc}") from None

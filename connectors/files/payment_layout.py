@@ -72,6 +72,8 @@ class PaymentRow:
     currency: str = "USD"
     idempotency_key: str = ""
     call_sid: str = ""
+    # "ivr" (the caller at <Pay>) or "agent" (a representative, through Twilio's Payments API)
+    channel: str = "ivr"
 
     def __post_init__(self) -> None:
         if self.paid_at.utcoffset() is None:

@@ -433,7 +433,7 @@ def _rows(database: Database, interval: Interval) -> Iterator[PaymentRow]:
                 confirmation_number=payment.confirmation_code, method=payment.method,
                 card_brand=payment.card_brand, last4=payment.card_last4 or payment.bank_last,
                 currency=payment.currency, idempotency_key=payment.idempotency_key,
-                call_sid=payment.call_sid)
+                call_sid=payment.call_sid, channel=payment.channel)
 
 
 _PROGRESS_EVERY = 1000  # rows between two reports to a progress callback

@@ -73,3 +73,35 @@ def stop_recording(config: AppConfig, call_sid: str, recording_sid: str) -> None
             "call_sid": call_sid, "recording_sid": recording_sid,
             "error": type(exc).__name__}})
         raise TwilioApiError(str(exc)[:200]) from exc
+
+
+def start_payment(config: AppConfig, call_sid: str, idempotency_key: str, status_callback: str,
+                  **options: str | bool) -> str:
+    """Start an agent-assisted Payments session on the live call; return its SID (PK...).
+
+    ``options`` are twilio's ``payments.create`` keywords (charge_amount, payment_method...).
+    """
+    try:
+        payment = client(config).calls(call_sid).payments.create(
+            idempotency_key=idempotency_key, status_callback=status_callback, **options)
+    except (TwilioException, OSError) as exc:
+        log.warning("could not start a payment session", extra={"fields": {
+            "call_sid": call_sid, "error": type(exc).__name__}})
+        raise TwilioApiError(str(exc)[:200]) from exc
+    return str(payment.sid)
+
+
+def update_payment(config: AppConfig, call_sid: str, payment_sid: str, idempotency_key: str,
+                   status_callback: str, *, capture: str | None = None,
+                   status: str | None = None) -> None:
+    """Ask the caller for one field (``capture``), or end the session (``status``: complete
+    or cancel)."""
+    options = {"capture": capture} if capture else {"status": status}
+    try:
+        client(config).calls(call_sid).payments(payment_sid).update(
+            idempotency_key=idempotency_key, status_callback=status_callback, **options)
+    except (TwilioException, OSError) as exc:
+        log.warning("could not update a payment session", extra={"fields": {
+            "call_sid": call_sid, "payment_sid": payment_sid, **options,
+            "error": type(exc).__name__}})
+        raise TwilioApiError(str(exc)[:200]) from exc

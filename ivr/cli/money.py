@@ -40,7 +40,8 @@ def payments_list(as_json: bool, limit: int) -> None:
             "fee": cents_to_text(p.fee_cents), "method": p.method,
             "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
             "confirmation": p.confirmation_code, "posting": p.posting_status,
-            "call_sid": p.call_sid, "status": p.status,
+            "call_sid": p.call_sid, "channel": p.channel, "agent": p.agent_username,
+            "status": p.status,
             "reversed": cents_to_text(taken.get(p.id, none).cents),
             "return_code": taken.get(p.id, none).return_code,
             "return_date": _iso(taken.get(p.id, none).return_date),
@@ -53,7 +54,8 @@ def payments_list(as_json: bool, limit: int) -> None:
     for r in rows:
         click.echo(f"{r['paid_at']}  {r['account']:>14}  ${r['amount']:>10}  fee ${r['fee']}  "
                    f"{r['method']:<4} {r['card_brand'] or '':<10} ...{r['last4'] or '':<4}  "
-                   f"{r['confirmation']}  {r['posting']}{_standing(r)}")
+                   f"{r['confirmation']}  {r['posting']}{_standing(r)}"
+                   + (f"  agent {r['agent']}" if r["channel"] == "agent" else ""))
 
 
 def _reversed(report: Any) -> str:

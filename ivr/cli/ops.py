@@ -7,6 +7,7 @@ import sys
 import click
 
 from ivr.cli.base import load_app
+from ivr.statuses import UserRole
 from ivr.web.app import get_database
 
 
@@ -28,7 +29,9 @@ def _new_password(password_stdin: bool) -> str:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--reset", is_flag=True,
               help="Set a new password for an existing user and enable them again.")
-def ops_add_user(username: str, password_stdin: bool, reset: bool) -> None:
+@click.option("--role", type=click.Choice([role.value for role in UserRole]), default=None,
+              help="What the user may do (docs/ops-console.md#roles); a new user: admin.")
+def ops_add_user(username: str, password_stdin: bool, reset: bool, role: str | None) -> None:
     """Create a console user; the password is asked twice (or read with --password-stdin)."""
     from ivr.models import utcnow
     from ivr.ops.auth import UserError, add_user
@@ -37,11 +40,11 @@ def ops_add_user(username: str, password_stdin: bool, reset: bool) -> None:
     password = _new_password(password_stdin)
     try:
         with get_database(app).session() as session:
-            user = add_user(session, username, password, utcnow(), reset=reset)
-            name = user.username
+            user = add_user(session, username, password, utcnow(), reset=reset, role=role)
+            name, role = user.username, user.role
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{'password set for' if reset else 'created'} ops user {name!r}")
+    click.echo(f"{'password set for' if reset else 'created'} ops user {name!r} ({role})")
 
 
 @ops.command("disable-user")

@@ -14,6 +14,7 @@ from ivr.models.accounts import (
     IngestedFile,
     SyncRun,
 )
+from ivr.models.agent import AgentAudit, AgentPayment
 from ivr.models.base import Base, EnumText, UTCDateTime, utcnow
 from ivr.models.calls import CallEvent, CallSession, GuardEvent, VerificationFailure
 from ivr.models.money import (
@@ -41,6 +42,8 @@ __all__ = [
     "AccountPhoneStaging",
     "AccountStaging",
     "AchAuthorization",
+    "AgentAudit",
+    "AgentPayment",
     "Arrangement",
     "ArrangementInstalment",
     "Base",

@@ -63,6 +63,10 @@ class Payment(Base):
     # paid until a bank return, a refund or a void takes the money back (ivr/money/reversals.py).
     status: Mapped[PaymentStatus] = mapped_column(EnumText(PaymentStatus, 12),
                                                   default=PaymentStatus.PAID)
+    # Who took it: "ivr" (the caller alone, <Pay>) or "agent" (a representative in the ops
+    # console, through Twilio's Payments API), and then the agent's user name.
+    channel: Mapped[str] = mapped_column(String(8), default="ivr", server_default="ivr")
+    agent_username: Mapped[str | None] = mapped_column(String(80))
 
 
 class Arrangement(Base):

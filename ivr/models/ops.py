@@ -48,6 +48,9 @@ class OpsUser(Base):
     # Bumped by sign-out, a password reset or disabling: every session carrying an older
     # generation ends, on every machine (cookies alone cannot be revoked).
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    # What the user may do (ivr.ops.roles): "admin", "agent" or "viewer". Users from before
+    # roles existed are admins.
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
 
 
 class OpsLoginAttempt(Base):

@@ -44,10 +44,10 @@ FAILURE_PROMPTS = {
 }
 # Results that tried a card or bank account and failed: what card testing produces, so the
 # limits in ivr.calls.guards count them. Hang-ups, "*" and Twilio's own errors test nothing.
-_DECLINES = frozenset({"too-many-failed-attempts", "payment-connector-error",
-                       "validation-error"})
+DECLINES = frozenset({"too-many-failed-attempts", "payment-connector-error",
+                      "validation-error"})
 _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a4b-4c59-9b1e-2d0f5a7e9c31")
-_CODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+CONFIRMATION_CODE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 # The bank account types <Pay> documents (bankAccountType); we ask for the consumer ones.
 BANK_ACCOUNT_TYPES = frozenset({"consumer-checking", "consumer-savings", "commercial-checking"})
 # ASCII only: \d also matches Arabic-Indic and other digits, which no file reader takes.
@@ -113,10 +113,18 @@ class PayResult:
         )
 
 
-def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Payment, bool]:
+# Payment.channel: taken by the caller alone at <Pay>, or by an agent in the ops console.
+IVR_CHANNEL = "ivr"
+AGENT_CHANNEL = "agent"
+
+
+def record_payment(db: Session, ctx: CallContext, result: PayResult, *,
+                   channel: str = IVR_CHANNEL, agent: str | None = None) -> tuple[Payment, bool]:
     """Store the payment, update the cache and queue the post, all in one transaction.
 
-    Returns (payment, created). A repeated callback finds the existing payment instead.
+    What is paid (amount, fee, method, purpose) is the one the call set up, from
+    server-side data. Returns (payment, created). A repeated callback finds the existing
+    payment instead.
     """
     call = ctx.call
     existing = db.scalar(select(Payment).where(
@@ -141,7 +149,7 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
         bank_last=result.bank_last if method == "ach" else None,
         language=ctx.lang, purpose=call.payment_purpose,
         posting_status=PostingStatus.TEST if ctx.config.simulated else PostingStatus.QUEUED,
-        paid_at=ctx.now,
+        paid_at=ctx.now, channel=channel, agent_username=agent,
     )
     savepoint = db.begin_nested()
     try:
@@ -173,6 +181,26 @@ def record_payment(db: Session, ctx: CallContext, result: PayResult) -> tuple[Pa
             auth.payment_id = payment.id
     db.flush()
     return payment, True
+
+
+def post_in_real_time(ctx: CallContext, payment: Payment, created: bool) -> bool:
+    """Make a new payment (and its outbox row) durable, then post it within the budget, so
+    the caller hears whether the biller has it. Whether it was tried."""
+    if not created or ctx.accounting is None or ctx.config.simulated:
+        return False
+    ctx.db.commit()
+    if ctx.accounting.post_now(payment.id):
+        payment.posting_status = PostingStatus.POSTED
+    return True
+
+
+def log_recorded(ctx: CallContext, payment: Payment, created: bool) -> None:
+    """One log line for a recorded payment (masked)."""
+    log.info("payment recorded", extra={"fields": {
+        "call_sid": ctx.call.call_sid, "account": mask_account(payment.account_number),
+        "amount_cents": payment.amount_cents, "method": payment.method,
+        "last4": payment.card_last4 or payment.bank_last, "created": created,
+        "channel": payment.channel}})
 
 
 def apply_to_cache(account: Account, payment: Payment, ctx: CallContext) -> None:
@@ -209,25 +237,19 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
             return Silent()
         return enter(ctx, "main_menu" if call.verified else "account_entry")
     call.pay_tries += 1
-    if result.result == "success" and _CODE.match(result.confirmation_code):
+    if result.result == "success" and CONFIRMATION_CODE.match(result.confirmation_code):
         payment, created = record_payment(ctx.db, ctx, result)
         call.payment_id = payment.id
         call.outcome = CallOutcome.PAID
         record(ctx, Event.PAY_RESULT, "success", state=PAYING)
         # A down payment: the arrangement agreed to is recorded in the same transaction.
         arranged = after_down_payment(ctx, payment) if created else ()
-        if created and ctx.accounting is not None and not ctx.config.simulated:
-            # The payment, its outbox row and the call's new state are durable before we
-            # spend the posting budget; then the caller hears whether the biller has it.
-            ctx.db.commit()
-            if ctx.accounting.post_now(payment.id):
-                payment.posting_status = PostingStatus.POSTED
-            if arranged and call.arrangement_id is not None:
-                post_arrangement_now(ctx, call.arrangement_id)
-        log.info("payment recorded", extra={"fields": {
-            "call_sid": call.call_sid, "account": mask_account(payment.account_number),
-            "amount_cents": payment.amount_cents, "method": payment.method,
-            "last4": payment.card_last4 or payment.bank_last, "created": created}})
+        # The payment, its outbox row and the call's new state are durable before we
+        # spend the posting budget.
+        if (post_in_real_time(ctx, payment, created) and arranged
+                and call.arrangement_id is not None):
+            post_arrangement_now(ctx, call.arrangement_id)
+        log_recorded(ctx, payment, created)
         return enter(ctx, after_payment_state(ctx, payment),
                      (*_success_speech(ctx, payment), *arranged))
     if result.result == "caller-hung-up":
@@ -240,7 +262,7 @@ def handle_pay_result(ctx: CallContext, form: Mapping[str, str]) -> Step:
         kind = "internal-error"  # success without a usable confirmation code: not recorded
     record(ctx, Event.PAY_RESULT, kind, state=PAYING)
     message = (Speech(FAILURE_PROMPTS[kind]),)
-    if kind in _DECLINES:
+    if kind in DECLINES:
         guards.record(ctx.db, guards.PAY_DECLINED, call, ctx.now, call.account_id)
         if call.account_id is not None and pay_limited(ctx):
             # Say so now rather than offer a retry that would be refused.

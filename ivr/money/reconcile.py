@@ -27,6 +27,7 @@ class Line:
     paid_at: str
     status: str  # posted | queued | dead | missing
     detail: str = ""
+    channel: str = "ivr"  # who took it: the line ("ivr") or an agent ("agent")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Report:
     reversed_cents: int = 0
     reversals_posted: int = 0
     reversals_posted_cents: int = 0
+    # Payments captured per channel ("ivr", "agent").
+    captured_by_channel: dict[str, int] = field(default_factory=dict)
     differences: list[Line] = field(default_factory=list)
     unexplained: list[Line] = field(default_factory=list)
 
@@ -108,9 +111,12 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
     for payment, entry in rows:
         report.captured += 1
         report.captured_cents += payment.amount_cents
+        report.captured_by_channel[payment.channel] = (
+            report.captured_by_channel.get(payment.channel, 0) + 1)
         line = Line(payment_id=payment.id, account=mask_account(payment.account_number),
                     amount_cents=payment.amount_cents, confirmation=payment.confirmation_code,
-                    paid_at=payment.paid_at.isoformat(), status="missing")
+                    paid_at=payment.paid_at.isoformat(), status="missing",
+                    channel=payment.channel)
         if entry is None:
             line.detail = "no outbox row: this payment would never be posted"
             report.unexplained.append(line)

@@ -23,6 +23,7 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
     """Session and CSRF settings, the client address from trusted proxies, and the /ops
     routes."""
     # The view modules add their routes to the blueprint as they are imported.
+    import ivr.ops.views_agent
     import ivr.ops.views_arrangements
     import ivr.ops.views_auth
     import ivr.ops.views_calls

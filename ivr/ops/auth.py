@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.models import OpsLoginAttempt, OpsUser
-from ivr.statuses import LoginOutcome
+from ivr.statuses import LoginOutcome, UserRole
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,79}")
 MIN_PASSWORD_LENGTH = 12
@@ -57,8 +57,14 @@ def password_problems(password: str) -> list[str]:
 
 
 def add_user(db: Session, username: str, password: str, now: datetime, *,
-             reset: bool = False) -> OpsUser:
-    """Create a user (or, with ``reset``, set a new password and enable them again)."""
+             reset: bool = False, role: str | None = None) -> OpsUser:
+    """Create a user (or, with ``reset``, set a new password and enable them again).
+
+    ``role`` is "admin" (the default for a new user), "agent" or "viewer"; on a reset,
+    None keeps the user's role.
+    """
+    if role is not None and role not in set(UserRole):
+        raise UserError(f"a role is one of {', '.join(UserRole)}")
     name = normalize_username(username)
     if not USERNAME.fullmatch(name):
         raise UserError("a username is 1 to 80 letters, digits, '.', '_', '-' or '@', "
@@ -72,12 +78,14 @@ def add_user(db: Session, username: str, password: str, now: datetime, *,
     if user is None:
         if reset:
             raise UserError(f"no user {name!r}")
-        user = OpsUser(username=name, created_at=now)
+        user = OpsUser(username=name, created_at=now, role=UserRole.ADMIN)
         db.add(user)
     else:
         end_sessions(db, user.id)  # whoever knew the old password is signed out
     user.password_hash = generate_password_hash(password)
     user.disabled = False
+    if role is not None:
+        user.role = role  # on a reset, the user's sessions ended above
     db.flush()
     return user
 

@@ -27,10 +27,11 @@ from werkzeug.routing import IntegerConverter, Map
 from ivr.db import Database
 from ivr.models import utcnow
 from ivr.money.reconcile import day_bounds, parse_day
-from ivr.ops import auth, present
+from ivr.ops import auth, present, roles
 from ivr.ops.charts import percent
 from ivr.ops.funnel import Period
 from ivr.prompts.catalog import Catalog, PromptStore
+from ivr.statuses import UserRole
 from ivr.web.app import get_config, get_database
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates",
@@ -38,11 +39,11 @@ bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates",
 csrf = CSRFProtect()
 
 SESSION_HOURS = 8
-_PUBLIC = frozenset({"ops.login", "ops.static"})
-NAV = (("ops.home", "Overview"), ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
+NAV = (("ops.home", "Overview"), ("ops.agent_calls", "Take a payment"),
+       ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
        ("ops.payments", "Payments"), ("ops.arrangements", "Arrangements"),
        ("ops.returns", "Returns"), ("ops.reconcile", "Reconciliation"),
-       ("ops.files", "File runs"), ("ops.security", "Line security"))
+       ("ops.files", "File runs"), ("ops.security", "Line security"), ("ops.audit", "Audit"))
 
 
 # Row ids are INTEGER columns (32-bit in PostgreSQL): a larger number in a URL cannot name a
@@ -117,18 +118,30 @@ def client_address() -> str:
 @bp.before_request
 def _guard() -> ResponseReturnValue | None:
     csrf.protect()
-    if request.endpoint in _PUBLIC:
+    if request.endpoint in roles.PUBLIC:
         return None
     user = _session_user()
     if user is None:
         if "uid" in session:
             session.clear()  # an expired or revoked sign-in: forget it
         return redirect(url_for("ops.login", next=request.full_path.rstrip("?")))
-    g.ops_user = user
+    g.ops_user, g.ops_role = user
+    if not roles.may(g.ops_role, request.endpoint):
+        # Checked on every request, pages and actions alike; a route no rule names is
+        # refused to everyone.
+        return render_template("ops/error.html", title="Not allowed",
+                               message="Your role does not allow this page or action.",
+                               detail=f"role: {g.ops_role or 'none'}"), 403
     return None
 
 
-def _session_user() -> str | None:
+def role() -> UserRole | None:
+    """The signed-in user's role."""
+    found: UserRole | None = g.get("ops_role")
+    return found
+
+
+def _session_user() -> tuple[str, UserRole | None] | None:
     login_at = session.get("login_at")
     if not isinstance(login_at, (int, float)):
         return None
@@ -137,7 +150,7 @@ def _session_user() -> str | None:
         return None
     with database().session() as db:
         user = auth.active_user(db, session.get("uid"), session.get("generation"))
-        return user.username if user else None
+        return (user.username, roles.role_of(user.role)) if user else None
 
 
 @bp.after_request
@@ -175,10 +188,15 @@ def _helpers() -> dict[str, Any]:
         "masked_account": present.account,
         "masked_caller": present.caller,
         "instrument": present.instrument,
+        "taken_by": present.taken_by,
         "secs": present.seconds_text,
         "zone_name": str(zone),
         "ops_user": g.get("ops_user"),
-        "nav": NAV,
+        "ops_role": g.get("ops_role"),
+        # may('ops.endpoint'): whether to show an action the signed-in role may take.
+        "may": lambda endpoint: roles.may(g.get("ops_role"), endpoint),
+        "nav": [(endpoint, label) for endpoint, label in NAV
+                if roles.may(g.get("ops_role"), endpoint)],
         # The folder on disk is broken and callers hear the last good version meanwhile.
         "prompt_problems": store().problems,
     }

@@ -64,6 +64,13 @@ def instrument(payment: Payment) -> str:
     return f"Bank ({kind}) ending {payment.bank_last}" if payment.bank_last else f"Bank ({kind})"
 
 
+def taken_by(payment: Payment) -> str:
+    """Who took a payment: the line, or the agent by name."""
+    if payment.channel == "agent":
+        return f"agent {payment.agent_username or ''}".strip()
+    return "the line"
+
+
 def caller(number: str) -> str:
     """A caller's number masked for display (country code and last 4 digits)."""
     e164 = normalize_e164(number)

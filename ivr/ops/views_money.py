@@ -9,6 +9,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
+from ivr.agentpay.audit import audit_rows
 from ivr.models import (
     ImportRun,
     IngestedFile,
@@ -74,8 +75,9 @@ def payment(payment_id: int) -> str:
                                    .order_by(PostingAttempt.at, PostingAttempt.id))) \
             if entry else []
         after = after_the_call(db, found)
+        audit = audit_rows(db, payment_id=payment_id)
     return render_template("ops/payment.html", title=f"Payment {payment_id}", payment=found,
-                           entry=entry, attempts=attempts, after=after)
+                           entry=entry, attempts=attempts, after=after, audit_rows=audit)
 
 
 @bp.post("/outbox/<row_id:outbox_id>/retry")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -14,7 +14,8 @@ from connectors.return_codes import meaning
 from ivr.models import ChangeNotice, Payment, Reversal
 from ivr.money.return_rates import WINDOW_DAYS, return_rates
 from ivr.money.reversals import ReversalError, Reverse, record_reversal, remaining_cents
-from ivr.ops.base import bp, catalog, database, line_zone, now, today, username
+from ivr.ops import roles
+from ivr.ops.base import bp, catalog, database, line_zone, now, role, today, username
 from ivr.ops.present import dollars, scrub
 from ivr.security import mask_account
 from ivr.statuses import ReversalKind
@@ -27,12 +28,8 @@ MAX_REASON = 500
 
 
 def may_record_reversals() -> bool:
-    """Whether the signed-in user may record refunds and voids.
-
-    The one place this permission is decided: every signed-in user for now; map it to the
-    admin role once console roles exist.
-    """
-    return g.get("ops_user") is not None
+    """Whether the signed-in user may record refunds and voids (ivr/ops/roles.py decides)."""
+    return roles.may(role(), "ops.reverse_payment")
 
 
 @bp.post("/payments/<row_id:payment_id>/reverse")

@@ -319,9 +319,57 @@ def call_status() -> Response:
                 call.outcome = (CallOutcome.HUNG_UP if call.state != ENDED
                                 else CallOutcome.COMPLETED)
             machine.record(ctx, Event.CALL_END, f"{status}:{call.outcome}")
+            _abandon_agent_payment(ctx)
         return Silent()
 
     return run_flow("status", close, form, create=False)
+
+
+def _abandon_agent_payment(ctx: CallContext) -> None:
+    """The caller hung up: an agent's payment in progress on the call records nothing."""
+    from ivr.agentpay import session as agentpay
+    from ivr.agentpay.audit import TWILIO
+    from ivr.statuses import AgentPaymentStatus
+
+    session = agentpay.active_session(ctx.db, ctx.call.call_sid)
+    if session is not None:
+        agentpay.end(ctx, session, TWILIO, AgentPaymentStatus.ABANDONED, "the caller hung up")
+
+
+@bp.post("/agent-pay/status")
+@twilio_signed
+def agent_pay_status() -> Response:
+    """Status callbacks of an agent's Payments session (``?session=`` names it): a field's
+    progress, or the final result, which records the payment once."""
+    from ivr.agentpay import session as agentpay
+    from ivr.agentpay.calls import load_call
+    from ivr.models import AgentPayment
+
+    form = webhook_form()
+    session_id = request.args.get("session", "")
+    catalog = _store().get()  # before the transaction (it may read on its own connection)
+    with get_database(current_app).session() as db:
+        session = db.get(AgentPayment, int(session_id)) if session_id.isdigit() and \
+            len(session_id) < 10 else None
+        call_sid = form.get("CallSid", "")[:64]
+        if session is None or session.call_sid != call_sid or (
+                session.payment_sid and form.get("Sid") not in (None, session.payment_sid)):
+            log.warning("agent payment callback for no known session", extra={"fields": {
+                "call_sid": call_sid, "session": session_id[:12]}})
+            return Response("", status=204)
+        call = load_call(db, call_sid)
+        if call is None:
+            return Response("", status=204)
+        db.refresh(session)  # read again under the call's lock (a repeated callback waits)
+        ctx = CallContext(db=db, call=call, catalog=catalog,
+                          config=get_config(current_app), now=_now(), accounting=_accounting())
+        agentpay.handle_callback(ctx, session, form)
+        log.info("agent pay progress", extra={"fields": {
+            "call_sid": call_sid, "session": session.id, "status": str(session.status),
+            "capture": (form.get("Capture") or "")[:40],
+            "error_type": (form.get("ErrorType") or "")[:40],
+            "result": (form.get("Result") or "")[:40]}})
+    return Response("", status=204)
 
 
 @bp.get("/audio/<path:name>")

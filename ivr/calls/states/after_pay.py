@@ -39,7 +39,7 @@ def can_text(ctx: CallContext) -> bool:
             and not ctx.call.text_receipt_sent)
 
 
-def _send_text_receipt(ctx: CallContext) -> Outcome:
+def send_text_receipt(ctx: CallContext) -> Outcome:
     """Text the receipt to the calling number, then the receipt menu again."""
     from ivr.calls.receipts import ReceiptError, send_text
     from ivr.security import mask_account
@@ -81,7 +81,7 @@ RECEIPT = State("receipt", asks=("receipt.menu", "receipt.menu_text", "receipt.a
                 question=_receipt_prompt, on_silence=_receipt_silence, choices=(
                     Choice("1", "again", "receipt"),
                     Choice("2", "menu", "main_menu"),
-                    Choice("3", "text", _send_text_receipt, when=can_text),
+                    Choice("3", "text", send_text_receipt, when=can_text),
                     Choice("4", "another", _pay_another),
                 ))
 

@@ -234,3 +234,30 @@ AMOUNT_CONFIRM = State("amount_confirm", asks=("amount.confirm",),
                            Choice("1", "confirm", _confirm_amount),
                            Choice("2", "change", _change_amount),
                        ))
+
+
+def amount_choices(ctx: CallContext) -> dict[str, int]:
+    """The amounts the amount menu offers this account now, by choice name ("full",
+    "disconnect", "reconnect", "instalment"), each within every rule (for the agent's page,
+    which offers the same amounts as the line, and "other" checked like amount entry)."""
+    account = _account(ctx)
+    amounts = {"full": account.balance_due_cents,
+               "disconnect": _disconnect_amount(ctx) or 0,
+               "reconnect": _reconnect_amount(ctx),
+               "instalment": _next_instalment(ctx) or 0}
+    offered: dict[str, int] = {}
+    for choice in AMOUNT_MENU.choices:
+        cents = amounts.get(choice.name)
+        if cents is None or cents <= 0 or (choice.when is not None and not choice.when(ctx)):
+            continue
+        if _allowed(ctx, cents):
+            offered[choice.name] = cents
+    return offered
+
+
+def set_amount(ctx: CallContext, cents: int) -> account_rules.Refusal | None:
+    """Set up a payment of ``cents`` if the account's rules allow it; else why not."""
+    refusal = account_rules.refusal(_account(ctx), ctx.settings, cents)
+    if refusal is None:
+        _set_amount(ctx, cents)
+    return refusal

@@ -143,12 +143,12 @@ def after_fee(ctx: CallContext) -> Outcome:
     """The bank authorization (bank debits) or the final confirmation (card)."""
     # The TEL authorization also serves as a bank debit's final confirmation.
     if ctx.call.method == "ach":
-        _start_authorization_recording(ctx)
+        start_authorization_recording(ctx)
         return Go("ach_authorize")
     return Go("final_confirm")
 
 
-def _start_authorization_recording(ctx: CallContext) -> None:
+def start_authorization_recording(ctx: CallContext) -> None:
     """Record the call while the authorization is read and answered, where configured."""
     from ivr.calls.twilio_api import TwilioApiError, has_credentials, start_recording
 
@@ -163,7 +163,7 @@ def _start_authorization_recording(ctx: CallContext) -> None:
         ctx.call.ach_recording_sid = None
 
 
-def _stop_authorization_recording(ctx: CallContext) -> str | None:
+def stop_authorization_recording(ctx: CallContext) -> str | None:
     """Stop the authorization recording before anything else is said; return its SID."""
     from ivr.calls.twilio_api import TwilioApiError, stop_recording
 
@@ -214,7 +214,7 @@ FEE_ACCEPT = State("fee_accept", asks=("fee.disclose", "fee.disclose_no_choice")
 
 # --- bank authorization ---------------------------------------------------------------------
 
-def _ach_params(ctx: CallContext) -> dict[str, str]:
+def ach_params(ctx: CallContext) -> dict[str, str]:
     account = ctx.account
     assert account is not None  # noqa: S101
     kind = "words.savings" if ctx.call.bank_account_type == "consumer-savings" else "words.checking"
@@ -230,24 +230,32 @@ def _ach_params(ctx: CallContext) -> dict[str, str]:
 
 def _authorize(ctx: CallContext) -> Outcome:
     """Keep the authorization (script, version, time, recording), then `<Pay>` for the bank."""
-    recording = _stop_authorization_recording(ctx)
+    record_authorization(ctx)
+    return hand_off(ctx, (say("pay.intro_ach"),))
+
+
+def record_authorization(ctx: CallContext) -> AchAuthorization:
+    """Stop the recording and keep the authorization the caller gave (script, version, time,
+    recording); record_payment links it to the payment."""
+    recording = stop_authorization_recording(ctx)
     account = ctx.account
     assert account is not None  # noqa: S101
-    script = ctx.catalog.render("ach.authorize", ctx.lang, **_ach_params(ctx)).ssml
-    ctx.db.add(AchAuthorization(
+    script = ctx.catalog.render("ach.authorize", ctx.lang, **ach_params(ctx)).ssml
+    authorization = AchAuthorization(
         call_sid=ctx.call.call_sid, account_id=account.id,
         account_number=account.account_number, caller_number=ctx.call.from_number,
         amount_cents=ctx.call.amount_cents or 0, fee_cents=ctx.call.fee_cents,
         bank_account_type=ctx.call.bank_account_type or "consumer-checking",
         script_version=ctx.settings.ach.script_version, script_text=script,
         language=ctx.lang, authorized_at=ctx.now, recording_sid=recording,
-    ))
-    return hand_off(ctx, (say("pay.intro_ach"),))
+    )
+    ctx.db.add(authorization)
+    return authorization
 
 
 def _refuse_authorization(ctx: CallContext) -> Outcome:
     """Stop the recording; the payment is cancelled, back to the main menu."""
-    _stop_authorization_recording(ctx)
+    stop_authorization_recording(ctx)
     return cancel(ctx)
 
 
@@ -257,7 +265,7 @@ def cancel(ctx: CallContext) -> Outcome:
 
 
 ACH_AUTHORIZE = State("ach_authorize", asks=("ach.authorize",),
-                      question=lambda ctx: (Speech("ach.authorize", _ach_params(ctx)),),
+                      question=lambda ctx: (Speech("ach.authorize", ach_params(ctx)),),
                       choices=(
                           Choice("1", "authorize", _authorize),
                           Choice("2", "cancel", _refuse_authorization),

@@ -47,20 +47,25 @@ def _verify_digits(ctx: CallContext) -> int | None:
     return 5 if ctx.settings.verification.method == "zip" else None
 
 
-def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
-    """The 5-digit service ZIP (or the PIN then `#`): the summary, then the main menu."""
+# What one ZIP/PIN entry came to (check_entry); the line and the agent's page share it.
+PASSED, MISMATCH, LOCKED, SPENT = "passed", "mismatch", "locked", "spent"
+
+
+def check_entry(ctx: CallContext, digits: str) -> str:
+    """Check a ZIP or PIN for the call's account, counting a wrong one in the per-call limit
+    and the cross-call lockout: PASSED, MISMATCH, LOCKED (this number is locked out of the
+    account) or SPENT (the call has used its tries). The caller records LOCKED and SPENT."""
     account = ctx.account
-    if account is None:  # the account vanished from the cache mid-call
-        return Go("account_entry")
+    assert account is not None  # noqa: S101 - the caller checks
     # One guess at a time per account, on every worker and machine: the lockout check and
     # the failure it records must not interleave with another call's.
     guards.lock_account(ctx.db, account.id)
     # Checked before the entry: a locked account or a spent call never verifies, whatever
     # is typed (a caller coming back from a transfer that did not connect, say).
     if locked(ctx):
-        return _refuse_locked(ctx)
+        return LOCKED
     if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
-        return Finish(escalate(ctx, (say("verify.failed_final"),)))
+        return SPENT
     entered = clean_number(digits, max_length=12) or ""
     if ctx.settings.verification.method == "pin":
         ok = check_pin(entered, account.pin_hash, ctx.config.pin_key)
@@ -68,13 +73,27 @@ def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
         expected = (account.service_zip or "")[:5]
         ok = bool(expected) and len(entered) == 5 and entered == expected
     if ok:
-        return verified(ctx)
+        return PASSED
     accounts.record_verification_failure(ctx.db, account.id, ctx.call.call_sid, ctx.now,
                                          guards.caller_key(ctx.call.from_number))
     ctx.call.verify_failures += 1
     if locked(ctx):
-        return _refuse_locked(ctx)
+        return LOCKED
     if ctx.call.verify_failures >= ctx.settings.verification.max_failures_per_call:
+        return SPENT
+    return MISMATCH
+
+
+def _verify_handle(ctx: CallContext, digits: str) -> Outcome:
+    """The 5-digit service ZIP (or the PIN then `#`): the summary, then the main menu."""
+    if ctx.account is None:  # the account vanished from the cache mid-call
+        return Go("account_entry")
+    check = check_entry(ctx, digits)
+    if check == PASSED:
+        return verified(ctx)
+    if check == LOCKED:
+        return _refuse_locked(ctx)
+    if check == SPENT:
         return Finish(escalate(ctx, (say("verify.failed_final"),)))
     return Retry((say("verify.mismatch"),), counts=False)
 
