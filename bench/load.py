@@ -94,6 +94,23 @@ class Server:
                 pass
         return total
 
+    def memory(self) -> str:
+        """The master's and each worker's memory in MB: RSS (what `ps` shows, pages shared
+        with the master counted in every worker), PSS (shared pages split between the
+        processes sharing them: their sum is what the server really holds) and USS (only
+        this process's pages: what one more worker costs)."""
+        parts = []
+        try:
+            master = psutil.Process(self.process.pid)
+            for i, proc in enumerate([master, *master.children(recursive=True)]):
+                info = proc.memory_full_info()
+                role = f"worker{i}" if i else "master"
+                parts.append(f"{role} rss {info.rss / 1e6:.0f} pss {info.pss / 1e6:.0f} "
+                             f"uss {info.uss / 1e6:.0f}")
+        except psutil.Error as exc:
+            return f"(unavailable: {exc})"
+        return "; ".join(parts)
+
     def _backends(self) -> list[int]:
         if not (self.line and self.database_url.startswith("postgresql")):
             return []
@@ -344,6 +361,8 @@ def bench_database(label: str, database_url: str, args: argparse.Namespace, work
                   f" | p99 {_fmt([x.p99 for x in runs], 'ms')} | CPU/webhook "
                   f"{_fmt([x.cpu_ms for x in runs], 'ms', 2)} | errors "
                   f"{sum(x.errors for x in runs)}")
+        for name in ("ivr", "bare"):
+            print(f"{label:>10} {name:>4} memory MB after the load: {pair[name].memory()}")
         print(f"{label:>10} ratio ivr/bare: mean latency "
               f"{_ratio([x.mean for x in seq['ivr']], [x.mean for x in seq['bare']])}, p99 "
               f"{_ratio([x.p99 for x in seq['ivr']], [x.p99 for x in seq['bare']])}, CPU/webhook "

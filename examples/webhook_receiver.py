@@ -20,6 +20,7 @@ Run::
     python examples/webhook_receiver.py --port 8080 --db payments.sqlite3
     # then, on the IVR: IVR_ACCOUNTING=webhook IVR_WEBHOOK_URL=http://127.0.0.1:8080/payments
     #   and IVR_WEBHOOK_ARRANGEMENTS_URL=http://127.0.0.1:8080/arrangements
+    #   and IVR_WEBHOOK_REVERSALS_URL=http://127.0.0.1:8080/reversals
 
 ``--secret-env VAR`` reads the secret from another variable; ``--host`` binds elsewhere than
 127.0.0.1 (put TLS in front: a reverse proxy). On start it prints ``listening on <url>``.
@@ -33,12 +34,17 @@ Endpoints:
   answered the same way, stored apart from payments and deduplicated by their own key. The
   body must say ``"event": "arrangement"`` (and the ``X-IVR-Event`` header too); a body at
   ``/payments`` saying any event but ``"payment"`` is refused (400).
-- ``HEAD /payments``, ``HEAD /arrangements``: 200, for the IVR's health check.
-- ``GET /payments``, ``GET /arrangements``: TEST/DEBUG AID ONLY. Everything stored, oldest
-  first: ``[{"receipt_id", "idempotency_key", "received_at", "payment": <the body as sent>}]``
-  (``"arrangement"`` instead of ``"payment"`` for arrangements). It has no authentication,
-  so it is served only while bound to a loopback address (otherwise 404). Delete it from
-  your copy.
+- ``POST /reversals``: money of an earlier payment taken back (a bank return, a refund, a
+  void), answered the same way and stored apart. The body says ``"event": "reversal"`` (and
+  the ``X-IVR-Event`` header too) and carries ``reversed_amount``, never ``amount``: put the
+  balance back up by it and look the payment up by ``payment_idempotency_key``.
+- ``HEAD /payments``, ``HEAD /arrangements``, ``HEAD /reversals``: 200, for the health check.
+- ``GET /payments``, ``GET /arrangements``, ``GET /reversals``: TEST/DEBUG AID ONLY.
+  Everything stored, oldest first: ``[{"receipt_id", "idempotency_key", "received_at",
+  "payment": <the body as sent>}]``
+  (``"arrangement"`` or ``"reversal"`` instead of ``"payment"`` for the others). It has
+  no authentication, so it is served only while bound to a loopback address (otherwise
+  404). Delete it from your copy.
 
 Fault injection, for tests, without code changes: with ``--faults FILE``, FILE is re-read
 on every POST/HEAD (missing or empty: no faults). It holds one rule or a list of rules;
@@ -85,6 +91,7 @@ from urllib.parse import urlsplit
 
 PATH = "/payments"
 ARRANGEMENTS_PATH = "/arrangements"
+REVERSALS_PATH = "/reversals"
 MAX_BODY = 64 * 1024
 TOLERANCE = 300  # seconds either side of our clock that a signature's timestamp may be
 MIN_SECRET = 16
@@ -97,6 +104,7 @@ _LAST4 = re.compile(r"[0-9]{1,4}")
 _METHODS = ("card", "ach")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _KINDS = ("extension", "instalments")
+_REVERSAL_KINDS = ("return", "refund", "void")
 _MAX_INSTALMENTS = 24
 
 SCHEMA = """
@@ -122,6 +130,17 @@ CREATE TABLE IF NOT EXISTS arrangements (
     account_number TEXT NOT NULL,
     confirmation_number TEXT NOT NULL,
     kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reversals (
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    receipt_id TEXT NOT NULL UNIQUE,
+    account_number TEXT NOT NULL,
+    payment_idempotency_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reversed_cents INTEGER NOT NULL,
     body TEXT NOT NULL,
     received_at TEXT NOT NULL
 );
@@ -284,6 +303,33 @@ def validate_arrangement(body: object, key_header: str | None,
     }
 
 
+def validate_reversal(body: object, key_header: str | None,
+                      event_header: str | None) -> dict[str, Any]:
+    """A reversal's fields, checked (Invalid says what is wrong); unknown keys ignored.
+
+    A reversal takes back money of an earlier payment: the customer's balance goes back up
+    by ``reversed_amount``. It never carries ``amount``, so it cannot be booked as a payment.
+    """
+    if not isinstance(body, dict):
+        raise Invalid("body must be a JSON object")
+    if body.get("event") != "reversal" or event_header != "reversal":
+        raise Invalid('a reversal says "event": "reversal" and X-IVR-Event: reversal')
+    if "amount" in body or "paid_at" in body:
+        raise Invalid("a reversal carries reversed_amount, never amount or paid_at")
+    kind = body.get("kind")
+    if kind not in _REVERSAL_KINDS:
+        raise Invalid('kind must be "return", "refund" or "void"')
+    _currency(body)
+    _utc(body, "recorded_at")
+    return {
+        "idempotency_key": _key(body, key_header),
+        "account_number": _text(body, "account_number"),
+        "payment_idempotency_key": _text(body, "payment_idempotency_key", 255),
+        "kind": kind,
+        "reversed_cents": _cents(body, "reversed_amount", positive=True),
+    }
+
+
 class Store:
     """Payments and arrangements in one SQLite file; each table's UNIQUE idempotency_key is
     what deduplicates."""
@@ -343,9 +389,9 @@ class Store:
 
 
 # Table by table, the prefix of the receipt ids it hands out.
-_TABLES = {"payments": "R-", "arrangements": "A-"}
+_TABLES = {"payments": "R-", "arrangements": "A-", "reversals": "V-"}
 # The path each kind of event is posted to, and its table.
-_ROUTES = {PATH: "payments", ARRANGEMENTS_PATH: "arrangements"}
+_ROUTES = {PATH: "payments", ARRANGEMENTS_PATH: "arrangements", REVERSALS_PATH: "reversals"}
 
 
 class FaultError(Exception):
@@ -545,6 +591,8 @@ class Handler(BaseHTTPRequestHandler):
             data, key = json.loads(text), self.headers.get("Idempotency-Key")
             if table == "arrangements":
                 fields = validate_arrangement(data, key, self.headers.get("X-IVR-Event"))
+            elif table == "reversals":
+                fields = validate_reversal(data, key, self.headers.get("X-IVR-Event"))
             else:
                 fields = validate(data, key)
         except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurdly nested JSON

@@ -101,3 +101,20 @@ class ArrangementKind(StrEnum):
 
     EXTENSION = "extension"  # the balance by one later date
     INSTALMENTS = "instalments"  # a share now, the rest in instalments on set dates
+
+
+class PaymentStatus(StrEnum):
+    """``payments.status``: whether the money taken is still the biller's."""
+
+    PAID = "paid"
+    RETURNED = "returned"  # the bank sent the debit back (a return code, R01-R99)
+    REFUNDED = "refunded"  # refunded at the processor in full
+    VOIDED = "voided"  # voided at the processor before settlement
+
+
+class ReversalKind(StrEnum):
+    """``reversals.kind``: what took a payment's money back (all travel one path)."""
+
+    RETURN = "return"  # a bank return from a returns file
+    REFUND = "refund"  # recorded by ops: refunded at the processor (whole or part)
+    VOID = "void"  # recorded by ops: voided at the processor (whole)

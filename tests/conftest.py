@@ -287,3 +287,34 @@ def tryton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+# The secret the receiver fixture shares with the line.
+WEBHOOK_SECRET = "receiver-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def hledger(tmp_path: Path) -> Iterator[Any]:
+    """A real hledger-web on 127.0.0.1 for one test (skipped locally when not installed)."""
+    from tests.servers.hledger import hledger_available, start_hledger
+
+    problem = hledger_available()
+    if problem:
+        unavailable(problem)
+    server = start_hledger(tmp_path / "hledger")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Any]:
+    """The reference webhook receiver (examples/webhook_receiver.py) for one test."""
+    from tests.servers.webhook import start_receiver
+
+    server = start_receiver(tmp_path / "receiver", WEBHOOK_SECRET)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -133,6 +133,24 @@ def test_mask_phone(e164: str, masked: str) -> None:
     assert mask_phone(e164) == masked
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True))
+def test_mask_phone_keeps_the_country_code_phonenumbers_reads(e164: str) -> None:
+    """The masked number shows the country code phonenumbers parses, whatever the country,
+    and never more than the last 4 digits of the rest."""
+    import phonenumbers
+
+    try:
+        country = str(phonenumbers.parse(e164, None).country_code)
+    except phonenumbers.NumberParseException:
+        return  # not a number phonenumbers reads; nothing to compare
+    masked = mask_phone(e164)
+    rest = e164[len(country) + 1:]
+    assert masked.startswith("+" + country + "*")
+    # A rest of 4 digits or fewer is hidden whole: showing 4 would show it all.
+    assert masked.replace("*", "")[len(country) + 1:] == (rest[-4:] if len(rest) > 4 else "")
+
+
 # --- a good file --------------------------------------------------------------------------
 
 

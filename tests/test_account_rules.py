@@ -52,6 +52,7 @@ FULL_ONLY = "4402000033"  # ZIP 60622, 120.75, full_payment_required Y
 STRANGER = "+15555550199"  # on no account: the caller types the account number
 RECONNECT = key("amount_menu", "reconnect")
 PAY_AGAIN, TO_MAIN_MENU = key("paid_today", "again"), key("paid_today", "menu")
+TODAY = date(2026, 12, 1)
 
 # --- the rules, as a table ---------------------------------------------------------------------
 
@@ -92,9 +93,9 @@ def account(**fields: Any) -> Account:
 ])
 def test_methods(fields: dict[str, Any], line: dict[str, Any], allowed: tuple[str, ...],
                  why: str | None) -> None:
-    methods = account_rules.methods(account(**fields), settings(**line))
+    methods = account_rules.methods(account(**fields), settings(**line), TODAY)
     assert (methods.allowed, methods.why_one) == (allowed, why)
-    assert account_rules.phone_payable(account(**fields), settings(**line)) == bool(allowed)
+    assert account_rules.phone_payable(account(**fields), settings(**line), TODAY) == bool(allowed)
 
 
 @pytest.mark.parametrize(("fields", "payable"), [
@@ -104,7 +105,7 @@ def test_methods(fields: dict[str, Any], line: dict[str, Any], allowed: tuple[st
     ({"status": "disconnected"}, True),
 ])
 def test_phone_payable(fields: dict[str, Any], payable: bool) -> None:
-    assert account_rules.phone_payable(account(**fields), settings()) is payable
+    assert account_rules.phone_payable(account(**fields), settings(), TODAY) is payable
 
 
 LIMITS = {"amount": {"minimum": "1.00", "maximum": "500.00"}}

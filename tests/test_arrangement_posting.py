@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -30,33 +29,12 @@ from ivr.models import (
 from ivr.money.posting import drain_once, retry_dead
 from ivr.statuses import ArrangementKind, OutboxStatus
 from ivr.web.app import get_config, get_database
-from tests.conftest import OPEN_TIME, REPO, make_app, unavailable
-from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
-from tests.servers.webhook import Receiver, start_receiver
+from tests.conftest import OPEN_TIME, REPO, WEBHOOK_SECRET, make_app, unavailable
+from tests.servers.hledger import HledgerServer
+from tests.servers.webhook import Receiver
 
-SECRET = "receiver-secret-0123456789abcdef"
+SECRET = WEBHOOK_SECRET  # the receiver fixture's (tests/conftest.py)
 ACCOUNT = "4401005678"  # Jordan: disconnection pending, eligible for an arrangement
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    server = start_receiver(tmp_path / "receiver", SECRET)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def hledger(tmp_path: Path) -> Iterator[HledgerServer]:
-    problem = hledger_available()
-    if problem:
-        unavailable(problem)
-    server = start_hledger(tmp_path / "hledger")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def posting_app(database_url: str, settings: dict[str, str], now: datetime = OPEN_TIME,

@@ -900,8 +900,8 @@ a = 1
         "disconnect_pending, disconnected",
         "account.default: the name 'default' is reserved for the built-in layout",
         "payment.out.columns[3]: must be [header name, field], got string 'oops'",
-        "refunds: unknown table (expected [account.NAME], [payment.NAME] or "
-        "[arrangement.NAME])",
+        "refunds: unknown table (expected [account.NAME], [payment.NAME], "
+        "[arrangement.NAME] or [returns.NAME])",
     ]
     # Problems that only the layout itself can see show once its own keys are well-typed.
     path.write_text(

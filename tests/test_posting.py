@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,35 +24,14 @@ from ivr.cli import main
 from ivr.models import Account, OutboxEntry, Payment, PostingAttempt, utcnow
 from ivr.money.posting import drain_once
 from ivr.web.app import get_config, get_database
-from tests.conftest import OPEN_TIME, REPO, call, make_app, said_text, unavailable
+from tests.conftest import OPEN_TIME, REPO, WEBHOOK_SECRET, call, make_app, said_text, unavailable
 from tests.servers.gate import Gate
-from tests.servers.hledger import HledgerServer, hledger_available, start_hledger
-from tests.servers.webhook import Receiver, start_receiver
+from tests.servers.hledger import HledgerServer
+from tests.servers.webhook import Receiver
 
 pytestmark = pytest.mark.slow
 
-SECRET = "receiver-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    server = start_receiver(tmp_path / "receiver", SECRET)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def hledger(tmp_path: Path) -> Iterator[HledgerServer]:
-    problem = hledger_available()
-    if problem:
-        unavailable(problem)
-    server = start_hledger(tmp_path / "hledger")
-    try:
-        yield server
-    finally:
-        server.stop()
+SECRET = WEBHOOK_SECRET  # the receiver fixture's (tests/conftest.py)
 
 
 def posting_app(database_url: str, settings: dict[str, str], now: datetime = OPEN_TIME,

@@ -2,7 +2,9 @@
 
 A connector posts a payment (idempotently, by the payment's key), records a payment
 arrangement (a promise to pay: a non-cash event that never changes a balance, idempotent
-by its own key), may look up an account's live balance, and reports its health. Failures
+by its own key), posts a reversal (a return, refund or void of an earlier payment: the
+balance goes back up, idempotent by its own key), may look up an account's live balance,
+and reports its health. Failures
 are either retryable (the system is slow, down or throttling: the outbox tries again later)
 or permanent (the system refused the payment as invalid: it is dead-lettered for a person
 to look at, never retried forever).
@@ -107,6 +109,40 @@ class ArrangementPost:
         return lines
 
 
+ReversalKind = Literal["return", "refund", "void"]
+
+
+@dataclass(frozen=True)
+class ReversalPost:
+    """Money of an earlier payment taken back: a bank return, a refund or a void.
+
+    A new event with its own idempotency key, never an edit of the payment: a connector
+    undoes ``amount`` of the payment's effect on the customer's balance (the balance due
+    goes back up by it) and names the payment it reverses.
+    """
+
+    idempotency_key: str
+    account_number: str
+    kind: ReversalKind
+    amount: Decimal  # taken back from the payment: its whole amount, or part of a refund
+    currency: str
+    effective_date: date  # the bank's return date, or the day the refund or void was made
+    recorded_at: datetime  # aware UTC
+    payment_confirmation_number: str
+    payment_idempotency_key: str
+    payment_paid_at: datetime  # aware UTC
+    method: str  # the payment's: "card" or "ach"
+    code: str | None  # R01-R99 for a return
+    reason: str
+    may_exist: bool = True  # as PaymentPost.may_exist
+
+    def description(self) -> str:
+        """One line naming what was reversed and why, for systems that keep a text."""
+        why = self.code or self.kind
+        return (f"Reversal ({self.kind} {why}) of payment {self.payment_confirmation_number}"
+                f" made {self.payment_paid_at.astimezone(UTC):%Y-%m-%d}")
+
+
 @dataclass(frozen=True)
 class PostResult:
     """The system's acknowledgement: its own id for the posting."""
@@ -141,6 +177,11 @@ class AccountingConnector(Protocol):
                          timeout: float | None = None) -> PostResult:
         """Record once (idempotent by ``arrangement.idempotency_key``) without changing any
         balance; raise Retryable/Permanent as ``post_payment`` does."""
+        ...
+
+    def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
+        """Undo ``reversal.amount`` of an earlier payment once (idempotent by
+        ``reversal.idempotency_key``); raise Retryable/Permanent as ``post_payment`` does."""
         ...
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:

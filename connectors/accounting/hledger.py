@@ -28,6 +28,9 @@ with one zero posting on the customer's receivable account (so it shows in the c
 register and changes no balance), its code made from its key like a payment's (with an
 "arr-" prefix), and its terms as tags in the comment. It is deduplicated by code exactly
 as payments are.
+
+A reversal (a return, refund or void of a payment) is a transaction of its own debiting the
+receivable and crediting clearing; code "rev-" + its key, tagged ``reverses:`` (docs/connectors.md).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -53,6 +56,15 @@ from connectors.accounting.base import (
     PermanentError,
     PostResult,
     RetryableError,
+    ReversalPost,
+)
+from connectors.accounting.hledger_json import (
+    Posting,
+    decimal_places,
+    exact_quantity,
+    unbalanced_by,
+    wire_posting,
+    wire_transaction,
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
@@ -64,8 +76,8 @@ from connectors.accounting.http import (
 )
 from connectors.accounting.state import StateStore
 
-__all__ = ["HledgerConnector", "Posting", "arrangement_code", "transaction_code",
-           "unbalanced_by"]
+__all__ = ["HledgerConnector", "Posting", "arrangement_code", "reversal_code",
+           "transaction_code", "unbalanced_by"]
 
 SYSTEM = "hledger"
 # What hledger-web 1.25 says in --serve-api mode when a request failed inside it.
@@ -101,14 +113,6 @@ _NAMES_TTL = 60.0
 _MAX_DESCRIPTION_PART = 32
 
 
-@dataclass(frozen=True)
-class Posting:
-    """One posting line: ``amount`` (debit positive, credit negative) to ``account``."""
-
-    account: str
-    amount: Decimal
-
-
 def transaction_code(idempotency_key: str) -> str:
     """The ``tcode`` for a key: the key itself when it is safe in a journal, else a digest.
 
@@ -121,6 +125,11 @@ def transaction_code(idempotency_key: str) -> str:
     return f"ivr-{digest[:32]}"
 
 
+def reversal_code(idempotency_key: str) -> str:
+    """The ``tcode`` for a reversal's key: "rev-" keeps it apart from payments' codes."""
+    return transaction_code("rev-" + idempotency_key)
+
+
 def arrangement_code(idempotency_key: str) -> str:
     """The ``tcode`` for an arrangement's key: "arr-" keeps it apart from payments' codes,
     so an arrangement can never be taken for a payment that landed, nor the reverse."""
@@ -130,99 +139,6 @@ def arrangement_code(idempotency_key: str) -> str:
 def _clean(value: str | None, limit: int = _MAX_DESCRIPTION_PART) -> str:
     """``value`` reduced to characters that are inert in a journal header line."""
     return _UNSAFE_CHARS.sub("", value or "")[:limit]
-
-
-def _places(value: Decimal) -> int:
-    """Decimal places needed to write ``value`` exactly (at least 2: cents)."""
-    exponent = value.normalize().as_tuple().exponent
-    if not isinstance(exponent, int):  # NaN or infinity
-        raise PermanentError(SYSTEM, f"amount {value} is not a number")
-    return max(2, -exponent)
-
-
-def _wire_amount(commodity: str, value: Decimal) -> dict[str, Any]:
-    """One hledger amount; the quantity is an exact mantissa, never a float."""
-    places = _places(value)
-    mantissa = int(value.scaleb(places))
-    return {
-        "acommodity": commodity,
-        # 1.25 ignores "floatingPoint" and does not require it: leaving it out keeps
-        # floats off the wire entirely.
-        "aquantity": {"decimalMantissa": mantissa, "decimalPlaces": places},
-        "aprice": None,
-        "astyle": {
-            "ascommodityside": "L",
-            # "USD 1.00" but "$1.00", as hledger itself writes them.
-            "ascommodityspaced": len(commodity) > 1,
-            "asprecision": places,
-            "asdecimalpoint": ".",
-            "asdigitgroups": None,
-        },
-    }
-
-
-def _wire_posting(posting: Posting, commodity: str) -> dict[str, Any]:
-    # Every key is required by 1.25's parser (a missing one is a 400), even unused ones.
-    return {
-        "pdate": None,
-        "pdate2": None,
-        "pstatus": "Unmarked",
-        "paccount": posting.account,
-        "pamount": [_wire_amount(commodity, posting.amount)],
-        "pcomment": "",
-        "ptype": "RegularPosting",
-        "ptags": [],
-        "pbalanceassertion": None,
-        "ptransaction_": "0",
-        "poriginal": None,
-    }
-
-
-def _wire_transaction(day: str, status: str, code: str, description: str, tags: list[str],
-                      postings: list[dict[str, Any]]) -> dict[str, Any]:
-    source = {"sourceName": "", "sourceLine": 1, "sourceColumn": 1}
-    # Every key is required by 1.25's parser, even those it ignores (tindex, ttags...).
-    return {
-        "tindex": 0,
-        "tprecedingcomment": "",
-        "tsourcepos": [source, dict(source)],
-        "tdate": day,
-        "tdate2": None,
-        "tstatus": status,
-        "tcode": code,
-        "tdescription": description,
-        # ttags is ignored on write; tags are read back from the comment.
-        "tcomment": ", ".join(tags),
-        "ttags": [],
-        "tpostings": postings,
-    }
-
-
-def _quantity(amount: Any) -> Decimal:
-    """The exact value of one JSON amount (``decimalMantissa`` / ``decimalPlaces``)."""
-    quantity = amount["aquantity"]
-    mantissa, places = quantity["decimalMantissa"], quantity["decimalPlaces"]
-    if not (isinstance(mantissa, int) and isinstance(places, int)) or places < 0:
-        raise ValueError(f"not an exact quantity: {quantity!r}")
-    return Decimal(mantissa).scaleb(-places)
-
-
-def unbalanced_by(transaction: Mapping[str, Any]) -> dict[str, Decimal]:
-    """Per commodity, what the postings of a JSON transaction fail to balance by.
-
-    Read from the very dicts that will be sent, so a slip anywhere between the payment
-    and the wire is caught. An empty result means balanced; a posting without an
-    amount (hledger would infer it) counts as a fault too.
-    """
-    totals: dict[str, Decimal] = {}
-    for posting in transaction["tpostings"]:
-        amounts = posting["pamount"]
-        if not amounts:
-            totals.setdefault("(missing amount)", Decimal(1))
-        for amount in amounts:
-            commodity = amount["acommodity"]
-            totals[commodity] = totals.get(commodity, Decimal(0)) + _quantity(amount)
-    return {c: total for c, total in totals.items() if total != 0}
 
 
 def _setting(settings: Mapping[str, str], name: str, default: str,
@@ -330,19 +246,20 @@ class HledgerConnector:
             postings.append(Posting(self.fee_account, -payment.fee))
         return postings
 
-    def _check_payment(self, payment: PaymentPost) -> None:
-        for field, value in (("amount", payment.amount), ("fee", payment.fee)):
-            if not value.is_finite():
-                raise PermanentError(SYSTEM, f"{field} {value} is not a number")
-        if payment.amount <= 0:
-            raise PermanentError(SYSTEM, f"amount {payment.amount} must be positive")
-        if payment.fee < 0:
-            raise PermanentError(SYSTEM, f"fee {payment.fee} must not be negative")
-        if payment.currency.upper() != self.currency:
-            raise PermanentError(SYSTEM, f"currency {payment.currency} does not match the "
+    def _check_money(self, amount: Decimal, currency: str, when: datetime, name: str) -> None:
+        """A positive amount in the journal's currency, at an aware time (``name``)."""
+        if not amount.is_finite() or amount <= 0:
+            raise PermanentError(SYSTEM, f"amount {amount} must be a positive number")
+        if currency.upper() != self.currency:
+            raise PermanentError(SYSTEM, f"currency {currency} does not match the "
                                          f"journal's {self.currency} ({self.commodity})")
-        if payment.paid_at.utcoffset() is None:
-            raise PermanentError(SYSTEM, "paid_at has no time zone")
+        if when.utcoffset() is None:
+            raise PermanentError(SYSTEM, f"{name} has no time zone")
+
+    def _check_payment(self, payment: PaymentPost) -> None:
+        self._check_money(payment.amount, payment.currency, payment.paid_at, "paid_at")
+        if not payment.fee.is_finite() or payment.fee < 0:
+            raise PermanentError(SYSTEM, f"fee {payment.fee} must be a number, not negative")
 
     def _description(self, payment: PaymentPost) -> str:
         method = _clean(payment.method) or "payment"
@@ -359,10 +276,10 @@ class HledgerConnector:
         tags = [f"acct:{_clean(payment.account_number, 64)}", f"ivr_ref:{code}"]
         if conf := _clean(payment.confirmation_number, 64):
             tags.append(f"conf:{conf}")
-        return _wire_transaction(
+        return wire_transaction(
             payment.paid_at.astimezone(self.zone).date().isoformat(), "Cleared", code,
             self._description(payment), tags,
-            [_wire_posting(p, self.commodity) for p in self.postings(payment)])
+            [wire_posting(p, self.commodity) for p in self.postings(payment)])
 
     def arrangement_transaction(self, arrangement: ArrangementPost) -> dict[str, Any]:
         """The JSON transaction recording an arrangement: one zero posting, terms as tags."""
@@ -385,10 +302,30 @@ class HledgerConnector:
         tags += [f"due_{n}:{due.isoformat()} {amount:f}"
                  for n, (due, amount) in enumerate(arrangement.instalments, start=1)]
         account = self.receivable_account(arrangement.account_number)
-        return _wire_transaction(
+        return wire_transaction(
             arrangement.created_at.astimezone(self.zone).date().isoformat(), "Unmarked", code,
             f"Payment arrangement {conf}", tags,
-            [_wire_posting(Posting(account, Decimal("0.00")), self.commodity)])
+            [wire_posting(Posting(account, Decimal("0.00")), self.commodity)])
+
+    def reversal_transaction(self, reversal: ReversalPost) -> dict[str, Any]:
+        """The reversing transaction: receivable up and clearing down by the amount (the
+        fee stays earned); a code of its own, the reversed payment's code as a tag."""
+        self._check_money(reversal.amount, reversal.currency, reversal.recorded_at,
+                          "recorded_at")
+        code = reversal_code(reversal.idempotency_key)
+        conf = _clean(reversal.payment_confirmation_number, 64)
+        tags = [f"acct:{_clean(reversal.account_number, 64)}", f"ivr_ref:{code}",
+                f"conf:{conf}", f"reversal:{_clean(reversal.kind)}",
+                f"reverses:{transaction_code(reversal.payment_idempotency_key)}"]
+        if reversal.code:
+            tags.append(f"return_code:{_clean(reversal.code, 3)}")
+        why = _clean(reversal.code or reversal.kind)
+        postings = [Posting(self.receivable_account(reversal.account_number), reversal.amount),
+                    Posting(self.clearing_account, -reversal.amount)]
+        return wire_transaction(
+            reversal.effective_date.isoformat(), "Cleared", code,
+            f"IVR reversal {why} of payment conf {conf}", tags,
+            [wire_posting(p, self.commodity) for p in postings])
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -456,6 +393,11 @@ class HledgerConnector:
         """Add the arrangement's zero-amount transaction unless its code is already there."""
         return self._add(self.arrangement_transaction(arrangement), arrangement.account_number,
                          timeout, may_exist=arrangement.may_exist)
+
+    def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
+        """Add the reversing transaction unless one with its code is already there."""
+        return self._add(self.reversal_transaction(reversal), reversal.account_number,
+                         timeout, may_exist=reversal.may_exist)
 
     def _add(self, transaction: dict[str, Any], account_number: str,
              timeout: float | None, *, may_exist: bool) -> PostResult:
@@ -531,7 +473,7 @@ class HledgerConnector:
         total = Decimal("0.00")
         try:
             for amount in amounts or ():
-                value = _quantity(amount)
+                value = exact_quantity(amount)
                 if amount["acommodity"] == self.commodity:
                     total += value
                 elif value:
@@ -540,7 +482,7 @@ class HledgerConnector:
         except (KeyError, TypeError, ValueError) as exc:
             raise RetryableError(SYSTEM, f"GET /accounts: unexpected amount: {exc}") from None
         # At least cents, so 50 reads as 50.00 like every other amount in the app.
-        return total if _places(total) > 2 else total.quantize(Decimal("0.01"))
+        return total if decimal_places(total) > 2 else total.quantize(Decimal("0.01"))
 
     def health(self, timeout: float | None = None) -> None:
         """``GET /version``. Note 1.25 answers even when its journal no longer parses."""

@@ -29,6 +29,15 @@ clerk sees under the party's notes) attached to the customer party, with the ter
 words and ``IVR reference [{key}]`` as its last line. Before creating one, the party's notes
 are searched for that reference; one found means an earlier attempt landed.
 
+A reversal (a bank return, a refund or a void of an earlier payment) is a move of its own,
+never an edit of the payment's: a posted move in the payment method's journal that debits
+the party's receivable and credits the payment method's account by the amount taken back,
+as a clerk books a returned payment. The party's receivable goes back up by exactly that
+amount (an open debit the next invoice payment settles), and the payment's own moves and
+reconciliations stay as they were, so the audit trail shows both. It carries
+``IVR reversal {confirmation} [{key}]`` with the reversal's own key and is deduplicated by
+it exactly as payments are.
+
 Errors: connection failures, timeouts, 5xx and 429 are retryable; so are faults that stop
 every payment alike (login refused, database or payment method missing), so that payments
 wait for the fix instead of being dead-lettered, and passing server faults (a concurrent
@@ -61,6 +70,7 @@ from connectors.accounting.base import (
     PermanentError,
     PostResult,
     RetryableError,
+    ReversalPost,
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
@@ -222,7 +232,7 @@ class TrytonConnector:
             for step in steps:
                 self._pay_invoice(step, method, description, budget)
         else:
-            self._post_credit(party, method, remaining, description, budget)
+            self._post_move(party, method, remaining, description, budget)
 
         moves = self._moves_for(key, since, budget)
         if not moves:
@@ -256,6 +266,28 @@ class TrytonConnector:
             "resource": resource, "message": message}]], budget), "note")
         log.info("tryton: arrangement %s recorded as note %s", key, created[0])
         return PostResult(receipt_id=f"ir.note,{created[0]}")
+
+    def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
+        """Post the reversing move (receivable back up by the amount), once per key."""
+        budget = Deadline(SYSTEM, timeout, self.timeouts)
+        key = reversal.idempotency_key
+        if not key.strip():
+            raise PermanentError(SYSTEM, "reversal has no idempotency key")
+        description = f"IVR reversal {reversal.payment_confirmation_number} [{key}]"
+        since = reversal.recorded_at.date() - timedelta(days=2)
+        moves = self._moves_for(key, since, budget) if reversal.may_exist else []
+        if moves:
+            return PostResult(receipt_id=_receipt(moves), already_posted=True)
+        self._check_amount(reversal, budget)
+        party = self._party_id(reversal.account_number, budget)
+        method = self._payment_method(budget)
+        self._post_move(party, method, reversal.amount, description, budget,
+                        receivable_debit=True)
+        moves = self._moves_for(key, since, budget)
+        if not moves:
+            raise RetryableError(SYSTEM, "the reversal move did not show up after posting")
+        log.info("tryton: reversal %s posted as move(s) %s", key, _receipt(moves))
+        return PostResult(receipt_id=_receipt(moves))
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The party's receivable balance (negative when the customer is in credit)."""
@@ -323,7 +355,7 @@ class TrytonConnector:
             return self._moves_for(key, since, budget)
         return list(found.values())
 
-    def _check_amount(self, payment: PaymentPost, budget: Deadline) -> None:
+    def _check_amount(self, payment: PaymentPost | ReversalPost, budget: Deadline) -> None:
         code, digits = self._company_currency(budget)
         if payment.currency.upper() != code:
             raise PermanentError(SYSTEM, f"payment in {payment.currency}, company keeps {code}")
@@ -413,9 +445,10 @@ class TrytonConnector:
                 self._post_rpc(f"{wizard}.delete", [session_id, self._context],
                                budget.timeouts(_LOGOUT_TIMEOUT))
 
-    def _post_credit(self, party: int, method: Mapping[str, Any], amount: Decimal,
-                     description: str, budget: Deadline) -> None:
-        """No open invoice: post the payment as a credit on the party's receivable."""
+    def _post_move(self, party: int, method: Mapping[str, Any], amount: Decimal,
+                   description: str, budget: Deadline, *, receivable_debit: bool = False) -> None:
+        """A posted move between the party's receivable and the payment method's account:
+        a payment with no open invoice credits the receivable; a reversal debits it."""
         rows = _list(self._call("model.party.party.read", [[party], ["account_receivable"]],
                                 budget), "party")
         account = _dict(rows[0], "party").get("account_receivable")
@@ -425,9 +458,11 @@ class TrytonConnector:
             account = _dict(config[0], "configuration").get("default_account_receivable")
         if not account:
             raise PermanentError(SYSTEM, "the party has no receivable account")
+        zero = Decimal(0)
+        receivable, other = (amount, zero) if receivable_debit else (zero, amount)
         lines = [
-            {"account": account, "party": party, "debit": Decimal(0), "credit": amount},
-            {"account": method["debit_account"], "debit": amount, "credit": Decimal(0)},
+            {"account": account, "party": party, "debit": receivable, "credit": other},
+            {"account": method["debit_account"], "debit": other, "credit": receivable},
         ]
         created = _list(self._call("model.account.move.create", [[{
             "journal": method["journal"], "description": description,

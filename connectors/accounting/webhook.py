@@ -12,6 +12,12 @@ same way, with ``X-IVR-Event: arrangement`` and ``"event": "arrangement"`` in a 
 no ``amount``, ``paid_at`` or ``method``: a receiver built for payments, which ignores
 unknown fields, can never read one as a payment. Without that URL an arrangement is refused
 permanently (dead-lettered, naming the variable) and payments go on as before.
+
+Reversals (a bank return, a refund or a void of an earlier payment) go to
+``IVR_WEBHOOK_REVERSALS_URL`` the same way, with ``X-IVR-Event: reversal`` and
+``"event": "reversal"``; the money taken back is ``reversed_amount``, never ``amount``, so a
+payments receiver can never book one as a payment. Without that URL a reversal is
+dead-lettered, naming the variable, until it is set and the row retried.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from connectors.accounting.base import (
     PaymentPost,
     PermanentError,
     PostResult,
+    ReversalPost,
 )
 from connectors.accounting.http import (
     DEFAULT_TIMEOUT,
@@ -52,6 +59,7 @@ __all__ = [
     "WebhookConnector",
     "arrangement_payload",
     "payload",
+    "reversal_payload",
     "sign",
     "verify",
 ]
@@ -61,6 +69,7 @@ SIGNATURE_HEADER = "X-IVR-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EVENT_HEADER = "X-IVR-Event"
 ARRANGEMENTS_URL = "IVR_WEBHOOK_ARRANGEMENTS_URL"
+REVERSALS_URL = "IVR_WEBHOOK_REVERSALS_URL"
 MIN_SECRET_LENGTH = 16
 DEFAULT_TOLERANCE = 300
 # A receipt id is stored beside the payment and shown to staff; anything longer than this
@@ -167,6 +176,28 @@ def arrangement_payload(arrangement: ArrangementPost) -> dict[str, Any]:
     }
 
 
+def reversal_payload(reversal: ReversalPost) -> dict[str, Any]:
+    """The contract's JSON object for a reversal: ``reversed_amount`` and the payment it
+    takes back, never a payment's ``amount``, ``paid_at`` or ``method``."""
+    if reversal.kind not in ("return", "refund", "void"):
+        raise PermanentError(SYSTEM, f"unknown reversal kind {reversal.kind!r}")
+    return {
+        "event": "reversal",
+        "kind": reversal.kind,
+        "account_number": reversal.account_number,
+        "reversed_amount": _money("reversed_amount", reversal.amount),
+        "currency": reversal.currency,
+        "effective_date": reversal.effective_date.isoformat(),
+        "recorded_at": _utc_z(reversal.recorded_at, "recorded_at"),
+        "return_code": reversal.code,
+        "reason": reversal.reason,
+        "payment_confirmation_number": reversal.payment_confirmation_number,
+        "payment_idempotency_key": reversal.payment_idempotency_key,
+        "payment_method": reversal.method,
+        "idempotency_key": reversal.idempotency_key,
+    }
+
+
 def _encode(body: dict[str, Any]) -> bytes:
     # Deterministic bytes: a retry sends exactly what the first attempt sent.
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -193,14 +224,15 @@ def _url(settings: Mapping[str, str], name: str = "IVR_WEBHOOK_URL") -> str:
     return url
 
 
-def _arrangements_url(settings: Mapping[str, str], payments_url: str) -> str | None:
-    """IVR_WEBHOOK_ARRANGEMENTS_URL (optional), never the payments URL."""
-    if not settings.get(ARRANGEMENTS_URL, "").strip():
+def _event_url(settings: Mapping[str, str], payments_url: str, name: str) -> str | None:
+    """An event's own URL (optional: IVR_WEBHOOK_ARRANGEMENTS_URL, IVR_WEBHOOK_REVERSALS_URL),
+    never the payments URL."""
+    if not settings.get(name, "").strip():
         return None
-    url = _url(settings, ARRANGEMENTS_URL)
+    url = _url(settings, name)
     if url.rstrip("/") == payments_url.rstrip("/"):
-        # A payments receiver must never be handed an arrangement.
-        raise ValueError(f"{ARRANGEMENTS_URL} must differ from IVR_WEBHOOK_URL")
+        # A payments receiver must never be handed anything but a payment.
+        raise ValueError(f"{name} must differ from IVR_WEBHOOK_URL")
     return url
 
 
@@ -225,10 +257,12 @@ class WebhookConnector:
     name = SYSTEM
 
     def __init__(self, url: str, secret: str, *, arrangements_url: str | None = None,
+                 reversals_url: str | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self.arrangements_url = arrangements_url
+        self.reversals_url = reversals_url
         self._secret = secret
         self._timeout = timeout
         self._clock = clock
@@ -243,8 +277,9 @@ class WebhookConnector:
         """
         timeout = timeouts_from_settings(settings)
         url = _url(settings)
-        return cls(url, _secret(settings), arrangements_url=_arrangements_url(settings, url),
-                   timeout=timeout)
+        return cls(url, _secret(settings),
+                   arrangements_url=_event_url(settings, url, ARRANGEMENTS_URL),
+                   reversals_url=_event_url(settings, url, REVERSALS_URL), timeout=timeout)
 
     def post_payment(self, payment: PaymentPost, timeout: float | None = None) -> PostResult:
         """POST the signed payment; 409 means the receiver already had this key."""
@@ -258,13 +293,27 @@ class WebhookConnector:
         Without that URL it is refused permanently, so it waits, dead-lettered and visible,
         until the receiver is ready and a person retries it.
         """
-        if self.arrangements_url is None:
-            raise PermanentError(SYSTEM, f"{ARRANGEMENTS_URL} is not set, so arrangements "
-                                         "cannot be sent; set it, restart, then "
-                                         "`ivr outbox retry` this row")
-        body = _encode(arrangement_payload(arrangement))
-        return self._post(self.arrangements_url, body, arrangement.idempotency_key, timeout,
-                          event="arrangement")
+        return self._post_event("arrangement", self.arrangements_url, ARRANGEMENTS_URL,
+                                arrangement_payload(arrangement), arrangement.idempotency_key,
+                                timeout)
+
+    def post_reversal(self, reversal: ReversalPost, timeout: float | None = None) -> PostResult:
+        """POST the signed reversal to IVR_WEBHOOK_REVERSALS_URL (409: already had it).
+
+        Without that URL it is refused permanently, as an arrangement is.
+        """
+        return self._post_event("reversal", self.reversals_url, REVERSALS_URL,
+                                reversal_payload(reversal), reversal.idempotency_key, timeout)
+
+    def _post_event(self, event: str, url: str | None, variable: str, body: dict[str, Any],
+                    key: str, timeout: float | None) -> PostResult:
+        """POST an event other than a payment to its own URL, or refuse it permanently
+        (dead-lettered, naming ``variable``) while that URL is not set."""
+        if url is None:
+            raise PermanentError(SYSTEM, f"{variable} is not set, so {event}s cannot be "
+                                         "sent; set it, restart, then `ivr outbox retry` "
+                                         "this row")
+        return self._post(url, _encode(body), key, timeout, event=event)
 
     def _post(self, url: str, body: bytes, key: str, timeout: float | None, *,
               event: str | None = None) -> PostResult:

@@ -1,6 +1,8 @@
-"""Reading account, payment and arrangement layouts from a TOML file, reporting every problem.
+"""Reading account, payment, arrangement and returns layouts from a TOML file, reporting every
+problem.
 
-Each ``[account.NAME]``, ``[payment.NAME]`` and ``[arrangement.NAME]`` table is validated by
+Each ``[account.NAME]``, ``[payment.NAME]``, ``[arrangement.NAME]`` and ``[returns.NAME]``
+table is validated by
 a pydantic model that knows the keys and their TOML types (strict: unknown keys and wrong
 types are refused); the values themselves are checked by the layout dataclasses, whose
 problems are reported under the table they came from. A key of a layout is one field of its
@@ -23,6 +25,7 @@ from connectors.files.account_layout import AccountLayout, AmountFormat, Control
 from connectors.files.arrangement_file import ArrangementLayout
 from connectors.files.layout_base import LayoutError
 from connectors.files.payment_layout import PaymentLayout
+from connectors.files.returns_file import ReturnsLayout
 from connectors.toml_settings import (
     Array,
     TomlTable,
@@ -162,6 +165,7 @@ class PaymentTable(_RecordTable):
     """``[payment.NAME]``: a ``PaymentLayout``."""
 
     sum_field: str | None = None
+    reversal_record: _Cells | None = None
 
     def build(self, name: str) -> PaymentLayout:
         """The layout named ``name``; raises LayoutError when its values do not fit."""
@@ -178,21 +182,41 @@ class ArrangementTable(_RecordTable):
         return ArrangementLayout(name=name, **self.given())
 
 
-Layout = AccountLayout | PaymentLayout | ArrangementLayout
+class ReturnsTable(_Keys):
+    """``[returns.NAME]``: a ``ReturnsLayout`` (a processor's returns report)."""
 
-_TABLES: Mapping[str, type[AccountTable | PaymentTable | ArrangementTable]] = {
+    encoding: str | None = None
+    delimiter: str | None = None
+    quotechar: str | None = None
+    date_format: str | None = None
+    columns: Mapping[str, str] | None = None
+    amounts: AmountsTable | None = None
+    value_maps: _ValueMaps | None = None
+
+    def build(self, name: str) -> ReturnsLayout:
+        """The layout named ``name``; raises LayoutError when its values do not fit."""
+        keys = self.given()
+        if "amounts" in keys:
+            keys["amounts"] = keys["amounts"].build()
+        return ReturnsLayout(name=name, **keys)
+
+
+Layout = AccountLayout | PaymentLayout | ArrangementLayout | ReturnsLayout
+
+_TABLES: Mapping[str, type[AccountTable | PaymentTable | ArrangementTable | ReturnsTable]] = {
     "account": AccountTable,
     "payment": PaymentTable,
     "arrangement": ArrangementTable,
+    "returns": ReturnsTable,
 }
 
 
 def load_layouts(path: Path) -> dict[str, Layout]:
-    """Read ``[account.NAME]``, ``[payment.NAME]`` and ``[arrangement.NAME]`` tables from a
-    TOML file.
+    """Read ``[account.NAME]``, ``[payment.NAME]``, ``[arrangement.NAME]`` and
+    ``[returns.NAME]`` tables from a TOML file.
 
-    Keys of the result are ``"account.NAME"``, ``"payment.NAME"`` and
-    ``"arrangement.NAME"``. Raises
+    Keys of the result are ``"account.NAME"``, ``"payment.NAME"``, ``"arrangement.NAME"``
+    and ``"returns.NAME"``. Raises
     ``LayoutError`` listing every problem (unknown keys, wrong types, bad values) found in
     the whole file. ``default`` is reserved for the built-in layouts.
     """
@@ -206,8 +230,8 @@ def load_layouts(path: Path) -> dict[str, Layout]:
     for kind, tables in data.items():
         model = _TABLES.get(kind)
         if model is None:
-            problems.append(f"{kind}: unknown table (expected [account.NAME], [payment.NAME] "
-                            "or [arrangement.NAME])")
+            problems.append(f"{kind}: unknown table (expected [account.NAME], [payment.NAME], "
+                            "[arrangement.NAME] or [returns.NAME])")
             continue
         if not isinstance(tables, dict):
             problems.append(f"{kind}: {must_be(f'tables like [{kind}.NAME]', tables)}")

@@ -23,6 +23,7 @@ from connectors.files.layout_base import (
 from connectors.files.payment_layout import (
     PaymentLayout,
     PaymentRow,
+    ReversalRow,
     _format_amount,
     _format_paid_at,
     _parse_amount,
@@ -65,8 +66,12 @@ def write_payment_file(
     layout: PaymentLayout,
     *,
     values: Mapping[str, str] | None = None,
+    reversals: Iterable[ReversalRow] = (),
 ) -> tuple[int, int]:
     """Write ``rows`` as a confirmation file in ``layout``; return (count, sum in cents).
+
+    ``reversals`` follow the payments, one ``layout.reversal_record`` each (not counted in
+    the count or sum); with none, the file is byte for byte what it was before they existed.
 
     Streams and is deterministic: the same rows, layout and ``values`` give the same bytes.
     ``values`` fills control-record placeholders other than ``{count}`` and ``{sum}`` (say
@@ -86,7 +91,23 @@ def write_payment_file(
         summed=partial(_summed, sum_field=layout.sum_field),
         describe=lambda n, row: f"payment {n} ({show_value(row.confirmation_number)})",
         values=values,
+        records=((f"reversal of {show_value(r.confirmation_number)}", layout.reversal_record,
+                  _reversal_values(r, layout)) for r in reversals),
     )
+
+
+def _reversal_values(row: ReversalRow, layout: PaymentLayout) -> dict[str, str]:
+    """A reversal record's placeholders, in the layout's amount style and time zone."""
+    return {
+        "account_number": row.account_number,
+        "amount": _format_amount(row.amount_cents, layout.amount_style),
+        "effective_date": row.effective_date.isoformat(),
+        "recorded_at": _format_paid_at(row.recorded_at, layout.datetime_format, layout.zone),
+        "confirmation_number": row.confirmation_number,
+        "kind": row.kind,
+        "return_code": row.return_code or "",
+        "method": row.method,
+    }
 
 
 def read_payment_file(stream: IO[bytes], layout: PaymentLayout) -> Iterator[PaymentRow]:
@@ -121,6 +142,7 @@ def _iter_payment_rows(text: IO[str], layout: PaymentLayout) -> Iterator[Payment
         if layout.trailer_record
         else None
     )
+    reversal_reader = _ControlReader(layout.reversal_record, "reversal", layout.amount_style)
     inverse = {name: {v: k for k, v in m.items()} for name, m in layout.value_maps.items()}
     names = [name for _, name in layout.columns]
     expecting = ["header record"] if header_reader else []
@@ -156,6 +178,8 @@ def _iter_payment_rows(text: IO[str], layout: PaymentLayout) -> Iterator[Payment
         if trailer_reader is not None and trailer_reader.matches(row):
             trailer_found = (trailer_reader.read(row, line), line)
             continue
+        if reversal_reader.matches(row):
+            continue  # a reversal record: not a payment
         if len(row) != len(names):
             raise PaymentFileError(f"line {line}: {len(row)} cells, expected {len(names)}")
         payment = _payment_from_cells(dict(zip(names, row, strict=True)), inverse, layout, line)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +28,28 @@ from connectors.files.layout_base import (
 )
 
 # --- payment files --------------------------------------------------------------------------
+
+# The placeholders a reversal record may use, and the default record: a row of its own
+# after the payments, recognised by its first cell (docs/layouts.md#reversal-records).
+REVERSAL_PLACEHOLDERS = frozenset({"account_number", "amount", "effective_date", "recorded_at",
+                                   "confirmation_number", "kind", "return_code", "method"})
+DEFAULT_REVERSAL_RECORD = ("REVERSAL", "{account_number}", "{amount}", "{effective_date}",
+                           "{confirmation_number}", "{kind}", "{return_code}")
+
+
+@dataclass(frozen=True)
+class ReversalRow:
+    """Money of an earlier payment taken back (a bank return, a refund, a void), as a
+    confirmation file carries it: the payment's confirmation number and the amount."""
+
+    account_number: str
+    amount_cents: int
+    effective_date: date
+    recorded_at: datetime
+    confirmation_number: str
+    kind: str  # return, refund, void
+    method: str
+    return_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,9 @@ class PaymentLayout(RecordLayout):
 
     columns: tuple[tuple[str, str], ...] = DEFAULT_PAYMENT_COLUMNS
     sum_field: SumField = "amount"
+    # The record written for each reversal after the payments (never counted in {count}
+    # or {sum}); a file without reversals is exactly as before.
+    reversal_record: tuple[str, ...] = DEFAULT_REVERSAL_RECORD
 
     def _problems(self) -> list[str]:
         return _payment_layout_problems(self)
@@ -172,6 +197,18 @@ def _payment_layout_problems(layout: PaymentLayout) -> list[str]:
     problems += amount_style_problems(layout)
     if layout.sum_field not in get_args(SumField):
         problems.append(f"sum_field: {layout.sum_field!r} is not one of amount, fee, total")
+    object.__setattr__(layout, "reversal_record", tuple(layout.reversal_record))
+    problems += [f"reversal_record: {p}" for p in _template_problems(layout.reversal_record)]
+    if not layout.reversal_record:
+        problems.append("reversal_record: needs at least one cell (reversals must reach "
+                        "the biller)")
+    else:
+        unknown = {name for cell in layout.reversal_record if isinstance(cell, str)
+                   for _, name, _, _ in _safe_fields(cell)
+                   if name and name not in REVERSAL_PLACEHOLDERS}
+        if unknown:
+            problems.append(f"reversal_record: unknown placeholder(s) {', '.join(sorted(unknown))}"
+                            f" (known: {', '.join(sorted(REVERSAL_PLACEHOLDERS))})")
     return problems + record_tail_problems(
         layout, seen, frozenset({"amount", "fee", "total", "paid_at"}), "amounts and times"
     )
@@ -192,6 +229,13 @@ def _datetime_format_problems(datetime_format: str, zone: ZoneInfo) -> list[str]
 
 def _template_fields(cell: str) -> list[tuple[str, str | None, str | None, str | None]]:
     return list(string.Formatter().parse(cell))
+
+
+def _safe_fields(cell: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    try:
+        return _template_fields(cell)
+    except ValueError:
+        return []  # reported by _template_problems
 
 
 def _template_problems(template: tuple[str, ...]) -> list[str]:

@@ -115,13 +115,15 @@ def write_records(
     summed: Callable[[R], int],
     describe: Callable[[int, R], str],
     values: Mapping[str, str] | None = None,
+    records: Iterable[tuple[str, tuple[str, ...], Mapping[str, str]]] = (),
 ) -> tuple[int, int]:
     """Write ``rows`` as a confirmation file in ``layout``; return (count, sum in cents).
 
     ``cells`` gives a row's cells (value maps applied), ``text_cells`` which columns are
     text (a spreadsheet formula in one gets a leading ``'``), ``summed`` what a row adds to
-    ``{sum}``, ``describe`` how a problem names the row ("payment 3 (ABC123)"). See
-    ``write_payment_file`` for the rest.
+    ``{sum}``, ``describe`` how a problem names the row ("payment 3 (ABC123)"). ``records``
+    are further records written after the rows, each (what, template, its values), counted
+    in neither ``{count}`` nor ``{sum}``. See ``write_payment_file`` for the rest.
     """
     context = dict(values or {})
     needed = _template_names(layout.header_record) | _template_names(layout.trailer_record)
@@ -188,6 +190,8 @@ def write_records(
             raise PaymentFileError(f"{describe(written, row)}: {exc}") from None
     if first_pass is not None and first_pass != (written, total):
         raise PaymentFileError("rows changed between the two passes over them")
+    for what, template, fields in records:
+        emit_as(what, _render_template(template, fields))
     context |= {"count": str(written), "sum": _format_amount(total, style)}
     if layout.trailer_record:
         emit_as("trailer record", _render_template(layout.trailer_record, context))

@@ -54,6 +54,8 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
         .where(VerificationFailure.account_id == account_id,
                VerificationFailure.failed_at >= horizon)
         .order_by(VerificationFailure.failed_at)))
+    if not rows:
+        return None  # the common case: no failures, no lock, no need for the phones on file
     on_file = set(db.scalars(select(AccountPhone.phone)
                              .where(AccountPhone.account_id == account_id)))
     ends = [_lock_end([at for at, who in rows if who == caller], policy,

@@ -61,6 +61,7 @@ from ivr.models import (
     ImportRun,
     OutboxEntry,
     Payment,
+    Reversal,
     SyncRun,
     utcnow,
 )
@@ -222,6 +223,11 @@ def reapply_recent_payments(db: Session, as_of: datetime,
         account.balance_due_cents -= payment.amount_cents
         account.past_due_cents = max(0, account.past_due_cents - payment.amount_cents)
         count += 1
+    # Likewise money taken back (a bank return, a refund) the biller had not heard of: the
+    # file still counts it as paid, so the balance goes back up by it again.
+    for account, reversal in db.execute(recent_reversals(as_of, Account, Reversal)
+                                        .where(accounts)):
+        account.balance_due_cents += reversal.amount_cents
     return count
 
 
@@ -232,18 +238,37 @@ def recent_payments(as_of: datetime, *what: Any) -> Select[Any]:
     """Select ``what`` for the payments of the last RECENT_DAYS the biller had not heard of
     by ``as_of`` (see reapply_recent_payments), joined with their accounts."""
     horizon = as_of - timedelta(days=RECENT_DAYS)
-    pushed = (select(SyncRun.id)
-              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
-                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= Payment.paid_at,
-                     SyncRun.interval_end > Payment.paid_at)
-              .exists())
-    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
     return (select(*what)
             .select_from(Account)
             .join(Payment, Payment.account_id == Account.id)
             .outerjoin(OutboxEntry, OutboxEntry.payment_id == Payment.id)
             .where(Payment.paid_at >= horizon, Payment.posting_status != PostingStatus.TEST,
-                   ~pushed, or_(OutboxEntry.id.is_(None), ~posted)))
+                   _unheard_of(as_of, Payment.paid_at)))
+
+
+def _unheard_of(as_of: datetime, moment: Any) -> ColumnElement[bool]:
+    """The joined outbox row was not posted by ``as_of``, and no confirmation file sent by
+    then covered ``moment``: the biller had not heard of it."""
+    pushed = (select(SyncRun.id)
+              .where(SyncRun.kind == SyncKind.PUSH, SyncRun.status == SyncRunStatus.OK,
+                     SyncRun.finished_at <= as_of, SyncRun.interval_start <= moment,
+                     SyncRun.interval_end > moment)
+              .exists())
+    posted = and_(OutboxEntry.status == OutboxStatus.POSTED, OutboxEntry.posted_at <= as_of)
+    return and_(~pushed, or_(OutboxEntry.id.is_(None), ~posted))
+
+
+def recent_reversals(as_of: datetime, *what: Any) -> Select[Any]:
+    """Select ``what`` for the reversals of the last RECENT_DAYS the biller had not heard of
+    by ``as_of`` (neither posted to their system nor sent in a confirmation file by then),
+    joined with their accounts."""
+    horizon = as_of - timedelta(days=RECENT_DAYS)
+    return (select(*what)
+            .select_from(Account)
+            .join(Payment, Payment.account_id == Account.id)
+            .join(Reversal, Reversal.payment_id == Payment.id)
+            .outerjoin(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)
+            .where(Reversal.created_at >= horizon, _unheard_of(as_of, Reversal.created_at)))
 
 
 Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]
@@ -502,6 +527,7 @@ def _reapply_in(as_of: datetime, connection: Connection, keys: list[str]) -> int
     with Session(bind=connection) as db:
         # Few accounts have recent payments: find those first, without naming 5,000 keys.
         owing = set(db.scalars(recent_payments(as_of, Account.account_number)))
+        owing.update(db.scalars(recent_reversals(as_of, Account.account_number)))
         mine = owing.intersection(keys)
         if not mine:
             return 0

@@ -5,7 +5,9 @@ Pull: every new file in the inbox is downloaded to a temporary file (verified ag
 listing), decrypted when PGP is configured, parsed as a stream in the configured layout and
 applied to the cache all-or-nothing (ivr.accounts.importer: staged, then swapped in). Each
 remote file is ingested once, tracked by name, size, mtime and sha256; processed files are
-moved to ``archive/`` (rejected ones to ``rejected/`` with a report beside them).
+moved to ``archive/`` (rejected ones to ``rejected/`` with a report beside them). Files
+matching ``IVR_SYNC_RETURNS_PATTERN`` are bank returns files instead, applied the same way by
+ivr/money/returns.py (docs/returns.md).
 
 Push: payments are grouped into intervals of the biller's local time that tile the calendar
 (a day by default). An interval is pushed only once it has closed and settled (no webhook
@@ -29,12 +31,13 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, select
@@ -53,12 +56,16 @@ from connectors.files.layouts import (
     write_payment_file,
 )
 from connectors.files.pgp import decrypt_file, encrypt_file
+from connectors.files.returns_file import DEFAULT_RETURNS_LAYOUT, ReturnsLayout
 from connectors.files.transport import RemoteFile, TransferError, Transport, open_transport
 from ivr.accounts.importer import ImportReport, import_account_file
 from ivr.arrangements.confirmation_file import arrangement_rows, count_created, first_created
 from ivr.db import Database
 from ivr.models import IngestedFile, JobLock, Payment, SyncRun, utcnow
+from ivr.money.returns import apply_returns_file
+from ivr.money.reversals import reversal_rows
 from ivr.progress import Progress, ProgressCallback
+from ivr.prompts.settings import ReturnsSettings
 from ivr.statuses import IngestOutcome, PostingStatus, SyncKind, SyncRunStatus
 
 log = logging.getLogger(__name__)
@@ -85,6 +92,9 @@ class SyncConfig:
     arrangement_layout: ArrangementLayout | None
     arrangement_every_interval: bool
     arrangement_prefix: str
+    # Bank returns files in the inbox (IVR_SYNC_RETURNS_PATTERN; None: none picked up).
+    returns_pattern: str | None
+    returns_layout: ReturnsLayout
     interval_minutes: int  # 1440 = a day
     settle: timedelta
     archive: bool
@@ -141,6 +151,9 @@ class SyncConfig:
                 "arrangement", "IVR_SYNC_ARRANGEMENT_LAYOUT", DEFAULT_ARRANGEMENT_LAYOUT),
             arrangement_every_interval=arrangement_setting not in {"", "none"},
             arrangement_prefix=arrangement_prefix,
+            returns_pattern=settings.get("IVR_SYNC_RETURNS_PATTERN") or None,
+            returns_layout=layout("returns", "IVR_SYNC_RETURNS_LAYOUT",
+                                  DEFAULT_RETURNS_LAYOUT),
             interval_minutes=minutes,
             settle=timedelta(seconds=int(settings.get("IVR_SYNC_SETTLE_SECONDS", "120"))),
             archive=settings.get("IVR_SYNC_ARCHIVE", "1") not in {"0", "false", "no"},
@@ -209,13 +222,28 @@ def recorded_run(database: Database, kind: str) -> Iterator[SyncRun]:
 
 # --- pull ----------------------------------------------------------------------------------
 
+class Applied(Protocol):
+    """What applying one pulled file reports, an account import's or a returns file's
+    (one applied before counts as applied)."""
+
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def run_id(self) -> int | None: ...
+    def lines(self) -> list[str]: ...
+
+
 @dataclass
 class PulledFile:
     """What happened to one inbound file."""
 
     name: str
     outcome: str  # applied | rejected | skipped
-    report: ImportReport | None = None
+    report: Applied | None = None
 
 
 def _already_ingested(database: Database, remote: RemoteFile) -> bool:
@@ -232,11 +260,14 @@ def _same_content_ingested(database: Database, name: str, sha256: str) -> bool:
 
 
 def pull(database: Database, config: SyncConfig, *, pin_key: str, zone: tzinfo = UTC,
-         progress: ProgressCallback | None = None) -> list[PulledFile]:
-    """Fetch and apply every new account file; SyncError when any file was rejected.
+         progress: ProgressCallback | None = None,
+         returns: ReturnsSettings | None = None) -> list[PulledFile]:
+    """Fetch and apply every new account file, and every new bank returns file when
+    IVR_SYNC_RETURNS_PATTERN is set; SyncError when any file was rejected.
 
     ``zone`` is the biller's time zone, in which a file's day is reckoned for payment
-    arrangements (ivr/arrangements/lifecycle.py).
+    arrangements (ivr/arrangements/lifecycle.py); ``returns`` is settings.toml's
+    ``[returns]`` (its defaults when not given).
     """
     if not config.inbox_url:
         raise SyncError("IVR_SYNC_INBOX_URL is not set")
@@ -245,9 +276,22 @@ def pull(database: Database, config: SyncConfig, *, pin_key: str, zone: tzinfo =
             recorded_run(database, SyncKind.PULL) as run, \
             open_transport(config.inbox_url, config.transport_settings) as transport, \
             tempfile.TemporaryDirectory(prefix="ivr-pull-") as tmp:
+        returns_files = (transport.list_files(config.returns_pattern)
+                         if config.returns_pattern else [])
+        returns_names = {remote.name for remote in returns_files}
         for remote in transport.list_files(config.pattern):
+            if remote.name in returns_names:
+                continue  # a returns file is never read as an account file
+            accounts = partial(_import_accounts, database, config, pin_key, zone,
+                               _naming(progress, remote.name))
             results.append(_pull_one(database, config, transport, remote, Path(tmp), run,
-                                     pin_key, zone, _naming(progress, remote.name)))
+                                     accounts))
+        settings = returns or ReturnsSettings()
+        for remote in returns_files:
+            results.append(_pull_one(
+                database, config, transport, remote, Path(tmp), run,
+                lambda local, source, _: apply_returns_file(
+                    database, local.read_bytes(), source, settings, config.returns_layout)))
         run.files = [{"name": r.name, "outcome": r.outcome,
                       "records": r.report.records if r.report else 0,
                       "rejected": r.report.rejected if r.report else 0} for r in results]
@@ -267,9 +311,20 @@ def _naming(progress: ProgressCallback | None, name: str) -> ProgressCallback | 
     return lambda done: progress(replace(done, phase=f"{done.phase} {name}"))
 
 
+def _import_accounts(database: Database, config: SyncConfig, pin_key: str, zone: tzinfo,
+                     progress: ProgressCallback | None, local: Path, source: str,
+                     remote: RemoteFile) -> ImportReport:
+    """Apply a pulled account file to the cache."""
+    with local.open("rb") as stream:
+        return import_account_file(database, stream, config.account_layout, source,
+                                   pin_key=pin_key,
+                                   as_of=datetime.fromtimestamp(remote.mtime, UTC),
+                                   zone=zone, progress=progress)
+
+
 def _pull_one(database: Database, config: SyncConfig, transport: Transport, remote: RemoteFile,
-              tmp: Path, run: SyncRun, pin_key: str, zone: tzinfo,
-              progress: ProgressCallback | None) -> PulledFile:
+              tmp: Path, run: SyncRun,
+              apply: Callable[[Path, str, RemoteFile], Applied]) -> PulledFile:
     if _already_ingested(database, remote):
         return PulledFile(remote.name, IngestOutcome.SKIPPED)
     local = tmp / "download"
@@ -283,11 +338,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
         decrypt_file(local, clear, config.pgp_home, config.pgp_passphrase)
         local = clear
     source = f"{config.inbox_url.rstrip('/')}/{remote.name}"
-    with local.open("rb") as stream:
-        report = import_account_file(database, stream, config.account_layout, source,
-                                     pin_key=pin_key,
-                                     as_of=datetime.fromtimestamp(remote.mtime, UTC),
-                                     zone=zone, progress=progress)
+    report = apply(local, source, remote)
     outcome = IngestOutcome.APPLIED if report.applied else IngestOutcome.REJECTED
     _remember(database, remote, sha256, outcome, report, run)
     if config.archive:
@@ -305,7 +356,7 @@ def _pull_one(database: Database, config: SyncConfig, transport: Transport, remo
 
 
 def _remember(database: Database, remote: RemoteFile, sha256: str, status: str,
-              report: ImportReport | None, run: SyncRun) -> None:
+              report: Applied | None, run: SyncRun) -> None:
     with database.session() as db:
         db.add(IngestedFile(name=remote.name, size=remote.size, mtime=remote.mtime,
                             sha256=sha256, status=status,
@@ -410,7 +461,9 @@ def write_interval(database: Database, config: SyncConfig, interval: Interval,
             total = db.scalar(select(func.count()).select_from(Payment)
                               .where(*_in_interval(interval))) or 0
         rows = _reporting(rows, "writing", total, progress)
-    return write_payment_file(rows, out, config.payment_layout)
+    start, end = interval.utc
+    return write_payment_file(rows, out, config.payment_layout,
+                              reversals=reversal_rows(database, start, end))
 
 
 def intervals_due(database: Database, config: SyncConfig, zone: ZoneInfo,

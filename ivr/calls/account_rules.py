@@ -3,12 +3,14 @@ it may use, which amounts it may pay, and what a payment is for. Pure: no databa
 
 The account file's `ach_allowed`, `card_allowed`, `minimum_payment`, `full_payment_required`
 and `reconnect_amount` (docs/files.md) narrow what the line allows (`[ach]`, `[amount]`,
-`[reconnect]` in settings.toml); they never widen it.
+`[reconnect]` in settings.toml); they never widen it. So does a recent bank return that
+switched the account's bank payments off (`ach_off_until`, docs/returns.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from connectors.files.columns import AccountStatus
 from ivr.models import Account
@@ -19,6 +21,7 @@ ACH = "ach"
 # Why a single way to pay is left (None: the line itself offers only one, as before).
 BY_ACCOUNT = "account"
 BY_RECONNECT = "reconnect"
+BY_RETURN = "return"  # bank payments off after a bank return (docs/returns.md)
 # Payment.purpose of a payment that restores a disconnected account's service.
 RECONNECT = "reconnect"
 
@@ -53,13 +56,21 @@ def reconnect_amount(account: Account) -> int:
     return account.balance_due_cents
 
 
-def methods(account: Account, settings: LineSettings) -> Methods:
-    """The line's ways to pay, less those the account refuses, and for a reconnection only
-    those `[reconnect] methods` lists."""
+def bank_off(account: Account, today: date) -> bool:
+    """Bank payments are off today after a bank return (``ach_off_until``, inclusive)."""
+    return account.ach_off_until is not None and today <= account.ach_off_until
+
+
+def methods(account: Account, settings: LineSettings, today: date) -> Methods:
+    """The line's ways to pay, less those the account refuses or a bank return switched
+    off, and for a reconnection only those `[reconnect] methods` lists."""
     line = (CARD, ACH) if settings.ach.enabled else (CARD,)
     by_account = tuple(m for m in line
                        if (account.card_allowed if m == CARD else account.ach_allowed))
     allowed, why = by_account, BY_ACCOUNT
+    if ACH in by_account and bank_off(account, today):
+        by_account = tuple(m for m in by_account if m != ACH)
+        allowed, why = by_account, BY_RETURN
     if reconnecting(account, settings):
         allowed = tuple(m for m in by_account if m in settings.reconnect.methods)
         if allowed != by_account:
@@ -67,10 +78,10 @@ def methods(account: Account, settings: LineSettings) -> Methods:
     return Methods(allowed, why if len(allowed) == 1 and len(line) > 1 else None)
 
 
-def phone_payable(account: Account, settings: LineSettings) -> bool:
+def phone_payable(account: Account, settings: LineSettings, today: date) -> bool:
     """Payments by phone are allowed, the account is not closed, and a way to pay is left."""
     return (account.payment_allowed and account.status != AccountStatus.CLOSED
-            and bool(methods(account, settings).allowed))
+            and bool(methods(account, settings, today).allowed))
 
 
 def full_only(account: Account) -> bool:

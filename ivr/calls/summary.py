@@ -11,6 +11,7 @@ from ivr.calls.context import CallContext
 from ivr.calls.steps import Speech
 from ivr.models import Payment
 from ivr.prompts import speech
+from ivr.statuses import PaymentStatus
 
 
 def summary_speech(ctx: CallContext, details: bool = False) -> tuple[Speech, ...]:
@@ -57,7 +58,7 @@ def summary_speech(ctx: CallContext, details: bool = False) -> tuple[Speech, ...
                 "quantity": quantity, "unit": unit, "date": ctx.date(account.usage_period_end)}))
         else:
             items.append(Speech("summary.usage", {"quantity": quantity, "unit": unit}))
-    if not account_rules.phone_payable(account, ctx.settings):
+    if not account_rules.phone_payable(account, ctx.settings, ctx.today()):
         items.append(Speech("summary.no_phone_payments"))
     return tuple(items)
 
@@ -68,7 +69,7 @@ def _disconnected_speech(ctx: CallContext) -> Speech:
     assert account is not None  # noqa: S101
     needed = account_rules.reconnect_amount(account)
     if (account_rules.reconnecting(account, ctx.settings) and needed > 0
-            and account_rules.phone_payable(account, ctx.settings)):
+            and account_rules.phone_payable(account, ctx.settings, ctx.today())):
         return Speech("summary.reconnect", {"amount": ctx.money(needed)})
     return Speech("summary.disconnected")
 def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
@@ -84,12 +85,14 @@ def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
 
 
 def recent_payments_speech(ctx: CallContext) -> tuple[Speech, ...]:
-    """Payments made on this line (newest first, up to three), else the last one on file."""
+    """Payments made on this line (newest first, up to three; none the bank returned or
+    that were refunded or voided), else the last one on file."""
     account = ctx.account
     if account is None:
         return ()
     payments = list(ctx.db.scalars(
-        select(Payment).where(Payment.account_id == account.id)
+        select(Payment).where(Payment.account_id == account.id,
+                              Payment.status == PaymentStatus.PAID)
         .order_by(Payment.paid_at.desc()).limit(3)))
     tz = ctx.settings.transfer.timezone
     items: list[Speech] = [

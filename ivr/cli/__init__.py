@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import click
 
-from ivr.cli import accounts, arrangements, calls, database, money, ops, prompts, serve, sync
+from ivr.cli import (
+    accounts,
+    arrangements,
+    calls,
+    database,
+    money,
+    ops,
+    prompts,
+    returns,
+    serve,
+    sync,
+)
 
 
 @click.group()
@@ -28,6 +39,7 @@ COMMANDS: tuple[click.Command, ...] = (
     money.worker,
     money.outbox,
     money.reconcile,
+    returns.returns,
     sync.sync,
     ops.ops,
 )

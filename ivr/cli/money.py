@@ -26,18 +26,25 @@ def payments() -> None:
 def payments_list(as_json: bool, limit: int) -> None:
     """List payments, newest first (masked: last 4 digits only)."""
     from ivr.money.payments import payments_for_listing
+    from ivr.money.reversals import Taken, taken_back
     from ivr.security import mask_account
 
     app = load_app()
     with get_database(app).session() as session:
+        listed = payments_for_listing(session, limit)
+        taken = taken_back(session, [p.id for p in listed])
+        none = Taken(0, None, None)
         rows = [{
             "paid_at": p.paid_at.isoformat(), "account": mask_account(p.account_number),
             "amount": cents_to_text(p.amount_cents),
             "fee": cents_to_text(p.fee_cents), "method": p.method,
             "card_brand": p.card_brand, "last4": p.card_last4 or p.bank_last,
             "confirmation": p.confirmation_code, "posting": p.posting_status,
-            "call_sid": p.call_sid,
-        } for p in payments_for_listing(session, limit)]
+            "call_sid": p.call_sid, "status": p.status,
+            "reversed": cents_to_text(taken.get(p.id, none).cents),
+            "return_code": taken.get(p.id, none).return_code,
+            "return_date": _iso(taken.get(p.id, none).return_date),
+        } for p in listed]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -46,7 +53,28 @@ def payments_list(as_json: bool, limit: int) -> None:
     for r in rows:
         click.echo(f"{r['paid_at']}  {r['account']:>14}  ${r['amount']:>10}  fee ${r['fee']}  "
                    f"{r['method']:<4} {r['card_brand'] or '':<10} ...{r['last4'] or '':<4}  "
-                   f"{r['confirmation']}  {r['posting']}")
+                   f"{r['confirmation']}  {r['posting']}{_standing(r)}")
+
+
+def _reversed(report: Any) -> str:
+    """The day's reversals, when there were any (a day without keeps its line as it was)."""
+    if not report.reversed:
+        return ""
+    return (f"; reversed {report.reversed} (${cents_to_text(report.reversed_cents)}), "
+            f"{report.reversals_posted} posted "
+            f"(${cents_to_text(report.reversals_posted_cents)})")
+
+
+def _iso(day: Any) -> str | None:
+    return None if day is None else str(day.isoformat())
+
+
+def _standing(row: dict[str, Any]) -> str:
+    """A listed payment's line ends as before unless money was taken back."""
+    if row["status"] == "paid" and row["reversed"] == "0.00":
+        return ""
+    code = f" {row['return_code']} {row['return_date']}" if row["return_code"] else ""
+    return f"  {row['status']}{code} (${row['reversed']} reversed)"
 
 
 def _accounting_or_fail(app: Flask) -> Any:
@@ -92,14 +120,19 @@ _LISTED = (OutboxStatus.PENDING, OutboxStatus.POSTED, OutboxStatus.DEAD)
 
 
 def _outbox_row(entry: Any) -> dict[str, Any]:
-    """One outbox row for listing: a payment (kind "payment", its amount) or an arrangement
-    (kind "arrangement", its terms' kind; no amount: it moves no money)."""
+    """One outbox row for listing: a payment (kind "payment", its amount), an arrangement
+    (kind "arrangement", its terms' kind; no amount: it moves no money) or a reversal (kind
+    "reversal": return, refund or void, the amount taken back, the payment's confirmation)."""
     from ivr.security import mask_account
 
     row: dict[str, Any] = {"id": entry.id, "status": entry.status, "attempts": entry.attempts}
     if entry.payment is not None:
         subject = entry.payment
         row.update(kind="payment", amount=cents_to_text(subject.amount_cents))
+    elif entry.reversal is not None:
+        subject = entry.reversal.payment
+        row.update(kind="reversal", reversal=entry.reversal.kind,
+                   amount=cents_to_text(entry.reversal.amount_cents))
     else:
         subject = entry.arrangement
         row.update(kind="arrangement", arrangement=subject.kind, amount=None)
@@ -132,6 +165,7 @@ def outbox_list(status: str | None, as_json: bool) -> None:
     for r in rows:
         # A payment's line is as it always was; an arrangement names its kind instead.
         what = (f"${r['amount']:>10}" if r["kind"] == "payment"
+                else f"{r['reversal']} -${r['amount']}" if r["kind"] == "reversal"
                 else f"arrangement ({r['arrangement']})")
         click.echo(f"{r['id']:>6} {r['status']:<8} {r['attempts']:>3} tries  {r['account']:>14} "
                    f"{what}  {r['confirmation']}  {r['receipt_id'] or ''}  "
@@ -156,7 +190,8 @@ def outbox_retry(outbox_id: int) -> None:
 @click.option("--date", "day", required=True, help="Local date, YYYY-MM-DD.")
 @click.option("--json", "as_json", is_flag=True)
 def reconcile(day: str, as_json: bool) -> None:
-    """Payments captured, posted, queued and dead-lettered on a day; exit 1 if unexplained."""
+    """Payments captured, posted, queued and dead-lettered on a day, and reversals (returns,
+    refunds, voids) recorded on it; exit 1 if anything is unexplained."""
     from ivr.money.reconcile import parse_day
     from ivr.money.reconcile import reconcile as run
     from ivr.prompts.catalog import load_catalog
@@ -176,7 +211,7 @@ def reconcile(day: str, as_json: bool) -> None:
                    f"(${cents_to_text(report.captured_cents)}), posted {report.posted} "
                    f"(${cents_to_text(report.posted_cents)}), queued {report.queued} "
                    f"(${cents_to_text(report.queued_cents)}), dead {report.dead} "
-                   f"(${cents_to_text(report.dead_cents)})")
+                   f"(${cents_to_text(report.dead_cents)}){_reversed(report)}")
         for line in report.differences:
             click.echo(f"  {line.status:<7} #{line.payment_id} {line.account} "
                        f"${cents_to_text(line.amount_cents)} {line.confirmation}: {line.detail}")

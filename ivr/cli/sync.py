@@ -32,6 +32,7 @@ def _sync_setup() -> tuple[Flask, Any]:
 def sync_pull() -> None:
     """Fetch new account files from IVR_SYNC_INBOX_URL and apply each all-or-nothing."""
     from connectors.files.transport import TransferError
+    from ivr.accounts.importer import ImportReport
     from ivr.accounts.sync import SyncError, pull
     from ivr.cli.progress import terminal_progress
     from ivr.prompts.catalog import load_catalog
@@ -39,18 +40,21 @@ def sync_pull() -> None:
     app, config = _sync_setup()
     # PINs in the file are hashed with IVR_PIN_KEY: every node must check them alike.
     require_shared_keys(app, ("IVR_PIN_KEY",))
-    zone = load_catalog(get_config(app).prompts_dir).settings.transfer.timezone
+    catalog = load_catalog(get_config(app).prompts_dir)
+    zone = catalog.settings.transfer.timezone
     yield_cpu_to_calls()
     try:
         with terminal_progress("sync pull") as progress:
             results = pull(get_database(app), config, pin_key=get_config(app).pin_key,
-                           zone=zone, progress=progress)
+                           zone=zone, progress=progress, returns=catalog.settings.returns)
     except (SyncError, TransferError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for result in results:
         line = f"{result.name}: {result.outcome}"
         if result.report:
-            line += f" ({result.report.records} accounts, {result.report.rejected} rejected)"
+            # Account files' lines read as they always did; returns files count returns.
+            noun = "accounts" if isinstance(result.report, ImportReport) else "returns rows"
+            line += f" ({result.report.records} {noun}, {result.report.rejected} rejected)"
         click.echo(line)
     if not results:
         click.echo("no files in the inbox")

@@ -72,6 +72,9 @@ class Account(AccountFields, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_number: Mapped[str] = mapped_column(String(32), unique=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Bank payments off through this day after a return that means the account cannot be
+    # debited (ivr/money/reversals.py). Ours, not the biller's: no import ever writes it.
+    ach_off_until: Mapped[date | None] = mapped_column(Date)
 
     phones: Mapped[list[AccountPhone]] = relationship(
         back_populates="account", cascade="all, delete-orphan"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
@@ -17,11 +18,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+if TYPE_CHECKING:
+    from ivr.models.returns import Reversal
+
 from ivr.models.base import Base, EnumText, utcnow
 from ivr.statuses import (
     ArrangementKind,
     ArrangementStatus,
     OutboxStatus,
+    PaymentStatus,
     PostingOutcome,
     PostingStatus,
 )
@@ -55,6 +60,9 @@ class Payment(Base):
     posting_status: Mapped[PostingStatus] = mapped_column(EnumText(PostingStatus, 16),
                                                           default=PostingStatus.QUEUED)
     paid_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # paid until a bank return, a refund or a void takes the money back (ivr/money/reversals.py).
+    status: Mapped[PaymentStatus] = mapped_column(EnumText(PaymentStatus, 12),
+                                                  default=PaymentStatus.PAID)
 
 
 class Arrangement(Base):
@@ -116,8 +124,15 @@ class ArrangementInstalment(Base):
     arrangement: Mapped[Arrangement] = relationship(back_populates="instalments")
 
 
+# The outbox's check: exactly one of its subjects is set (migration 0012 writes the same).
+ONE_SUBJECT = ("(CASE WHEN payment_id IS NULL THEN 0 ELSE 1 END"
+               " + CASE WHEN arrangement_id IS NULL THEN 0 ELSE 1 END"
+               " + CASE WHEN reversal_id IS NULL THEN 0 ELSE 1 END) = 1")
+
+
 class OutboxEntry(Base):
-    """A payment (or an arrangement) to post to the accounting system; written with it.
+    """A payment, an arrangement or a reversal to post to the accounting system; written
+    with it.
 
     status: pending (to post; retried with backoff), posted (acknowledged, receipt_id set),
     dead (refused or out of attempts; waits for a person). A claim (claimed_by until
@@ -128,14 +143,14 @@ class OutboxEntry(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         # Each row carries exactly one thing to post.
-        CheckConstraint("(payment_id IS NULL) <> (arrangement_id IS NULL)",
-                        name="ck_outbox_one_subject"),
+        CheckConstraint(ONE_SUBJECT, name="ck_outbox_one_subject"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
     arrangement_id: Mapped[int | None] = mapped_column(ForeignKey("arrangements.id"),
                                                        unique=True)
+    reversal_id: Mapped[int | None] = mapped_column(ForeignKey("reversals.id"), unique=True)
     status: Mapped[OutboxStatus] = mapped_column(EnumText(OutboxStatus, 16),
                                                  default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -151,6 +166,7 @@ class OutboxEntry(Base):
 
     payment: Mapped[Payment | None] = relationship()
     arrangement: Mapped[Arrangement | None] = relationship()
+    reversal: Mapped[Reversal | None] = relationship()
 
 
 class PostingAttempt(Base):

@@ -1,5 +1,5 @@
-"""Posting payments (and arrangements) to the accounting system: at once within a budget,
-then by the worker.
+"""Posting payments (and arrangements and reversals) to the accounting system: at once
+within a budget, then by the worker.
 
 Every payment is born with an outbox row in the same transaction; so is every payment
 arrangement, which travels the same road (claims, retries, dead letters) but is recorded by
@@ -15,6 +15,10 @@ tells the connector so (``may_exist=False``), and it need not look for an earlie
 A worker process posts up to IVR_WORKER_CONCURRENCY rows at once (a thread pool, fewer where
 the connector says it takes fewer), claiming rows and recording outcomes a batch per
 transaction, and never holding a transaction open while it waits on the network.
+
+A reversal (a bank return, a refund or a void: ivr/money/reversals.py) travels the same road
+with its own key and the connector's ``post_reversal``; it becomes due only once its
+payment's row is no longer pending, so no system hears of a reversal before its payment.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from connectors.accounting.base import (
     AccountingConnector,
@@ -40,20 +44,31 @@ from connectors.accounting.base import (
     PermanentError,
     PostResult,
     RetryableError,
+    ReversalPost,
 )
+from connectors.accounting.base import ReversalKind as ReversalPostKind
 from connectors.amounts import cents_to_decimal
 from ivr.config import AppConfig
 from ivr.db import Database
 from ivr.metrics import observe_posting
-from ivr.models import Arrangement, OutboxEntry, Payment, PostingAttempt, utcnow
-from ivr.statuses import ArrangementKind, OutboxStatus, PostingOutcome, PostingStatus
+from ivr.models import Arrangement, OutboxEntry, Payment, PostingAttempt, Reversal, utcnow
+from ivr.statuses import (
+    ArrangementKind,
+    OutboxStatus,
+    PostingOutcome,
+    PostingStatus,
+    ReversalKind,
+)
 
 log = logging.getLogger(__name__)
 
 REALTIME = "realtime"
+_SUBJECTS = (selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement),
+             selectinload(OutboxEntry.reversal).selectinload(Reversal.payment))
 
 # What one outbox row asks a connector to record.
-Post = PaymentPost | ArrangementPost
+Post = PaymentPost | ArrangementPost | ReversalPost
+Subject = Payment | Arrangement | Reversal
 
 
 def payment_post(payment: Payment) -> PaymentPost:
@@ -91,13 +106,45 @@ def arrangement_post(db: Session, arrangement: Arrangement) -> ArrangementPost:
     )
 
 
+# The connectors' words for each kind (the same words the database stores).
+_REVERSAL_KINDS: dict[ReversalKind, ReversalPostKind] = {
+    ReversalKind.RETURN: "return", ReversalKind.REFUND: "refund", ReversalKind.VOID: "void"}
+
+
+def reversal_post(reversal: Reversal) -> ReversalPost:
+    """What we tell the accounting system about a reversal: the payment it takes back."""
+    payment = reversal.payment
+    return ReversalPost(
+        idempotency_key=reversal.idempotency_key,
+        account_number=payment.account_number,
+        kind=_REVERSAL_KINDS[reversal.kind],
+        amount=cents_to_decimal(reversal.amount_cents),
+        currency=payment.currency,
+        effective_date=reversal.effective_date,
+        recorded_at=reversal.created_at,
+        payment_confirmation_number=payment.confirmation_code,
+        payment_idempotency_key=payment.idempotency_key,
+        payment_paid_at=payment.paid_at,
+        method=payment.method,
+        code=reversal.code,
+        reason=reversal.reason,
+    )
+
+
+def subject_of(entry: OutboxEntry) -> Subject | None:
+    """The one thing an outbox row carries (the check constraint allows exactly one)."""
+    return entry.payment or entry.arrangement or entry.reversal
+
+
 def _post_for(db: Session, entry: OutboxEntry, may_exist: bool) -> Post | None:
-    """What to post for a row: its payment or its arrangement."""
+    """What to post for a row: its payment, its arrangement or its reversal."""
     post: Post
     if entry.payment is not None:
         post = payment_post(entry.payment)
     elif entry.arrangement is not None:
         post = arrangement_post(db, entry.arrangement)
+    elif entry.reversal is not None:
+        post = reversal_post(entry.reversal)
     else:
         return None
     return replace(post, may_exist=may_exist)
@@ -116,14 +163,15 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
     return delay
 
 
-def record_outcome(db: Session, entry: OutboxEntry, subject: Payment | Arrangement, *,
+def record_outcome(db: Session, entry: OutboxEntry, subject: Subject, *,
                    poster: str, system: str, now: datetime, duration_ms: int,
                    config: AppConfig, result: PostResult | None = None,
                    error: ConnectorError | None = None,
                    rng: Callable[[], float] = random.random) -> PostingOutcome:
     """Store what one attempt achieved: posted, retry or dead.
 
-    ``subject`` is the row's payment or arrangement: its posting_status follows the row.
+    ``subject`` is the row's payment, arrangement or reversal: its posting_status follows
+    the row.
     """
     entry.attempts += 1
     entry.system = system
@@ -197,7 +245,7 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     claimed = db.scalars(select(OutboxEntry).where(
         OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
         OutboxEntry.claimed_until == until)
-        .options(selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement))
+        .options(*_SUBJECTS)
         .execution_options(populate_existing=True))
     posts = {entry.id: _post_for(db, entry, may_exist=entry.id not in fresh)
              for entry in claimed}
@@ -205,13 +253,14 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
 
 
 def _send(connector: AccountingConnector, post: Post, budget: float | None) -> PostResult:
-    """One call to the connector: a payment or an arrangement."""
+    """One call to the connector: a payment, an arrangement or a reversal."""
     if isinstance(post, PaymentPost):
         return connector.post_payment(post, timeout=budget)
-    send = getattr(connector, "post_arrangement", None)
+    what = "reversal" if isinstance(post, ReversalPost) else "arrangement"
+    send = getattr(connector, f"post_{what}", None)
     if send is None:
-        # A connector written before arrangements existed: a person must look at it.
-        raise PermanentError(connector.name, "this connector cannot record arrangements")
+        # A connector written before these existed: a person must look at it.
+        raise PermanentError(connector.name, f"this connector cannot record {what}s")
     result: PostResult = send(post, timeout=budget)
     return result
 
@@ -247,7 +296,7 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
     """Record several attempts in one transaction; rows no longer ours are SKIPPED."""
     entries = {entry.id: entry for entry in db.scalars(
         select(OutboxEntry).where(OutboxEntry.id.in_([s.entry_id for s in sent]))
-        .options(selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement))
+        .options(*_SUBJECTS)
         .execution_options(populate_existing=True))}
     outcomes: dict[int, PostingOutcome] = {}
     for one in sent:
@@ -257,7 +306,7 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
             # idempotency made our duplicate harmless. Record nothing more.
             outcomes[one.entry_id] = PostingOutcome.SKIPPED
             continue
-        subject = entry.payment or entry.arrangement
+        subject = subject_of(entry)
         assert subject is not None  # noqa: S101 - the check constraint: exactly one is set
         outcomes[one.entry_id] = record_outcome(
             db, entry, subject, poster=poster, system=system, now=now,
@@ -310,10 +359,17 @@ def post_now(database: Database, connector: AccountingConnector | None, payment_
 
 
 def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
-    """Ids of pending rows whose time has come and that nobody holds."""
+    """Ids of pending rows whose time has come and that nobody holds (a reversal's only
+    once its payment's row is no longer pending)."""
+    payment_row = aliased(OutboxEntry)
+    payment_pending = exists().where(
+        Reversal.id == OutboxEntry.reversal_id,
+        and_(payment_row.payment_id == Reversal.payment_id,
+             payment_row.status == OutboxStatus.PENDING))
     stmt = (select(OutboxEntry.id)
             .where(OutboxEntry.status == OutboxStatus.PENDING, OutboxEntry.next_attempt_at <= now,
-                   or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
+                   or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now),
+                   or_(OutboxEntry.reversal_id.is_(None), ~payment_pending))
             .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id)
             .limit(limit))
     if db.get_bind().dialect.name == "postgresql":
@@ -442,7 +498,7 @@ def retry_dead(db: Session, outbox_id: int, now: datetime) -> bool:
     entry.next_attempt_at = now
     entry.claimed_by = None
     entry.claimed_until = None
-    subject = entry.payment or entry.arrangement
+    subject = subject_of(entry)
     if subject is not None:
         subject.posting_status = PostingStatus.QUEUED
     return True

@@ -1,4 +1,5 @@
-"""Reconciliation: for one day, payments captured against what the accounting system has."""
+"""Reconciliation: for one day, payments captured against what the accounting system has,
+and money taken back (bank returns, refunds, voids) against the reversals posted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.models import OutboxEntry, Payment
+from ivr.models import OutboxEntry, Payment, Reversal
 from ivr.security import mask_account
 from ivr.statuses import OutboxStatus, PostingStatus
 
@@ -42,12 +43,18 @@ class Report:
     queued_cents: int = 0
     dead: int = 0
     dead_cents: int = 0
+    # Reversals recorded on the day (returns, refunds, voids), and those of them posted.
+    reversed: int = 0
+    reversed_cents: int = 0
+    reversals_posted: int = 0
+    reversals_posted_cents: int = 0
     differences: list[Line] = field(default_factory=list)
     unexplained: list[Line] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Nothing unexplained: every payment is posted, queued or dead-lettered with a reason."""
+        """Nothing unexplained: every payment and reversal is posted, queued or dead-lettered
+    with a reason."""
         return not self.unexplained
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +104,7 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
                Payment.posting_status != PostingStatus.TEST)
         .order_by(Payment.paid_at, Payment.id)
     ).all()
+    _reversals(db, start, end, report)
     for payment, entry in rows:
         report.captured += 1
         report.captured_cents += payment.amount_cents
@@ -136,3 +144,42 @@ def reconcile(db: Session, day: date, zone: ZoneInfo) -> Report:
             line.detail = f"unknown outbox status {entry.status!r}"
             report.unexplained.append(line)
     return report
+
+
+def _reversals(db: Session, start: datetime, end: datetime, report: Report) -> None:
+    """The day's reversals against their posting records (a line names the payment)."""
+    rows = db.execute(
+        select(Reversal, Payment, OutboxEntry)
+        .join(Payment, Payment.id == Reversal.payment_id)
+        .outerjoin(OutboxEntry, OutboxEntry.reversal_id == Reversal.id)
+        .where(Reversal.created_at >= start, Reversal.created_at < end)
+        .order_by(Reversal.created_at, Reversal.id)).all()
+    for reversal, payment, entry in rows:
+        report.reversed += 1
+        report.reversed_cents += reversal.amount_cents
+        what = f"{reversal.kind} {reversal.code}" if reversal.code else str(reversal.kind)
+        line = Line(payment_id=payment.id, account=mask_account(payment.account_number),
+                    amount_cents=-reversal.amount_cents,
+                    confirmation=payment.confirmation_code,
+                    paid_at=reversal.created_at.isoformat(), status=f"{what}: missing")
+        if entry is None:
+            line.detail = "no outbox row: this reversal would never be posted"
+            report.unexplained.append(line)
+            continue
+        line.status = f"{what}: " + (PostingStatus.QUEUED if entry.status == OutboxStatus.PENDING
+                                     else entry.status)
+        if entry.status == OutboxStatus.POSTED:
+            report.reversals_posted += 1
+            report.reversals_posted_cents += reversal.amount_cents
+            if not entry.receipt_id:
+                line.detail = "reversal posted without a receipt id from the accounting system"
+                report.unexplained.append(line)
+        elif entry.status == OutboxStatus.PENDING:
+            line.detail = f"reversal not posted yet: {entry.attempts} attempt(s)"
+            report.differences.append(line)
+        elif entry.status == OutboxStatus.DEAD and entry.last_error:
+            line.detail = f"reversal dead-lettered: {entry.last_error[:300]}"
+            report.differences.append(line)
+        else:
+            line.detail = f"reversal {entry.status} with no reason recorded"
+            report.unexplained.append(line)

@@ -28,6 +28,7 @@ def init_ops(app: Flask, settings: AppConfig) -> None:
     import ivr.ops.views_calls
     import ivr.ops.views_money
     import ivr.ops.views_prompts
+    import ivr.ops.views_returns
     import ivr.ops.views_security  # noqa: F401
     from ivr.ops.base import SESSION_HOURS, RowIdConverter, bp, csrf
 

@@ -41,7 +41,7 @@ SESSION_HOURS = 8
 _PUBLIC = frozenset({"ops.login", "ops.static"})
 NAV = (("ops.home", "Overview"), ("ops.prompts", "Prompts"), ("ops.calls", "Calls"),
        ("ops.payments", "Payments"), ("ops.arrangements", "Arrangements"),
-       ("ops.reconcile", "Reconciliation"),
+       ("ops.returns", "Returns"), ("ops.reconcile", "Reconciliation"),
        ("ops.files", "File runs"), ("ops.security", "Line security"))
 
 

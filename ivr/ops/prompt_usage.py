@@ -135,6 +135,8 @@ _SPOKEN: dict[str, Usage] = {
                            where="full_payment_required: the balance only"),
     "method.card_only": _u("amount_confirm", where="the account takes cards only"),
     "method.bank_only": _u("amount_confirm", where="the account takes bank payments only"),
+    "method.card_only_returned": _u("amount_confirm",
+                                    where="bank payments off after a bank return"),
     "method.reconnect_card_only": _u("amount_confirm", where="[reconnect] methods: card"),
     "method.reconnect_bank_only": _u("amount_confirm", where="[reconnect] methods: bank"),
     "pay.reconnect_next": _u("paying receipt", where="after a reconnection payment"),

@@ -20,6 +20,7 @@ from ivr.models import (
 from ivr.money.posting import retry_dead
 from ivr.money.reconcile import day_bounds, parse_day
 from ivr.money.reconcile import reconcile as reconcile_day
+from ivr.money.reversals import after_the_call
 from ivr.ops.base import bp, database, line_zone, now, today
 from ivr.ops.present import dollars, scrub
 from ivr.statuses import PostingStatus
@@ -72,8 +73,9 @@ def payment(payment_id: int) -> str:
                                    .where(PostingAttempt.outbox_id == entry.id)
                                    .order_by(PostingAttempt.at, PostingAttempt.id))) \
             if entry else []
+        after = after_the_call(db, found)
     return render_template("ops/payment.html", title=f"Payment {payment_id}", payment=found,
-                           entry=entry, attempts=attempts)
+                           entry=entry, attempts=attempts, after=after)
 
 
 @bp.post("/outbox/<row_id:outbox_id>/retry")

@@ -68,7 +68,7 @@ _LISTED: dict[str, tuple[str, ...]] = {
     # Per-account payment rules, reconnection payments, "you already paid today".
     "summary.reconnect": ("amount",), "amount.menu_reconnect": ("amount",),
     "amount.full_only": ("amount",), "amount.below_account_minimum": ("minimum",),
-    "method.card_only": _NONE, "method.bank_only": _NONE,
+    "method.card_only": _NONE, "method.bank_only": _NONE, "method.card_only_returned": _NONE,
     "method.reconnect_card_only": _NONE, "method.reconnect_bank_only": _NONE,
     "paid_today.notice": ("amount", "day", "time", "code"), "paid_today.menu": _NONE,
     "words.yesterday": _NONE, "pay.reconnect_next": _NONE,

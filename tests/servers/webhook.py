@@ -52,13 +52,20 @@ class Receiver(ServerProcess):
         """The arrangements webhook URL."""
         return f"http://127.0.0.1:{self.port}/arrangements"
 
-    def settings(self, *, arrangements: bool = True) -> dict[str, str]:
+    @property
+    def reversals_url(self) -> str:
+        """The reversals webhook URL."""
+        return f"http://127.0.0.1:{self.port}/reversals"
+
+    def settings(self, *, arrangements: bool = True, reversals: bool = True) -> dict[str, str]:
         """IVR settings that point the webhook connector at this receiver (and, unless
-        ``arrangements`` is False, arrangements at its arrangements endpoint)."""
+        ``arrangements`` or ``reversals`` is False, those at their own endpoints)."""
         settings = {"IVR_ACCOUNTING": "webhook", "IVR_WEBHOOK_URL": self.url,
                     "IVR_WEBHOOK_SECRET": self.secret}
         if arrangements:
             settings["IVR_WEBHOOK_ARRANGEMENTS_URL"] = self.arrangements_url
+        if reversals:
+            settings["IVR_WEBHOOK_REVERSALS_URL"] = self.reversals_url
         return settings
 
     def payments(self) -> list[dict[str, Any]]:
@@ -69,6 +76,11 @@ class Receiver(ServerProcess):
         """Stored arrangements, oldest first: receipt_id, idempotency_key, received_at,
         arrangement (the body as sent)."""
         return self._listing(self.arrangements_url)
+
+    def reversals(self) -> list[dict[str, Any]]:
+        """Stored reversals, oldest first: receipt_id, idempotency_key, received_at,
+        reversal (the body as sent)."""
+        return self._listing(self.reversals_url)
 
     @staticmethod
     def _listing(url: str) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ def start_payment(ctx: CallContext, then: Callable[[CallContext], Outcome] | Non
         return Go("main_menu", (say("pay.tries_exhausted"),))
     if pay_limited(ctx):
         return refuse_payment(ctx)
-    if not account_rules.phone_payable(account, ctx.settings):
+    if not account_rules.phone_payable(account, ctx.settings, ctx.today()):
         return Go("main_menu", (say("summary.no_phone_payments"),))
     ctx.call.amount_cents = None
     ctx.call.fee_cents = 0

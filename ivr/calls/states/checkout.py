@@ -32,7 +32,7 @@ def allowed_methods(ctx: CallContext) -> account_rules.Methods:
     """The ways this account may pay now (the line's, less what the account refuses)."""
     account = ctx.account
     assert account is not None  # noqa: S101 - only reachable after verification
-    return account_rules.methods(account, ctx.settings)
+    return account_rules.methods(account, ctx.settings, ctx.today())
 
 
 def _card_allowed(ctx: CallContext) -> bool:
@@ -83,6 +83,8 @@ def _only_method_speech(method: str, why: str | None) -> SpeechList:
     if why == account_rules.BY_RECONNECT:
         return (say("method.reconnect_bank_only") if method == account_rules.ACH
                 else say("method.reconnect_card_only"),)
+    if why == account_rules.BY_RETURN:
+        return (say("method.card_only_returned"),)
     if why == account_rules.BY_ACCOUNT:
         return (say("method.bank_only") if method == account_rules.ACH
                 else say("method.card_only"),)

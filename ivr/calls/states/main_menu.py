@@ -18,7 +18,7 @@ from ivr.calls.steps import Go, Outcome
 def can_pay(ctx: CallContext) -> bool:
     """The account can pay by phone: allowed, not closed, and a way to pay left to it."""
     account = ctx.account
-    return account is not None and account_rules.phone_payable(account, ctx.settings)
+    return account is not None and account_rules.phone_payable(account, ctx.settings, ctx.today())
 
 
 def _main_prompt(ctx: CallContext) -> SpeechList:

@@ -12,18 +12,21 @@ from ivr.calls.menu import Choice, SpeechList, State, say
 from ivr.calls.steps import Outcome
 from ivr.models import Payment
 from ivr.prompts import speech
+from ivr.statuses import PaymentStatus
 
 # How far back a payment counts as "already paid today".
 PAID_WINDOW = timedelta(hours=24)
 
 
 def payment_today(ctx: CallContext) -> Payment | None:
-    """The account's newest payment on this line in the last 24 hours, if any."""
+    """The account's newest payment on this line in the last 24 hours, if any (one the bank
+    returned, or that was refunded or voided, took no money: it does not count)."""
     if ctx.call.account_id is None:
         return None
     return ctx.db.scalar(
         select(Payment).where(Payment.account_id == ctx.call.account_id,
-                              Payment.paid_at >= ctx.now - PAID_WINDOW)
+                              Payment.paid_at >= ctx.now - PAID_WINDOW,
+                              Payment.status == PaymentStatus.PAID)
         .order_by(Payment.paid_at.desc(), Payment.id.desc()).limit(1))
 
 

@@ -20,7 +20,11 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, Field, ValidationError
 
 from connectors.toml_settings import Array, TomlTable, dotted, expect, refuse, toml_problems
-from ivr.prompts.settings.arrangements import ArrangementSettings, ReconnectSettings
+from ivr.prompts.settings.arrangements import (
+    ArrangementSettings,
+    ReconnectSettings,
+    ReturnsSettings,
+)
 from ivr.prompts.settings.sections import (
     CARD_TYPES,
     DEFAULT_PAY_LANGUAGE,
@@ -50,6 +54,7 @@ __all__ = [
     "OfficeHours",
     "PaySettings",
     "ReceiptSettings",
+    "ReturnsSettings",
     "SettingsError",
     "TransferSettings",
     "VerificationMethod",
@@ -129,6 +134,7 @@ class LineSettings(TomlTable):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
     arrangements: ArrangementSettings = Field(default_factory=ArrangementSettings)
+    returns: ReturnsSettings = Field(default_factory=ReturnsSettings)
 
 
 def parse_line_settings(data: Mapping[str, object]) -> LineSettings:

@@ -1,5 +1,6 @@
-"""``[reconnect]`` and ``[arrangements]``: what a disconnected account may pay, and who may
-have more time to pay. Every rule is data the ops team (and ``ivr prompts check``) can read.
+"""``[reconnect]``, ``[arrangements]`` and ``[returns]``: what a disconnected account may pay,
+who may have more time to pay, and what a bank return switches off. Every rule is data the
+ops team (and ``ivr prompts check``) can read.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from connectors.files.columns import STATUSES
+from connectors.return_codes import is_return
 from connectors.toml_settings import Array, TomlTable, expect, refuse
 from ivr.prompts.settings.values import Cents, between
 
@@ -63,3 +65,22 @@ class ArrangementSettings(TomlTable):
     instalment_interval_days: Annotated[int, between(7, 62)] = 30
     # The share of the balance paid now, through <Pay>, before an instalment plan is recorded.
     down_payment_percent: Annotated[int, between(0, 100)] = 25
+
+
+def _return_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [c for c in codes if not is_return(c)]
+    if bad:
+        raise refuse(*(f"{c!r} is not a return code R01-R99" for c in bad))
+    return codes
+
+
+class ReturnsSettings(TomlTable):
+    """What a bank return does to an account, and when the return rates page warns."""
+
+    # Returns that mean the account cannot be debited: bank payments off for a while.
+    bank_off_codes: Annotated[Array[str], expect("a list of return codes", list),
+                              AfterValidator(_return_codes)] = (
+        "R01", "R02", "R03", "R04", "R05", "R07", "R09", "R10", "R29")
+    bank_off_days: Annotated[int, between(1, 3650)] = 60
+    # The rates page warns once a rate reaches this percent of its NACHA threshold.
+    warn_at_percent: Annotated[int, between(1, 100)] = 80
