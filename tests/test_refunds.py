@@ -24,7 +24,7 @@ from tests.test_ops_helpers import USER, assert_accessible, ops_app, signed_in, 
 from tests.test_returns import SETTINGS
 
 ALEX = "4401001234"
-CARD_PAYMENT = "1 1 60614 1 1 1 1 1"
+CARD_PAYMENT = "1 60614 1 1"
 
 
 def card_payment(app: Flask) -> Payment:

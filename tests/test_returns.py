@@ -46,10 +46,6 @@ from tests.flow import (
     AUTHORIZE,
     BANK,
     CHECKING,
-    CONFIRM,
-    CONTINUE,
-    EN,
-    FULL,
     PAY,
     RECENT,
     SILENCE,
@@ -63,8 +59,7 @@ from tests.servers.webhook import Receiver
 SETTINGS = load_catalog(REPO / "prompts").settings.returns
 ALEX = "4401001234"  # +15555550123, ZIP 60614, owes 123.45
 HEADER = "confirmation_number,return_code,return_date,amount,trace_number,detail\n"
-BANK_PAYMENT = [EN, YES, "60614", PAY, FULL, CONFIRM, BANK, CHECKING, AUTHORIZE, CONTINUE,
-                SILENCE]
+BANK_PAYMENT = [YES, "60614", PAY, BANK, CHECKING, AUTHORIZE, SILENCE]
 
 
 def returns_file(*rows: str) -> bytes:
@@ -225,11 +220,11 @@ def test_the_next_caller_is_offered_card_only_until_the_period_ends(tmp_path: Pa
         report = apply_returns_file(line.database, returns_file(r01(payment)), "r.csv", SETTINGS)
         assert report.applied, report.lines()
         flow = line.call()
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        flow.press(YES, "60614", PAY)
         assert flow.heard() == ["method.card_only_returned", "confirm.card"]
         # Nor is the returned payment read out among recent payments.
         flow = line.call()
-        flow.press(EN, YES, "60614", RECENT)
+        flow.press(YES, "60614", RECENT)
         amounts = [s.params.get("amount", "") for s in getattr(flow.steps[-1], "speech", ())
                    if s.prompt_id == "recent.payment"]
         assert "one hundred twenty-three dollars and forty-five cents" not in amounts, amounts
@@ -243,13 +238,13 @@ def test_the_next_caller_is_offered_card_only_until_the_period_ends(tmp_path: Pa
         assert imported.applied
         assert _owed(line) == owed
         flow = line.call()
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
+        flow.press(YES, "60614", PAY)
         assert flow.heard() == ["method.card_only_returned", "confirm.card"]
         later = Line(line.database, line.catalog, line.config,
                      OPEN_TIME + timedelta(days=3 + SETTINGS.bank_off_days))
         flow = later.call()
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
-        assert flow.heard() == ["method.menu"]
+        flow.press(YES, "60614", PAY)
+        assert flow.heard() == ["method.menu_pay"]
 
 
 def _ach_payment(line: Line) -> Payment:
@@ -435,5 +430,5 @@ def test_a_return_that_does_not_mean_the_account_is_closed_leaves_bank_payments_
             alex = db.scalars(select(Account).where(Account.account_number == ALEX)).one()
             assert alex.ach_off_until is None and alex.balance_due_cents == 12345
         flow = line.call()
-        flow.press(EN, YES, "60614", PAY, FULL, CONFIRM)
-        assert flow.heard() == ["method.menu"]
+        flow.press(YES, "60614", PAY)
+        assert flow.heard() == ["method.menu_pay"]
