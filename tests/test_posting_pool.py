@@ -21,11 +21,9 @@ from tests.test_posting import (
     attempts,
     diagnose,
     gated_worker_env,
-    hledger,
     outbox,
     posting_app,
     queue_payments,
-    receiver,
     start_worker,
     wait_all_posted,
     worker_env,
@@ -33,7 +31,6 @@ from tests.test_posting import (
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["hledger", "receiver"]  # fixtures, imported for this module's tests
 
 
 def drain(app: Flask, later: timedelta = timedelta(0)) -> None:
