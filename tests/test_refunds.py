@@ -20,11 +20,12 @@ from ivr.money.reversals import Reverse, record_reversal
 from ivr.statuses import OutboxStatus, PaymentStatus, ReversalKind
 from ivr.web.app import get_config, get_database
 from tests.conftest import OPEN_TIME, call
+from tests.flow import CARD, PAY, SILENCE, YES
 from tests.test_ops_helpers import USER, assert_accessible, ops_app, signed_in, token
 from tests.test_returns import SETTINGS
 
 ALEX = "4401001234"
-CARD_PAYMENT = "1 60614 1 1"
+CARD_PAYMENT = [YES, "60614", PAY, CARD, SILENCE]
 
 
 def card_payment(app: Flask) -> Payment:
