@@ -42,9 +42,9 @@ def busy(database_url: str, tmp_path: Path) -> Flask:
     """Calls of every kind, a dead letter with a telling error, file runs, a prompt change."""
     app = ops_app(database_url, tmp_path)
     call(app, "1 60614 1 1")
-    call(app, "1 4401005678# 60615 1 2 1 2 1 1", from_number="+15555550199")
+    call(app, "1 4401005678# 60615 1 2 2 1 1", from_number="+15555550199")
     call(app, "1 99999 hangup")
-    call(app, "2 1 60617 - - hangup", from_number="+15555550125")
+    call(app, "1 60617 - - hangup", from_number="+15555550125")
     call(app, "1 60614 5 5000# 1 1", cards=["4000000000000002"])
     with get_database(app).session() as db:
         entry = db.scalars(select(OutboxEntry).order_by(OutboxEntry.id)).first()

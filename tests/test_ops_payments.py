@@ -35,7 +35,7 @@ def app(database_url: str, tmp_path: Path) -> Flask:
     """Two paid calls: one queued for posting, one dead-lettered with a telling error."""
     app = ops_app(database_url, tmp_path)
     call(app, "1 60614 1 1")
-    call(app, "1 4401005678# 60615 1 2 1 2 1 1", from_number="+15555550199")
+    call(app, "1 4401005678# 60615 1 2 2 1 1", from_number="+15555550199")
     with get_database(app).session() as db:
         _card, bank = db.scalars(select(Payment).order_by(Payment.id)).all()
         entry = db.scalars(select(OutboxEntry).where(OutboxEntry.payment_id == bank.id)).one()

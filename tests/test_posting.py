@@ -444,7 +444,7 @@ def test_paid_call_is_applied_in_tryton(tmp_path: Path, database_url: str) -> No
         app = posting_app(database_url, settings, now=utcnow())
         # The disconnection-pending account has two open invoices: 187.50 (older), 125.30.
         before = tryton.invoice_amounts("4401005678")
-        result = call(app, "1 4401005678# 60615 1 2 1 1 1", from_number="+15555559999")
+        result = call(app, "1 4401005678# 60615 1 2 1", from_number="+15555559999")
         assert said_text(app, "pay.success_posted") in result.said()
         after = tryton.invoice_amounts("4401005678")
         assert sum(before) - sum(after) == Decimal("187.50")
