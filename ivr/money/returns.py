@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connectors.amounts import cents_to_text
 from connectors.files.returns_file import (
     DEFAULT_RETURNS_LAYOUT,
     ReturnRow,
@@ -185,8 +186,8 @@ def _problem(row: ReturnRow, payment: Payment, seen: Counter[str]) -> str | None
     if payment.method != "ach":
         return f"{row.confirmation_number} is a {payment.method} payment, not a bank payment"
     if row.amount_cents != payment.amount_cents:
-        return (f"amount {row.amount_cents / 100:.2f} differs from payment "
-                f"{row.confirmation_number}'s {payment.amount_cents / 100:.2f}")
+        return (f"amount {cents_to_text(row.amount_cents)} differs from payment "
+                f"{row.confirmation_number}'s {cents_to_text(payment.amount_cents)}")
     if not row.is_notice and seen[row.confirmation_number] > 1:
         return f"{row.confirmation_number} is returned more than once in the file"
     # A day's slack: the payment's day is a UTC date, the bank's a local one.
