@@ -110,3 +110,16 @@ def test_ops_variant_for_no_input_is_spoken(tmp_path: Path, sqlite_url: str) -> 
     result = call(app, "1 - 60614 -")
     assert "Take your time: the ZIP code is on your bill." in result.said()
     assert said_text(app, "common.no_input") not in result.said().split("ZIP code")[1]
+
+
+def test_a_key_after_the_more_time_offer_is_not_the_earlier_questions_answer(app: Flask) -> None:
+    # Pay the balance, silence twice at the card-or-bank menu, then 1 at "need more time?":
+    # that 1 answers the offer, not the menu heard before it, so no card capture starts.
+    result = call(app, "1 60614 1 - - 1 -")
+    menu = said_text(app, "method.menu_pay", amount="one hundred twenty-three dollars and "
+                     "forty-five cents", last4="1 2 3 4")
+    assert result.said().count(said_text(app, "common.more_time")) == 1
+    assert not [e for e in result.events if e["event"] == "pay"]
+    assert result.said().rfind(menu) > result.said().find(said_text(app, "common.more_time"))
+    with get_database(app).session() as db:
+        assert db.scalars(select(Payment)).all() == []

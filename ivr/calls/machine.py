@@ -213,6 +213,12 @@ def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:
             call.tries = 0
             record(ctx, Event.MORE_TIME)
             return ask(ctx, state, state.prompt(ctx))
+        if keys and keys != AGENT_KEY:
+            # Any other key answers "need more time?", not the question asked before it
+            # (a 1 there must never confirm a payment the caller last heard a minute ago):
+            # the caller is there, so the question again, as they had asked to hear it.
+            record(ctx, Event.REPEAT)
+            return ask(ctx, state, state.prompt(ctx))
     if not keys:
         if state.on_silence is not None:
             record(ctx, Event.DEFAULT)
