@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ivr.models import Account, AccountPhone, VerificationFailure
@@ -19,16 +19,19 @@ def find_by_number(db: Session, account_number: str) -> Account | None:
     return db.scalar(select(Account).where(Account.account_number == account_number))
 
 
+# The lookups every call makes, built once (a webhook's statements cost no building).
+_BY_PHONE = (select(Account).join(AccountPhone, AccountPhone.account_id == Account.id)
+             .where(AccountPhone.phone == bindparam("phone"))
+             .order_by(Account.account_number, Account.id).limit(bindparam("limit")))
+_RECENT_FAILURES = (select(VerificationFailure.failed_at, VerificationFailure.caller)
+                    .where(VerificationFailure.account_id == bindparam("account_id"),
+                           VerificationFailure.failed_at >= bindparam("horizon"))
+                    .order_by(VerificationFailure.failed_at))
+
+
 def find_by_phone(db: Session, phone_e164: str, limit: int = 2) -> list[Account]:
     """Accounts that list this phone number (E.164), at most ``limit``, by account number."""
-    stmt = (
-        select(Account)
-        .join(AccountPhone, AccountPhone.account_id == Account.id)
-        .where(AccountPhone.phone == phone_e164)
-        .order_by(Account.account_number, Account.id)
-        .limit(limit)
-    )
-    return list(db.scalars(stmt))
+    return list(db.scalars(_BY_PHONE, {"phone": phone_e164, "limit": limit}))
 
 
 def record_verification_failure(db: Session, account_id: int, call_sid: str,
@@ -49,11 +52,10 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
     lock runs from the failure that reached the limit, so it expires by itself.
     """
     horizon = now - policy.lockout_window - policy.lockout_duration
-    rows = list(db.execute(
-        select(VerificationFailure.failed_at, VerificationFailure.caller)
-        .where(VerificationFailure.account_id == account_id,
-               VerificationFailure.failed_at >= horizon)
-        .order_by(VerificationFailure.failed_at)))
+    # Failures are flushed as they are recorded: no flush of the call's row first.
+    with db.no_autoflush:
+        rows = list(db.execute(_RECENT_FAILURES,
+                               {"account_id": account_id, "horizon": horizon}))
     if not rows:
         return None  # the common case: no failures, no lock, no need for the phones on file
     on_file = set(db.scalars(select(AccountPhone.phone)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, literal, select
 from sqlalchemy.orm import Session
 
 from connectors.amounts import cents_to_text
@@ -80,12 +80,19 @@ def fields(method: str, ctx: CallContext) -> tuple[str, ...]:
                  and (f != "postal-code" or pay.postal_code))
 
 
+# Built once: every call's status callback asks it.
+_ACTIVE_SESSION = (select(AgentPayment)
+                   .where(AgentPayment.call_sid == bindparam("call_sid"),
+                          # Literal statuses: an expanding IN would be rendered again on
+                          # every execution.
+                          AgentPayment.status.in_([literal(s.value) for s in Status
+                                                   if s.active]))
+                   .order_by(AgentPayment.id.desc()).limit(1))
+
+
 def active_session(db: Session, call_sid: str) -> AgentPayment | None:
     """The call's session still holding it, if any."""
-    return db.scalar(select(AgentPayment).where(
-        AgentPayment.call_sid == call_sid,
-        AgentPayment.status.in_([s for s in Status if s.active]))
-        .order_by(AgentPayment.id.desc()).limit(1))
+    return db.scalar(_ACTIVE_SESSION, {"call_sid": call_sid})
 
 
 def latest_session(db: Session, call_sid: str) -> AgentPayment | None:

@@ -12,7 +12,7 @@ import secrets
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,10 +38,17 @@ def new_code() -> str:
     return f"A{secrets.randbelow(10**7):07d}"
 
 
+# Built once: every verified call asks it for the balance summary and the menu.
+_ACTIVE = select(Arrangement).where(Arrangement.account_id == bindparam("account_id"),
+                                    Arrangement.status == ArrangementStatus.ACTIVE)
+
+
 def active_arrangement(db: Session, account_id: int) -> Arrangement | None:
     """The account's active arrangement, if it has one."""
-    return db.scalar(select(Arrangement).where(
-        Arrangement.account_id == account_id, Arrangement.status == ArrangementStatus.ACTIVE))
+    # Arrangements are flushed as soon as they are recorded, so nothing pending can change
+    # the answer: no flush of the call's row first (it is written once, at commit).
+    with db.no_autoflush:
+        return db.scalar(_ACTIVE, {"account_id": account_id})
 
 
 def next_instalment(arrangement: Arrangement, today: date) -> ArrangementInstalment:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from connectors.phones import normalize_e164
 from ivr.config import AppConfig
 from ivr.models import Account, CallSession
 from ivr.prompts import speech
@@ -28,6 +29,10 @@ class CallContext:
     config: AppConfig
     now: datetime
     accounting: Accounting | None = None
+    # Reads this webhook makes more than once, kept for its length (the session's identity
+    # map holds rows only weakly, so a looked-up account could be read again).
+    _account: Account | None = field(default=None, init=False, repr=False)
+    _phone_matches: list[Account] | None = field(default=None, init=False, repr=False)
 
     @property
     def settings(self) -> LineSettings:
@@ -44,9 +49,22 @@ class CallContext:
     @property
     def account(self) -> Account | None:
         """The account this call is about (identified, maybe not yet verified)."""
-        if self.call.account_id is None:
+        account_id = self.call.account_id
+        if account_id is None:
             return None
-        return self.db.get(Account, self.call.account_id)
+        if self._account is None or self._account.id != account_id:
+            self._account = self.db.get(Account, account_id)
+        return self._account
+
+    def phone_matches(self) -> list[Account]:
+        """The accounts listing the calling number (at most two: one is a caller-ID match),
+        read once per webhook; none when the number is withheld or not a phone number."""
+        if self._phone_matches is None:
+            from ivr.accounts import cache as accounts
+
+            phone = normalize_e164(self.call.from_number)
+            self._phone_matches = accounts.find_by_phone(self.db, phone) if phone else []
+        return self._phone_matches
 
     def today(self) -> date:
         """Today in the biller's time zone (due dates are local dates)."""

@@ -9,6 +9,7 @@ with small fix-ups on top (see ``_cardinal``).
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from decimal import Decimal
 from typing import Final
@@ -138,6 +139,12 @@ def _en_ordinal_suffix(n: int) -> str:
     return f"{n}{suffix}"
 
 
+@functools.cache
+def _month_name(month: int, code: str) -> str:
+    """The month's name in the language (Babel's CLDR data; 24 names, so kept)."""
+    return format_date(datetime.date(2000, month, 1), "MMMM", locale=_LOCALES[code])
+
+
 def date_words(d: datetime.date, lang: str, today: datetime.date | None = None) -> str:
     """Speak a date: en "December 5th", es "5 de diciembre".
 
@@ -145,7 +152,7 @@ def date_words(d: datetime.date, lang: str, today: datetime.date | None = None) 
     en "January 3rd, 2027", es "3 de enero de 2027".
     """
     code = language(lang)
-    month = format_date(d, "MMMM", locale=_LOCALES[code])
+    month = _month_name(d.month, code)
     with_year = today is not None and today.year != d.year
     if code == "en":
         text = f"{month} {_en_ordinal_suffix(d.day)}"

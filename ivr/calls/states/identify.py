@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import partial
 
-from connectors.phones import normalize_e164
 from ivr.accounts import cache as accounts
 from ivr.calls import guards
 from ivr.calls.agent import escalate
@@ -47,8 +46,7 @@ def _language_silence(ctx: CallContext) -> Outcome:
 
 def language_on_file(ctx: CallContext) -> str | None:
     """The configured language of the one account the calling number is on, if it has one."""
-    phone = normalize_e164(ctx.call.from_number)
-    matches = accounts.find_by_phone(ctx.db, phone) if phone else []
+    matches = ctx.phone_matches()
     if len(matches) != 1:
         return None
     return _configured(ctx.settings, matches[0].language)
@@ -74,12 +72,10 @@ LANGUAGE = State("language", asks=("language.option",), choices_for=_language_ch
 def identify(ctx: CallContext) -> Go:
     """Caller-ID match when exactly one account lists the calling number; the pick list when
     2 to 8 do; else account entry."""
-    phone = normalize_e164(ctx.call.from_number)
-    if phone:
-        matches = accounts.find_by_phone(ctx.db, phone)
-        if len(matches) == 1:
-            ctx.call.account_id = matches[0].id
-            return Go("confirm_account")
+    matches = ctx.phone_matches()
+    if len(matches) == 1:
+        ctx.call.account_id = matches[0].id
+        return Go("confirm_account")
     return pick_or_enter(ctx)
 
 
