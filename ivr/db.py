@@ -85,10 +85,18 @@ def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: An
     dbapi_connection.commit()
 
 
+# Execution option for a connection that only reads (a stamp, a count): a plain BEGIN, which
+# neither waits for nor holds up the writers.
+READ_ONLY = "ivr_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so two webhooks for one call (a repeated
     # <Pay> callback, say) queue behind each other instead of failing with "database is locked".
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:

@@ -23,6 +23,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr.db import Database
 from ivr.models import CallEvent, CallSession
+from ivr.prompts.snapshots import PromptSnapshots
 from ivr.web.app import get_database
 from tests.conftest import REPO, TOKEN, _truncate_postgres, make_app, new_sid
 from tests.servers.line import serve_line
@@ -199,6 +200,23 @@ def test_sqlite_write_lock_four_calls_all_answered_in_time(
         assert seconds < WELL_INSIDE
     # The lock released, calls go through again.
     assert "Gather" in verbs(post_signed(base, "/voice/incoming", {"CallSid": new_sid()})[1])
+
+
+def test_prompt_checks_do_not_queue_for_the_sqlite_write_lock(tmp_path: Path) -> None:
+    # Every node asks the database several times a second whether the prompts changed: on
+    # SQLite that read must neither wait for nor hold up the webhooks' write lock.
+    app = make_app(f"sqlite:///{tmp_path / 'ivr.sqlite3'}", REPO / "prompts")
+    holder = sqlite3.connect(tmp_path / "ivr.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        stamp = PromptSnapshots(get_database(app)).stamp()
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert stamp is not None  # the shipped prompts, kept when the app loaded them
+    assert waited < 1.0
 
 
 # -- C: slow clients ------------------------------------------------------------------------

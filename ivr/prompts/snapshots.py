@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ivr.db import Database
+from ivr.db import READ_ONLY, Database
 from ivr.models import PromptSnapshot, utcnow
 
 # Versions whose files are kept: enough to look back at recent good states.
@@ -74,7 +74,9 @@ class PromptSnapshots:
 
     def stamp(self) -> int | None:
         """The current version's stamp (one indexed read)."""
-        with self.database.engine.connect() as conn:
+        # Read-only: every node asks several times a second; on SQLite it must not queue
+        # for the write lock behind the webhooks.
+        with self.database.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             value = conn.execute(select(func.max(PromptSnapshot.id))).scalar()
         return None if value is None else int(value)
 
