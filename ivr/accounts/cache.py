@@ -31,7 +31,9 @@ _RECENT_FAILURES = (select(VerificationFailure.failed_at, VerificationFailure.ca
 
 def find_by_phone(db: Session, phone_e164: str, limit: int = 2) -> list[Account]:
     """Accounts that list this phone number (E.164), at most ``limit``, by account number."""
-    return list(db.scalars(_BY_PHONE, {"phone": phone_e164, "limit": limit}))
+    # Webhooks never change phone numbers: no flush of the call's row first.
+    with db.no_autoflush:
+        return list(db.scalars(_BY_PHONE, {"phone": phone_e164, "limit": limit}))
 
 
 def record_verification_failure(db: Session, account_id: int, call_sid: str,

@@ -12,9 +12,9 @@ import secrets
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.arrangements.terms import Offer
 from ivr.models import Account, Arrangement, ArrangementInstalment, OutboxEntry
@@ -43,12 +43,25 @@ _ACTIVE = select(Arrangement).where(Arrangement.account_id == bindparam("account
                                     Arrangement.status == ArrangementStatus.ACTIVE)
 
 
+# Per session (a webhook asks for the summary and again for the menu): account id -> answer.
+# Recording an arrangement forgets it; nothing else in a session makes one active.
+_ACTIVE_READ = "ivr.active_arrangement"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_active(db: Session, _transaction: SessionTransaction) -> None:
+    db.info.pop(_ACTIVE_READ, None)  # a later transaction reads afresh
+
+
 def active_arrangement(db: Session, account_id: int) -> Arrangement | None:
     """The account's active arrangement, if it has one."""
-    # Arrangements are flushed as soon as they are recorded, so nothing pending can change
-    # the answer: no flush of the call's row first (it is written once, at commit).
-    with db.no_autoflush:
-        return db.scalar(_ACTIVE, {"account_id": account_id})
+    known: dict[int, Arrangement | None] = db.info.setdefault(_ACTIVE_READ, {})
+    if account_id not in known:
+        # Arrangements are flushed as soon as they are recorded, so nothing pending can
+        # change the answer: no flush of the call's row first (it is written once, at commit).
+        with db.no_autoflush:
+            known[account_id] = db.scalar(_ACTIVE, {"account_id": account_id})
+    return known[account_id]
 
 
 def next_instalment(arrangement: Arrangement, today: date) -> ArrangementInstalment:
@@ -91,6 +104,7 @@ def record_arrangement(db: Session, *, call_sid: str, account: Account, offer: O
             db.flush()
         except IntegrityError:
             savepoint.rollback()
+            db.info.pop(_ACTIVE_READ, None)  # another call's may have just become active
             if active_arrangement(db, account.id) is not None:
                 raise AlreadyActive(account.account_number[-4:]) from None
             continue  # another call took the same code a moment ago: draw again
@@ -99,5 +113,6 @@ def record_arrangement(db: Session, *, call_sid: str, account: Account, offer: O
         db.add(OutboxEntry(arrangement_id=arrangement.id, next_attempt_at=now,
                            status=OutboxStatus.TEST if simulated else OutboxStatus.PENDING))
         db.flush()
+        db.info.pop(_ACTIVE_READ, None)
         return arrangement
     raise RuntimeError("no unused arrangement confirmation code after several draws")

@@ -132,8 +132,9 @@ def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog
         to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
         state="language", prompts_version=catalog.version[:16], started_at=now,
     )
+    # Inserted with the first answer's state at commit (or at the first query that needs it):
+    # one INSERT, not an INSERT and then an UPDATE.
     db.add(call)
-    db.flush()
     return call
 
 
