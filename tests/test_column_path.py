@@ -240,6 +240,38 @@ def test_both_paths_leave_the_same_cache(database_url: str) -> None:
         database.dispose()
 
 
+def test_new_accounts_before_known_ones_in_a_chunk(database_url: str) -> None:
+    """A refresh whose chunk starts with new accounts and goes on to known ones (the plain
+    INSERT of new accounts is undone and the chunk upserted): the cache ends as by rows."""
+    names = list(COLUMN_NAMES)
+    known = [{"account_number": "200", "balance_due": "1.00", "phones": "+13125550200"},
+             {"account_number": "300", "balance_due": "2.00", "phones": "+13125550300"}]
+    refresh = [{"account_number": "100", "balance_due": "3.00", "phones": "+13125550200"},
+               {"account_number": "200", "balance_due": "4.00", "phones": "+13125550201"},
+               {"account_number": "400", "balance_due": "5.00", "phones": ""}]
+    files = [_file(known, names), _file(refresh, names), _file(refresh[::-1], names)]
+    database = Database(database_url)
+    database.upgrade()
+    try:
+        for data in files[:2]:
+            apply_account_records(
+                database, iter_layout_file(io.BytesIO(data), DEFAULT_ACCOUNT_LAYOUT,
+                                           summary := FileSummary()),
+                "rows", pin_key="k", summary=summary)
+        by_rows = _cache(database)
+        for second in files[1:]:  # new accounts first, then last
+            with database.engine.begin() as connection:
+                connection.execute(text("DELETE FROM account_phones"))
+                connection.execute(text("DELETE FROM accounts"))
+            for data in (files[0], second):
+                assert import_account_file(database, io.BytesIO(data), DEFAULT_ACCOUNT_LAYOUT,
+                                           "columns", pin_key="k").applied
+            assert _cache(database) == by_rows
+        assert len(by_rows) == 4
+    finally:
+        database.dispose()
+
+
 def test_a_large_file_merges_in_paced_chunks_while_calls_are_on_the_line(
         sqlite_url: str) -> None:
     """With a webhook just served, SQLite merges in short chunks; with no call the chunks

@@ -35,6 +35,7 @@ from connectors.files.account_reader import check_control_totals, start_reading
 from connectors.files.column_cells import (
     ColumnPlan,
     NotClean,
+    literal,
     plan_columns,
     read_column,
     strip_cells,
@@ -345,7 +346,7 @@ def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLa
         i: strip_cells(part.column(i)) for i in range(part.num_columns)}
     blank_row = None
     for cells, _ascii in stripped.values():
-        empty = pc.equal(pc.utf8_length(cells), 0)
+        empty = pc.equal(pc.utf8_length(cells), literal(0))
         blank_row = empty if blank_row is None else pc.and_(blank_row, empty)
     keep = pc.invert(blank_row) if blank_row is not None else None
     if keep is not None and not pc.all(keep).as_py():
@@ -358,7 +359,7 @@ def _read_batch(part: pa.RecordBatch, plans: list[ColumnPlan], layout: AccountLa
     trailer = layout.trailer_record
     if trailer is not None and trailer.tag_position <= part.num_columns:
         tag_cells = stripped[trailer.tag_position - 1][0]
-        is_tag = pc.equal(tag_cells, trailer.tag)
+        is_tag = pc.equal(tag_cells, literal(trailer.tag))
         if pc.any(is_tag).as_py():
             rows = part.filter(is_tag).to_pylist()
             trailer_rows = [[str(v) for v in row.values()] for row in rows]
@@ -386,11 +387,12 @@ def _check_required_if(values: Mapping[str, pa.Array],
         if condition is None:
             continue
         other, value = condition
-        when = pc.equal(values[BY_NAME[other].field], value)
+        when = pc.equal(values[BY_NAME[other].field], literal(value))
         if plan.position is None:
             missing = when
         else:
-            missing = pc.and_(when, pc.equal(pc.utf8_length(stripped[plan.position][0]), 0))
+            blank = pc.equal(pc.utf8_length(stripped[plan.position][0]), literal(0))
+            missing = pc.and_(when, blank)
         if pc.any(missing).as_py():
             raise NotClean(f"{plan.column.name} required")
 

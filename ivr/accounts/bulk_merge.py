@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -164,25 +165,55 @@ class ChunkMerger:
             if self.postgres:
                 self._merge_postgres(connection, values, keys, lists)
             else:
-                self._upsert_sqlite(connection, values)
-                if self.phones:
+                first_id = self._upsert_sqlite(connection, values)
+                if not self.phones:
+                    pass
+                elif first_id is not None:
+                    self._add_phones(connection, first_id, lists)
+                else:
                     self._replace_phones(connection, keys, lists)
             reapplied: int = self.reapply(connection, keys)
         return reapplied
 
     def _upsert_sqlite(self, connection: Connection, values: Mapping[str | None, pa.Array],
-                       ) -> None:
+                       ) -> int | None:
+        """Insert or update the chunk's accounts (SQLite).
+
+        A chunk of accounts the cache does not have yet (a first import, new customers)
+        goes in by plain INSERT, under a savepoint that is undone at the first account
+        already there, then by the upsert: a plain INSERT skips the upsert's search for
+        each number, and its accounts take the ids after the table's last, in the file's
+        order. Returns the first of those ids, or None when the upsert was needed.
+        """
         names = ", ".join(CACHED_NAMES)
         marks = ", ".join("?" * len(CACHED_NAMES))
         sets = ", ".join(f"{c} = excluded.{c}" for c in self.carried)
         changed = " OR ".join(f"accounts.{c} IS NOT excluded.{c}" for c in self.carried)
-        sql = (f"INSERT INTO accounts ({names}, updated_at) "  # noqa: S608 - our own names
-               f"VALUES ({marks}, CURRENT_TIMESTAMP) ON CONFLICT (account_number) DO UPDATE "
-               f"SET {sets}, updated_at = CURRENT_TIMESTAMP WHERE {changed}")
+        insert = (f"INSERT INTO accounts ({names}, updated_at) "  # noqa: S608 - our own names
+                  f"VALUES ({marks}, CURRENT_TIMESTAMP)")
+        upsert = (f"{insert} ON CONFLICT (account_number) DO UPDATE "
+                  f"SET {sets}, updated_at = CURRENT_TIMESTAMP WHERE {changed}")
         rows = list(zip(*(values[name].to_pylist() for name in CACHED_NAMES), strict=True))
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(sql, rows)
+            last = cursor.execute("SELECT max(id) FROM accounts").fetchone()[0] or 0
+            cursor.execute("SAVEPOINT ivr_new_accounts")
+            try:
+                cursor.executemany(insert, rows)
+            except sqlite3.IntegrityError:
+                cursor.execute("ROLLBACK TO ivr_new_accounts")
+                cursor.execute("RELEASE ivr_new_accounts")
+                cursor.executemany(upsert, rows)
+                return None
+            cursor.execute("RELEASE ivr_new_accounts")
+            # The ids SQLite gives are the last one's successors, unless the table's last
+            # id was the largest there is: then the numbers' own ids are looked up.
+            first = cursor.execute("SELECT account_number FROM accounts WHERE id = ?",
+                                   (last + 1,)).fetchone()
+            ids_follow = (first is not None and first[0] == rows[0][0] and
+                          cursor.execute("SELECT max(id) FROM accounts").fetchone()[0]
+                          == last + len(rows))
+            return last + 1 if ids_follow else None
         finally:
             cursor.close()
 
@@ -230,6 +261,18 @@ class ChunkMerger:
             "INSERT INTO account_phones (account_id, phone) "
             "SELECT (SELECT a.id FROM accounts a WHERE a.account_number = t.account_number), "
             "t.phone FROM ivr_import_phones t ON CONFLICT (account_id, phone) DO NOTHING")
+
+    def _add_phones(self, connection: Connection, first_id: int, lists: pa.Array) -> None:
+        """Give a chunk of accounts just created, with ids from ``first_id`` on in the
+        chunk's order, the file's numbers (SQLite)."""
+        owners = pc.add(pc.list_parent_indices(lists), pa.scalar(first_id, pa.int64())).to_pylist()
+        numbers = pc.list_flatten(lists).to_pylist()
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany("INSERT INTO account_phones (account_id, phone) VALUES (?, ?)",
+                               zip(owners, numbers, strict=True))
+        finally:
+            cursor.close()
 
     def _replace_phones(self, connection: Connection, keys: Sequence[str],
                         lists: pa.Array) -> None:
