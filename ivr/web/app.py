@@ -49,9 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     web = WebTimeouts.within(settings.webhook_deadline_ms, threads) if threads else None
     app.extensions["ivr.db"] = Database(settings.database_url, web=web)
     # One slot per request thread: each waits for at most one piece of work at a time.
-    app.extensions["ivr.deadlines"] = Deadlines(
-        settings.webhook_deadline_ms, threads or DEFAULT_SLOTS,
-        inline=app.extensions["ivr.db"].is_sqlite)
+    app.extensions["ivr.deadlines"] = Deadlines(settings.webhook_deadline_ms,
+                                                threads or DEFAULT_SLOTS)
     from ivr.prompts.snapshots import PromptSnapshots
 
     app.extensions["ivr.prompts.catalog"] = PromptStore(

@@ -4,8 +4,7 @@ A server-side statement_timeout cannot help when the database server itself stop
 answering, and libpq has no read timeout: a query on a frozen connection waits forever. So
 the work runs in a thread of its own and the request waits for it no longer than the
 deadline. Work that misses it is abandoned, not killed: it finishes (or fails) whenever the
-database answers again, and is told so through the event it is given. On SQLite (a file,
-whose only wait is the write lock's busy timeout) the work runs in the request's thread.
+database answers again, and is told so through the event it is given.
 """
 
 from __future__ import annotations
@@ -40,13 +39,8 @@ class Deadlines:
     its answer at the deadline too.
     """
 
-    def __init__(self, deadline_ms: int, slots: int = DEFAULT_SLOTS, *,
-                 inline: bool = False) -> None:
+    def __init__(self, deadline_ms: int, slots: int = DEFAULT_SLOTS) -> None:
         self.seconds = deadline_ms / 1000
-        # SQLite is a file, not a server that can stop answering: its waits are the write
-        # lock's, bounded by the busy timeout (a quarter of the deadline when serving), so
-        # its work runs in the request's own thread, without a hand-over to another.
-        self.inline = inline
         self._slots = threading.BoundedSemaphore(slots)
         # Threads kept for the next piece of work (starting one per webhook cost more than
         # the signature check). Never more than ``slots``: each runs one piece at a time and
@@ -84,11 +78,7 @@ class Deadlines:
         names the work in the log line written when abandoned work ends.
         """
         remaining = started + self.seconds - time.monotonic()
-        if remaining <= 0:
-            raise DeadlinePassed
-        if self.inline:
-            return work(threading.Event())
-        if not self._slots.acquire(timeout=remaining):
+        if remaining <= 0 or not self._slots.acquire(timeout=remaining):
             raise DeadlinePassed
         abandoned = threading.Event()
         future: Future[T] = Future()
