@@ -54,10 +54,10 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
     lock runs from the failure that reached the limit, so it expires by itself.
     """
     horizon = now - policy.lockout_window - policy.lockout_duration
-    # Failures are flushed as they are recorded: no flush of the call's row first.
-    with db.no_autoflush:
-        rows = list(db.execute(_RECENT_FAILURES,
-                               {"account_id": account_id, "horizon": horizon}))
+    # Failures are flushed as they are recorded: no flush of the call's row first, and
+    # plain rows straight from the session's connection.
+    rows = db.connection().execute(_RECENT_FAILURES,
+                                   {"account_id": account_id, "horizon": horizon}).all()
     if not rows:
         return None  # the common case: no failures, no lock, no need for the phones on file
     on_file = set(db.scalars(select(AccountPhone.phone)

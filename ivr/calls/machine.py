@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # object per step cost a flush each, a fifth of a webhook's time). Nothing reads a call's
 # path back during the webhook that records it.
 _PENDING = "ivr.call_events"
+_INSERT_EVENTS = insert(cast(Table, CallEvent.__table__))
 
 
 def record(ctx: CallContext, event: Event, detail: str = "",
@@ -56,7 +57,9 @@ def _write_events(db: Session) -> None:
     rows: list[dict[str, Any]] | None = db.info.pop(_PENDING, None)
     if not rows:
         return
-    db.execute(insert(cast(Table, CallEvent.__table__)), rows)
+    # On the session's connection: the commit flushes the call's row next anyway, and
+    # nothing here needs the ORM's statement handling.
+    db.connection().execute(_INSERT_EVENTS, rows)
     from ivr.metrics import observe_call_event
 
     for row in rows:

@@ -12,20 +12,18 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, joinedload
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
 from ivr.calls import machine
+from ivr.calls.call_row import load_call, new_call, save_call
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Event
 from ivr.calls.states import ENDED
 from ivr.calls.steps import Hangup, Silent, Speech, Step
-from ivr.calls.twiml import TwimlBuilder
+from ivr.calls.twiml import TwimlBuilder, twiml_text
 from ivr.metrics import observe_webhook
-from ivr.models import CallSession, utcnow
+from ivr.models import utcnow
 from ivr.money.accounting import Accounting
 from ivr.prompts.catalog import Catalog, PromptStore
 from ivr.security import signed_url, valid_signature
@@ -98,46 +96,6 @@ def _accounting() -> Accounting | None:
     return accounting
 
 
-# Built once: a webhook's first statement costs no statement building, and the call's
-# account comes with it (ctx.account then needs no second round trip). On PostgreSQL the
-# row lock is the call's only: FOR UPDATE OF call_sessions, never the account's row.
-_CALL_BY_SID = (select(CallSession).where(CallSession.call_sid == bindparam("call_sid"))
-                .options(joinedload(CallSession.account)))
-_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update(of=CallSession)
-
-
-def _load_call(db: Session, call_sid: str) -> CallSession | None:
-    # One webhook per call at a time: a repeated <Pay> callback waits for its twin. SQLite
-    # has no FOR UPDATE; there BEGIN IMMEDIATE (ivr.db) serialises every webhook.
-    locked = db.get_bind().dialect.name == "postgresql"
-    stmt = _CALL_BY_SID_LOCKED if locked else _CALL_BY_SID
-    params = {"call_sid": call_sid}
-    try:
-        return db.scalar(stmt, params)
-    except DBAPIError as exc:
-        # The webhook's first statement met a connection the server or a proxy had dropped
-        # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
-        # fresh connection; the pool has already discarded the dead one.
-        if not exc.connection_invalidated:
-            raise
-        log.warning("database connection was dead; retrying on a new one")
-        db.rollback()
-        return db.scalar(stmt, params)
-
-
-def _new_call(db: Session, call_sid: str, form: dict[str, str], catalog: Catalog,
-              now: datetime) -> CallSession:
-    call = CallSession(
-        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
-        to_number=(form.get("To") or "")[:40], language=catalog.settings.default_language,
-        state="language", prompts_version=catalog.version[:16], started_at=now,
-    )
-    # Inserted with the first answer's state at commit (or at the first query that needs it):
-    # one INSERT, not an INSERT and then an UPDATE.
-    db.add(call)
-    return call
-
-
 def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, str], *,
              create: bool = True) -> Response:
     """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line.
@@ -193,11 +151,12 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
     config = get_config(current_app)
     with get_database(current_app).session() as db:
         now = _now()
-        call = _load_call(db, call_sid)
+        call = load_call(db, call_sid)
         if call is None and not create:
             return str(VoiceResponse()), "unknown_call", "", catalog.settings.default_language
         if call is None:
-            call = _new_call(db, call_sid, form, catalog, now)
+            call = new_call(db, call_sid, form, language=catalog.settings.default_language,
+                            prompts_version=catalog.version, now=now)
             ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
                               accounting=_accounting())
             step = machine.start(ctx) if route == "incoming" else action(ctx)
@@ -206,7 +165,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
                               accounting=_accounting())
             step = action(ctx)
         builder = TwimlBuilder(catalog, ctx.lang, config.base_url, config.pay_connector)
-        body = str(builder.build(step))
+        body = twiml_text(builder.build(step))
         if abandoned.is_set():
             # The caller already heard the apology, which hung up: say so, rather than
             # leave the call waiting at a menu nobody hears. What the work recorded (a
@@ -214,14 +173,16 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             machine.record(ctx, Event.DEADLINE, route)
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
-        return body, "ok", call.state, ctx.lang
+        state, lang = call.state, ctx.lang
+        save_call(db, call)
+        return body, "ok", state, lang
 
 
 def _apology(catalog: Catalog, lang: str) -> str:
     """Apologise and end the call politely when something failed on our side."""
     try:
         builder = TwimlBuilder(catalog, lang, "", "")
-        return str(builder.build(Hangup((Speech("common.apology"),))))
+        return twiml_text(builder.build(Hangup((Speech("common.apology"),))))
     except Exception:
         return _last_resort()
 

@@ -1,0 +1,96 @@
+"""A call's row in ``call_sessions`` for its webhooks: loaded locked, started, written back.
+
+Every webhook reads its call and writes it back, so this is the line's hottest database
+work. The row is written with one Core statement of the columns that changed, rather than
+through the unit of work, whose flush of a single row cost more Python than the rest of the
+webhook's database work together (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, joinedload
+
+from ivr.models import CallSession
+
+log = logging.getLogger(__name__)
+
+# Built once: a webhook's first statement costs no statement building, and the call's
+# account comes with it (ctx.account then needs no second round trip). On PostgreSQL the
+# row lock is the call's only: FOR UPDATE OF call_sessions, never the account's row.
+_CALL_BY_SID = (select(CallSession).where(CallSession.call_sid == bindparam("call_sid"))
+                .options(joinedload(CallSession.account)))
+_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update(of=CallSession)
+
+_TABLE = cast(Table, CallSession.__table__)
+_MAPPER = inspect(CallSession)
+# The mapped attributes, and those that are plain columns (attribute name = column name).
+_ATTRIBUTES = frozenset(_MAPPER.attrs.keys())
+_COLUMNS = frozenset(attr.key for attr in _MAPPER.column_attrs)
+assert set(_TABLE.c.keys()) >= _COLUMNS  # noqa: S101 - a model change must not slip past
+_INSERT = insert(_TABLE)
+# The SET list is the parameters given (the changed columns); `updated_at` is stamped by its
+# column's onupdate.
+_UPDATE = update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
+
+
+def load_call(db: Session, call_sid: str) -> CallSession | None:
+    """The call with its account, held until the transaction ends: one webhook per call at a
+    time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
+    BEGIN IMMEDIATE (ivr.db) serialises every webhook."""
+    locked = db.get_bind().dialect.name == "postgresql"
+    stmt = _CALL_BY_SID_LOCKED if locked else _CALL_BY_SID
+    params = {"call_sid": call_sid}
+    try:
+        return db.scalar(stmt, params)
+    except DBAPIError as exc:
+        # The webhook's first statement met a connection the server or a proxy had dropped
+        # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
+        # fresh connection; the pool has already discarded the dead one.
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection was dead; retrying on a new one")
+        db.rollback()
+        return db.scalar(stmt, params)
+
+
+def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
+             prompts_version: str, now: datetime) -> CallSession:
+    """A call the line has not seen: its row is written with the first answer's state, by
+    ``save_call`` (or by the first query that needs it): one INSERT, not an INSERT and then
+    an UPDATE."""
+    call = CallSession(
+        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
+        to_number=(form.get("To") or "")[:40], language=language,
+        state="language", prompts_version=prompts_version[:16], started_at=now,
+    )
+    db.add(call)
+    return call
+
+
+def save_call(db: Session, call: CallSession) -> None:
+    """Write what the webhook changed in the call's row, in the webhook's transaction.
+
+    Afterwards the call is no longer tracked by ``db`` (its commit must not write it again):
+    call this last, once nothing will change the call. A change the ORM must write itself
+    (a relationship assigned, say) is left to its flush at commit.
+    """
+    state = inspect(call)
+    if state.session is not db or state.deleted:
+        return
+    changed = _ATTRIBUTES - state.unmodified
+    if not changed <= _COLUMNS:
+        return
+    values: dict[str, Any] = state.dict
+    if state.pending:
+        db.connection().execute(_INSERT, {key: values[key] for key in _COLUMNS
+                                          if key in values})
+    elif changed:
+        db.connection().execute(_UPDATE, {"call_sid_": call.call_sid,
+                                          **{key: values[key] for key in changed}})
+    db.expunge(call)
