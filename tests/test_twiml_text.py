@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from twilio.twiml import GenericNode, TwiML
 from twilio.twiml.voice_response import VoiceResponse
 
-from ivr.calls.steps import Ask, Hangup, PayCapture, Silent, Speech, Transfer
+from ivr.calls.steps import Ask, Hangup, PayCapture, Silent, Speech, Step, Transfer
 from ivr.calls.twiml import TwimlBuilder, twiml_text
 from ivr.prompts.catalog import load_catalog
 
@@ -49,7 +49,7 @@ def test_any_tree_is_written_as_twilio_writes_it(tree: TwiML) -> None:
 
 def test_every_kind_of_answer_is_written_as_twilio_writes_it() -> None:
     catalog = load_catalog(PROMPTS)
-    steps = [
+    steps: list[Step] = [
         Ask(state="main_menu", speech=(Speech("greeting.welcome"), Speech("common.tips")),
             num_digits=1),
         Transfer(speech=(Speech("common.apology"),), number="+13125550100"),

@@ -8,13 +8,9 @@ configured number of failed tries the caller is offered a representative or a go
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
-
-from sqlalchemy import Table, insert
-from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.calls.agent import closed_speech, escalate, transfer_open, transfer_step
+from ivr.calls.call_row import queue_event
 from ivr.calls.context import CallContext
 from ivr.calls.menu import AGENT_KEY, ENDED, PAYING, REPEAT_KEY, Event, State
 from ivr.calls.states import STATES, identify, language_on_file, locked
@@ -30,46 +26,17 @@ from ivr.calls.steps import (
     Step,
     Transfer,
 )
-from ivr.models import CallEvent
 from ivr.statuses import CallOutcome
 
 log = logging.getLogger(__name__)
 
 
-# The steps recorded in a session, written in one multi-row insert when it commits (an ORM
-# object per step cost a flush each, a fifth of a webhook's time). Nothing reads a call's
-# path back during the webhook that records it.
-_PENDING = "ivr.call_events"
-_INSERT_EVENTS = insert(cast(Table, CallEvent.__table__))
-
-
 def record(ctx: CallContext, event: Event, detail: str = "",
            state: str | None = None) -> None:
     """Add one step to the call's path (never keys typed), written at commit."""
-    pending: list[dict[str, object]] = ctx.db.info.setdefault(_PENDING, [])
-    pending.append({"call_sid": ctx.call.call_sid, "at": ctx.now,
-                    "state": state or ctx.call.state, "event": str(event),
-                    "detail": detail[:120], "language": ctx.lang})
-
-
-@sa_event.listens_for(Session, "before_commit")
-def _write_events(db: Session) -> None:
-    rows: list[dict[str, Any]] | None = db.info.pop(_PENDING, None)
-    if not rows:
-        return
-    # On the session's connection: the commit flushes the call's row next anyway, and
-    # nothing here needs the ORM's statement handling.
-    db.connection().execute(_INSERT_EVENTS, rows)
-    from ivr.metrics import observe_call_event
-
-    for row in rows:
-        observe_call_event(row["state"], row["event"], row["detail"])
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _forget_events(db: Session, previous: SessionTransaction) -> None:
-    if not previous.nested:  # the whole transaction, not a savepoint inside it
-        db.info.pop(_PENDING, None)
+    queue_event(ctx.db, {"call_sid": ctx.call.call_sid, "at": ctx.now,
+                         "state": state or ctx.call.state, "event": str(event),
+                         "detail": detail[:120], "language": ctx.lang})
 
 
 def start(ctx: CallContext) -> Step:
