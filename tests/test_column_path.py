@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -320,3 +321,37 @@ def _import_many(database: Database, count: int, shift: int = 0) -> None:
             "SELECT a.account_number, p.phone FROM account_phones p "
             "JOIN accounts a ON a.id = p.account_id")).all()
     assert sorted(pairs) == sorted((r["account_number"], r["phones"]) for r in rows)
+
+
+def test_a_sqlite_import_leaves_no_staging_file_behind(
+        sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each SQLite chunk is written into a staging file of its own (ADBC): none is left in
+    TMPDIR afterwards, whether the import succeeds or its merge fails."""
+    import tempfile
+
+    from ivr.accounts import bulk_merge
+
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    database = Database(sqlite_url)
+    database.upgrade()
+    try:
+        _import_many(database, 1_000)
+        assert list(staging.iterdir()) == []
+
+        def broken(*_args: object) -> int:
+            raise RuntimeError("the merge failed")
+
+        rows = [{"account_number": f"B{i:04d}", "balance_due": "1.00", "phones": ""}
+                for i in range(50)]
+        monkeypatch.setattr(bulk_merge.ChunkMerger, "_upsert_sqlite", broken)
+        with pytest.raises(RuntimeError, match="the merge failed"):
+            import_account_file(database, io.BytesIO(_file(rows, list(COLUMN_NAMES))),
+                                DEFAULT_ACCOUNT_LAYOUT, "broken", pin_key="k")
+        assert list(staging.iterdir()) == []
+        with database.engine.connect() as connection:  # the failed chunk changed nothing
+            assert connection.execute(text(
+                "SELECT count(*) FROM accounts WHERE account_number LIKE 'B%'")).scalar() == 0
+    finally:
+        database.dispose()

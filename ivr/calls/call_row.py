@@ -10,12 +10,14 @@ trip fewer (docs/scaling.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Table, Update, bindparam, column, func, insert, inspect, select, update
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction, joinedload
 
@@ -78,6 +80,28 @@ def _forget_events(db: Session, previous: SessionTransaction) -> None:
         db.info.pop(_PENDING, None)
 
 
+# On PostgreSQL a webhook's steps arrive as one JSON parameter, read back into rows by
+# jsonb_to_recordset: one statement for any number of steps, built and compiled once.
+_STEP_COLUMNS = tuple(c for c in _EVENTS.c if not c.primary_key)
+_STEPS = (func.jsonb_to_recordset(bindparam("steps_", type_=JSONB))
+          .table_valued(*(column(c.key, c.type) for c in _STEP_COLUMNS))
+          .render_derived(with_types=True))
+_WITH_STEPS = (insert(_EVENTS)
+               .from_select([c.key for c in _STEP_COLUMNS],
+                            select(*(_STEPS.c[c.key] for c in _STEP_COLUMNS)))
+               .cte("steps"))
+
+
+@functools.lru_cache(maxsize=256)
+def _update_with_steps(columns: tuple[str, ...]) -> Update:
+    """The call's UPDATE of ``columns`` with its steps' INSERT as a WITH, built once per
+    set of columns (a few dozen occur): built for each webhook, the statement cost more
+    than the round trip it saves."""
+    values: dict[str, Any] = {name: bindparam(f"{name}_") for name in (*columns, "updated_at")}
+    return (update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
+            .values(values).add_cte(_WITH_STEPS))
+
+
 def load_call(db: Session, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
@@ -135,9 +159,10 @@ def save_call(db: Session, call: CallSession) -> None:
         # One round trip: the steps' INSERT rides along as a data-modifying WITH, which
         # PostgreSQL always runs to completion. SQLAlchemy applies no column default or
         # onupdate to a statement with a WITH, so the stamp is set here.
-        with_steps = insert(_EVENTS).values(steps).cte("steps")
-        connection.execute(update(_TABLE).where(_TABLE.c.call_sid == call.call_sid)
-                           .values({**row, "updated_at": utcnow()}).add_cte(with_steps))
+        params = {"call_sid_": call.call_sid, "updated_at_": utcnow(),
+                  "steps_": [{**step, "at": step["at"].isoformat()} for step in steps]}
+        params.update((f"{key}_", value) for key, value in row.items())
+        connection.execute(_update_with_steps(tuple(sorted(row))), params)
     else:
         if state.pending:
             connection.execute(_INSERT, row)
