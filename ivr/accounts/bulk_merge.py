@@ -2,7 +2,8 @@
 own bulk path.
 
 The column path (connectors/files/column_reader.py) has already vouched for every row, so
-nothing is staged in tables: each chunk goes straight in. On PostgreSQL the chunk is sent
+no row waits in the staging tables the row path checks: each chunk goes to the merge. On
+PostgreSQL the chunk is sent
 with ``COPY`` (CSV written by pyarrow, in C) into a temporary table and merged with one
 ``INSERT ... ON CONFLICT``; on SQLite it is written by ADBC (Arrow's own SQLite driver,
 columns bound in C) into a staging file of its own, attached, and merged with
