@@ -15,8 +15,8 @@ caller sees each account either as it was or as the file says.
 from __future__ import annotations
 
 import io
-import os
 import queue
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -190,7 +190,7 @@ class ChunkMerger:
             finally:
                 driver.execute(f"DETACH DATABASE {_STAGE}")
         finally:
-            stage.unlink(missing_ok=True)
+            _discard(stage)
         return reapplied
 
     def _upsert_sqlite(self, connection: Connection, first_key: str) -> int | None:
@@ -315,10 +315,9 @@ def _stage_sqlite(values: Mapping[str | None, pa.Array], keys: Sequence[str],
     """
     import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-    handle, name = tempfile.mkstemp(prefix="ivr-import-", suffix=".sqlite")
-    os.close(handle)
-    path = Path(name)
-    path.unlink()  # ADBC creates it
+    # In a directory only this user can read (mkdtemp): the file holds customers' names,
+    # numbers and balances, and ADBC creates it with the process's default permissions.
+    path = Path(tempfile.mkdtemp(prefix="ivr-import-")) / "chunk.sqlite"
     numbers = pa.array(keys, pa.string())
     rows = pa.table({n: values[n] for n in CACHED_NAMES})
     try:
@@ -333,9 +332,14 @@ def _stage_sqlite(values: Mapping[str | None, pa.Array], keys: Sequence[str],
                                "(account_number, phone)")
             stage.commit()
     except BaseException:
-        path.unlink(missing_ok=True)
+        _discard(path)
         raise
     return path
+
+
+def _discard(stage: Path) -> None:
+    """Remove a staging file and its directory."""
+    shutil.rmtree(stage.parent, ignore_errors=True)
 
 
 def merge_batches(database: Database, batches: Iterable[ColumnBatch],
