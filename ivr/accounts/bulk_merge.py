@@ -99,6 +99,7 @@ class ChunkMerger:
         self.postgres = not database.is_sqlite
         self._connection: Connection | None = None
         self._busy_checked = 0.0
+        self._synchronous_commit = "on"
         self._busy = False
 
     def __enter__(self) -> ChunkMerger:
@@ -107,6 +108,10 @@ class ChunkMerger:
         # a crash can lose beyond the last chunks, which the next run of the file re-applies.
         self._connection = self.database.engine.connect()
         if self.postgres:
+            # Put back as it was on leaving (not RESET: a served app's connection has its
+            # own setting, ivr.db.CALL_PROGRESS).
+            self._synchronous_commit = self._connection.exec_driver_sql(
+                "SHOW synchronous_commit").scalar_one()
             self._connection.exec_driver_sql("SET synchronous_commit = off")
             self._connection.commit()
         else:
@@ -125,7 +130,8 @@ class ChunkMerger:
         try:
             connection.rollback()
             if self.postgres:
-                connection.exec_driver_sql("RESET synchronous_commit")
+                connection.exec_driver_sql("SELECT set_config('synchronous_commit', %(v)s, false)",
+                                           {"v": self._synchronous_commit})
                 connection.commit()
             else:
                 connection.connection.driver_connection.execute(  # type: ignore[union-attr]
