@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 
 from connectors.files.column_reader import ColumnBatch
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
@@ -242,10 +243,11 @@ class ChunkMerger:
 
     def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
                         keys: Sequence[str], lists: pa.Array) -> None:
-        """Copy the chunk in, upsert it, and give its accounts the file's phone numbers.
+        """Copy the chunk in, insert or upsert it, and give its accounts the file's phone
+        numbers.
 
-        The upsert returns the accounts it created: their numbers go straight in. Only
-        accounts that existed before have their numbers compared with the cache's.
+        New accounts' numbers go straight in (the upsert returns the accounts it created).
+        Only accounts that existed before have their numbers compared with the cache's.
         """
         connection.exec_driver_sql(_TEMP_ROWS)
         connection.exec_driver_sql(_TEMP_PHONES)
@@ -256,6 +258,22 @@ class ChunkMerger:
             _copy(connection, "ivr_import_phones", ("account_number", "phone"),
                   pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
         names = ", ".join(CACHED_NAMES)
+        # A chunk of accounts the cache does not have yet (a first import, new customers)
+        # goes in by plain INSERT, with its phone numbers, under a savepoint undone at the
+        # first account already there: the upsert's speculative insertion and its RETURNING
+        # of what it created cost a sixth of a first import.
+        try:
+            with connection.begin_nested():
+                connection.exec_driver_sql(
+                    f"WITH up AS (INSERT INTO accounts ({names}, updated_at) "  # noqa: S608
+                    f"SELECT {names}, now() FROM ivr_import_rows "
+                    "RETURNING id, account_number) "
+                    "INSERT INTO account_phones (account_id, phone) "
+                    "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
+                    "ON t.account_number = up.account_number")
+            return
+        except IntegrityError:
+            pass  # an account the cache has: the upsert
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.carried)
         old = ", ".join(f"accounts.{c}" for c in self.carried)
         new = ", ".join(f"EXCLUDED.{c}" for c in self.carried)
