@@ -98,7 +98,10 @@ def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: An
 # for. A crash of the database server may then lose the last few hundred milliseconds of
 # call progress (3 x wal_writer_delay), never a payment: any other write in the transaction
 # (a payment, an arrangement, a lockout, the outbox) makes its commit wait as the server is
-# configured to. SQLite's counterpart is synchronous=NORMAL (_sqlite_pragmas).
+# configured to. SQLite's counterpart is synchronous=NORMAL (_sqlite_pragmas). Only
+# statements sent through SQLAlchemy are seen: the one write that goes to the driver itself,
+# an import's COPY, is neither on the served app's connections nor worth a flush (an import
+# sets synchronous_commit off for its own connection).
 CALL_PROGRESS = "ivr_call_progress"
 # Set on a connection by a write that is not call progress, until its transaction ends.
 _DURABLE = "ivr.durable"
