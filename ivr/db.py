@@ -170,11 +170,11 @@ class Database:
         pooled = not self.is_sqlite or database not in ("", ":memory:")
         if web is not None and pooled:
             # Each request thread and each webhook job may hold a connection at once.
-            # Last in, first out: under light load the same few connections serve every
-            # webhook, and keep their prepared statements warm (psycopg prepares a query on
-            # a connection once it has run five times there).
+            # PostgreSQL's last in, first out: under light load the same few connections
+            # serve every webhook, and keep their prepared statements warm (psycopg prepares
+            # a query on a connection once it has run five times there).
             kwargs.update(pool_size=web.pool_size, max_overflow=web.pool_size,
-                          pool_timeout=web.pool_seconds, pool_use_lifo=True)
+                          pool_timeout=web.pool_seconds, pool_use_lifo=not self.is_sqlite)
         busy_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
         if self.is_sqlite:
             if pooled:
