@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ivr.models import CallEvent, CallSession
+
 if TYPE_CHECKING:
     # Alembic is imported only to migrate (about 11 MB and 150 ms per process): a web or
     # worker process never migrates.
@@ -81,8 +83,55 @@ def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: An
     cursor.execute(f"SET lock_timeout = {int(timeouts.lock_ms)}")
     cursor.execute("SET idle_in_transaction_session_timeout = "
                    f"{int(timeouts.statement_ms * 2)}")
+    # A webhook's transaction commits without waiting for its WAL to reach the disk, unless
+    # it wrote more than its call's progress (_note_write, _durable_commit).
+    cursor.execute("SET synchronous_commit = off")
     cursor.close()
     dbapi_connection.commit()
+
+
+# Execution option of a statement that writes only a call's progress (its call_sessions row,
+# its steps in call_events: ivr.calls.call_row); a plain INSERT or UPDATE of those tables
+# (the ORM's flush of a call) is one too. On the served app's PostgreSQL, a transaction
+# whose every write is call progress commits asynchronously: PostgreSQL's fsync of its
+# commit (a fraction of a millisecond here, milliseconds on network disks) is not waited
+# for. A crash of the database server may then lose the last few hundred milliseconds of
+# call progress (3 x wal_writer_delay), never a payment: any other write in the transaction
+# (a payment, an arrangement, a lockout, the outbox) makes its commit wait as the server is
+# configured to. SQLite's counterpart is synchronous=NORMAL (_sqlite_pragmas). Only
+# statements sent through SQLAlchemy are seen: the one write that goes to the driver itself,
+# an import's COPY, is neither on the served app's connections nor worth a flush (an import
+# sets synchronous_commit off for its own connection).
+CALL_PROGRESS = "ivr_call_progress"
+# Set on a connection by a write that is not call progress, until its transaction ends.
+_DURABLE = "ivr.durable"
+# How a plain write of a call's progress begins (a plain INSERT or UPDATE writes one table).
+_PROGRESS_WRITES = tuple(f"{verb} {table.__tablename__} " for verb in ("INSERT INTO", "UPDATE")
+                         for table in (CallSession, CallEvent))
+
+
+def _note_write(conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any,
+                _executemany: bool) -> None:
+    if context is not None and context.execution_options.get(CALL_PROGRESS):
+        return
+    if statement.startswith(_PROGRESS_WRITES):
+        return
+    if statement.lstrip()[:6].upper() in ("SELECT", "SHOW"):
+        return  # a read (a row lock included)
+    # Anything else (a write, or SQL not known to be a read) is kept durable.
+    conn.info[_DURABLE] = True
+
+
+def _durable_commit(conn: Any) -> None:
+    if conn.info.pop(_DURABLE, False):
+        # The commit waits as the server is configured to (on, remote_apply...).
+        conn.connection.driver_connection.execute("SET LOCAL synchronous_commit TO DEFAULT")
+
+
+def _forget_writes(conn: Any) -> None:
+    # An invalidated connection's info goes with its DBAPI connection.
+    if not conn.invalidated:
+        conn.info.pop(_DURABLE, None)
 
 
 # Execution option for a connection that only reads (a stamp, a count): a plain BEGIN, which
@@ -121,8 +170,11 @@ class Database:
         pooled = not self.is_sqlite or database not in ("", ":memory:")
         if web is not None and pooled:
             # Each request thread and each webhook job may hold a connection at once.
+            # PostgreSQL's last in, first out: under light load the same few connections
+            # serve every webhook, and keep their prepared statements warm (psycopg prepares
+            # a query on a connection once it has run five times there).
             kwargs.update(pool_size=web.pool_size, max_overflow=web.pool_size,
-                          pool_timeout=web.pool_seconds)
+                          pool_timeout=web.pool_seconds, pool_use_lifo=not self.is_sqlite)
         busy_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
         if self.is_sqlite:
             if pooled:
@@ -136,6 +188,9 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         elif web is not None and parsed.get_backend_name() == "postgresql":
             event.listen(self.engine, "connect", partial(_postgres_timeouts, web))
+            event.listen(self.engine, "before_cursor_execute", _note_write)
+            event.listen(self.engine, "commit", _durable_commit)
+            event.listen(self.engine, "rollback", _forget_writes)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -353,5 +354,29 @@ def test_a_sqlite_import_leaves_no_staging_file_behind(
         with database.engine.connect() as connection:  # the failed chunk changed nothing
             assert connection.execute(text(
                 "SELECT count(*) FROM accounts WHERE account_number LIKE 'B%'")).scalar() == 0
+
+        # Several chunks, the first failing while the next ones are staged (written ahead
+        # of their merge): the import stops, whole chunks at most are merged, no file stays.
+        failed: list[bool] = []
+        upsert = bulk_merge.ChunkMerger._upsert_sqlite
+
+        def first_fails(self: Any, *args: Any) -> int | None:
+            if not failed:
+                failed.append(True)
+                raise RuntimeError("the merge failed")
+            return upsert(self, *args)
+
+        monkeypatch.setattr(bulk_merge.ChunkMerger, "_upsert_sqlite", first_fails)
+        monkeypatch.setattr(bulk_merge, "QUIET_ROWS", 10)
+        rows = [{"account_number": f"C{i:04d}", "balance_due": "1.00", "phones": ""}
+                for i in range(50)]
+        with pytest.raises(RuntimeError, match="the merge failed"):
+            import_account_file(database, io.BytesIO(_file(rows, list(COLUMN_NAMES))),
+                                DEFAULT_ACCOUNT_LAYOUT, "broken", pin_key="k")
+        assert list(staging.iterdir()) == []
+        with database.engine.connect() as connection:
+            merged = connection.execute(text(
+                "SELECT count(*) FROM accounts WHERE account_number LIKE 'C%'")).scalar()
+        assert merged is not None and merged % 10 == 0 and merged < 50
     finally:
         database.dispose()

@@ -26,12 +26,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 
 from connectors.files.column_reader import ColumnBatch
 from connectors.files.columns import COLUMNS, KEY, Column, Kind
@@ -82,6 +83,19 @@ def _cache_values(column: Column, values: pa.Array, pin_key: str) -> pa.Array:
     return values
 
 
+class Staged(NamedTuple):
+    """A chunk ready for its transaction: its account numbers and, on SQLite, its staging
+    file (ChunkMerger.stage)."""
+
+    keys: list[str]
+    file: Path | None
+
+    def discard(self) -> None:
+        """Remove the staging file, if any."""
+        if self.file is not None:
+            _discard(self.file)
+
+
 class ChunkMerger:
     """Merges checked batches into ``accounts`` and ``account_phones``, one transaction each.
 
@@ -99,6 +113,7 @@ class ChunkMerger:
         self.postgres = not database.is_sqlite
         self._connection: Connection | None = None
         self._busy_checked = 0.0
+        self._synchronous_commit = "on"
         self._busy = False
 
     def __enter__(self) -> ChunkMerger:
@@ -107,6 +122,10 @@ class ChunkMerger:
         # a crash can lose beyond the last chunks, which the next run of the file re-applies.
         self._connection = self.database.engine.connect()
         if self.postgres:
+            # Put back as it was on leaving (not RESET: a served app's connection has its
+            # own setting, ivr.db.CALL_PROGRESS).
+            self._synchronous_commit = self._connection.exec_driver_sql(
+                "SHOW synchronous_commit").scalar_one()
             self._connection.exec_driver_sql("SET synchronous_commit = off")
             self._connection.commit()
         else:
@@ -125,7 +144,8 @@ class ChunkMerger:
         try:
             connection.rollback()
             if self.postgres:
-                connection.exec_driver_sql("RESET synchronous_commit")
+                connection.exec_driver_sql("SELECT set_config('synchronous_commit', %(v)s, false)",
+                                           {"v": self._synchronous_commit})
                 connection.commit()
             else:
                 connection.connection.driver_connection.execute(  # type: ignore[union-attr]
@@ -158,39 +178,54 @@ class ChunkMerger:
             self._busy_checked = now
         return self._busy
 
-    def merge(self, batch: ColumnBatch) -> int:
-        """Merge one batch in one transaction; returns the payments taken off again."""
+    def _values(self, batch: ColumnBatch) -> dict[str | None, pa.Array]:
+        return {c.cache: _cache_values(c, batch.values[c.field], self.pin_key)
+                for c in CACHED}
+
+    def stage(self, batch: ColumnBatch) -> Staged:
+        """What a batch's merge needs before its transaction: on SQLite its staging file,
+        written without the cache's write lock (merge_batches writes the next chunk's while
+        the current one merges)."""
+        keys: list[str] = batch.values[KEY.field].to_pylist()
+        if self.postgres:
+            return Staged(keys, None)
+        lists = batch.values[PHONES.field] if self.phones else None
+        return Staged(keys, _stage_sqlite(self._values(batch), keys, lists))
+
+    def merge(self, batch: ColumnBatch, staged: Staged | None = None) -> int:
+        """Merge one batch (``staged`` by ``stage``, else staged here) in one transaction;
+        returns the payments taken off again. A staging file is removed afterwards."""
+        staged = staged or self.stage(batch)
+        try:
+            return self._merge(batch, staged)
+        finally:
+            staged.discard()
+
+    def _merge(self, batch: ColumnBatch, staged: Staged) -> int:
         connection = self._connection
         if connection is None:
             raise RuntimeError("ChunkMerger is used in a with block")
-        values = {c.cache: _cache_values(c, batch.values[c.field], self.pin_key)
-                  for c in CACHED}
-        keys: list[str] = batch.values[KEY.field].to_pylist()
-        lists = batch.values[PHONES.field]
-        if self.postgres:
+        keys = staged.keys
+        if staged.file is None:
             with connection.begin():
-                self._merge_postgres(connection, values, keys, lists)
+                self._merge_postgres(connection, self._values(batch), keys,
+                                     batch.values[PHONES.field])
                 reapplied: int = self.reapply(connection, keys)
             return reapplied
         driver = self._driver()
-        # Written before the transaction, so the write lock is held only for the merge.
-        stage = _stage_sqlite(values, keys, lists if self.phones else None)
+        driver.execute(f"ATTACH DATABASE ? AS {_STAGE}", (str(staged.file),))
         try:
-            driver.execute(f"ATTACH DATABASE ? AS {_STAGE}", (str(stage),))
-            try:
-                with connection.begin():
-                    first_id = self._upsert_sqlite(connection, keys[0] if keys else "")
-                    if not self.phones:
-                        pass
-                    elif first_id is not None:
-                        self._add_phones(connection, first_id)
-                    else:
-                        self._replace_phones(connection)
-                    reapplied = self.reapply(connection, keys)
-            finally:
-                driver.execute(f"DETACH DATABASE {_STAGE}")
+            with connection.begin():
+                first_id = self._upsert_sqlite(connection, keys[0] if keys else "")
+                if not self.phones:
+                    pass
+                elif first_id is not None:
+                    self._add_phones(connection, first_id)
+                else:
+                    self._replace_phones(connection)
+                reapplied = self.reapply(connection, keys)
         finally:
-            _discard(stage)
+            driver.execute(f"DETACH DATABASE {_STAGE}")
         return reapplied
 
     def _upsert_sqlite(self, connection: Connection, first_key: str) -> int | None:
@@ -236,10 +271,11 @@ class ChunkMerger:
 
     def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
                         keys: Sequence[str], lists: pa.Array) -> None:
-        """Copy the chunk in, upsert it, and give its accounts the file's phone numbers.
+        """Copy the chunk in, insert or upsert it, and give its accounts the file's phone
+        numbers.
 
-        The upsert returns the accounts it created: their numbers go straight in. Only
-        accounts that existed before have their numbers compared with the cache's.
+        New accounts' numbers go straight in (the upsert returns the accounts it created).
+        Only accounts that existed before have their numbers compared with the cache's.
         """
         connection.exec_driver_sql(_TEMP_ROWS)
         connection.exec_driver_sql(_TEMP_PHONES)
@@ -250,6 +286,22 @@ class ChunkMerger:
             _copy(connection, "ivr_import_phones", ("account_number", "phone"),
                   pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
         names = ", ".join(CACHED_NAMES)
+        # A chunk of accounts the cache does not have yet (a first import, new customers)
+        # goes in by plain INSERT, with its phone numbers, under a savepoint undone at the
+        # first account already there: the upsert's speculative insertion and its RETURNING
+        # of what it created cost a sixth of a first import.
+        try:
+            with connection.begin_nested():
+                connection.exec_driver_sql(
+                    f"WITH up AS (INSERT INTO accounts ({names}, updated_at) "  # noqa: S608
+                    f"SELECT {names}, now() FROM ivr_import_rows "
+                    "RETURNING id, account_number) "
+                    "INSERT INTO account_phones (account_id, phone) "
+                    "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
+                    "ON t.account_number = up.account_number")
+            return
+        except IntegrityError:
+            pass  # an account the cache has: the upsert
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.carried)
         old = ", ".join(f"accounts.{c}" for c in self.carried)
         new = ", ".join(f"EXCLUDED.{c}" for c in self.carried)
@@ -350,7 +402,8 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
     On PostgreSQL with no calls on the line, PARALLEL chunks go at once, each on its own
     connection: a chunk's accounts are its own (a file names each account once), so they
     never wait on each other, and the database's work, most of an import's time, uses
-    every core. With calls on the line, or on SQLite (one writer at a time), one by one.
+    every core. With calls on the line, or on SQLite (one writer at a time), one by one;
+    on SQLite the next chunk's staging file is written meanwhile.
     """
     workers = 1 if database.is_sqlite else PARALLEL
     with ExitStack() as stack:
@@ -358,23 +411,23 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
         for _ in range(workers):
             mergers.put(stack.enter_context(ChunkMerger(database, columns, pin_key, reapply)))
         pool = stack.enter_context(ThreadPoolExecutor(workers, "ivr-merge"))
-        pending: deque[tuple[Future[int], int]] = deque()
+        pending: deque[tuple[Future[int], int, Staged]] = deque()
         policy = ChunkMerger(database, columns, pin_key, reapply)  # only asks about calls
         reapplied = done = 0
 
         def settle(keep: int) -> None:
             nonlocal reapplied, done
             while len(pending) > keep:
-                future, rows = pending.popleft()
+                future, rows, _staged = pending.popleft()
                 reapplied += future.result()
                 done += rows
                 loaded(done)
 
-        def run(chunk: ColumnBatch, pause: bool) -> int:
+        def run(chunk: ColumnBatch, staged: Staged, pause: bool) -> int:
             merger = mergers.get()
             started = time.monotonic()
             try:
-                return merger.merge(chunk)
+                return merger.merge(chunk, staged)
             finally:
                 mergers.put(merger)
                 if pause:
@@ -382,17 +435,32 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
                     # webhook polls for it every few milliseconds.
                     time.sleep(max(2 * (time.monotonic() - started), PAUSE_SECONDS))
 
-        for batch in batches:
-            offset = 0
-            while offset < len(batch):
-                rows = policy.chunk_rows()
-                busy = policy.calls_on_the_line()
-                settle(0 if busy else workers - 1)
-                chunk = batch.slice(offset, rows)
-                pending.append((pool.submit(run, chunk, busy and database.is_sqlite),
-                                len(chunk)))
-                offset += len(chunk)
-        settle(0)
+        try:
+            for batch in batches:
+                offset = 0
+                while offset < len(batch):
+                    rows = policy.chunk_rows()
+                    busy = policy.calls_on_the_line()
+                    chunk = batch.slice(offset, rows)
+                    # Staged while earlier chunks merge: on SQLite, writing a chunk's staging
+                    # file (C, no lock on the cache) takes the other core, a chunk ahead.
+                    staged = policy.stage(chunk)
+                    try:
+                        settle(0 if busy else max(workers - 1, 1))
+                    except BaseException:
+                        staged.discard()
+                        raise
+                    pending.append((pool.submit(run, chunk, staged,
+                                                busy and database.is_sqlite),
+                                    len(chunk), staged))
+                    offset += len(chunk)
+            settle(0)
+        except BaseException:
+            # A chunk failed: the chunks queued behind it are not merged.
+            for future, _rows, staged in pending:
+                if future.cancel():
+                    staged.discard()
+            raise
     return reapplied
 
 

@@ -78,6 +78,9 @@ class PromptSnapshots:
         # for the write lock behind the webhooks.
         with self.database.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             value = conn.execute(select(func.max(PromptSnapshot.id))).scalar()
+            # Ended by a commit: the pool's rollback would also make psycopg drop the
+            # connection's prepared statements, which the webhooks on it then prepare again.
+            conn.commit()
         return None if value is None else int(value)
 
     def current(self) -> Kept | None:
