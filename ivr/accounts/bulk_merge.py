@@ -192,10 +192,9 @@ class ChunkMerger:
         lists = batch.values[PHONES.field] if self.phones else None
         return Staged(keys, _stage_sqlite(self._values(batch), keys, lists))
 
-    def merge(self, batch: ColumnBatch, staged: Staged | None = None) -> int:
-        """Merge one batch (``staged`` by ``stage``, else staged here) in one transaction;
-        returns the payments taken off again. A staging file is removed afterwards."""
-        staged = staged or self.stage(batch)
+    def merge(self, batch: ColumnBatch, staged: Staged) -> int:
+        """Merge one batch (``staged`` by ``stage``) in one transaction; returns the payments
+        taken off again. Its staging file is removed afterwards."""
         try:
             return self._merge(batch, staged)
         finally:
@@ -206,7 +205,7 @@ class ChunkMerger:
         if connection is None:
             raise RuntimeError("ChunkMerger is used in a with block")
         keys = staged.keys
-        if staged.file is None:
+        if self.postgres:
             with connection.begin():
                 self._merge_postgres(connection, self._values(batch), keys,
                                      batch.values[PHONES.field])
@@ -412,7 +411,8 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
             mergers.put(stack.enter_context(ChunkMerger(database, columns, pin_key, reapply)))
         pool = stack.enter_context(ThreadPoolExecutor(workers, "ivr-merge"))
         pending: deque[tuple[Future[int], int, Staged]] = deque()
-        policy = ChunkMerger(database, columns, pin_key, reapply)  # only asks about calls
+        # Asks about calls and stages chunks: it never opens a connection of its own.
+        policy = ChunkMerger(database, columns, pin_key, reapply)
         reapplied = done = 0
 
         def settle(keep: int) -> None:
