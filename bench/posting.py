@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 from xml.sax.saxutils import escape
 
 import requests
@@ -38,7 +39,7 @@ from sqlalchemy import update
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from connectors.accounting.base import AccountingConnector, PaymentPost  # noqa: E402
+from connectors.accounting.base import AccountingConnector, PaymentPost, PostResult  # noqa: E402
 from connectors.accounting.hledger import HledgerConnector, transaction_code  # noqa: E402
 from connectors.accounting.webhook import WebhookConnector, _encode, payload, sign  # noqa: E402
 from ivr.models import Account  # noqa: E402
@@ -129,6 +130,30 @@ def drain_rate(database_url: str, settings: dict[str, str], count: int) -> float
     assert stats.posted == count, stats
     get_database(app).dispose()
     return count / elapsed
+
+
+class InstantConnector:
+    """Acknowledges every payment at once, without a network: what is left of a drain is
+    the worker's own work (claiming, recording, logging)."""
+
+    name = "webhook"
+
+    def post_payment(self, post: PaymentPost, timeout: float | None = None) -> PostResult:
+        """Posted, with the key as the receipt."""
+        return PostResult(receipt_id=post.idempotency_key)
+
+
+def bookkeeping_ms(database_url: str, count: int, pool: int) -> float:
+    """The worker's own CPU per post (ms): one pass over ``count`` rows, instant posts."""
+    app = make_app(database_url, REPO / "prompts", worker_concurrency=pool)
+    queue_payments(app, count)
+    started = time.process_time()
+    stats = drain_once(get_database(app), cast(AccountingConnector, InstantConnector()),
+                       get_config(app), poster="bench")
+    spent = time.process_time() - started
+    assert stats.posted == count, stats
+    get_database(app).dispose()
+    return spent * 1000 / count
 
 
 def realtime_latency(database_url: str, settings: dict[str, str], connector: AccountingConnector,
@@ -231,6 +256,10 @@ def main() -> None:
             (f"hledger-web +{HISTORY:,}", hledger_bare(HISTORY, history_payments),
              hledger_drain(None, HISTORY, history_payments)),
         )
+        own = [bookkeeping_ms(db(f"own-{n}"), 5 * args.payments, args.concurrency)
+               for n in range(args.rounds)]
+        print(f"{'worker alone':>17}: CPU per post (instant connector) min/median "
+              f"{min(own):.3f}/{statistics.median(own):.3f} ms")
         for name, baseline, drain in systems:
             bares: list[float] = []
             drains: list[float] = []

@@ -26,11 +26,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
 import random
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -495,14 +496,29 @@ def drain_once(database: Database, connector: AccountingConnector, config: AppCo
     per_thread = max(1, int(config.outbox_claim_seconds // POST_WORST_CASE_SECONDS))
     capacity = threads * per_thread
     stats = DrainStats()
-    running: dict[Future[Sent], int] = {}
+    # Posts come back through a queue: one hand-over per post, where waiting on the set of
+    # futures in flight registered a waiter with every one of them for each post.
+    finished: queue.SimpleQueue[Future[Sent]] = queue.SimpleQueue()
+    in_flight = 0
     back: list[Sent] = []
     exhausted = False
+
+    def collect(block: bool) -> bool:
+        nonlocal in_flight
+        try:
+            future = finished.get(block=block)
+        except queue.Empty:
+            return False
+        in_flight -= 1
+        back.append(future.result())
+        return True
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ivr-post") as pool:
         while True:
             exhausted = exhausted or should_stop()
-            # Claim more once the pool is about to run dry (fewer rows than threads queued).
-            need = 0 if exhausted or len(running) > threads else capacity - len(running)
+            # Claim more once the pool is about to run dry (no rows queued behind the posts
+            # in flight).
+            need = 0 if exhausted or in_flight > threads else capacity - in_flight
             if back or need:
                 with database.session() as db:
                     now = clock()
@@ -513,26 +529,26 @@ def drain_once(database: Database, connector: AccountingConnector, config: AppCo
                     if need and not posts:
                         exhausted = True
                         # Due rows left that another worker took meanwhile: say so.
-                        if not running and due_entries(db, now, 1):
+                        if not in_flight and due_entries(db, now, 1):
                             stats.skipped += 1
                 for one in back:
                     stats.add(outcomes[one.entry_id])
                     _report(one, outcomes[one.entry_id], poster, connector.name)
                 back = []
                 for entry_id, post in posts.items():
-                    running[pool.submit(send_post, connector, entry_id, post)] = entry_id
-            if not running:
+                    pool.submit(send_post, connector, entry_id, post).add_done_callback(
+                        finished.put)
+                    in_flight += 1
+            if not in_flight:
                 return stats
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                del running[future]
-                back.append(future.result())
-            # Record in batches: wait for more while the pool is busy and has rows queued.
-            while running and len(back) < threads and len(running) > threads:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    del running[future]
-                    back.append(future.result())
+            collect(block=True)
+            # Record in batches: while the pool is busy and has rows queued, wait for two
+            # posts per thread (each transaction's own cost is most of a worker's work per
+            # post when posts come back one at a time).
+            while in_flight > threads and len(back) < 2 * threads:
+                collect(block=True)
+            while collect(block=False):
+                pass
 
 
 def run_worker(database: Database, connector: AccountingConnector, config: AppConfig, *,
