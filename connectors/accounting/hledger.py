@@ -192,7 +192,7 @@ class HledgerConnector:
         self.zone = zone or ZoneInfo("UTC")
         self._timeout = timeout
         self.reload_gap = _RELOAD_GAP if reload_gap is None else reload_gap
-        self._session = make_session()
+        self._session = make_session(self.url)
         self._lock = threading.Lock()
         # Held for a whole post: hledger-web 1.25 takes one post at a time.
         self._writing = threading.Lock()
