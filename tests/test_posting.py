@@ -216,6 +216,48 @@ def test_validation_error_is_dead_lettered_visible_and_not_retried(
     assert outbox(app)[0].status == "posted" and len(receiver.payments()) == 1
 
 
+def test_one_batch_records_posted_retried_and_refused_rows_each_as_it_went(
+        database_url: str, receiver: Receiver) -> None:
+    # Four posts in flight at once, their outcomes recorded together: each row, its payment
+    # and its attempt must still say what happened to that row.
+    app = posting_app(database_url, receiver.settings(), worker_concurrency=4)
+    keys = queue_payments(app, 6)
+    receiver.set_faults({"status": 500, "count": 2},
+                        {"status": 422, "count": 1, "body": {"error": "unknown account"}})
+    before = utcnow()
+    drain(app)
+    entries = outbox(app)
+    assert sorted(e.status for e in entries) == ["dead", "pending", "pending",
+                                                 "posted", "posted", "posted"]
+    assert all(e.attempts == 1 and e.claimed_by is None and e.claimed_until is None
+               for e in entries)
+    by_payment = {p.id: p for p in payments(app)}
+    stored = {p["idempotency_key"] for p in receiver.payments()}
+    for entry in entries:
+        payment = by_payment[entry.payment_id]
+        if entry.status == "posted":
+            assert payment.posting_status == "posted" and entry.posted_at is not None
+            assert entry.receipt_id and entry.last_error is None
+            assert payment.idempotency_key in stored
+        elif entry.status == "pending":
+            assert payment.posting_status == "queued" and "500" in (entry.last_error or "")
+            assert entry.next_attempt_at > before and entry.posted_at is None
+        else:
+            assert payment.posting_status == "dead" and "422" in (entry.last_error or "")
+    assert len(stored) == 3 and stored <= set(keys)
+    outcomes = {a.outbox_id: (a.outcome, a.error) for a in attempts(app)}
+    assert sorted(o for o, _ in outcomes.values()) == ["dead", "posted", "posted", "posted",
+                                                        "retry", "retry"]
+    for entry in entries:
+        outcome, error = outcomes[entry.id]
+        assert outcome == {"posted": "posted", "pending": "retry", "dead": "dead"}[entry.status]
+        assert error == entry.last_error
+    # The two retried rows post on the next pass; nothing else is sent again.
+    drain(app, timedelta(hours=1))
+    assert sorted(e.status for e in outbox(app)) == ["dead"] + ["posted"] * 5
+    assert len(receiver.payments()) == 5
+
+
 def test_out_of_attempts_is_dead_lettered(sqlite_url: str, receiver: Receiver) -> None:
     app = posting_app(sqlite_url, receiver.settings(), outbox_max_attempts=3)
     queue_payments(app, 1)

@@ -173,6 +173,7 @@ class _Capture(BaseHTTPRequestHandler):
         server: Any = self.server
         body = self.rfile.read(int(self.headers["Content-Length"]))
         server.seen.append((dict(self.headers), body))
+        server.targets.append(self.path)  # absolute when the request came as to a proxy
         status, answer = server.answer
         self.send_response(status)
         self.send_header("Content-Length", str(len(answer)))
@@ -187,6 +188,7 @@ class _Capture(BaseHTTPRequestHandler):
 def capture() -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
     server.seen = []
+    server.targets = []
     server.answer = (201, b'{"receipt_id": "R-1"}')
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -234,6 +236,26 @@ def test_receipt_ids(capture: Any, status: int, answer: bytes, receipt: str,
     with closing(WebhookConnector(url, SECRET)) as connector:
         result = connector.post_payment(PAYMENT)
     assert (result.receipt_id, result.already_posted) == (receipt, already)
+
+
+@pytest.mark.slow
+def test_the_environments_proxy_carries_posts_except_where_no_proxy_says(
+        capture: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A biller's receiver behind the operator's HTTP proxy (the capture server plays it:
+    # nothing leaves 127.0.0.1). The session reads the environment once, not per request.
+    proxy = f"http://127.0.0.1:{capture.server_address[1]}"
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    with closing(WebhookConnector("http://books.biller.invalid/hook", SECRET)) as connector:
+        assert connector.post_payment(PAYMENT).receipt_id == "R-1"
+        assert connector.post_payment(replace(PAYMENT, idempotency_key="pay-0002"))
+    assert capture.targets == ["http://books.biller.invalid/hook"] * 2
+    direct = f"http://127.0.0.1:{capture.server_address[1]}/hook"
+    with closing(WebhookConnector(direct, SECRET)) as connector:
+        connector.post_payment(PAYMENT)
+    assert capture.targets[-1] == "/hook"  # NO_PROXY: straight to the receiver
 
 
 @pytest.mark.slow

@@ -103,10 +103,11 @@ _ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 # within a tick of a reload looks older than that read and stays invisible until the next
 # write: a retry's dedupe read could then miss a transaction that landed. Leaving this much
 # time between our last read and our write keeps every write newer than the last reload.
-# Every write follows a read of ours (see _add_alone). IVR_HLEDGER_RELOAD_GAP_MS sets it:
-# 0 is safe where the journal's filesystem stamps fine-grained mtimes (Linux 6.13+
-# multigrain timestamps on ext4, xfs, btrfs, tmpfs).
-_RELOAD_GAP = 0.05
+# Every write follows a read of ours (see _add_alone). Twice the longest Linux tick (HZ=100:
+# 10 ms; Windows stamps file times every 15.6 ms). IVR_HLEDGER_RELOAD_GAP_MS sets it: 0 is
+# safe where the journal's filesystem stamps fine-grained mtimes (Linux 6.13+ multigrain
+# timestamps on ext4, xfs, btrfs, tmpfs); more is needed where it stamps whole seconds.
+_RELOAD_GAP = 0.02
 # Known account names are reused this long; a name missing from the cache is re-read
 # at once, so a customer added to the journal is never refused because of the cache.
 _NAMES_TTL = 60.0
@@ -191,7 +192,7 @@ class HledgerConnector:
         self.zone = zone or ZoneInfo("UTC")
         self._timeout = timeout
         self.reload_gap = _RELOAD_GAP if reload_gap is None else reload_gap
-        self._session = make_session()
+        self._session = make_session(self.url)
         self._lock = threading.Lock()
         # Held for a whole post: hledger-web 1.25 takes one post at a time.
         self._writing = threading.Lock()
@@ -432,8 +433,11 @@ class HledgerConnector:
         else:
             # No dedupe read, but still one read: a PUT that finds the journal changed
             # reloads it just before appending, and that append can stay unseen until
-            # the next write. A read first takes the reload (and checks the customer).
-            known = account in self._account_names(deadline, fresh=True)
+            # the next write. A read first takes the reload: /version, the smallest
+            # answer hledger-web gives (every request reloads a changed journal), where
+            # the account names grow with the customers and a register with their history.
+            known = self._is_known(account, deadline)
+            self._get("/version", deadline)
         if not known:
             # hledger would create the account; posting to a customer the biller does not
             # have is for a person to look at, and retrying will not make the account exist.
@@ -496,7 +500,7 @@ class HledgerConnector:
 
 
 def _gap(settings: Mapping[str, str]) -> float:
-    """IVR_HLEDGER_RELOAD_GAP_MS in seconds (default 50 ms)."""
+    """IVR_HLEDGER_RELOAD_GAP_MS in seconds (default 20 ms)."""
     raw = settings.get("IVR_HLEDGER_RELOAD_GAP_MS", "").strip()
     if not raw:
         return _RELOAD_GAP

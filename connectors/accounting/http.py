@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,10 +22,25 @@ USER_AGENT = "ivr-paybyphone/0.1"
 DEFAULT_TIMEOUT = (3.0, 8.0)
 
 
-def make_session() -> requests.Session:
-    """A session with our user agent and no retries of its own (the outbox retries)."""
+def make_session(*urls: str) -> requests.Session:
+    """A session with our user agent and no retries of its own (the outbox retries).
+
+    What the environment says about ``urls`` (proxies and ``NO_PROXY``, a CA bundle in
+    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, ``.netrc`` credentials) is read once, here:
+    requests reads it again on every request otherwise, which cost a quarter of a post's CPU.
+    Where the URLs would not agree on it, requests goes on reading it per request.
+    """
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    if urls:
+        proxies = [requests.utils.get_environ_proxies(url) for url in urls]
+        netrc = [requests.utils.get_netrc_auth(url) for url in urls]
+        if all(p == proxies[0] for p in proxies) and all(n == netrc[0] for n in netrc):
+            session.trust_env = False
+            session.proxies.update(proxies[0])
+            session.auth = netrc[0]
+            session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                              or os.environ.get("CURL_CA_BUNDLE") or True)
     return session
 
 

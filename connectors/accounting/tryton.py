@@ -175,7 +175,7 @@ class TrytonConnector:
         self.timeouts = timeouts
         self._password = password
         self._rpc_url = f"{self.url}/{quote(database, safe='')}/rpc/"
-        self._session = make_session()
+        self._session = make_session(self.url)
         self._lock = threading.Lock()
         self._auth: str | None = None
         self._context: dict[str, Any] = {}

@@ -266,7 +266,7 @@ class WebhookConnector:
         self._secret = secret
         self._timeout = timeout
         self._clock = clock
-        self._session = make_session()
+        self._session = make_session(*(u for u in (url, arrangements_url, reversals_url) if u))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str],

@@ -23,18 +23,33 @@ payment's row is no longer pending, so no system hears of a reversal before its 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import queue
 import random
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from connectors.accounting.base import (
     AccountingConnector,
@@ -63,8 +78,9 @@ from ivr.statuses import (
 log = logging.getLogger(__name__)
 
 REALTIME = "realtime"
-_SUBJECTS = (selectinload(OutboxEntry.payment), selectinload(OutboxEntry.arrangement),
-             selectinload(OutboxEntry.reversal).selectinload(Reversal.payment))
+# A row's subject comes with it, in the same query (each row has exactly one).
+_SUBJECTS = (joinedload(OutboxEntry.payment), joinedload(OutboxEntry.arrangement),
+             joinedload(OutboxEntry.reversal).joinedload(Reversal.payment))
 
 # What one outbox row asks a connector to record.
 Post = PaymentPost | ArrangementPost | ReversalPost
@@ -163,42 +179,35 @@ def backoff_seconds(attempts: int, config: AppConfig, retry_after: float | None 
     return delay
 
 
-def record_outcome(db: Session, entry: OutboxEntry, subject: Subject, *,
-                   poster: str, system: str, now: datetime, duration_ms: int,
-                   config: AppConfig, result: PostResult | None = None,
-                   error: ConnectorError | None = None,
-                   rng: Callable[[], float] = random.random) -> PostingOutcome:
-    """Store what one attempt achieved: posted, retry or dead.
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt makes of its outbox row: the outcome, the row's new values and the
+    posting status its payment, arrangement or reversal takes (None: unchanged)."""
 
-    ``subject`` is the row's payment, arrangement or reversal: its posting_status follows
-    the row.
-    """
-    entry.attempts += 1
-    entry.system = system
-    entry.claimed_by = None
-    entry.claimed_until = None
+    outcome: PostingOutcome
+    values: dict[str, object]
+    subject_status: PostingStatus | None
+
+
+def decide(attempts: int, *, system: str, now: datetime, config: AppConfig,
+           result: PostResult | None = None, error: ConnectorError | None = None,
+           rng: Callable[[], float] = random.random) -> Outcome:
+    """Posted, retry or dead, for a row tried ``attempts`` times before this attempt."""
+    attempts += 1
+    # The claim ends with every attempt.
+    values: dict[str, object] = {"attempts": attempts, "system": system, "claimed_by": None,
+                                 "claimed_until": None, "updated_at": now}
     if result is not None:
-        outcome = PostingOutcome.POSTED
-        entry.status = OutboxStatus.POSTED
-        entry.receipt_id = result.receipt_id[:200]
-        entry.posted_at = now
-        entry.last_error = None
-        subject.posting_status = PostingStatus.POSTED
-    elif isinstance(error, RetryableError) and entry.attempts < config.outbox_max_attempts:
-        outcome = PostingOutcome.RETRY
-        entry.last_error = str(error)[:2000]
-        entry.next_attempt_at = now + timedelta(
-            seconds=backoff_seconds(entry.attempts, config, error.retry_after, rng))
-    else:
-        outcome = PostingOutcome.DEAD
-        entry.status = OutboxStatus.DEAD
-        entry.last_error = str(error)[:2000] if error else "unknown error"
-        subject.posting_status = PostingStatus.DEAD
-    db.add(PostingAttempt(outbox_id=entry.id, at=now, poster=poster, system=system,
-                          outcome=outcome,
-                          error=entry.last_error if outcome != PostingOutcome.POSTED else None,
-                          duration_ms=duration_ms))
-    return outcome
+        values.update(status=OutboxStatus.POSTED, receipt_id=result.receipt_id[:200],
+                      posted_at=now, last_error=None)
+        return Outcome(PostingOutcome.POSTED, values, PostingStatus.POSTED)
+    last_error = str(error)[:2000] if error else "unknown error"
+    if isinstance(error, RetryableError) and attempts < config.outbox_max_attempts:
+        values.update(last_error=last_error, next_attempt_at=now + timedelta(
+            seconds=backoff_seconds(attempts, config, error.retry_after, rng)))
+        return Outcome(PostingOutcome.RETRY, values, None)
+    values.update(status=OutboxStatus.DEAD, last_error=last_error)
+    return Outcome(PostingOutcome.DEAD, values, PostingStatus.DEAD)
 
 
 def attempt(database: Database, connector: AccountingConnector, entry_id: int, *, poster: str,
@@ -214,6 +223,24 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
                         config=config, budget=budget, clock=clock)
 
 
+# Built once, with bound parameters: a worker claims and records a batch every few posts,
+# and building these statements cost more than running them.
+_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+_NOW: BindParameter[datetime] = bindparam("now")
+_FREE = (OutboxEntry.id.in_(_IDS), OutboxEntry.status == OutboxStatus.PENDING,
+         or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < _NOW))
+_BEFORE_CLAIM = (select(OutboxEntry.id, OutboxEntry.attempts, OutboxEntry.claimed_until)
+                 .where(*_FREE))
+_TRIED = select(PostingAttempt.outbox_id).distinct().where(PostingAttempt.outbox_id.in_(_IDS))
+_CLAIM = (update(OutboxEntry).where(*_FREE)
+          .values(claimed_by=bindparam("poster"), claimed_until=bindparam("until"))
+          .execution_options(synchronize_session=False))
+_CLAIMED = (select(OutboxEntry).where(OutboxEntry.id.in_(_IDS),
+                                      OutboxEntry.claimed_by == bindparam("poster"),
+                                      OutboxEntry.claimed_until == bindparam("until"))
+            .options(*_SUBJECTS).execution_options(populate_existing=True))
+
+
 def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
                seconds: float) -> dict[int, Post]:
     """Claim the given rows that nobody holds; return what to post for each one claimed.
@@ -223,30 +250,18 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     """
     if not ids:
         return {}
-    free = (OutboxEntry.id.in_(ids), OutboxEntry.status == OutboxStatus.PENDING,
-            or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now))
     # Read before the claim overwrites it. Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
     # holds the database), so no attempt can be recorded between this read and the claim.
-    before = select(OutboxEntry.id, OutboxEntry.attempts, OutboxEntry.claimed_until).where(*free)
-    if db.get_bind().dialect.name == "postgresql":
-        before = before.with_for_update()
-    fresh = {row.id for row in db.execute(before)
+    before = (_BEFORE_CLAIM.with_for_update() if db.get_bind().dialect.name == "postgresql"
+              else _BEFORE_CLAIM)
+    fresh = {row.id for row in db.execute(before, {"ids": ids, "now": now})
              if row.attempts == 0 and row.claimed_until is None}
     if fresh:
         # `ivr outbox retry` starts a dead row's count again; its attempts are on record.
-        fresh -= set(db.scalars(select(PostingAttempt.outbox_id).distinct()
-                                .where(PostingAttempt.outbox_id.in_(fresh))))
+        fresh -= set(db.scalars(_TRIED, {"ids": list(fresh)}))
     until = now + timedelta(seconds=seconds)
-    db.execute(
-        update(OutboxEntry).where(*free)
-        .values(claimed_by=poster, claimed_until=until)
-        .execution_options(synchronize_session=False)
-    )
-    claimed = db.scalars(select(OutboxEntry).where(
-        OutboxEntry.id.in_(ids), OutboxEntry.claimed_by == poster,
-        OutboxEntry.claimed_until == until)
-        .options(*_SUBJECTS)
-        .execution_options(populate_existing=True))
+    db.execute(_CLAIM, {"ids": ids, "now": now, "poster": poster, "until": until})
+    claimed = db.scalars(_CLAIMED, {"ids": ids, "poster": poster, "until": until})
     posts = {entry.id: _post_for(db, entry, may_exist=entry.id not in fresh)
              for entry in claimed}
     return {entry_id: post for entry_id, post in posts.items() if post is not None}
@@ -291,26 +306,73 @@ def send_post(connector: AccountingConnector, entry_id: int, post: Post,
     return Sent(entry_id, result, error, int((time.monotonic() - started) * 1000))
 
 
+# The outbox row's subject columns, and the table each names.
+_SUBJECT_TABLES: dict[str, Table] = {
+    "payment_id": cast(Table, Payment.__table__),
+    "arrangement_id": cast(Table, Arrangement.__table__),
+    "reversal_id": cast(Table, Reversal.__table__),
+}
+_OUTBOX = cast(Table, OutboxEntry.__table__)
+_TO_RECORD = select(_OUTBOX.c.id, _OUTBOX.c.status, _OUTBOX.c.claimed_by, _OUTBOX.c.attempts,
+                    *(_OUTBOX.c[key] for key in _SUBJECT_TABLES)).where(_OUTBOX.c.id.in_(_IDS))
+_SUBJECT_STATUS = {key: update(table).where(table.c.id.in_(_IDS))
+                   .values(posting_status=bindparam("status_"))
+                   for key, table in _SUBJECT_TABLES.items()}
+_ADD_ATTEMPTS = insert(cast(Table, PostingAttempt.__table__))
+
+
+@functools.lru_cache(maxsize=16)
+def _record_row(columns: tuple[str, ...]) -> Update:
+    """An outbox row's UPDATE of ``columns`` (run for many rows at once); parameters are
+    named after the columns with a trailing underscore (SQLAlchemy keeps the plain names)."""
+    return (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("id_"))
+            .values({name: bindparam(f"{name}_") for name in columns}))
+
+
 def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now: datetime,
                 config: AppConfig) -> dict[int, PostingOutcome]:
-    """Record several attempts in one transaction; rows no longer ours are SKIPPED."""
-    entries = {entry.id: entry for entry in db.scalars(
-        select(OutboxEntry).where(OutboxEntry.id.in_([s.entry_id for s in sent]))
-        .options(*_SUBJECTS)
-        .execution_options(populate_existing=True))}
+    """Record several attempts in one transaction; rows no longer ours are SKIPPED.
+
+    A few set-based statements for the whole batch (the rows' new values, their subjects'
+    posting status, the attempts' log), not an ORM flush of each row: recording was most
+    of a worker's own time per post (docs/connectors.md, "Posting rate").
+    """
+    if not sent:
+        return {}
+    ids = [s.entry_id for s in sent]
+    rows = {row.id: row for row in db.execute(_TO_RECORD, {"ids": ids})}
     outcomes: dict[int, PostingOutcome] = {}
+    # Rows grouped by the columns they change (one executemany each), subjects by status.
+    changes: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    subjects: dict[tuple[str, PostingStatus], list[int]] = {}
+    attempts: list[dict[str, object]] = []
     for one in sent:
-        entry = entries.get(one.entry_id)
-        if entry is None or entry.status != OutboxStatus.PENDING or entry.claimed_by != poster:
+        row = rows.get(one.entry_id)
+        if row is None or row.status != OutboxStatus.PENDING or row.claimed_by != poster:
             # Our claim expired and another poster finished first; the connector's
             # idempotency made our duplicate harmless. Record nothing more.
             outcomes[one.entry_id] = PostingOutcome.SKIPPED
             continue
-        subject = subject_of(entry)
-        assert subject is not None  # noqa: S101 - the check constraint: exactly one is set
-        outcomes[one.entry_id] = record_outcome(
-            db, entry, subject, poster=poster, system=system, now=now,
-            duration_ms=one.duration_ms, config=config, result=one.result, error=one.error)
+        decided = decide(row.attempts, system=system, now=now, config=config,
+                         result=one.result, error=one.error)
+        outcomes[one.entry_id] = decided.outcome
+        changes.setdefault(tuple(sorted(decided.values)), []).append(
+            {"id_": one.entry_id, **{f"{k}_": v for k, v in decided.values.items()}})
+        if decided.subject_status is not None:
+            key = next(key for key in _SUBJECT_TABLES if row._mapping[key] is not None)
+            subjects.setdefault((key, decided.subject_status), []).append(row._mapping[key])
+        attempts.append({"outbox_id": one.entry_id, "at": now, "poster": poster,
+                         "system": system, "outcome": decided.outcome,
+                         "error": (decided.values["last_error"]
+                                   if decided.outcome != PostingOutcome.POSTED else None),
+                         "duration_ms": one.duration_ms})
+    connection = db.connection()
+    for columns, params in changes.items():
+        connection.execute(_record_row(columns), params)
+    for (key, status), subject_ids in subjects.items():
+        connection.execute(_SUBJECT_STATUS[key], {"ids": subject_ids, "status_": status})
+    if attempts:
+        connection.execute(_ADD_ATTEMPTS, attempts)
     return outcomes
 
 
@@ -358,24 +420,30 @@ def post_now(database: Database, connector: AccountingConnector | None, payment_
     return outcome == PostingOutcome.POSTED
 
 
-def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
-    """Ids of pending rows whose time has come and that nobody holds (a reversal's only
-    once its payment's row is no longer pending)."""
+def _due() -> Select[Any]:
     payment_row = aliased(OutboxEntry)
     payment_pending = exists().where(
         Reversal.id == OutboxEntry.reversal_id,
         and_(payment_row.payment_id == Reversal.payment_id,
              payment_row.status == OutboxStatus.PENDING))
-    stmt = (select(OutboxEntry.id)
-            .where(OutboxEntry.status == OutboxStatus.PENDING, OutboxEntry.next_attempt_at <= now,
-                   or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < now),
+    return (select(OutboxEntry.id)
+            .where(OutboxEntry.status == OutboxStatus.PENDING, OutboxEntry.next_attempt_at <= _NOW,
+                   or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < _NOW),
                    or_(OutboxEntry.reversal_id.is_(None), ~payment_pending))
             .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id)
-            .limit(limit))
-    if db.get_bind().dialect.name == "postgresql":
-        # Workers skip rows another worker is claiming right now instead of queueing on them.
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(db.scalars(stmt))
+            .limit(bindparam("limit")))
+
+
+_DUE = _due()
+# On PostgreSQL workers skip rows another worker is claiming right now instead of queueing.
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+
+
+def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
+    """Ids of pending rows whose time has come and that nobody holds (a reversal's only
+    once its payment's row is no longer pending)."""
+    stmt = _DUE_SKIP_LOCKED if db.get_bind().dialect.name == "postgresql" else _DUE
+    return list(db.scalars(stmt, {"now": now, "limit": limit}))
 
 
 @dataclass
@@ -428,14 +496,29 @@ def drain_once(database: Database, connector: AccountingConnector, config: AppCo
     per_thread = max(1, int(config.outbox_claim_seconds // POST_WORST_CASE_SECONDS))
     capacity = threads * per_thread
     stats = DrainStats()
-    running: dict[Future[Sent], int] = {}
+    # Posts come back through a queue: one hand-over per post, where waiting on the set of
+    # futures in flight registered a waiter with every one of them for each post.
+    finished: queue.SimpleQueue[Future[Sent]] = queue.SimpleQueue()
+    in_flight = 0
     back: list[Sent] = []
     exhausted = False
+
+    def collect(block: bool) -> bool:
+        nonlocal in_flight
+        try:
+            future = finished.get(block=block)
+        except queue.Empty:
+            return False
+        in_flight -= 1
+        back.append(future.result())
+        return True
+
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ivr-post") as pool:
         while True:
             exhausted = exhausted or should_stop()
-            # Claim more once the pool is about to run dry (fewer rows than threads queued).
-            need = 0 if exhausted or len(running) > threads else capacity - len(running)
+            # Claim more once the pool is about to run dry (no rows queued behind the posts
+            # in flight).
+            need = 0 if exhausted or in_flight > threads else capacity - in_flight
             if back or need:
                 with database.session() as db:
                     now = clock()
@@ -446,26 +529,26 @@ def drain_once(database: Database, connector: AccountingConnector, config: AppCo
                     if need and not posts:
                         exhausted = True
                         # Due rows left that another worker took meanwhile: say so.
-                        if not running and due_entries(db, now, 1):
+                        if not in_flight and due_entries(db, now, 1):
                             stats.skipped += 1
                 for one in back:
                     stats.add(outcomes[one.entry_id])
                     _report(one, outcomes[one.entry_id], poster, connector.name)
                 back = []
                 for entry_id, post in posts.items():
-                    running[pool.submit(send_post, connector, entry_id, post)] = entry_id
-            if not running:
+                    pool.submit(send_post, connector, entry_id, post).add_done_callback(
+                        finished.put)
+                    in_flight += 1
+            if not in_flight:
                 return stats
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                del running[future]
-                back.append(future.result())
-            # Record in batches: wait for more while the pool is busy and has rows queued.
-            while running and len(back) < threads and len(running) > threads:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    del running[future]
-                    back.append(future.result())
+            collect(block=True)
+            # Record in batches: while the pool is busy and has rows queued, wait for two
+            # posts per thread (each transaction's own cost is most of a worker's work per
+            # post when posts come back one at a time).
+            while in_flight > threads and len(back) < 2 * threads:
+                collect(block=True)
+            while collect(block=False):
+                pass
 
 
 def run_worker(database: Database, connector: AccountingConnector, config: AppConfig, *,
