@@ -17,6 +17,7 @@ Usage: python -m bench.posting [--payments 300] [--rounds 3] [--database-url URL
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -202,7 +203,7 @@ def main() -> None:
         return args.database_url or f"sqlite:///{work / (name + '.sqlite3')}"
 
     receiver = start_receiver(work / "receiver", SECRET)
-    runs = iter(range(10**6))
+    runs = itertools.count()
 
     @contextmanager
     def fresh_hledger(history: int = 0) -> Iterator[HledgerServer]:

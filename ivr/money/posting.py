@@ -363,8 +363,7 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
             subjects.setdefault((key, decided.subject_status), []).append(row._mapping[key])
         attempts.append({"outbox_id": one.entry_id, "at": now, "poster": poster,
                          "system": system, "outcome": decided.outcome,
-                         "error": (decided.values["last_error"]
-                                   if decided.outcome != PostingOutcome.POSTED else None),
+                         "error": decided.values["last_error"],  # None when posted
                          "duration_ms": one.duration_ms})
     connection = db.connection()
     for columns, params in changes.items():
