@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BindParameter,
@@ -78,17 +78,46 @@ from ivr.statuses import (
 log = logging.getLogger(__name__)
 
 REALTIME = "realtime"
-# A row's subject comes with it, in the same query (each row has exactly one).
-_SUBJECTS = (joinedload(OutboxEntry.payment), joinedload(OutboxEntry.arrangement),
-             joinedload(OutboxEntry.reversal).joinedload(Reversal.payment))
+# A payment's post is read with its claimed row, by one Core query (below). A row carrying
+# an arrangement or a reversal (few) is loaded as objects, its subject in the same query.
+_OTHER_SUBJECTS = (joinedload(OutboxEntry.arrangement),
+                   joinedload(OutboxEntry.reversal).joinedload(Reversal.payment))
 
 # What one outbox row asks a connector to record.
 Post = PaymentPost | ArrangementPost | ReversalPost
 Subject = Payment | Arrangement | Reversal
 
 
-def payment_post(payment: Payment) -> PaymentPost:
-    """What we tell the accounting system about a payment (masked data only)."""
+class PaymentFields(Protocol):
+    """What a payment's post is made of: a Payment, or a row of ``_PAYMENT_FIELDS``."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def account_number(self) -> str: ...
+    @property
+    def amount_cents(self) -> int: ...
+    @property
+    def fee_cents(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def paid_at(self) -> datetime: ...
+    @property
+    def confirmation_code(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def card_last4(self) -> str | None: ...
+    @property
+    def bank_last(self) -> str | None: ...
+    @property
+    def card_brand(self) -> str | None: ...
+
+
+def payment_post(payment: PaymentFields) -> PaymentPost:
+    """What we tell the accounting system about a payment (masked data only): from the
+    payment, or from a row of its ``_PAYMENT_FIELDS``."""
     return PaymentPost(
         idempotency_key=payment.idempotency_key,
         account_number=payment.account_number,
@@ -235,10 +264,18 @@ _TRIED = select(PostingAttempt.outbox_id).distinct().where(PostingAttempt.outbox
 _CLAIM = (update(OutboxEntry).where(*_FREE)
           .values(claimed_by=bindparam("poster"), claimed_until=bindparam("until"))
           .execution_options(synchronize_session=False))
-_CLAIMED = (select(OutboxEntry).where(OutboxEntry.id.in_(_IDS),
-                                      OutboxEntry.claimed_by == bindparam("poster"),
-                                      OutboxEntry.claimed_until == bindparam("until"))
-            .options(*_SUBJECTS).execution_options(populate_existing=True))
+_MINE = (OutboxEntry.id.in_(_IDS), OutboxEntry.claimed_by == bindparam("poster"),
+         OutboxEntry.claimed_until == bindparam("until"))
+# What payment_post reads: most rows carry a payment, and loading each claimed row with its
+# payment as objects (and the joins of the two other kinds) was most of a claim's cost.
+_PAYMENT_FIELDS = (Payment.idempotency_key, Payment.account_number, Payment.amount_cents,
+                   Payment.fee_cents, Payment.currency, Payment.paid_at,
+                   Payment.confirmation_code, Payment.method, Payment.card_last4,
+                   Payment.bank_last, Payment.card_brand)
+_CLAIMED = (select(OutboxEntry.id, OutboxEntry.payment_id, *_PAYMENT_FIELDS)
+            .outerjoin(Payment, Payment.id == OutboxEntry.payment_id).where(*_MINE))
+_CLAIMED_OTHERS = (select(OutboxEntry).where(OutboxEntry.id.in_(_IDS))
+                   .options(*_OTHER_SUBJECTS).execution_options(populate_existing=True))
 
 
 def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
@@ -252,18 +289,28 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
         return {}
     # Read before the claim overwrites it. Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
     # holds the database), so no attempt can be recorded between this read and the claim.
-    before = (_BEFORE_CLAIM.with_for_update() if db.get_bind().dialect.name == "postgresql"
+    # Core statements on the session's connection: the ORM's statement handling cost more
+    # than running them, and nothing here is pending a flush.
+    connection = db.connection()
+    before = (_BEFORE_CLAIM.with_for_update() if connection.dialect.name == "postgresql"
               else _BEFORE_CLAIM)
-    fresh = {row.id for row in db.execute(before, {"ids": ids, "now": now})
+    fresh = {row.id for row in connection.execute(before, {"ids": ids, "now": now})
              if row.attempts == 0 and row.claimed_until is None}
     if fresh:
         # `ivr outbox retry` starts a dead row's count again; its attempts are on record.
-        fresh -= set(db.scalars(_TRIED, {"ids": list(fresh)}))
+        fresh -= set(connection.scalars(_TRIED, {"ids": list(fresh)}))
     until = now + timedelta(seconds=seconds)
-    db.execute(_CLAIM, {"ids": ids, "now": now, "poster": poster, "until": until})
-    claimed = db.scalars(_CLAIMED, {"ids": ids, "poster": poster, "until": until})
-    posts = {entry.id: _post_for(db, entry, may_exist=entry.id not in fresh)
-             for entry in claimed}
+    connection.execute(_CLAIM, {"ids": ids, "now": now, "poster": poster, "until": until})
+    posts: dict[int, Post | None] = {}
+    others: list[int] = []
+    for row in connection.execute(_CLAIMED, {"ids": ids, "poster": poster, "until": until}):
+        if row.payment_id is None:
+            others.append(row.id)
+        else:
+            posts[row.id] = replace(payment_post(row), may_exist=row.id not in fresh)
+    if others:
+        for entry in db.scalars(_CLAIMED_OTHERS, {"ids": others}):
+            posts[entry.id] = _post_for(db, entry, may_exist=entry.id not in fresh)
     return {entry_id: post for entry_id, post in posts.items() if post is not None}
 
 
@@ -340,7 +387,8 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
     if not sent:
         return {}
     ids = [s.entry_id for s in sent]
-    rows = {row.id: row for row in db.execute(_TO_RECORD, {"ids": ids})}
+    connection = db.connection()
+    rows = {row.id: row for row in connection.execute(_TO_RECORD, {"ids": ids})}
     outcomes: dict[int, PostingOutcome] = {}
     # Rows grouped by the columns they change (one executemany each), subjects by status.
     changes: dict[tuple[str, ...], list[dict[str, object]]] = {}
@@ -365,7 +413,6 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
                          "system": system, "outcome": decided.outcome,
                          "error": decided.values["last_error"],  # None when posted
                          "duration_ms": one.duration_ms})
-    connection = db.connection()
     for columns, params in changes.items():
         connection.execute(_record_row(columns), params)
     for (key, status), subject_ids in subjects.items():
@@ -441,8 +488,9 @@ _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
 def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
     """Ids of pending rows whose time has come and that nobody holds (a reversal's only
     once its payment's row is no longer pending)."""
-    stmt = _DUE_SKIP_LOCKED if db.get_bind().dialect.name == "postgresql" else _DUE
-    return list(db.scalars(stmt, {"now": now, "limit": limit}))
+    connection = db.connection()
+    stmt = _DUE_SKIP_LOCKED if connection.dialect.name == "postgresql" else _DUE
+    return list(connection.scalars(stmt, {"now": now, "limit": limit}))
 
 
 @dataclass
