@@ -319,3 +319,38 @@ def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
     if engine.dialect.name == "postgresql":
         assert loads[0].endswith("FOR UPDATE OF call_sessions"), loads[0]
     assert not [s for s in statements if re.search(r"FROM accounts WHERE accounts\.id =", s)]
+
+
+def test_a_new_call_is_written_whole_with_its_first_steps(app: Flask) -> None:
+    """The first webhook writes the new call's row, every column's default included, and the
+    steps it took; on PostgreSQL in one statement (the steps' insert as a WITH)."""
+    from ivr.models import CallEvent, CallSession
+
+    twilio = Twilio(app)
+    call_sid = new_sid()
+    engine = get_database(app).engine
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        answer = twiml(twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123"))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    gather = answer.find("Gather")
+    assert gather is not None and gather.get("action", "").endswith("/voice/step/confirm_account")
+    with get_database(app).session() as db:
+        row = db.get(CallSession, call_sid)
+        steps = db.scalars(select(CallEvent.state).where(CallEvent.call_sid == call_sid)).all()
+    assert row is not None and row.state == "confirm_account" and row.account_id is not None
+    assert (row.tries, row.silences, row.verify_failures, row.fee_cents, row.pay_tries) == (
+        0, 0, 0, 0, 0)
+    assert not (row.verified or row.extended_time or row.text_receipt_sent)
+    assert row.to_number == "" and row.started_at <= row.updated_at and row.ended_at is None
+    assert steps, "the call's first steps are recorded"
+    writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE", "WITH")]
+    if engine.dialect.name == "postgresql":
+        assert len(writes) == 1 and writes[0].startswith("WITH steps AS"), writes
+        assert "INSERT INTO call_sessions" in writes[0]

@@ -15,7 +15,19 @@ import logging
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, column, func, insert, inspect, select, update
+from sqlalchemy import (
+    ColumnDefault,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    column,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
@@ -106,6 +118,26 @@ def _update_with_steps(columns: tuple[str, ...]) -> Update:
             .execution_options(**{CALL_PROGRESS: True}))
 
 
+# The columns' Python-side defaults (a value, or a function such as utcnow).
+_DEFAULTS: dict[str, ColumnDefault] = {
+    c.key: c.default for c in _TABLE.c
+    if c.key in _COLUMNS and isinstance(c.default, ColumnDefault)}
+
+
+def _default(default: ColumnDefault) -> Any:
+    """A column default's value now (SQLAlchemy calls a function default with a context)."""
+    return default.arg(None) if default.is_callable else default.arg
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_with_steps(columns: tuple[str, ...]) -> Insert:
+    """A new call's INSERT of ``columns`` with its steps' INSERT as a WITH (the first
+    webhook's two writes in one round trip); columns not given take their defaults."""
+    values: dict[str, Any] = {name: bindparam(f"{name}_") for name in columns}
+    return (insert(_TABLE).values(values).add_cte(_WITH_STEPS)
+            .execution_options(**{CALL_PROGRESS: True}))
+
+
 def load_call(db: Session, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
@@ -159,14 +191,22 @@ def save_call(db: Session, call: CallSession) -> None:
     steps = _take_events(db)
     row = ({key: values[key] for key in _COLUMNS if key in values} if state.pending
            else {key: values[key] for key in changed})
-    if connection.dialect.name == "postgresql" and steps and row and not state.pending:
+    if connection.dialect.name == "postgresql" and steps and row:
         # One round trip: the steps' INSERT rides along as a data-modifying WITH, which
-        # PostgreSQL always runs to completion. SQLAlchemy applies no column default or
-        # onupdate to a statement with a WITH, so the stamp is set here.
-        params = {"call_sid_": call.call_sid, "updated_at_": utcnow(),
-                  "steps_": [{**step, "at": step["at"].isoformat()} for step in steps]}
+        # PostgreSQL always runs to completion.
+        params: dict[str, Any] = {
+            "steps_": [{**step, "at": step["at"].isoformat()} for step in steps]}
         params.update((f"{key}_", value) for key, value in row.items())
-        connection.execute(_update_with_steps(tuple(sorted(row))), params)
+        if state.pending:
+            # Nor any column default to an INSERT with a WITH: the defaults are given here.
+            params.update((f"{key}_", _default(default)) for key, default in _DEFAULTS.items()
+                          if key not in row)
+            connection.execute(_insert_with_steps(tuple(sorted(row.keys() | _DEFAULTS))),
+                               params)
+        else:
+            # SQLAlchemy applies no onupdate to an UPDATE with a WITH: the stamp is set here.
+            params.update(call_sid_=call.call_sid, updated_at_=utcnow())
+            connection.execute(_update_with_steps(tuple(sorted(row))), params)
     else:
         if state.pending:
             connection.execute(_INSERT, row)
