@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from twilio.request_validator import RequestValidator
 
 from ivr.models import Account, OutboxEntry, Payment
@@ -294,13 +296,9 @@ def test_dropped_connection_is_retried_not_pinged(postgres_url: str, prompts_dir
     assert second.find("Gather") is not None
 
 
-def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
-    """A webhook of an identified call reads the call (locked, on PostgreSQL) and its account
-    in one statement, not two; the lock is the call's row only, never the account's."""
-    twilio = Twilio(app)
-    call_sid = new_sid()
-    twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123")  # identified
-    engine = get_database(app).engine
+@contextmanager
+def sent_statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL ``engine`` sends meanwhile, each on one line."""
     statements: list[str] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
@@ -308,10 +306,21 @@ def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
 
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        answer = twiml(twilio.post("/voice/step/confirm_account", CallSid=call_sid,
-                                   From="+15555550123", Digits="1"))
+        yield statements
     finally:
         event.remove(engine, "before_cursor_execute", capture)
+
+
+def test_one_statement_loads_the_call_and_its_account(app: Flask) -> None:
+    """A webhook of an identified call reads the call (locked, on PostgreSQL) and its account
+    in one statement, not two; the lock is the call's row only, never the account's."""
+    twilio = Twilio(app)
+    call_sid = new_sid()
+    twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123")  # identified
+    engine = get_database(app).engine
+    with sent_statements(engine) as statements:
+        answer = twiml(twilio.post("/voice/step/confirm_account", CallSid=call_sid,
+                                   From="+15555550123", Digits="1"))
     gather = answer.find("Gather")
     assert gather is not None and gather.get("action", "").endswith("/voice/step/verify")
     loads = [s for s in statements if "FROM call_sessions" in s]
@@ -329,16 +338,8 @@ def test_a_new_call_is_written_whole_with_its_first_steps(app: Flask) -> None:
     twilio = Twilio(app)
     call_sid = new_sid()
     engine = get_database(app).engine
-    statements: list[str] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with sent_statements(engine) as statements:
         answer = twiml(twilio.post("/voice/incoming", CallSid=call_sid, From="+15555550123"))
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     gather = answer.find("Gather")
     assert gather is not None and gather.get("action", "").endswith("/voice/step/confirm_account")
     with get_database(app).session() as db:
