@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,7 +143,8 @@ def _forget_writes(conn: Any) -> None:
 READ_ONLY = "ivr_read_only"
 
 
-def _sqlite_begin(lock_seconds: float | None, conn: Any) -> None:
+def _sqlite_begin(waiting: threading.Lock | None, lock_seconds: float | None,
+                  conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so two webhooks for one call (a repeated
     # <Pay> callback, say) queue behind each other instead of failing with "database is locked".
     # Straight to the driver: every webhook begins, and SQLAlchemy's statement handling
@@ -153,7 +155,7 @@ def _sqlite_begin(lock_seconds: float | None, conn: Any) -> None:
     elif lock_seconds is None:
         driver.execute("BEGIN IMMEDIATE")  # SQLite's own busy timeout waits
     else:
-        _begin_immediate_within(driver, lock_seconds)
+        _begin_immediate_within(driver, lock_seconds, waiting)
 
 
 # SQLite's own busy handler backs off to one try every 100 ms. Under a flood of short
@@ -161,13 +163,30 @@ def _sqlite_begin(lock_seconds: float | None, conn: Any) -> None:
 # and can wait out its whole lock budget, "database is locked" and an apology to its caller,
 # while newer ones keep getting in: seen at 40 callers without pauses on 2 workers. The web
 # app's connections let SQLite wait a few milliseconds only and try again themselves every
-# millisecond or two until the budget is spent: every waiter tries as often as every other.
+# millisecond or two until the budget is spent, one thread of a process at a time (the
+# others queue on a lock of the process, in order and without spending CPU): each process
+# tries as often as every other.
 SQLITE_WEB_BUSY_MS = 5
 _RETRY_PAUSE_SECONDS = (0.0005, 0.002)
 
 
-def _begin_immediate_within(driver: sqlite3.Connection, seconds: float) -> None:
+def _begin_immediate_within(driver: sqlite3.Connection, seconds: float,
+                            waiting: threading.Lock | None = None) -> None:
+    """BEGIN IMMEDIATE, tried until ``seconds`` have passed (then "database is locked"); with
+    ``waiting``, only by the thread holding it."""
     give_up = time.monotonic() + seconds
+    if waiting is None:
+        _try_begin_immediate(driver, give_up)
+        return
+    if not waiting.acquire(timeout=seconds):
+        raise sqlite3.OperationalError("database is locked")
+    try:
+        _try_begin_immediate(driver, give_up)
+    finally:
+        waiting.release()
+
+
+def _try_begin_immediate(driver: sqlite3.Connection, give_up: float) -> None:
     while True:
         try:
             driver.execute("BEGIN IMMEDIATE")
@@ -217,8 +236,11 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", partial(_sqlite_pragmas, busy_ms))
-            event.listen(self.engine, "begin", partial(
-                _sqlite_begin, web.lock_ms / 1000 if web is not None else None))
+            if web is None:
+                event.listen(self.engine, "begin", partial(_sqlite_begin, None, None))
+            else:
+                event.listen(self.engine, "begin", partial(
+                    _sqlite_begin, threading.Lock(), web.lock_ms / 1000))
         elif web is not None and parsed.get_backend_name() == "postgresql":
             event.listen(self.engine, "connect", partial(_postgres_timeouts, web))
             event.listen(self.engine, "before_cursor_execute", _note_write)
