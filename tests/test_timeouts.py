@@ -232,13 +232,13 @@ def test_a_sqlite_writer_gives_up_at_its_lock_budget(tmp_path: Path) -> None:
     try:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-            _begin_immediate_within(waiter, 0.3)
+            _begin_immediate_within(waiter, 0.3, threading.Lock())
         waited = time.monotonic() - started
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert 0.3 <= waited < 2.0
-    _begin_immediate_within(waiter, 0.3)  # free again: at once
+    _begin_immediate_within(waiter, 0.3, threading.Lock())  # free again: at once
     waiter.execute("ROLLBACK")
     waiter.close()
 
