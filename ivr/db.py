@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,13 +143,53 @@ def _forget_writes(conn: Any) -> None:
 READ_ONLY = "ivr_read_only"
 
 
-def _sqlite_begin(conn: Any) -> None:
+def _sqlite_begin(waiting: threading.Lock, lock_seconds: float, conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so two webhooks for one call (a repeated
     # <Pay> callback, say) queue behind each other instead of failing with "database is locked".
     # Straight to the driver: every webhook begins, and SQLAlchemy's statement handling
     # cost more than the BEGIN itself. A "database is locked" here still fails the request.
-    begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
-    conn.connection.driver_connection.execute(begin)
+    driver = conn.connection.driver_connection
+    if conn.get_execution_options().get(READ_ONLY):
+        driver.execute("BEGIN")
+    else:
+        _begin_immediate_within(driver, lock_seconds, waiting)
+
+
+# SQLite's own busy handler backs off to one try every 100 ms. Under a flood of short
+# writers (every webhook writes) the webhook that has waited longest then tries least often,
+# and can wait out its whole lock budget, "database is locked" and an apology to its caller,
+# while newer ones keep getting in: seen at 40 callers without pauses on 2 workers (and a
+# worker or an import would starve behind the webhooks the same way). So SQLite waits a few
+# milliseconds only, and a writer tries again itself every millisecond or two until its
+# budget is spent, one thread of a process at a time (the others queue on a lock of the
+# process, in order and without spending CPU): each process tries as often as every other.
+SQLITE_TRY_MS = 5
+_RETRY_PAUSE_SECONDS = (0.0005, 0.002)
+
+
+def _begin_immediate_within(driver: sqlite3.Connection, seconds: float,
+                            waiting: threading.Lock) -> None:
+    """BEGIN IMMEDIATE, tried by the thread holding ``waiting`` until ``seconds`` have passed
+    (then "database is locked")."""
+    give_up = time.monotonic() + seconds
+    if not waiting.acquire(timeout=seconds):
+        raise sqlite3.OperationalError("database is locked")
+    try:
+        _try_begin_immediate(driver, give_up)
+    finally:
+        waiting.release()
+
+
+def _try_begin_immediate(driver: sqlite3.Connection, give_up: float) -> None:
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= give_up:
+                raise
+        time.sleep(random.uniform(*_RETRY_PAUSE_SECONDS))  # noqa: S311 - not a secret
 
 
 class Database:
@@ -175,17 +219,20 @@ class Database:
             # a query on a connection once it has run five times there).
             kwargs.update(pool_size=web.pool_size, max_overflow=web.pool_size,
                           pool_timeout=web.pool_seconds, pool_use_lifo=not self.is_sqlite)
+        # A writer waits for SQLite's write lock in _sqlite_begin, up to this budget.
         busy_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
         if self.is_sqlite:
             if pooled:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_ms / 1000}
+            kwargs["connect_args"] = {"check_same_thread": False,
+                                      "timeout": SQLITE_TRY_MS / 1000}
         elif web is not None:
             kwargs["connect_args"] = {"connect_timeout": web.connect_seconds}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect", partial(_sqlite_pragmas, busy_ms))
-            event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self.engine, "connect", partial(_sqlite_pragmas, SQLITE_TRY_MS))
+            event.listen(self.engine, "begin", partial(
+                _sqlite_begin, threading.Lock(), busy_ms / 1000))
         elif web is not None and parsed.get_backend_name() == "postgresql":
             event.listen(self.engine, "connect", partial(_postgres_timeouts, web))
             event.listen(self.engine, "before_cursor_execute", _note_write)

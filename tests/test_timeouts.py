@@ -25,7 +25,7 @@ from ivr.db import Database
 from ivr.models import CallEvent, CallSession
 from ivr.prompts.snapshots import PromptSnapshots
 from ivr.web.app import get_database
-from tests.conftest import REPO, TOKEN, _truncate_postgres, make_app, new_sid
+from tests.conftest import REPO, TOKEN, Twilio, _truncate_postgres, make_app, new_sid, twiml
 from tests.servers.line import serve_line
 from tests.servers.stalls import FreezableProxy, SilentListener
 
@@ -200,6 +200,47 @@ def test_sqlite_write_lock_four_calls_all_answered_in_time(
         assert seconds < WELL_INSIDE
     # The lock released, calls go through again.
     assert "Gather" in verbs(post_signed(base, "/voice/incoming", {"CallSid": new_sid()})[1])
+
+
+def test_a_webhook_waits_for_the_sqlite_write_lock_and_goes_on(tmp_path: Path) -> None:
+    # The served app waits for SQLite's write lock itself, trying again every millisecond or
+    # two up to its lock budget (ivr.db): a lock released within it costs a wait, not a call.
+    path = tmp_path / "ivr.sqlite3"
+    app = make_app(f"sqlite:///{path}", REPO / "prompts", serve_threads=2)
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process writes for 0.4 s
+    releaser = threading.Timer(0.4, lambda: holder.execute("ROLLBACK"))
+    releaser.start()
+    try:
+        started = time.monotonic()
+        answer = Twilio(app).post("/voice/incoming", CallSid=new_sid(), From="+15555550123")
+        waited = time.monotonic() - started
+    finally:
+        releaser.join()
+        holder.close()
+    assert answer.status_code == 200 and twiml(answer).find("Gather") is not None
+    assert 0.35 <= waited < WELL_INSIDE
+
+
+def test_a_sqlite_writer_gives_up_at_its_lock_budget(tmp_path: Path) -> None:
+    from ivr.db import _begin_immediate_within
+
+    path = tmp_path / "lock.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0.005)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            _begin_immediate_within(waiter, 0.3, threading.Lock())
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.3 <= waited < 2.0
+    _begin_immediate_within(waiter, 0.3, threading.Lock())  # free again: at once
+    waiter.execute("ROLLBACK")
+    waiter.close()
 
 
 def test_prompt_checks_do_not_queue_for_the_sqlite_write_lock(tmp_path: Path) -> None:
