@@ -273,7 +273,11 @@ def capacity(server: Server, seconds: float, accounts: int, start: int) -> tuple
     """The most callers with 4-8 s pauses served at p99 < 250 ms and no error (a search)."""
     def ok(n: int) -> tuple[bool, Run]:
         run = load(server, n, seconds, (4.0, 8.0), accounts, seed=n)
-        return run.errors == 0 and run.p99 < P99_TARGET_MS and run.count > 0, run
+        good = run.errors == 0 and run.p99 < P99_TARGET_MS and run.count > 0
+        if not good:  # say why the search stopped short of it
+            print(f"{'':>10} {server.name:>4} {n:,} callers: p99 {run.p99:.0f} ms, "
+                  f"{run.count:,} webhooks, errors {dict(run.why) or 0}")
+        return good, run
 
     lo, hi, best = 0, 0, Run()
     n = max(10, start)
