@@ -47,11 +47,10 @@ class PaymentFields(Protocol):
     def card_brand(self) -> str | None: ...
 
 
-# PaymentFields as columns, for a query that reads a payment's post without the object.
-PAYMENT_FIELDS = (Payment.idempotency_key, Payment.account_number, Payment.amount_cents,
-                  Payment.fee_cents, Payment.currency, Payment.paid_at,
-                  Payment.confirmation_code, Payment.method, Payment.card_last4,
-                  Payment.bank_last, Payment.card_brand)
+# PaymentFields as columns (its properties, in order), for a query that reads a payment's
+# post without the object.
+PAYMENT_FIELDS = tuple(getattr(Payment, name) for name, member in vars(PaymentFields).items()
+                       if isinstance(member, property))
 
 
 def payment_post(payment: PaymentFields) -> PaymentPost:
