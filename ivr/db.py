@@ -62,8 +62,8 @@ class WebTimeouts:
 
 
 def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets callers read while a payment is written; busy_timeout makes writers wait
-    # instead of failing; foreign keys are off by default in SQLite.
+    # WAL lets callers read while a payment is written; busy_timeout is SQLite's own short
+    # wait (a writer's longer wait is _sqlite_begin's); foreign keys are off by default.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
@@ -220,7 +220,7 @@ class Database:
             kwargs.update(pool_size=web.pool_size, max_overflow=web.pool_size,
                           pool_timeout=web.pool_seconds, pool_use_lifo=not self.is_sqlite)
         # A writer waits for SQLite's write lock in _sqlite_begin, up to this budget.
-        busy_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
+        write_wait_ms = web.lock_ms if web is not None else SQLITE_BUSY_MS
         if self.is_sqlite:
             if pooled:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +232,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", partial(_sqlite_pragmas, SQLITE_TRY_MS))
             event.listen(self.engine, "begin", partial(
-                _sqlite_begin, threading.Lock(), busy_ms / 1000))
+                _sqlite_begin, threading.Lock(), write_wait_ms / 1000))
         elif web is not None and parsed.get_backend_name() == "postgresql":
             event.listen(self.engine, "connect", partial(_postgres_timeouts, web))
             event.listen(self.engine, "before_cursor_execute", _note_write)

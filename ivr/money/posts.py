@@ -55,7 +55,7 @@ PAYMENT_FIELDS = tuple(getattr(Payment, name) for name, member in vars(PaymentFi
 
 def payment_post(payment: PaymentFields) -> PaymentPost:
     """What we tell the accounting system about a payment (masked data only): from the
-    payment, or from a row of its ``_PAYMENT_FIELDS``."""
+    payment, or from a row of ``PAYMENT_FIELDS``."""
     return PaymentPost(
         idempotency_key=payment.idempotency_key,
         account_number=payment.account_number,
