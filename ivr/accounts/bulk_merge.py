@@ -10,6 +10,10 @@ columns bound in C) into a staging file of its own, attached, and merged with
 ``INSERT ... SELECT``. In the same transaction the chunk's phone numbers are replaced
 where they changed and recent payments the file cannot know of are taken off again, so a
 caller sees each account either as it was or as the file says.
+
+A first import on PostgreSQL (an empty cache, no calls on the line) goes another way
+(load_first): the whole file in one transaction, each batch copied straight into the tables
+while the next is checked, and the tables' keys built once at the end.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +45,7 @@ from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
 __all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns",
-           "merge_batches"]
+           "load_first", "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
@@ -62,6 +66,14 @@ _TEMP_ROWS = " ".join(["CREATE TEMP TABLE IF NOT EXISTS ivr_import_rows ON COMMI
                        "AS SELECT", ", ".join(CACHED_NAMES), "FROM accounts WITH NO DATA"])
 _TEMP_PHONES = ("CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones "
                 "(account_number text, phone text) ON COMMIT DELETE ROWS")
+# A chunk of accounts the cache does not have, with their phone numbers, from the temporary
+# tables (PostgreSQL).
+_INSERT_NEW = (f"WITH up AS (INSERT INTO accounts ({', '.join(CACHED_NAMES)}, updated_at) "  # noqa: S608
+               f"SELECT {', '.join(CACHED_NAMES)}, now() FROM ivr_import_rows "
+               "RETURNING id, account_number) "
+               "INSERT INTO account_phones (account_id, phone) "
+               "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
+               "ON t.account_number = up.account_number")
 # The schema name a SQLite chunk's staging file is attached under.
 _STAGE = "ivr_stage"
 
@@ -268,14 +280,10 @@ class ChunkMerger:
         finally:
             cursor.close()
 
-    def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
-                        keys: Sequence[str], lists: pa.Array) -> None:
-        """Copy the chunk in, insert or upsert it, and give its accounts the file's phone
-        numbers.
-
-        New accounts' numbers go straight in (the upsert returns the accounts it created).
-        Only accounts that existed before have their numbers compared with the cache's.
-        """
+    def _copy_chunk(self, connection: Connection, values: Mapping[str | None, pa.Array],
+                    keys: Sequence[str], lists: pa.Array) -> None:
+        """``COPY`` a chunk's accounts and phone numbers into this connection's temporary
+        tables (PostgreSQL)."""
         connection.exec_driver_sql(_TEMP_ROWS)
         connection.exec_driver_sql(_TEMP_PHONES)
         _copy(connection, "ivr_import_rows", CACHED_NAMES,
@@ -284,6 +292,80 @@ class ChunkMerger:
             owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
             _copy(connection, "ivr_import_phones", ("account_number", "phone"),
                   pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
+
+    def load_first(self, batches: Iterable[ColumnBatch]) -> bool:
+        """A first import on PostgreSQL: every batch in one transaction, the tables'
+        secondary keys built once at the end instead of kept up row by row. False (and
+        nothing done, no batch taken) when the cache already holds an account.
+
+        ``batches`` may still be checking the file: they are taken a batch ahead, in a
+        thread of their own, so the file's checking and the database's loading overlap
+        (the database works in its own process). Whatever they raise (a file found not
+        clean at its last line, say) undoes the whole load.
+
+        Keeping the phone numbers' foreign key and the unique and look-up indexes up to date
+        row by row was most of a first import's time: each number's foreign key check locks
+        its account's row and writes that lock to the WAL. Built after the load, each key
+        is one pass over the table (the foreign key's check one join). The keys are dropped
+        and built in the load's own transaction, so a failed or stopped load leaves the
+        tables, keys included, as they were: empty. The transaction holds both tables
+        locked throughout, which merge_batches allows only with no calls on the line.
+        """
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("ChunkMerger is used in a with block")
+        with connection.begin():
+            if _holds_accounts(connection):
+                return False
+            connection.exec_driver_sql(
+                "LOCK TABLE accounts, account_phones IN ACCESS EXCLUSIVE MODE")
+            if _holds_accounts(connection):  # an import that finished while we waited
+                return False
+            keys = _secondary_keys(connection)
+            for key in reversed(keys):
+                connection.exec_driver_sql(key.drop)
+            # The accounts' time of change, as the merge's now() gives it.
+            stamp = connection.exec_driver_sql("SELECT now()::text").scalar_one()
+            for batch in _ahead(batches):
+                self._copy_new(connection, batch, stamp)
+            for key in keys:
+                connection.exec_driver_sql(key.create)
+        # No payment can name an account the cache did not have (payments.account_id is a
+        # foreign key, set to NULL when its account goes): nothing to re-apply.
+        return True
+
+    def _copy_new(self, connection: Connection, batch: ColumnBatch, stamp: str) -> None:
+        """``COPY`` a batch of accounts the cache does not have straight into accounts,
+        with ids taken from its sequence, and their phone numbers into account_phones."""
+        count = len(batch)
+        if not count:
+            return
+        # A block of ``count`` ids: nobody else takes one while the load holds the table.
+        last = connection.exec_driver_sql(
+            "SELECT setval(pg_get_serial_sequence('accounts', 'id'), "
+            "nextval(pg_get_serial_sequence('accounts', 'id')) + %(n)s - 1)",
+            {"n": count}).scalar_one()
+        first = last - count + 1
+        values = self._values(batch)
+        _copy(connection, "accounts", ("id", *CACHED_NAMES, "updated_at"), pa.table({
+            "id": pa.array(range(first, last + 1), pa.int64()),
+            **{name: values[name] for name in CACHED_NAMES},
+            "updated_at": pa.array([stamp] * count, pa.string())}))
+        if self.phones:
+            lists = batch.values[PHONES.field]
+            owners = pc.add(pc.cast(pc.list_parent_indices(lists), pa.int64()), first)
+            _copy(connection, "account_phones", ("account_id", "phone"),
+                  pa.table({"account_id": owners, "phone": pc.list_flatten(lists)}))
+
+    def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
+                        keys: Sequence[str], lists: pa.Array) -> None:
+        """Copy the chunk in, insert or upsert it, and give its accounts the file's phone
+        numbers.
+
+        New accounts' numbers go straight in (the upsert returns the accounts it created).
+        Only accounts that existed before have their numbers compared with the cache's.
+        """
+        self._copy_chunk(connection, values, keys, lists)
         names = ", ".join(CACHED_NAMES)
         # A chunk of accounts the cache does not have yet (a first import, new customers)
         # goes in by plain INSERT, with its phone numbers, under a savepoint undone at the
@@ -291,13 +373,7 @@ class ChunkMerger:
         # of what it created cost a sixth of a first import.
         try:
             with connection.begin_nested():
-                connection.exec_driver_sql(
-                    f"WITH up AS (INSERT INTO accounts ({names}, updated_at) "  # noqa: S608
-                    f"SELECT {names}, now() FROM ivr_import_rows "
-                    "RETURNING id, account_number) "
-                    "INSERT INTO account_phones (account_id, phone) "
-                    "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
-                    "ON t.account_number = up.account_number")
+                connection.exec_driver_sql(_INSERT_NEW)
             return
         except IntegrityError:
             pass  # an account the cache has: the upsert
@@ -354,6 +430,47 @@ class ChunkMerger:
             "ON CONFLICT (account_id, phone) DO NOTHING")
 
 
+class _Key(NamedTuple):
+    """A secondary key of accounts or account_phones: how to drop it and build it again."""
+
+    drop: str
+    create: str
+
+
+# The two tables' unique constraints, foreign keys and other indexes, as PostgreSQL itself
+# writes their definitions (so a key added by a later migration is rebuilt as it was made),
+# foreign keys last. Not the primary keys, which other tables' foreign keys rest on, nor a
+# unique key any foreign key rests on. (The driver takes "%%" for format()'s "%".)
+_SECONDARY_KEYS = """
+SELECT format('ALTER TABLE %%s DROP CONSTRAINT %%I', c.conrelid::regclass, c.conname),
+       format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', c.conrelid::regclass, c.conname,
+              pg_get_constraintdef(c.oid)),
+       c.contype = 'f'
+FROM pg_constraint c
+WHERE c.conrelid IN ('accounts'::regclass, 'account_phones'::regclass)
+  AND (c.contype = 'f' OR c.contype = 'u' AND NOT EXISTS (
+       SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' AND r.conindid = c.conindid))
+UNION ALL
+SELECT format('DROP INDEX %%s', x.indexrelid::regclass), pg_get_indexdef(x.indexrelid), false
+FROM pg_index x
+WHERE x.indrelid IN ('accounts'::regclass, 'account_phones'::regclass) AND NOT x.indisprimary
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid
+                  AND c.conrelid = x.indrelid)
+ORDER BY 3, 2
+"""
+
+
+def _secondary_keys(connection: Connection) -> list[_Key]:
+    """The keys a first load drops and builds again, in the order to build them (dropped
+    in the reverse order: foreign keys first)."""
+    return [_Key(drop, create) for drop, create, _foreign
+            in connection.exec_driver_sql(_SECONDARY_KEYS)]
+
+
+def _holds_accounts(connection: Connection) -> bool:
+    return bool(connection.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM accounts)").scalar())
+
+
 def _stage_sqlite(values: Mapping[str | None, pa.Array], keys: Sequence[str],
                   lists: pa.Array | None) -> Path:
     """The chunk's rows (and phone numbers) in a SQLite file of their own, written by ADBC.
@@ -393,6 +510,36 @@ def _discard(stage: Path) -> None:
     shutil.rmtree(stage.parent, ignore_errors=True)
 
 
+_END = object()
+T = TypeVar("T")
+
+
+def _ahead(items: Iterable[T]) -> Iterator[T]:
+    """``items``, each produced in a thread of its own while the one before is used; what
+    producing raises is raised here."""
+    source = iter(items)
+    with ThreadPoolExecutor(1, "ivr-ahead") as pool:
+        upcoming = pool.submit(next, source, _END)
+        while True:
+            item = upcoming.result()
+            if item is _END:
+                return
+            upcoming = pool.submit(next, source, _END)
+            yield cast(T, item)
+
+
+def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str) -> bool:
+    """Load a file into an empty cache by ChunkMerger.load_first, where it applies: on
+    PostgreSQL, with no calls on the line (it holds accounts and account_phones locked
+    until it ends). False, and nothing taken from ``batches``, where it does not."""
+    if database.is_sqlite:
+        return False
+    if ChunkMerger(database, None, pin_key, None).calls_on_the_line():
+        return False
+    with ChunkMerger(database, None, pin_key, None) as merger:
+        return merger.load_first(batches)
+
+
 def merge_batches(database: Database, batches: Iterable[ColumnBatch],
                   columns: frozenset[str] | None, pin_key: str, reapply: Any,
                   loaded: Callable[[int], None]) -> int:
@@ -405,14 +552,14 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
     on SQLite the next chunk's staging file is written meanwhile.
     """
     workers = 1 if database.is_sqlite else PARALLEL
+    # Asks about calls and stages chunks: it never opens a connection of its own.
+    policy = ChunkMerger(database, columns, pin_key, reapply)
     with ExitStack() as stack:
         mergers: queue.SimpleQueue[ChunkMerger] = queue.SimpleQueue()
         for _ in range(workers):
             mergers.put(stack.enter_context(ChunkMerger(database, columns, pin_key, reapply)))
         pool = stack.enter_context(ThreadPoolExecutor(workers, "ivr-merge"))
         pending: deque[tuple[Future[int], int, Staged]] = deque()
-        # Asks about calls and stages chunks: it never opens a connection of its own.
-        policy = ChunkMerger(database, columns, pin_key, reapply)
         reapplied = done = 0
 
         def settle(keep: int) -> None:

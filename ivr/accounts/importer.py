@@ -49,6 +49,7 @@ from ivr.accounts.bulk_merge import (
     CACHED_NAMES,
     PHONES,
     carried_columns,
+    load_first,
     merge_batches,
 )
 from ivr.arrangements.lifecycle import settle_arrangements
@@ -484,14 +485,33 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
     """Check a file by column, then merge it chunk by chunk; None if it is not clean.
 
     Checked batches wait in a temporary Arrow file (not in memory, not in the database)
-    until the whole file is known to be clean, then go straight into the cache.
+    until the whole file is known to be clean, then go straight into the cache. A first
+    import on PostgreSQL (bulk_merge.load_first) loads each batch as it is checked instead,
+    in one transaction that a file found not clean undoes.
     """
     summary = FileSummary()
+    phase = "checking"
 
     def on_bytes(done: int, total: int) -> None:
         if progress is not None:
-            progress(Progress("checking", done, total, summary.records, 0))
+            progress(Progress(phase, done, total, summary.records, 0))
 
+    def loaded(done: int) -> None:
+        if progress is not None:
+            progress(Progress("loading", done, summary.records, done))
+
+    try:
+        phase = "loading"  # checked and loaded together, if load_first applies
+        first = load_first(database, iter_column_batches(stream, layout, summary, on_bytes),
+                           pin_key)
+    except NotClean as exc:
+        log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
+        return None
+    phase = "checking"
+    if first:
+        report.records = summary.records
+        report.applied = True
+        return _record_run(database, report, as_of, zone)
     with tempfile.TemporaryFile(prefix="ivr-import-") as spill:
         writer: pa.ipc.RecordBatchStreamWriter | None = None
         try:
@@ -510,11 +530,6 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
         spill.seek(0)
         batches = (ColumnBatch(dict(zip(b.schema.names, b.columns, strict=True)))
                    for b in (pa.ipc.open_stream(spill) if writer is not None else ()))
-
-        def loaded(done: int) -> None:
-            if progress is not None:
-                progress(Progress("loading", done, summary.records, done))
-
         report.reapplied = merge_batches(database, batches, summary.columns or None, pin_key,
                                          partial(_reapply_in, as_of), loaded)
     report.applied = True
