@@ -1,5 +1,5 @@
 """A first import on PostgreSQL: loaded in one transaction while the file is checked, its
-tables' keys built after the load (ivr.accounts.bulk_merge.load_first).
+tables' keys built after the load (ivr/accounts/first_load.py).
 
 What a caller or an operator relies on: the cache ends as the file says, every key and
 index the schema has is there again afterwards exactly as it was made, a file found not
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -18,7 +19,7 @@ from sqlalchemy import text
 from connectors.files.column_reader import BATCH_ROWS
 from connectors.files.columns import COLUMN_NAMES
 from connectors.files.layouts import DEFAULT_ACCOUNT_LAYOUT
-from ivr.accounts import bulk_merge
+from ivr.accounts import first_load, importer
 from ivr.accounts.importer import import_account_file
 from ivr.db import Database
 from ivr.models import CallEvent
@@ -47,15 +48,15 @@ def database(postgres_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def first_loads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each import's ChunkMerger.load_first answered (the real one runs)."""
+    """What each import's load_first answered (the real one runs)."""
     answers: list[bool] = []
-    real = bulk_merge.ChunkMerger.load_first
+    real = first_load.load_first
 
-    def spy(self: bulk_merge.ChunkMerger, batches: object) -> bool:
-        answers.append(real(self, batches))  # type: ignore[arg-type]
+    def spy(*args: Any) -> bool:
+        answers.append(real(*args))
         return answers[-1]
 
-    monkeypatch.setattr(bulk_merge.ChunkMerger, "load_first", spy)
+    monkeypatch.setattr(importer, "load_first", spy)
     return answers
 
 
@@ -120,5 +121,5 @@ def test_with_calls_on_the_line_a_first_import_goes_by_chunks(
     with database.session() as db:
         db.add(CallEvent(call_sid="CA1", state="incoming", event="incoming"))
     _import_many(database, 500)
-    assert first_loads == []
-    assert bulk_merge.load_first(database, iter(()), "k") is False
+    assert first_loads == [False]
+    assert first_load.load_first(database, iter(()), "k") is False

@@ -11,9 +11,8 @@ columns bound in C) into a staging file of its own, attached, and merged with
 where they changed and recent payments the file cannot know of are taken off again, so a
 caller sees each account either as it was or as the file says.
 
-A first import on PostgreSQL (an empty cache, no calls on the line) goes another way
-(load_first): the whole file in one transaction, each batch copied straight into the tables
-while the next is checked, and the tables' keys built once at the end.
+A first import on PostgreSQL (an empty cache, no calls on the line) goes another way:
+ivr/accounts/first_load.py.
 """
 
 from __future__ import annotations
@@ -25,12 +24,12 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,8 +43,8 @@ from ivr.db import Database
 from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
-__all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns",
-           "load_first", "merge_batches"]
+__all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns", "copy_arrow",
+           "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
@@ -190,7 +189,15 @@ class ChunkMerger:
             self._busy_checked = now
         return self._busy
 
-    def _values(self, batch: ColumnBatch) -> dict[str | None, pa.Array]:
+    @property
+    def connection(self) -> Connection:
+        """The merge's own connection (inside the with block)."""
+        if self._connection is None:
+            raise RuntimeError("ChunkMerger is used in a with block")
+        return self._connection
+
+    def cache_values(self, batch: ColumnBatch) -> dict[str | None, pa.Array]:
+        """A batch's columns as the cache stores them, by cache column."""
         return {c.cache: _cache_values(c, batch.values[c.field], self.pin_key)
                 for c in CACHED}
 
@@ -202,7 +209,7 @@ class ChunkMerger:
         if self.postgres:
             return Staged(keys, None)
         lists = batch.values[PHONES.field] if self.phones else None
-        return Staged(keys, _stage_sqlite(self._values(batch), keys, lists))
+        return Staged(keys, _stage_sqlite(self.cache_values(batch), keys, lists))
 
     def merge(self, batch: ColumnBatch, staged: Staged) -> int:
         """Merge one batch (``staged`` by ``stage``) in one transaction; returns the payments
@@ -219,7 +226,7 @@ class ChunkMerger:
         keys = staged.keys
         if self.postgres:
             with connection.begin():
-                self._merge_postgres(connection, self._values(batch), keys,
+                self._merge_postgres(connection, self.cache_values(batch), keys,
                                      batch.values[PHONES.field])
                 reapplied: int = self.reapply(connection, keys)
             return reapplied
@@ -286,76 +293,12 @@ class ChunkMerger:
         tables (PostgreSQL)."""
         connection.exec_driver_sql(_TEMP_ROWS)
         connection.exec_driver_sql(_TEMP_PHONES)
-        _copy(connection, "ivr_import_rows", CACHED_NAMES,
+        copy_arrow(connection, "ivr_import_rows", CACHED_NAMES,
               pa.table({name: values[name] for name in CACHED_NAMES}))
         if self.phones:
             owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
-            _copy(connection, "ivr_import_phones", ("account_number", "phone"),
+            copy_arrow(connection, "ivr_import_phones", ("account_number", "phone"),
                   pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
-
-    def load_first(self, batches: Iterable[ColumnBatch]) -> bool:
-        """A first import on PostgreSQL: every batch in one transaction, the tables'
-        secondary keys built once at the end instead of kept up row by row. False (and
-        nothing done, no batch taken) when the cache already holds an account.
-
-        ``batches`` may still be checking the file: they are taken a batch ahead, in a
-        thread of their own, so the file's checking and the database's loading overlap
-        (the database works in its own process). Whatever they raise (a file found not
-        clean at its last line, say) undoes the whole load.
-
-        Keeping the phone numbers' foreign key and the unique and look-up indexes up to date
-        row by row was most of a first import's time: each number's foreign key check locks
-        its account's row and writes that lock to the WAL. Built after the load, each key
-        is one pass over the table (the foreign key's check one join). The keys are dropped
-        and built in the load's own transaction, so a failed or stopped load leaves the
-        tables, keys included, as they were: empty. The transaction holds both tables
-        locked throughout, which merge_batches allows only with no calls on the line.
-        """
-        connection = self._connection
-        if connection is None:
-            raise RuntimeError("ChunkMerger is used in a with block")
-        with connection.begin():
-            if _holds_accounts(connection):
-                return False
-            connection.exec_driver_sql(
-                "LOCK TABLE accounts, account_phones IN ACCESS EXCLUSIVE MODE")
-            if _holds_accounts(connection):  # an import that finished while we waited
-                return False
-            keys = _secondary_keys(connection)
-            for key in reversed(keys):
-                connection.exec_driver_sql(key.drop)
-            # The accounts' time of change, as the merge's now() gives it.
-            stamp = connection.exec_driver_sql("SELECT now()::text").scalar_one()
-            for batch in _ahead(batches):
-                self._copy_new(connection, batch, stamp)
-            for key in keys:
-                connection.exec_driver_sql(key.create)
-        # No payment can name an account the cache did not have (payments.account_id is a
-        # foreign key, set to NULL when its account goes): nothing to re-apply.
-        return True
-
-    def _copy_new(self, connection: Connection, batch: ColumnBatch, stamp: str) -> None:
-        """``COPY`` a batch of accounts the cache does not have straight into accounts,
-        with ids taken from its sequence, and their phone numbers into account_phones."""
-        count = len(batch)
-        if not count:
-            return
-        # A block of ``count`` ids: nobody else takes one while the load holds the table.
-        last = connection.exec_driver_sql(
-            "SELECT setval(pg_get_serial_sequence('accounts', 'id'), "
-            "nextval(pg_get_serial_sequence('accounts', 'id')) + %(n)s - 1)",
-            {"n": count}).scalar_one()
-        first = last - count + 1
-        values = self._values(batch)
-        _copy(connection, "accounts", ("id", *CACHED_NAMES, "updated_at"), pa.table({
-            "id": pa.array(range(first, last + 1), pa.int64()),
-            **{name: values[name] for name in CACHED_NAMES},
-            "updated_at": pa.array([stamp] * count, pa.string())}))
-        if self.phones:
-            lists = batch.values[PHONES.field]
-            owners = pc.add(pc.cast(pc.list_parent_indices(lists), pa.int64()), first)
-            _copy(connection, "account_phones", ("account_id", "phone"),
-                  pa.table({"account_id": owners, "phone": pc.list_flatten(lists)}))
 
     def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
                         keys: Sequence[str], lists: pa.Array) -> None:
@@ -430,47 +373,6 @@ class ChunkMerger:
             "ON CONFLICT (account_id, phone) DO NOTHING")
 
 
-class _Key(NamedTuple):
-    """A secondary key of accounts or account_phones: how to drop it and build it again."""
-
-    drop: str
-    create: str
-
-
-# The two tables' unique constraints, foreign keys and other indexes, as PostgreSQL itself
-# writes their definitions (so a key added by a later migration is rebuilt as it was made),
-# foreign keys last. Not the primary keys, which other tables' foreign keys rest on, nor a
-# unique key any foreign key rests on. (The driver takes "%%" for format()'s "%".)
-_SECONDARY_KEYS = """
-SELECT format('ALTER TABLE %%s DROP CONSTRAINT %%I', c.conrelid::regclass, c.conname),
-       format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', c.conrelid::regclass, c.conname,
-              pg_get_constraintdef(c.oid)),
-       c.contype = 'f'
-FROM pg_constraint c
-WHERE c.conrelid IN ('accounts'::regclass, 'account_phones'::regclass)
-  AND (c.contype = 'f' OR c.contype = 'u' AND NOT EXISTS (
-       SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' AND r.conindid = c.conindid))
-UNION ALL
-SELECT format('DROP INDEX %%s', x.indexrelid::regclass), pg_get_indexdef(x.indexrelid), false
-FROM pg_index x
-WHERE x.indrelid IN ('accounts'::regclass, 'account_phones'::regclass) AND NOT x.indisprimary
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid
-                  AND c.conrelid = x.indrelid)
-ORDER BY 3, 2
-"""
-
-
-def _secondary_keys(connection: Connection) -> list[_Key]:
-    """The keys a first load drops and builds again, in the order to build them (dropped
-    in the reverse order: foreign keys first)."""
-    return [_Key(drop, create) for drop, create, _foreign
-            in connection.exec_driver_sql(_SECONDARY_KEYS)]
-
-
-def _holds_accounts(connection: Connection) -> bool:
-    return bool(connection.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM accounts)").scalar())
-
-
 def _stage_sqlite(values: Mapping[str | None, pa.Array], keys: Sequence[str],
                   lists: pa.Array | None) -> Path:
     """The chunk's rows (and phone numbers) in a SQLite file of their own, written by ADBC.
@@ -508,36 +410,6 @@ def _stage_sqlite(values: Mapping[str | None, pa.Array], keys: Sequence[str],
 def _discard(stage: Path) -> None:
     """Remove a staging file and its directory."""
     shutil.rmtree(stage.parent, ignore_errors=True)
-
-
-_END = object()
-T = TypeVar("T")
-
-
-def _ahead(items: Iterable[T]) -> Iterator[T]:
-    """``items``, each produced in a thread of its own while the one before is used; what
-    producing raises is raised here."""
-    source = iter(items)
-    with ThreadPoolExecutor(1, "ivr-ahead") as pool:
-        upcoming = pool.submit(next, source, _END)
-        while True:
-            item = upcoming.result()
-            if item is _END:
-                return
-            upcoming = pool.submit(next, source, _END)
-            yield cast(T, item)
-
-
-def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str) -> bool:
-    """Load a file into an empty cache by ChunkMerger.load_first, where it applies: on
-    PostgreSQL, with no calls on the line (it holds accounts and account_phones locked
-    until it ends). False, and nothing taken from ``batches``, where it does not."""
-    if database.is_sqlite:
-        return False
-    if ChunkMerger(database, None, pin_key, None).calls_on_the_line():
-        return False
-    with ChunkMerger(database, None, pin_key, None) as merger:
-        return merger.load_first(batches)
 
 
 def merge_batches(database: Database, batches: Iterable[ColumnBatch],
@@ -611,7 +483,8 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
     return reapplied
 
 
-def _copy(connection: Connection, table: str, names: Sequence[str], data: pa.Table) -> None:
+def copy_arrow(connection: Connection, table: str, names: Sequence[str], data: pa.Table,
+               ) -> None:
     """``COPY`` a pyarrow table in: CSV written by pyarrow, every value quoted so an empty
     string stays empty and only a null is NULL."""
     buffer = io.BytesIO()

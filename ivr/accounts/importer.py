@@ -49,9 +49,9 @@ from ivr.accounts.bulk_merge import (
     CACHED_NAMES,
     PHONES,
     carried_columns,
-    load_first,
     merge_batches,
 )
+from ivr.accounts.first_load import load_first
 from ivr.arrangements.lifecycle import settle_arrangements
 from ivr.db import Database
 from ivr.models import (
@@ -486,7 +486,7 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
 
     Checked batches wait in a temporary Arrow file (not in memory, not in the database)
     until the whole file is known to be clean, then go straight into the cache. A first
-    import on PostgreSQL (bulk_merge.load_first) loads each batch as it is checked instead,
+    import on PostgreSQL (ivr/accounts/first_load.py) loads each batch as it is checked instead,
     in one transaction that a file found not clean undoes.
     """
     summary = FileSummary()
