@@ -44,7 +44,7 @@ from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
 __all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns", "copy_arrow",
-           "merge_batches"]
+           "copy_csv", "csv_for_copy", "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
@@ -485,13 +485,23 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
 
 def copy_arrow(connection: Connection, table: str, names: Sequence[str], data: pa.Table,
                ) -> None:
-    """``COPY`` a pyarrow table in: CSV written by pyarrow, every value quoted so an empty
-    string stays empty and only a null is NULL."""
+    """``COPY`` a pyarrow table in (as ``copy_csv`` of ``csv_for_copy``)."""
+    copy_csv(connection, table, names, csv_for_copy(data))
+
+
+def csv_for_copy(data: pa.Table) -> memoryview:
+    """A pyarrow table as CSV for ``COPY``, written by pyarrow: every value quoted so an
+    empty string stays empty and only a null is NULL."""
     buffer = io.BytesIO()
     pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False,
                                                        quoting_style="all_valid"))
+    return buffer.getbuffer()
+
+
+def copy_csv(connection: Connection, table: str, names: Sequence[str], csv: memoryview,
+             ) -> None:
+    """``COPY`` CSV (``csv_for_copy``) into ``table``'s columns ``names``."""
     raw: Any = connection.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(
             f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)") as copy:
-        copy.write(buffer.getbuffer())
-
+        copy.write(csv)

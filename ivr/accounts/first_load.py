@@ -22,10 +22,14 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection
 
 from connectors.files.column_reader import ColumnBatch
-from ivr.accounts.bulk_merge import CACHED_NAMES, PHONES, ChunkMerger, copy_arrow
+from ivr.accounts.bulk_merge import CACHED_NAMES, PHONES, ChunkMerger, copy_csv, csv_for_copy
 from ivr.db import Database
 
 __all__ = ["load_first"]
+
+_SEQUENCE = "pg_get_serial_sequence('accounts', 'id')"
+_ACCOUNT_COLUMNS = ("id", *CACHED_NAMES, "updated_at")
+_PHONE_COLUMNS = ("account_id", "phone")
 
 
 class _Key(NamedTuple):
@@ -63,9 +67,9 @@ def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str)
     PostgreSQL, with no calls on the line. False, and nothing taken from ``batches``, where
     it does not (SQLite, calls on the line, an account in the cache).
 
-    ``batches`` may still be checking the file: each is taken a batch ahead, in a thread of
-    its own, so the checking and the database's work (in its own process) overlap.
-    Whatever they raise undoes the whole load.
+    ``batches`` may still be checking the file: each is checked and written as CSV a batch
+    ahead, in a thread of its own, while the database (in its own process) takes the one
+    before. Whatever they raise undoes the whole load.
     """
     if database.is_sqlite:
         return False
@@ -86,8 +90,17 @@ def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str)
                 connection.exec_driver_sql(key.drop)
             # The accounts' time of change, as the chunks' now() gives it.
             stamp = connection.exec_driver_sql("SELECT now()::text").scalar_one()
-            for batch in _ahead(batches):
-                _copy_new(merger, batch, stamp)
+            # The accounts' ids follow the sequence's next: nobody else takes one while the
+            # load holds the table (an INSERT waits for the lock before its default runs).
+            first = connection.exec_driver_sql(f"SELECT nextval({_SEQUENCE})").scalar_one()
+            loaded = 0
+            for accounts, phones, count in _ahead(_prepared(merger, batches, first, stamp)):
+                copy_csv(connection, "accounts", _ACCOUNT_COLUMNS, accounts)
+                copy_csv(connection, "account_phones", _PHONE_COLUMNS, phones)
+                loaded += count
+            if loaded:
+                connection.exec_driver_sql(f"SELECT setval({_SEQUENCE}, %(last)s)",
+                                           {"last": first + loaded - 1})
             for key in keys:
                 connection.exec_driver_sql(key.create)
     # No payment can name an account the cache did not have (payments.account_id is a
@@ -95,28 +108,24 @@ def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str)
     return True
 
 
-def _copy_new(merger: ChunkMerger, batch: ColumnBatch, stamp: str) -> None:
-    """``COPY`` a batch of new accounts straight into accounts, with ids taken from its
-    sequence, and their phone numbers into account_phones."""
-    count = len(batch)
-    if not count:
-        return
-    connection = merger.connection
-    # A block of ``count`` ids: nobody else takes one while the load holds the table.
-    last = connection.exec_driver_sql(
-        "SELECT setval(pg_get_serial_sequence('accounts', 'id'), "
-        "nextval(pg_get_serial_sequence('accounts', 'id')) + %(n)s - 1)",
-        {"n": count}).scalar_one()
-    first = last - count + 1
-    values = merger.cache_values(batch)
-    copy_arrow(connection, "accounts", ("id", *CACHED_NAMES, "updated_at"), pa.table({
-        "id": pa.array(range(first, last + 1), pa.int64()),
-        **{name: values[name] for name in CACHED_NAMES},
-        "updated_at": pa.array([stamp] * count, pa.string())}))
-    lists = batch.values[PHONES.field]
-    owners = pc.add(pc.cast(pc.list_parent_indices(lists), pa.int64()), first)
-    copy_arrow(connection, "account_phones", ("account_id", "phone"),
-               pa.table({"account_id": owners, "phone": pc.list_flatten(lists)}))
+def _prepared(merger: ChunkMerger, batches: Iterable[ColumnBatch], first: int, stamp: str,
+              ) -> Iterator[tuple[memoryview, memoryview, int]]:
+    """Each batch as CSV for ``COPY``: its accounts, ids from ``first`` on, and their phone
+    numbers; and how many accounts."""
+    for batch in batches:
+        count = len(batch)
+        if not count:
+            continue
+        values = merger.cache_values(batch)
+        lists = batch.values[PHONES.field]
+        owners = pc.add(pc.cast(pc.list_parent_indices(lists), pa.int64()), first)
+        yield (csv_for_copy(pa.table({
+                   "id": pa.array(range(first, first + count), pa.int64()),
+                   **{name: values[name] for name in CACHED_NAMES},
+                   "updated_at": pa.array([stamp] * count, pa.string())})),
+               csv_for_copy(pa.table({"account_id": owners, "phone": pc.list_flatten(lists)})),
+               count)
+        first += count
 
 
 def _secondary_keys(connection: Connection) -> list[_Key]:
