@@ -13,7 +13,7 @@ while `ivr accounts import` loads the next night's file (the same accounts, ever
 changed); p50/p99/max of each, p99 during/idle, failed webhooks and the import's time.
 
 Usage: python -m bench.imports [--rows 1000000] [--payments 100000] [--postgres URL]
-       [--no-webhooks] [--idle-seconds 10] [--callers 2] [--pause-ms 30] [--timeline]
+       [--no-webhooks] [--idle-seconds 30] [--callers 2] [--pause-ms 30] [--timeline]
 """
 
 from __future__ import annotations
@@ -349,7 +349,9 @@ def main() -> None:
     parser.add_argument("--postgres", default=DEFAULT_PG, help="'' to skip PostgreSQL")
     parser.add_argument("--webhooks", action=argparse.BooleanOptionalAction, default=True,
                         help="webhook latency while a second file is imported, against idle")
-    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    # Long enough for an idle p99 of some 1,500 webhooks: over 10 s (about 480) it was the
+    # fifth slowest, and moved the during/idle ratio by half from run to run.
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--callers", type=int, default=2, help="caller threads (closed loop)")
     parser.add_argument("--pause-ms", type=float, default=30.0,
                         help="each caller's pause between webhooks")

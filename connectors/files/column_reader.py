@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -227,6 +228,17 @@ def _reader(lines: list[str], layout: AccountLayout) -> Iterator[list[str]]:
 # --- the file -------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _lean_memory_pool() -> None:
+    """Arrow's memory from jemalloc where the wheel has it, else the C library's: pyarrow
+    now defaults to mimalloc, which held on to about 60 MB more at the peak of a
+    million-row import (281 MB against 222 MB, and 247 MB with the C library's)."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def iter_column_batches(stream: IO[bytes], layout: AccountLayout,
                         summary: FileSummary | None = None,
                         on_bytes: Callable[[int, int], None] | None = None,
@@ -241,6 +253,7 @@ def iter_column_batches(stream: IO[bytes], layout: AccountLayout,
     problem = column_path_problem(layout)
     if problem is not None:
         raise NotClean(problem)
+    _lean_memory_pool()
     totals = summary if summary is not None else FileSummary()
     totals.restart()
     start = stream.tell()
