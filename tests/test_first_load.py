@@ -10,11 +10,13 @@ the line the import goes chunk by chunk instead, never holding the tables.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from connectors.files.column_reader import BATCH_ROWS
 from connectors.files.columns import COLUMN_NAMES
@@ -123,3 +125,48 @@ def test_with_calls_on_the_line_a_first_import_goes_by_chunks(
     _import_many(database, 500)
     assert first_loads == [False]
     assert first_load.load_first(database, iter(()), "k") is False
+
+
+def test_a_first_import_waits_for_nobody_holding_the_tables(
+        database: Database, first_loads: list[bool]) -> None:
+    """Someone reads accounts in a long transaction (a report, a console page): the first
+    load gives up the lock after LOCK_WAIT_MS rather than stall every statement queued
+    behind its request, and the file goes in chunk by chunk, which waits for nobody."""
+    with database.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM accounts"))  # holds ACCESS SHARE
+        # Let go in 10 s whatever happens, so a load that waited would not wait forever.
+        release = threading.Timer(10, reader.rollback)
+        release.start()
+        try:
+            started = time.monotonic()
+            _import_many(database, 300)
+            waited = time.monotonic() - started
+        finally:
+            release.cancel()
+            release.join()
+        reader.rollback()
+    assert first_loads == [False]
+    assert first_load.LOCK_WAIT_MS / 1000 <= waited < 10
+
+
+def test_a_role_that_does_not_own_the_tables_imports_by_chunks(
+        database: Database, postgres_url: str, first_loads: list[bool]) -> None:
+    """Where the line connects as a role that may write the tables but not alter them
+    (the schema owned by the role that migrates), a first import still applies."""
+    with database.engine.begin() as connection:
+        connection.execute(text(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ivr_writer') "
+            "THEN CREATE ROLE ivr_writer LOGIN PASSWORD 'writer'; END IF; END $$"))
+        connection.execute(text("GRANT ALL ON ALL TABLES IN SCHEMA public TO ivr_writer"))
+        connection.execute(text("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO ivr_writer"))
+    url = make_url(postgres_url).set(username="ivr_writer", password="writer")
+    writer = Database(url.render_as_string(hide_password=False))
+    try:
+        _import_many(writer, 300)
+    finally:
+        writer.dispose()
+        with database.engine.begin() as connection:
+            connection.execute(text("DROP OWNED BY ivr_writer"))
+            connection.execute(text("DROP ROLE ivr_writer"))
+    assert first_loads == [False]
+    assert len(_keys(database)) == 10

@@ -20,6 +20,7 @@ from typing import NamedTuple, TypeVar, cast
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from connectors.files.column_reader import ColumnBatch
 from ivr.accounts.bulk_merge import CACHED_NAMES, PHONES, ChunkMerger, copy_csv, csv_for_copy
@@ -27,6 +28,12 @@ from ivr.db import Database
 
 __all__ = ["load_first"]
 
+# How long a first load waits to lock the tables before going chunk by chunk instead.
+LOCK_WAIT_MS = 1000
+_LOCK_NOT_AVAILABLE = "55P03"
+_MAY_LOAD = ("SELECT NOT EXISTS (SELECT 1 FROM accounts) AND (SELECT bool_and(pg_has_role("
+             "relowner, 'USAGE')) FROM pg_class WHERE oid IN ('accounts'::regclass, "
+             "'account_phones'::regclass))")
 _SEQUENCE = "pg_get_serial_sequence('accounts', 'id')"
 _ACCOUNT_COLUMNS = ("id", *CACHED_NAMES, "updated_at")
 _PHONE_COLUMNS = ("account_id", "phone")
@@ -65,7 +72,8 @@ ORDER BY 3, 2
 def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str) -> bool:
     """Load ``batches`` into an empty cache in one transaction, where that applies: on
     PostgreSQL, with no calls on the line. False, and nothing taken from ``batches``, where
-    it does not (SQLite, calls on the line, an account in the cache).
+    it does not (SQLite, calls on the line, an account in the cache, tables this role does
+    not own or cannot lock at once).
 
     ``batches`` may still be checking the file: each is checked and written as CSV a batch
     ahead, in a thread of its own, while the database (in its own process) takes the one
@@ -79,11 +87,7 @@ def load_first(database: Database, batches: Iterable[ColumnBatch], pin_key: str)
     with merger:
         connection = merger.connection
         with connection.begin():
-            if _holds_accounts(connection):
-                return False
-            connection.exec_driver_sql(
-                "LOCK TABLE accounts, account_phones IN ACCESS EXCLUSIVE MODE")
-            if _holds_accounts(connection):  # an import that finished while we waited
+            if not _take_tables(connection):
                 return False
             keys = _secondary_keys(connection)
             for key in reversed(keys):
@@ -135,8 +139,25 @@ def _secondary_keys(connection: Connection) -> list[_Key]:
             in connection.exec_driver_sql(_SECONDARY_KEYS)]
 
 
-def _holds_accounts(connection: Connection) -> bool:
-    return bool(connection.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM accounts)").scalar())
+def _take_tables(connection: Connection) -> bool:
+    """Lock accounts and account_phones for the load, if it may go this way: both empty,
+    owned by this role (only an owner may drop and build their keys), and locked within
+    LOCK_WAIT_MS (meanwhile every statement on them, a webhook's too, waits behind the
+    request)."""
+    if not connection.exec_driver_sql(_MAY_LOAD).scalar():
+        return False
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+            connection.exec_driver_sql(
+                "LOCK TABLE accounts, account_phones IN ACCESS EXCLUSIVE MODE")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            return False  # someone holds them: chunk by chunk, which waits for nobody
+        raise
+    connection.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
+    # An import that finished while we waited.
+    return not connection.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM accounts)").scalar()
 
 
 _END = object()
