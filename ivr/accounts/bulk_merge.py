@@ -43,8 +43,8 @@ from ivr.db import Database
 from ivr.models import CallEvent, utcnow
 from ivr.security import hash_pin
 
-__all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns", "copy_arrow",
-           "copy_csv", "csv_for_copy", "merge_batches"]
+__all__ = ["CACHED", "CACHED_NAMES", "PHONES", "ChunkMerger", "carried_columns", "copy_csv",
+           "csv_for_copy", "merge_batches"]
 
 # The schema's columns kept in accounts, and the phone list's.
 CACHED: tuple[Column, ...] = tuple(c for c in COLUMNS if c.cache is not None)
@@ -65,14 +65,6 @@ _TEMP_ROWS = " ".join(["CREATE TEMP TABLE IF NOT EXISTS ivr_import_rows ON COMMI
                        "AS SELECT", ", ".join(CACHED_NAMES), "FROM accounts WITH NO DATA"])
 _TEMP_PHONES = ("CREATE TEMP TABLE IF NOT EXISTS ivr_import_phones "
                 "(account_number text, phone text) ON COMMIT DELETE ROWS")
-# A chunk of accounts the cache does not have, with their phone numbers, from the temporary
-# tables (PostgreSQL).
-_INSERT_NEW = (f"WITH up AS (INSERT INTO accounts ({', '.join(CACHED_NAMES)}, updated_at) "  # noqa: S608
-               f"SELECT {', '.join(CACHED_NAMES)}, now() FROM ivr_import_rows "
-               "RETURNING id, account_number) "
-               "INSERT INTO account_phones (account_id, phone) "
-               "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
-               "ON t.account_number = up.account_number")
 # The schema name a SQLite chunk's staging file is attached under.
 _STAGE = "ivr_stage"
 
@@ -220,9 +212,7 @@ class ChunkMerger:
             staged.discard()
 
     def _merge(self, batch: ColumnBatch, staged: Staged) -> int:
-        connection = self._connection
-        if connection is None:
-            raise RuntimeError("ChunkMerger is used in a with block")
+        connection = self.connection
         keys = staged.keys
         if self.postgres:
             with connection.begin():
@@ -287,19 +277,6 @@ class ChunkMerger:
         finally:
             cursor.close()
 
-    def _copy_chunk(self, connection: Connection, values: Mapping[str | None, pa.Array],
-                    keys: Sequence[str], lists: pa.Array) -> None:
-        """``COPY`` a chunk's accounts and phone numbers into this connection's temporary
-        tables (PostgreSQL)."""
-        connection.exec_driver_sql(_TEMP_ROWS)
-        connection.exec_driver_sql(_TEMP_PHONES)
-        copy_arrow(connection, "ivr_import_rows", CACHED_NAMES,
-              pa.table({name: values[name] for name in CACHED_NAMES}))
-        if self.phones:
-            owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
-            copy_arrow(connection, "ivr_import_phones", ("account_number", "phone"),
-                  pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
-
     def _merge_postgres(self, connection: Connection, values: Mapping[str | None, pa.Array],
                         keys: Sequence[str], lists: pa.Array) -> None:
         """Copy the chunk in, insert or upsert it, and give its accounts the file's phone
@@ -308,7 +285,14 @@ class ChunkMerger:
         New accounts' numbers go straight in (the upsert returns the accounts it created).
         Only accounts that existed before have their numbers compared with the cache's.
         """
-        self._copy_chunk(connection, values, keys, lists)
+        connection.exec_driver_sql(_TEMP_ROWS)
+        connection.exec_driver_sql(_TEMP_PHONES)
+        _copy(connection, "ivr_import_rows", CACHED_NAMES,
+              pa.table({name: values[name] for name in CACHED_NAMES}))
+        if self.phones:
+            owners = pc.take(pa.array(keys, pa.string()), pc.list_parent_indices(lists))
+            _copy(connection, "ivr_import_phones", ("account_number", "phone"),
+                  pa.table({"account_number": owners, "phone": pc.list_flatten(lists)}))
         names = ", ".join(CACHED_NAMES)
         # A chunk of accounts the cache does not have yet (a first import, new customers)
         # goes in by plain INSERT, with its phone numbers, under a savepoint undone at the
@@ -316,7 +300,13 @@ class ChunkMerger:
         # of what it created cost a sixth of a first import.
         try:
             with connection.begin_nested():
-                connection.exec_driver_sql(_INSERT_NEW)
+                connection.exec_driver_sql(
+                    f"WITH up AS (INSERT INTO accounts ({names}, updated_at) "  # noqa: S608
+                    f"SELECT {names}, now() FROM ivr_import_rows "
+                    "RETURNING id, account_number) "
+                    "INSERT INTO account_phones (account_id, phone) "
+                    "SELECT up.id, t.phone FROM up JOIN ivr_import_phones t "
+                    "ON t.account_number = up.account_number")
             return
         except IntegrityError:
             pass  # an account the cache has: the upsert
@@ -424,14 +414,14 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
     on SQLite the next chunk's staging file is written meanwhile.
     """
     workers = 1 if database.is_sqlite else PARALLEL
-    # Asks about calls and stages chunks: it never opens a connection of its own.
-    policy = ChunkMerger(database, columns, pin_key, reapply)
     with ExitStack() as stack:
         mergers: queue.SimpleQueue[ChunkMerger] = queue.SimpleQueue()
         for _ in range(workers):
             mergers.put(stack.enter_context(ChunkMerger(database, columns, pin_key, reapply)))
         pool = stack.enter_context(ThreadPoolExecutor(workers, "ivr-merge"))
         pending: deque[tuple[Future[int], int, Staged]] = deque()
+        # Asks about calls and stages chunks: it never opens a connection of its own.
+        policy = ChunkMerger(database, columns, pin_key, reapply)
         reapplied = done = 0
 
         def settle(keep: int) -> None:
@@ -483,9 +473,8 @@ def merge_batches(database: Database, batches: Iterable[ColumnBatch],
     return reapplied
 
 
-def copy_arrow(connection: Connection, table: str, names: Sequence[str], data: pa.Table,
-               ) -> None:
-    """``COPY`` a pyarrow table in (as ``copy_csv`` of ``csv_for_copy``)."""
+def _copy(connection: Connection, table: str, names: Sequence[str], data: pa.Table) -> None:
+    """``COPY`` a pyarrow table in."""
     copy_csv(connection, table, names, csv_for_copy(data))
 
 

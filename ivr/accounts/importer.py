@@ -496,54 +496,52 @@ def _import_by_columns(database: Database, stream: IO[bytes], layout: AccountLay
 
     Checked batches wait in a temporary Arrow file (not in memory, not in the database)
     until the whole file is known to be clean, then go straight into the cache. A first
-    import on PostgreSQL (ivr/accounts/first_load.py) loads each batch as it is checked instead,
-    in one transaction that a file found not clean undoes.
+    import on PostgreSQL (ivr/accounts/first_load.py) loads each batch as it is checked
+    instead, in one transaction that a file found not clean undoes.
     """
     summary = FileSummary()
-    phase = "checking"
 
-    def on_bytes(done: int, total: int) -> None:
-        if progress is not None:
-            progress(Progress(phase, done, total, summary.records, 0))
+    def read(phase: str) -> Iterator[ColumnBatch]:
+        def on_bytes(done: int, total: int) -> None:
+            if progress is not None:
+                progress(Progress(phase, done, total, summary.records, 0))
+
+        return iter_column_batches(stream, layout, summary, on_bytes)
 
     def loaded(done: int) -> None:
         if progress is not None:
             progress(Progress("loading", done, summary.records, done))
 
     try:
-        phase = "loading"  # checked and loaded together, if load_first applies
-        first = load_first(database, iter_column_batches(stream, layout, summary, on_bytes),
-                           pin_key)
+        if not load_first(database, read("loading"), pin_key):
+            with tempfile.TemporaryFile(prefix="ivr-import-") as spill:
+                batches = _spilled(read("checking"), spill)
+                report.reapplied = merge_batches(database, batches, summary.columns or None,
+                                                 pin_key, _Reapply(as_of), loaded)
+        report.records = summary.records
     except NotClean as exc:
         log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
         return None
-    phase = "checking"
-    if first:
-        report.records = summary.records
-        report.applied = True
-        return _record_run(database, report, as_of, zone)
-    with tempfile.TemporaryFile(prefix="ivr-import-") as spill:
-        writer: pa.ipc.RecordBatchStreamWriter | None = None
-        try:
-            for batch in iter_column_batches(stream, layout, summary, on_bytes):
-                table = pa.table(dict(batch.values))
-                if writer is None:
-                    writer = pa.ipc.new_stream(spill, table.schema)
-                writer.write_table(table)
-        except NotClean as exc:
-            log.info("account file read by rows", extra={"fields": {"why": str(exc)}})
-            return None
-        finally:
-            if writer is not None:
-                writer.close()
-        report.records = summary.records
-        spill.seek(0)
-        batches = (ColumnBatch(dict(zip(b.schema.names, b.columns, strict=True)))
-                   for b in (pa.ipc.open_stream(spill) if writer is not None else ()))
-        report.reapplied = merge_batches(database, batches, summary.columns or None, pin_key,
-                                         _Reapply(as_of), loaded)
     report.applied = True
     return _record_run(database, report, as_of, zone)
+
+
+def _spilled(checked: Iterator[ColumnBatch], spill: IO[bytes]) -> Iterator[ColumnBatch]:
+    """Every checked batch, written to ``spill`` first and read back from it: none is
+    given before the whole file is known clean (NotClean is raised before any)."""
+    writer: pa.ipc.RecordBatchStreamWriter | None = None
+    try:
+        for batch in checked:
+            table = pa.table(dict(batch.values))
+            if writer is None:
+                writer = pa.ipc.new_stream(spill, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    spill.seek(0)
+    return (ColumnBatch(dict(zip(b.schema.names, b.columns, strict=True)))
+            for b in (pa.ipc.open_stream(spill) if writer is not None else ()))
 
 
 class _Reapply:
