@@ -65,3 +65,10 @@ def test_comments_cite_only_what_is_in_the_repository() -> None:
     outside = re.compile(r"design (section|§)|design\.md|\.\./shared", re.IGNORECASE)
     cited = [path for path, text in _sources() if outside.search(text)]
     assert cited == []
+
+
+def test_the_served_app_leaves_the_file_readers_unloaded() -> None:
+    # pyarrow and numpy are about 50 MB in every gunicorn process; only imports read files.
+    loaded = imported_after("ivr.web.app, ivr.ops, ivr.ops.views_prompts, ivr.cli.serve")
+    assert "ivr" in loaded
+    assert not {"pyarrow", "numpy", "alembic"} & loaded

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors.amounts import cents_to_text, decimal_to_cents
-from ivr.accounts.importer import ImportReport, import_accounts
 from ivr.db import Database
 from ivr.instance import default_database_url
+
+if TYPE_CHECKING:
+    from ivr.accounts.importer import ImportReport
 
 DEMO_CALLER = "+15555550123"
 DEMO_SPANISH_CALLER = "+15555550125"
@@ -111,6 +114,10 @@ def demo_file(today: date) -> bytes:
 
 def seed(database: Database, today: date, pin_key: str) -> ImportReport:
     """Load (or refresh) the demo accounts through the normal import path."""
+    # Imported here: the importer brings pyarrow (about 50 MB), and the served app reaches
+    # this module through the console's call timings, which never seed.
+    from ivr.accounts.importer import import_accounts
+
     return import_accounts(database, io.BytesIO(demo_file(today)), "demo accounts",
                            pin_key=pin_key)
 

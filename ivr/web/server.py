@@ -30,6 +30,16 @@ def _on_starting(_server: Any) -> None:
     clear_multiproc_dir()
 
 
+def _pre_fork(_server: Any, _worker: Any) -> None:
+    # The master has imported every module the workers run (about 60 MB of Python objects),
+    # shared with each worker until written to. The cyclic collector writes to every object
+    # it scans, so a worker's first full collection copied nearly all of it: frozen objects
+    # are never scanned. Measured: each worker's own memory 55-58 MB -> 34-37 MB after load.
+    import gc
+
+    gc.freeze()
+
+
 def _child_exit(_server: Any, worker: Any) -> None:
     # With PROMETHEUS_MULTIPROC_DIR set, a dead worker's counters stay summed in /metrics.
     from ivr.metrics import mark_worker_dead
@@ -50,4 +60,5 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int,
     _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
                "timeout": 30, "accesslog": "-" if access_log else None,
                "worker_class": "gthread",
-               "on_starting": _on_starting, "child_exit": _child_exit}).run()
+               "on_starting": _on_starting, "pre_fork": _pre_fork,
+               "child_exit": _child_exit}).run()
