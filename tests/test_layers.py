@@ -68,7 +68,8 @@ def test_comments_cite_only_what_is_in_the_repository() -> None:
 
 
 def test_the_served_app_leaves_the_file_readers_unloaded() -> None:
-    # pyarrow and numpy are about 50 MB in every gunicorn process; only imports read files.
+    # pyarrow and numpy (about 50 MB in every gunicorn process) are for reading account
+    # files, Alembic for migrations: neither is for serving calls.
     loaded = imported_after("ivr.web.app, ivr.ops, ivr.ops.views_prompts, ivr.cli.serve")
     assert "ivr" in loaded
     assert not {"pyarrow", "numpy", "alembic"} & loaded
