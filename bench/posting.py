@@ -6,12 +6,15 @@ Prints, for the reference webhook receiver and for hledger-web:
 - our outbox drain rate (one `ivr worker` pass over N queued payments) and its ratio to that,
   repeated (--rounds), bare and ivr interleaved, min and median of each. Every hledger-web
   run starts a server on a fresh journal (it re-parses the whole journal on each reload, so
-  it slows as a run adds to it): the seeded one, once with the default reload gap and once
-  with none, and the seeded one plus HISTORY earlier bills (N/5 payments);
+  it slows as a run adds to it): the seeded one with the default reload gap, with none, and
+  with the journal stamped (IVR_HLEDGER_JOURNAL), and the seeded one plus HISTORY earlier
+  bills (N/5 payments), with the default gap and stamped. N is 1,000 by default: long
+  enough a drain that its start and end (the first claim, the pool's threads starting, the
+  last posts recorded with nothing left to overlap) weigh little, as in a real backlog;
 - the real-time path's extra latency: a whole <Pay> success callback (record the payment,
   commit, post within the budget, answer TwiML) against the connector's bare round trip.
 
-Usage: python -m bench.posting [--payments 300] [--rounds 3] [--database-url URL]
+Usage: python -m bench.posting [--payments 1000] [--rounds 3] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ def realtime_latency(database_url: str, settings: dict[str, str], connector: Acc
 def main() -> None:
     """Run both systems and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--payments", type=int, default=300)
+    parser.add_argument("--payments", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4,
@@ -231,13 +234,15 @@ def main() -> None:
               f"{db('x').split('://')[0]}; worker pool: {args.concurrency}")
         concurrency = {"IVR_WORKER_CONCURRENCY": str(args.concurrency)}
 
-        def hledger_drain(gap: str | None, history: int = 0,
-                          payments: int = args.payments) -> Callable[[str], float]:
+        def hledger_drain(gap: str | None, history: int = 0, payments: int = args.payments,
+                          stamped: bool = False) -> Callable[[str], float]:
             def run(database_url: str) -> float:
                 with fresh_hledger(history) as server:
                     settings = {**server.settings(), **concurrency}
                     if gap is not None:
                         settings["IVR_HLEDGER_RELOAD_GAP_MS"] = gap
+                    if stamped:
+                        settings["IVR_HLEDGER_JOURNAL"] = str(server.journal)
                     return drain_rate(database_url, settings, payments)
             return run
 
@@ -254,8 +259,11 @@ def main() -> None:
              lambda url: drain_rate(url, {**webhook_settings, **concurrency}, args.payments)),
             ("hledger-web", hledger_bare(), hledger_drain(None)),
             ("hledger-web gap 0", hledger_bare(), hledger_drain("0")),
+            ("hledger-web stamped", hledger_bare(), hledger_drain(None, stamped=True)),
             (f"hledger-web +{HISTORY:,}", hledger_bare(HISTORY, history_payments),
              hledger_drain(None, HISTORY, history_payments)),
+            (f"stamped +{HISTORY:,}", hledger_bare(HISTORY, history_payments),
+             hledger_drain(None, HISTORY, history_payments, stamped=True)),
         )
         own = [bookkeeping_ms(db(f"own-{n}"), 5 * args.payments, args.concurrency)
                for n in range(args.rounds)]

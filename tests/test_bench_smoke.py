@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from ivr.simulator.timing import STANDARD_CALLS
 from tests.conftest import _PG_SERVER, REPO, need_espeak, unavailable
+from tests.servers.hledger import hledger_available
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +73,36 @@ def test_the_call_time_bench_times_every_standard_call(tmp_path: Path) -> None:
     assert len(totals) == len(STANDARD_CALLS), done.stdout
     # The lengths were measured, and kept for the next run.
     assert (tmp_path / "lengths.json").stat().st_size > 0
+
+
+def test_the_load_bench_prints_the_ratios_it_is_judged_by() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--databases", "sqlite", "--rounds", "1",
+         "--seconds", "1", "--concurrency", "2", "--capacity-seconds", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    # No webhook of the line failed: its calls still follow the flow the bench expects.
+    line = [x for x in lines if x.startswith("sqlite  ivr sequential:")]
+    assert len(line) == 1 and line[0].endswith("errors 0"), done.stdout
+    assert any(x.startswith("sqlite bare sequential:") for x in lines), done.stdout
+    assert any(x.startswith("sqlite ratio ivr/bare: mean latency ") for x in lines), done.stdout
+    loop = [x for x in lines if x.startswith("sqlite closed loop   2 callers:")]
+    assert len(loop) == 1 and "ivr" in loop[0] and "errors 0 |" in loop[0], done.stdout
+
+
+def test_the_posting_bench_drains_every_receiver() -> None:
+    problem = hledger_available()
+    if problem is not None:
+        unavailable(problem)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.posting", "--payments", "20", "--rounds", "1",
+         "--calls", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    # Each drain asserts that it posted every payment, so exit 0 is the check that matters.
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    for name in ("webhook receiver:", "hledger-web:", "hledger-web gap 0:",
+                 "hledger-web stamped:", "hledger-web +2,000:", "stamped +2,000:"):
+        assert any(x.startswith(name) and " ratio min/median " in x for x in lines), done.stdout
+    assert any(x.startswith("hledger-web: real-time <Pay> callback") for x in lines), done.stdout

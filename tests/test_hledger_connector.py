@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -402,3 +404,82 @@ def test_writers_at_once_are_retried_never_refused(live: HledgerServer) -> None:
     for mine in posts:
         for post in mine:
             assert live.transactions_with_code(transaction_code(post.idempotency_key)) == 1
+
+
+def stamping(live: HledgerServer, journal: str | None = None, gap_ms: int = 1000
+             ) -> HledgerConnector:
+    """A connector that stamps ``journal`` (the server's own by default); a long reload gap,
+    so a write that still waited for it would show."""
+    return HledgerConnector.from_settings({
+        **live.settings(), "IVR_HLEDGER_JOURNAL": journal or str(live.journal),
+        "IVR_HLEDGER_RELOAD_GAP_MS": str(gap_ms)})
+
+
+def first_attempt(account: str = "4401001234") -> PaymentPost:
+    """A payment as the worker first sends it (no earlier attempt could have landed)."""
+    return payment(account=account, amount="1.00", fee="0", may_exist=False)
+
+
+def test_stamped_journal_shows_every_write_at_once(live: HledgerServer) -> None:
+    connector = stamping(live)
+    try:
+        connector.post_payment(first_attempt(), timeout=5)  # proves the stamp: read and pause
+        assert connector.journal is not None and connector.journal.trusted
+        posts = [first_attempt() for _ in range(20)]
+        started = time.monotonic()
+        for post in posts:
+            code = connector.post_payment(post, timeout=5).receipt_id
+            # Seen by the very next read: written back to back, unstamped, about a third
+            # of such writes stay unseen until a later one.
+            server_transaction(live, code)
+        # Neither a read nor the 1 s pause before any of them (they would take 20 s).
+        assert time.monotonic() - started < 10
+    finally:
+        connector.close()
+    for post in posts:
+        assert live.transactions_with_code(transaction_code(post.idempotency_key)) == 1
+
+
+def test_retry_stamps_before_looking_for_an_earlier_write(live: HledgerServer) -> None:
+    """An attempt wrote, then its process died before stamping: the retry must still find
+    it, never post it twice."""
+    connector = stamping(live)
+    try:
+        connector.post_payment(first_attempt(), timeout=5)
+        post = payment(amount="3.00", fee="0")
+        body = connector.transaction(post)
+        requests.put(f"{live.url}/add", json=body, timeout=5).raise_for_status()
+        # The write as hledger-web may leave it: stamped no later than its last reload.
+        old = live.journal.stat()
+        os.utime(live.journal, ns=(old.st_atime_ns, old.st_mtime_ns - 10_000_000_000))
+        unseen = requests.get(f"{live.url}/transactions", timeout=5).json()
+        assert body["tcode"] not in {t["tcode"] for t in unseen}
+        retried = connector.post_payment(post, timeout=5)
+    finally:
+        connector.close()
+    assert retried.already_posted
+    assert live.transactions_with_code(body["tcode"]) == 1
+
+
+def test_a_file_that_is_not_the_served_journal_is_never_trusted(
+        live: HledgerServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere = tmp_path / "copy.journal"
+    elsewhere.write_text(live.journal.read_text(encoding="utf-8"), encoding="utf-8")
+    connector = stamping(live, str(elsewhere), gap_ms=20)
+    try:
+        for post in [first_attempt() for _ in range(5)]:
+            server_transaction(live, connector.post_payment(post, timeout=5).receipt_id)
+        assert connector.journal is not None and not connector.journal.trusted
+    finally:
+        connector.close()
+    assert "not the journal hledger-web serves" in caplog.text
+
+
+def test_journal_setting_is_checked(tmp_path: Path) -> None:
+    base = {"IVR_HLEDGER_URL": "http://127.0.0.1:5051/"}
+    with pytest.raises(ValueError, match=r"IVR_HLEDGER_JOURNAL.*absolute"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_JOURNAL": "biller.journal"})
+    with pytest.raises(ValueError, match=r"IVR_HLEDGER_JOURNAL.*cannot read"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_JOURNAL": str(tmp_path / "no")})
+    with pytest.raises(ValueError, match=r"IVR_HLEDGER_JOURNAL.*not a file"):
+        HledgerConnector.from_settings({**base, "IVR_HLEDGER_JOURNAL": str(tmp_path)})

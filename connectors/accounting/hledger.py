@@ -43,6 +43,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,6 +59,7 @@ from connectors.accounting.base import (
     RetryableError,
     ReversalPost,
 )
+from connectors.accounting.hledger_journal import JournalStamp, journal_path
 from connectors.accounting.hledger_json import (
     Posting,
     decimal_places,
@@ -181,7 +183,7 @@ class HledgerConnector:
                  fee_account: str = DEFAULT_FEE_ACCOUNT, commodity: str = DEFAULT_COMMODITY,
                  currency: str | None = None, zone: ZoneInfo | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 reload_gap: float | None = None) -> None:
+                 reload_gap: float | None = None, journal: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.receivable_prefix = receivable_prefix
         self.clearing_account = clearing_account
@@ -192,6 +194,8 @@ class HledgerConnector:
         self.zone = zone or ZoneInfo("UTC")
         self._timeout = timeout
         self.reload_gap = _RELOAD_GAP if reload_gap is None else reload_gap
+        # The journal's file, when this machine can stamp it (hledger_journal.py).
+        self.journal = JournalStamp(journal) if journal is not None else None
         self._session = make_session(self.url)
         self._lock = threading.Lock()
         # Held for a whole post: hledger-web 1.25 takes one post at a time.
@@ -226,6 +230,7 @@ class HledgerConnector:
             zone=_zone(settings),
             timeout=timeouts_from_settings(settings),
             reload_gap=_gap(settings),
+            journal=journal_path(settings.get("IVR_HLEDGER_JOURNAL", "")),
         )
 
     # -- building -------------------------------------------------------------------------
@@ -426,24 +431,34 @@ class HledgerConnector:
                                          "not sent")
         code = transaction["tcode"]
         account = self.receivable_account(account_number)
+        # With the journal stamped after every write, each write is seen at once: no read
+        # and no pause before it (a stamp before a duplicate check covers an earlier
+        # attempt that wrote and then died before its stamp).
+        stamped = self.journal if self.journal is not None and self.journal.trusted else None
         if may_exist:
+            if stamped is not None and not stamped.stamp():
+                stamped = None
             if self._find_code(account, code, deadline):
                 return PostResult(receipt_id=code, already_posted=True)
             known = self._is_known(account, deadline)
         else:
-            # No dedupe read, but still one read: a PUT that finds the journal changed
-            # reloads it just before appending, and that append can stay unseen until
-            # the next write. A read first takes the reload: /version, the smallest
-            # answer hledger-web gives (every request reloads a changed journal), where
-            # the account names grow with the customers and a register with their history.
             known = self._is_known(account, deadline)
-            self._get("/version", deadline)
+            if stamped is None:
+                # No dedupe read, but still one read: a PUT that finds the journal changed
+                # reloads it just before appending, and that append can stay unseen until
+                # the next write. A read first takes the reload: /version, the smallest
+                # answer hledger-web gives (every request reloads a changed journal), where
+                # the account names grow with the customers and a register with their
+                # history.
+                self._get("/version", deadline)
         if not known:
             # hledger would create the account; posting to a customer the biller does not
             # have is for a person to look at, and retrying will not make the account exist.
             raise PermanentError(SYSTEM, f"unknown customer: no account {account!r} "
                                          "in the journal")
-        self._wait_after_read(deadline)
+        if stamped is None:
+            self._wait_after_read(deadline)
+        size = self.journal.size() if self.journal is not None else None
         response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
                            timeout=deadline.timeouts(), ok_statuses=(400, 403))
         if response.status_code == 403 and _INTERNAL_FAILURE in response.text:
@@ -455,6 +470,8 @@ class HledgerConnector:
         if response.status_code in (400, 403):
             raise PermanentError(SYSTEM, f"refused (HTTP {response.status_code}): "
                                          f"{_error_text(response)}")
+        if self.journal is not None:
+            self.journal.after_write(size)
         return PostResult(receipt_id=code)
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
