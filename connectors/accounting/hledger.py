@@ -431,32 +431,30 @@ class HledgerConnector:
                                          "not sent")
         code = transaction["tcode"]
         account = self.receivable_account(account_number)
-        # With the journal stamped after every write, each write is seen at once: no read
-        # and no pause before it (a stamp before a duplicate check covers an earlier
-        # attempt that wrote and then died before its stamp).
-        stamped = self.journal if self.journal is not None and self.journal.trusted else None
         if may_exist:
-            if stamped is not None and not stamped.stamp():
-                stamped = None
+            if self.journal is not None:
+                # The read below then reloads whatever an earlier attempt appended, even
+                # one that died between its write and its stamp.
+                self.journal.stamp()
             if self._find_code(account, code, deadline):
                 return PostResult(receipt_id=code, already_posted=True)
-            known = self._is_known(account, deadline)
-        else:
-            known = self._is_known(account, deadline)
-            if stamped is None:
-                # No dedupe read, but still one read: a PUT that finds the journal changed
-                # reloads it just before appending, and that append can stay unseen until
-                # the next write. A read first takes the reload: /version, the smallest
-                # answer hledger-web gives (every request reloads a changed journal), where
-                # the account names grow with the customers and a register with their
-                # history.
-                self._get("/version", deadline)
+        known = self._is_known(account, deadline)
+        # With the journal stamped after every write, each write is seen at once: no read
+        # and no pause before it.
+        stamped = self.journal is not None and self.journal.trusted
+        if not may_exist and not stamped:
+            # No dedupe read, but still one read: a PUT that finds the journal changed
+            # reloads it just before appending, and that append can stay unseen until the
+            # next write. A read first takes the reload: /version, the smallest answer
+            # hledger-web gives (every request reloads a changed journal), where the account
+            # names grow with the customers and a register with their history.
+            self._get("/version", deadline)
         if not known:
             # hledger would create the account; posting to a customer the biller does not
             # have is for a person to look at, and retrying will not make the account exist.
             raise PermanentError(SYSTEM, f"unknown customer: no account {account!r} "
                                          "in the journal")
-        if stamped is None:
+        if not stamped:
             self._wait_after_read(deadline)
         size = self.journal.size() if self.journal is not None else None
         response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
