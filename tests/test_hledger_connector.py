@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -420,11 +421,14 @@ def first_attempt(account: str = "4401001234") -> PaymentPost:
     return payment(account=account, amount="1.00", fee="0", may_exist=False)
 
 
-def test_stamped_journal_shows_every_write_at_once(live: HledgerServer) -> None:
+def test_stamped_journal_shows_every_write_at_once(live: HledgerServer,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connectors")
     connector = stamping(live)
     try:
         connector.post_payment(first_attempt(), timeout=5)  # proves the stamp: read and pause
         assert connector.journal is not None and connector.journal.trusted
+        assert "writes go without the read and the reload gap" in caplog.text
         posts = [first_attempt() for _ in range(20)]
         started = time.monotonic()
         for post in posts:

@@ -86,8 +86,10 @@ class JournalStamp:
             self._turn_off("a write hledger-web accepted did not grow it: it is not the "
                            "journal hledger-web serves")
             return
-        if self.stamp():
+        if self.stamp() and not self._proven:
             self._proven = True
+            log.info("hledger: journal %s grew with a write and keeps its stamps; writes go "
+                     "without the read and the reload gap from now on", self.path)
 
     def stamp(self) -> bool:
         """Set the mtime to now (fine clock), later than any earlier stamp; False (and
