@@ -105,7 +105,8 @@ _ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 # within a tick of a reload looks older than that read and stays invisible until the next
 # write: a retry's dedupe read could then miss a transaction that landed. Leaving this much
 # time between our last read and our write keeps every write newer than the last reload.
-# Every write follows a read of ours (see _add_alone). Twice the longest Linux tick (HZ=100:
+# Every write follows a read of ours (see _add_alone), unless the journal is stamped
+# (IVR_HLEDGER_JOURNAL, hledger_journal.py). Twice the longest Linux tick (HZ=100:
 # 10 ms; Windows stamps file times every 15.6 ms). IVR_HLEDGER_RELOAD_GAP_MS sets it: 0 is
 # safe where the journal's filesystem stamps fine-grained mtimes (Linux 6.13+ multigrain
 # timestamps on ext4, xfs, btrfs, tmpfs); more is needed where it stamps whole seconds.

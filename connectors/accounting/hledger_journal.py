@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -54,11 +53,13 @@ def journal_path(raw: str) -> Path | None:
 
 
 class JournalStamp:
-    """Stamps one journal file's mtime; knows whether stamping can be relied on yet."""
+    """Stamps one journal file's mtime; knows whether stamping can be relied on yet.
+
+    Not locked: the connector calls it only while holding its lock for a whole post.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
         self._proven = False  # a write grew the file and its stamp held
         self._off = False
 
@@ -68,7 +69,10 @@ class JournalStamp:
         return self._proven and not self._off
 
     def size(self) -> int | None:
-        """The journal's size now (None if it cannot be read: stamping is then off)."""
+        """The journal's size now (None when stamping is off, or then turned off because
+        it cannot be read)."""
+        if self._off:
+            return None
         try:
             return self.path.stat().st_size
         except OSError as exc:
@@ -77,7 +81,7 @@ class JournalStamp:
 
     def after_write(self, size_before: int | None) -> None:
         """Stamp after a write hledger-web accepted; the write must have grown the file."""
-        if self._off or size_before is None:
+        if size_before is None:
             return
         size = self.size()
         if size is None:
@@ -96,16 +100,15 @@ class JournalStamp:
         stamping off) if the file or its filesystem does not keep it exactly."""
         if self._off:
             return False
-        with self._lock:
-            try:
-                info = self.path.stat()
-                # Strictly later than the last mtime, whatever clock stamped it.
-                mtime = max(time.time_ns(), info.st_mtime_ns + 1)
-                os.utime(self.path, ns=(info.st_atime_ns, mtime))
-                kept = self.path.stat().st_mtime_ns
-            except OSError as exc:
-                self._turn_off(f"cannot set its modification time ({exc.strerror})")
-                return False
+        try:
+            info = self.path.stat()
+            # Strictly later than the last mtime, whatever clock stamped it.
+            mtime = max(time.time_ns(), info.st_mtime_ns + 1)
+            os.utime(self.path, ns=(info.st_atime_ns, mtime))
+            kept = self.path.stat().st_mtime_ns
+        except OSError as exc:
+            self._turn_off(f"cannot set its modification time ({exc.strerror})")
+            return False
         if kept != mtime:
             self._turn_off("its filesystem does not keep modification times to the "
                            "nanosecond")
