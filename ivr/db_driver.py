@@ -1,0 +1,135 @@
+"""A few hot statements run straight on the driver's cursor, SQLAlchemy's types kept.
+
+Every webhook loads its call and writes it back. Through SQLAlchemy each such statement
+cost about three times what the driver takes to run it (the execution context, the result
+object, the ORM's loading around it: docs/scaling.md). A ``DriverStatement`` is a Core
+statement compiled once per dialect and run on the cursor of the session's own connection,
+in its transaction; its parameters and rows still pass through the columns' own SQLAlchemy
+type processing (dates on SQLite, JSON, our enums), so what is stored and read is exactly
+what SQLAlchemy would store and read. What stays the same as a SQLAlchemy execution:
+
+- the engine's ``before_cursor_execute`` and ``after_cursor_execute`` listeners see the
+  statement (ivr.db's durable-commit rule reads the statement's execution options from the
+  context they are given);
+- a driver error is raised as SQLAlchemy raises it, a connection the server dropped
+  invalidated, so ``DBAPIError.connection_invalidated`` still tells a retry it may.
+
+Only for statements with plain bound parameters (no expanding ``IN``, no literal binds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.sql import ClauseElement
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the engine's cursor listeners are given for a driver statement's context."""
+
+    execution_options: Mapping[str, Any]
+    executemany: bool = False
+
+
+@dataclass
+class _Compiled:
+    """One statement's SQL for one dialect, and how its parameters and rows convert."""
+
+    sql: str
+    positional: tuple[str, ...] | None  # parameter names in order, for positional drivers
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # only parameters that convert
+    # Per selected column, from the first result's description (a driver's type codes
+    # choose some conversions, PostgreSQL's numerics).
+    results: tuple[_Processor, ...] | None = None
+
+
+@dataclass
+class DriverStatement:
+    """A Core statement, compiled once per dialect, run on a connection's driver cursor."""
+
+    statement: ClauseElement
+    _compiled: dict[str, _Compiled] = field(default_factory=dict, init=False, repr=False)
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done: Any = self.statement.compile(dialect=dialect)
+            binds = []
+            for name, bind in done.binds.items():
+                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    binds.append((name, process))
+            positional = tuple(done.positiontup or ()) if dialect.positional else None
+            compiled = _Compiled(done.string, positional, tuple(binds))
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def _params(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+        values = dict(params)
+        for name, process in compiled.binds:
+            if name in values:
+                values[name] = process(values[name])
+        if compiled.positional is not None:
+            return tuple(values[name] for name in compiled.positional)
+        return values
+
+    def _run(self, connection: Connection, params: Any, many: bool) -> Any:
+        compiled = self._for(connection.dialect)
+        args = ([self._params(compiled, one) for one in params] if many
+                else self._params(compiled, params))
+        sql = compiled.sql
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        listened = connection._has_events or connection.engine._has_events
+        context = (DriverContext(self.statement.get_execution_options(), many)  # type: ignore[attr-defined]
+                   if listened else None)
+        try:
+            if listened:
+                for listener in connection.dispatch.before_cursor_execute:
+                    sql, args = listener(connection, cursor, sql, args, context, many)
+            if many:
+                cursor.executemany(sql, args)
+            else:
+                cursor.execute(sql, args)
+            if listened:
+                connection.dispatch.after_cursor_execute(connection, cursor, sql, args,
+                                                         context, many)
+        except BaseException as exc:
+            # Raised as SQLAlchemy raises it; a dropped connection is invalidated.
+            connection._handle_dbapi_exception(exc, sql, args, cursor, None)
+        return cursor
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, each column converted as SQLAlchemy converts it; None if none."""
+        cursor = self._run(connection, params, many=False)
+        try:
+            row = cursor.fetchone()
+            compiled = self._for(connection.dialect)
+            if compiled.results is None:
+                dialect = connection.dialect
+                columns = getattr(self.statement, "selected_columns", ())
+                compiled.results = tuple(
+                    column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                    for column, described in zip(columns, cursor.description, strict=True))
+        finally:
+            cursor.close()
+        if row is None:
+            return None
+        return tuple(value if process is None or value is None else process(value)
+                     for process, value in zip(compiled.results, row, strict=True))
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """Run it once (a write)."""
+        self._run(connection, params, many=False).close()
+
+    def executemany(self, connection: Connection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run it once per set of parameters (rows of one insert)."""
+        if len(params) == 1:
+            self.execute(connection, params[0])
+        elif params:
+            self._run(connection, params, many=True).close()
