@@ -14,17 +14,24 @@ what SQLAlchemy would store and read. What stays the same as a SQLAlchemy execut
 - a driver error is raised as SQLAlchemy raises it, a connection the server dropped
   invalidated, so ``DBAPIError.connection_invalidated`` still tells a retry it may.
 
-Only for statements with plain bound parameters (no expanding ``IN``, no literal binds).
+Only for statements with plain bound parameters (no expanding ``IN``).
+
+``MappedRow`` makes such a row the object the ORM would have loaded (``persistent``), or an
+object no session tracks (``untracked``), for code that works on mapped objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Column, Connection, Dialect, inspect
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import manager_of_class
 from sqlalchemy.sql import ClauseElement
+
+M = TypeVar("M")
 
 _Processor = Callable[[Any], Any] | None
 
@@ -44,6 +51,7 @@ class _Compiled:
     sql: str
     positional: tuple[str, ...] | None  # parameter names in order, for positional drivers
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # only parameters that convert
+    fixed: Mapping[str, Any]  # the values of parameters the statement itself holds
     # Per selected column, from the first result's description (a driver's type codes
     # choose some conversions, PostgreSQL's numerics).
     results: tuple[_Processor, ...] | None = None
@@ -61,17 +69,20 @@ class DriverStatement:
         if compiled is None:
             done: Any = self.statement.compile(dialect=dialect)
             binds = []
+            fixed = {}
             for name, bind in done.binds.items():
                 process = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if process is not None:
                     binds.append((name, process))
+                if not bind.required:  # literal(...): a value of the statement's own
+                    fixed[name] = bind.effective_value
             positional = tuple(done.positiontup or ()) if dialect.positional else None
-            compiled = _Compiled(done.string, positional, tuple(binds))
+            compiled = _Compiled(done.string, positional, tuple(binds), fixed)
             self._compiled[dialect.name] = compiled
         return compiled
 
     def _params(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
-        values = dict(params)
+        values = {**compiled.fixed, **params} if compiled.fixed else dict(params)
         for name, process in compiled.binds:
             if name in values:
                 values[name] = process(values[name])
@@ -109,19 +120,41 @@ class DriverStatement:
         cursor = self._run(connection, params, many=False)
         try:
             row = cursor.fetchone()
-            compiled = self._for(connection.dialect)
-            if compiled.results is None:
-                dialect = connection.dialect
-                columns = getattr(self.statement, "selected_columns", ())
-                compiled.results = tuple(
-                    column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                    for column, described in zip(columns, cursor.description, strict=True))
+            results = self._results(connection.dialect, cursor)
         finally:
             cursor.close()
         if row is None:
             return None
         return tuple(value if process is None or value is None else process(value)
-                     for process, value in zip(compiled.results, row, strict=True))
+                     for process, value in zip(results, row, strict=True))
+
+    def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
+        compiled = self._for(dialect)
+        if compiled.results is None:
+            columns = getattr(self.statement, "selected_columns", ())
+            compiled.results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                for column, described in zip(columns, cursor.description, strict=True))
+        return compiled.results
+
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row, each column converted as SQLAlchemy converts it."""
+        rows = []
+        cursor = self._run(connection, params, many=False)
+        try:
+            fetched = cursor.fetchall()
+            results = self._results(connection.dialect, cursor)
+        finally:
+            cursor.close()
+        for row in fetched:
+            rows.append(tuple(value if process is None or value is None else process(value)
+                              for process, value in zip(results, row, strict=True)))
+        return rows
+
+    def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """The first row's first column (converted), or None."""
+        row = self.first(connection, params)
+        return None if row is None else row[0]
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
         """Run it once (a write)."""
@@ -133,3 +166,38 @@ class DriverStatement:
             self.execute(connection, params[0])
         elif params:
             self._run(connection, params, many=True).close()
+
+
+class MappedRow(Generic[M]):
+    """A model's columns in order, and a row of them made into the object the ORM would
+    have loaded, without the ORM's loading (a third of a webhook's database time)."""
+
+    def __init__(self, model: type[M]) -> None:
+        mapper: Mapper[M] = inspect(model)
+        attrs = tuple(mapper.column_attrs)
+        self.keys = tuple(attr.key for attr in attrs)
+        self.columns = tuple(cast(Column[Any], attr.columns[0]) for attr in attrs)
+        if any(key != column.key for key, column in zip(self.keys, self.columns, strict=True)):
+            raise TypeError(f"{model.__name__}: an attribute named unlike its column")
+        self._primary_key = tuple(self.keys.index(column.key) for column in mapper.primary_key)
+        self._mapper = mapper
+        self._manager = manager_of_class(model)
+
+    def untracked(self, values: Sequence[Any]) -> M:
+        """An object of the row that no session tracks (its owner writes it back)."""
+        obj: M = self._manager.new_instance()
+        obj.__dict__.update(zip(self.keys, values, strict=True))
+        return obj
+
+    def persistent(self, db: Session, values: Sequence[Any]) -> M:
+        """The row as ``db``'s object, as if loaded: found in its identity map, or added
+        to it (the caller holds it: the identity map holds objects only weakly)."""
+        key = self._mapper.identity_key_from_primary_key(
+            tuple(values[i] for i in self._primary_key))
+        found = db.identity_map.get(key)
+        if found is not None:
+            return found
+        obj = self.untracked(values)
+        make_transient_to_detached(obj)
+        db.add(obj)
+        return obj

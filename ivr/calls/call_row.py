@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    Column,
     ColumnDefault,
     Table,
     bindparam,
@@ -33,37 +32,28 @@ from sqlalchemy import (
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm import Session, SessionTransaction
 
+from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS
-from ivr.db_driver import DriverStatement
+from ivr.db_driver import DriverStatement, MappedRow
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def _columns(model: type) -> tuple[tuple[str, Column[Any]], ...]:
-    """A model's column attributes, each with its column (attribute name = column name)."""
-    mapper: Mapper[Any] = inspect(model)
-    return tuple((attr.key, cast(Column[Any], attr.columns[0])) for attr in mapper.column_attrs)
-
-
 _TABLE = cast(Table, CallSession.__table__)
-_CALL_FIELDS = _columns(CallSession)
-_CALL_KEYS = tuple(key for key, _ in _CALL_FIELDS)
-_COLUMNS = frozenset(_CALL_KEYS)
+_CALL = MappedRow(CallSession)
+_COLUMNS = frozenset(_CALL.keys)
 _RELATIONSHIPS = frozenset(inspect(CallSession).relationships.keys())
-assert all(key == col.key for key, col in _CALL_FIELDS)  # noqa: S101 - a model change must not slip past
 _ACCOUNTS = cast(Table, Account.__table__)
-_ACCOUNT_FIELDS = _columns(Account)
-_ACCOUNT_KEYS = tuple(key for key, _ in _ACCOUNT_FIELDS)
-_ACCOUNT_ID = len(_CALL_KEYS) + _ACCOUNT_KEYS.index("id")  # in the loaded row
+_ACCOUNT = ACCOUNT_ROW
+_ACCOUNT_ID = len(_CALL.keys) + _ACCOUNT.keys.index("id")  # in the loaded row
 
 # Built once: a webhook's first statement is the call with its account (ctx.account then
 # needs no second round trip). On PostgreSQL the row lock is the call's only: FOR UPDATE OF
 # call_sessions, never the account's row.
-_CALL_BY_SID = (select(*(c for _, c in _CALL_FIELDS), *(c for _, c in _ACCOUNT_FIELDS))
+_CALL_BY_SID = (select(*_CALL.columns, *_ACCOUNT.columns)
                 .select_from(_TABLE.outerjoin(_ACCOUNTS, _ACCOUNTS.c.id == _TABLE.c.account_id))
                 .where(_TABLE.c.call_sid == bindparam("call_sid")))
 _LOAD = DriverStatement(_CALL_BY_SID)
@@ -168,18 +158,6 @@ def _default(default: ColumnDefault) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
-def _attached(db: Session, values: tuple[Any, ...]) -> Account:
-    """The account row as a persistent object of ``db``, as if the ORM had loaded it."""
-    found = db.identity_map.get(identity_key(Account, (values[_ACCOUNT_ID - len(_CALL_KEYS)],)))
-    if found is not None:
-        return found
-    account: Account = Account._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    account.__dict__.update(zip(_ACCOUNT_KEYS, values, strict=True))
-    make_transient_to_detached(account)
-    db.add(account)
-    return account
-
-
 def load_call(db: Session, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
@@ -203,12 +181,11 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
         row = load.first(db.connection(), params)
     if row is None:
         return None
-    fields = len(_CALL_KEYS)
-    loaded = dict(zip(_CALL_KEYS, row[:fields], strict=True))
-    call: CallSession = CallSession._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    call.__dict__.update(loaded)
+    fields = len(_CALL.keys)
+    call = _CALL.untracked(row[:fields])
+    loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
-    account = _attached(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
+    account = _ACCOUNT.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
     db.info[_LOADED] = (call, loaded, account)
     return call
 
@@ -242,12 +219,12 @@ def save_call(db: Session, call: CallSession) -> None:
     steps = _take_events(db)
     postgres = connection.dialect.name == "postgresql"
     if before is None:
-        row = {key: values[key] for key in _CALL_KEYS if key in values}
+        row = {key: values[key] for key in _CALL.keys if key in values}
         row.update((key, _default(default)) for key, default in _DEFAULTS.items()
                    if key not in row)
         write = _insert(tuple(sorted(row)), postgres and bool(steps))
     else:
-        row = {key: values[key] for key in _CALL_KEYS if values[key] != before[key]}
+        row = {key: values[key] for key in _CALL.keys if values[key] != before[key]}
         if not row:
             if steps:
                 _ADD_STEPS.executemany(connection, steps)
