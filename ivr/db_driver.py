@@ -123,10 +123,7 @@ class DriverStatement:
             results = self._results(connection.dialect, cursor)
         finally:
             cursor.close()
-        if row is None:
-            return None
-        return tuple(value if process is None or value is None else process(value)
-                     for process, value in zip(results, row, strict=True))
+        return None if row is None else _converted(results, row)
 
     def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
         compiled = self._for(dialect)
@@ -139,17 +136,13 @@ class DriverStatement:
 
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row, each column converted as SQLAlchemy converts it."""
-        rows = []
         cursor = self._run(connection, params, many=False)
         try:
             fetched = cursor.fetchall()
             results = self._results(connection.dialect, cursor)
         finally:
             cursor.close()
-        for row in fetched:
-            rows.append(tuple(value if process is None or value is None else process(value)
-                              for process, value in zip(results, row, strict=True)))
-        return rows
+        return [_converted(results, row) for row in fetched]
 
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first row's first column (converted), or None."""
@@ -166,6 +159,12 @@ class DriverStatement:
             self.execute(connection, params[0])
         elif params:
             self._run(connection, params, many=True).close()
+
+
+def _converted(results: tuple[_Processor, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+    """A driver's row with each column converted as SQLAlchemy converts it."""
+    return tuple(value if process is None or value is None else process(value)
+                 for process, value in zip(results, row, strict=True))
 
 
 class MappedRow(Generic[M]):
