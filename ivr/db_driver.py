@@ -115,15 +115,15 @@ class DriverStatement:
             connection._handle_dbapi_exception(exc, sql, args, cursor, None)
         return cursor
 
-    def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row, each column converted as SQLAlchemy converts it; None if none."""
+    def _fetch(self, connection: Connection, params: Mapping[str, Any],
+               every: bool) -> list[tuple[Any, ...]]:
         cursor = self._run(connection, params, many=False)
         try:
-            row = cursor.fetchone()
+            fetched = cursor.fetchall() if every else [cursor.fetchone()]
             results = self._results(connection.dialect, cursor)
         finally:
             cursor.close()
-        return None if row is None else _converted(results, row)
+        return [_converted(results, row) for row in fetched if row is not None]
 
     def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
         compiled = self._for(dialect)
@@ -134,15 +134,14 @@ class DriverStatement:
                 for column, described in zip(columns, cursor.description, strict=True))
         return compiled.results
 
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, each column converted as SQLAlchemy converts it; None if none."""
+        rows = self._fetch(connection, params, every=False)
+        return rows[0] if rows else None
+
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row, each column converted as SQLAlchemy converts it."""
-        cursor = self._run(connection, params, many=False)
-        try:
-            fetched = cursor.fetchall()
-            results = self._results(connection.dialect, cursor)
-        finally:
-            cursor.close()
-        return [_converted(results, row) for row in fetched]
+        return self._fetch(connection, params, every=True)
 
     def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first row's first column (converted), or None."""
