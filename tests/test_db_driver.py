@@ -125,3 +125,24 @@ def test_a_relationship_set_on_the_call_is_refused_not_lost(database: Database) 
         assert call is not None
         call.account = db.scalar(select(Account))
         save_call(db, call)
+
+
+def test_a_commit_before_the_webhook_ends_writes_the_call_too(database: Database) -> None:
+    """A payment is made durable (committed) before its real-time post: the call's row as it
+    stands goes with it, and what changes after is written at the end."""
+    with database.session() as db:
+        db.add(CallSession(call_sid="CA-mid", state="paying", started_at=STARTED))
+    with database.session() as db:
+        call = load_call(db, "CA-mid")
+        assert call is not None
+        call.state = "after_pay"
+        call.pay_tries = 1
+        db.commit()  # as post_in_real_time does
+        with database.session() as other:
+            seen = other.get(CallSession, "CA-mid")
+            assert seen is not None and (seen.state, seen.pay_tries) == ("after_pay", 1)
+        call.state = "main_menu"
+        save_call(db, call)
+    with database.session() as db:
+        final = db.get(CallSession, "CA-mid")
+    assert final is not None and (final.state, final.pay_tries) == ("main_menu", 1)

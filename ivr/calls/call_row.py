@@ -47,13 +47,12 @@ _CALL = MappedRow(CallSession)
 _COLUMNS = frozenset(_CALL.keys)
 _RELATIONSHIPS = frozenset(inspect(CallSession).relationships.keys())
 _ACCOUNTS = cast(Table, Account.__table__)
-_ACCOUNT = ACCOUNT_ROW
-_ACCOUNT_ID = len(_CALL.keys) + _ACCOUNT.keys.index("id")  # in the loaded row
+_ACCOUNT_ID = len(_CALL.keys) + ACCOUNT_ROW.keys.index("id")  # in the loaded row
 
 # Built once: a webhook's first statement is the call with its account (ctx.account then
 # needs no second round trip). On PostgreSQL the row lock is the call's only: FOR UPDATE OF
 # call_sessions, never the account's row.
-_CALL_BY_SID = (select(*_CALL.columns, *_ACCOUNT.columns)
+_CALL_BY_SID = (select(*_CALL.columns, *ACCOUNT_ROW.columns)
                 .select_from(_TABLE.outerjoin(_ACCOUNTS, _ACCOUNTS.c.id == _TABLE.c.account_id))
                 .where(_TABLE.c.call_sid == bindparam("call_sid")))
 _LOAD = DriverStatement(_CALL_BY_SID)
@@ -93,6 +92,11 @@ def _take_events(db: Session) -> list[dict[str, Any]]:
 
 @sa_event.listens_for(Session, "before_commit")
 def _write_events(db: Session) -> None:
+    if _LOADED in db.info:
+        # A commit before the webhook's end (a payment made durable before its real-time
+        # post): the call's row goes with it, as the unit of work wrote a tracked object.
+        _write_call(db, db.info[_LOADED])
+        return
     rows = _take_events(db)
     if rows:
         # On the session's connection: nothing here needs the ORM's statement handling.
@@ -185,7 +189,7 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
     call = _CALL.untracked(row[:fields])
     loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
-    account = _ACCOUNT.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
+    account = ACCOUNT_ROW.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
     db.info[_LOADED] = (call, loaded, account)
     return call
 
@@ -206,11 +210,17 @@ def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
 def save_call(db: Session, call: CallSession) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
-    nothing will change it any more."""
+    nothing will change it any more (a commit before then writes it too)."""
     loaded = db.info.pop(_LOADED, None)
     if loaded is None or loaded[0] is not call:
         raise ValueError("save_call: not the call this session loaded or started")
-    before: dict[str, Any] | None = loaded[1]
+    _write_call(db, loaded)
+
+
+def _write_call(db: Session, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+    """Write the call's changes since ``loaded`` and the steps queued, in one statement on
+    PostgreSQL; what is written becomes the call as loaded, for a later write."""
+    call, before, account = loaded
     values = call.__dict__
     if _RELATIONSHIPS & values.keys():
         # Only columns are written here: a relationship set on the call would be lost.
@@ -222,15 +232,18 @@ def save_call(db: Session, call: CallSession) -> None:
         row = {key: values[key] for key in _CALL.keys if key in values}
         row.update((key, _default(default)) for key, default in _DEFAULTS.items()
                    if key not in row)
-        write = _insert(tuple(sorted(row)), postgres and bool(steps))
+        values.update(row)  # the defaults written, as the unit of work sets them
     else:
         row = {key: values[key] for key in _CALL.keys if values[key] != before[key]}
-        if not row:
-            if steps:
-                _ADD_STEPS.executemany(connection, steps)
-            return
-        row["updated_at"] = utcnow()
-        write = _update(tuple(sorted(row)), postgres and bool(steps))
+        if row:
+            values["updated_at"] = row["updated_at"] = utcnow()
+    if _LOADED in db.info:
+        db.info[_LOADED] = (call, {key: values.get(key) for key in _CALL.keys}, account)
+    if not row:
+        if steps:
+            _ADD_STEPS.executemany(connection, steps)
+        return
+    write = (_insert if before is None else _update)(tuple(sorted(row)), postgres and bool(steps))
     params: dict[str, Any] = {f"{key}_": value for key, value in row.items()}
     params["call_sid_"] = call.call_sid
     if postgres and steps:
