@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from ivr.db_driver import DriverStatement, MappedRow
 from ivr.models import Account, AccountPhone, VerificationFailure
 from ivr.prompts.settings import VerificationSettings
 
@@ -19,21 +20,25 @@ def find_by_number(db: Session, account_number: str) -> Account | None:
     return db.scalar(select(Account).where(Account.account_number == account_number))
 
 
-# The lookups every call makes, built once (a webhook's statements cost no building).
-_BY_PHONE = (select(Account).join(AccountPhone, AccountPhone.account_id == Account.id)
-             .where(AccountPhone.phone == bindparam("phone"))
-             .order_by(Account.account_number, Account.id).limit(bindparam("limit")))
-_RECENT_FAILURES = (select(VerificationFailure.failed_at, VerificationFailure.caller)
-                    .where(VerificationFailure.account_id == bindparam("account_id"),
-                           VerificationFailure.failed_at >= bindparam("horizon"))
-                    .order_by(VerificationFailure.failed_at))
+# The lookups every call makes, built once and run on the driver (ivr.db_driver): a
+# webhook's statements cost no building, and no ORM loading.
+ACCOUNT_ROW = MappedRow(Account)
+_BY_PHONE = DriverStatement(
+    select(*ACCOUNT_ROW.columns).join(AccountPhone, AccountPhone.account_id == Account.id)
+    .where(AccountPhone.phone == bindparam("phone"))
+    .order_by(Account.account_number, Account.id).limit(bindparam("limit")))
+_RECENT_FAILURES = DriverStatement(
+    select(VerificationFailure.failed_at, VerificationFailure.caller)
+    .where(VerificationFailure.account_id == bindparam("account_id"),
+           VerificationFailure.failed_at >= bindparam("horizon"))
+    .order_by(VerificationFailure.failed_at))
 
 
 def find_by_phone(db: Session, phone_e164: str, limit: int = 2) -> list[Account]:
     """Accounts that list this phone number (E.164), at most ``limit``, by account number."""
-    # Webhooks never change phone numbers: no flush of the call's row first.
-    with db.no_autoflush:
-        return list(db.scalars(_BY_PHONE, {"phone": phone_e164, "limit": limit}))
+    # Webhooks never change phone numbers: nothing pending to flush first.
+    rows = _BY_PHONE.all(db.connection(), {"phone": phone_e164, "limit": limit})
+    return [ACCOUNT_ROW.persistent(db, row) for row in rows]
 
 
 def record_verification_failure(db: Session, account_id: int, call_sid: str,
@@ -56,8 +61,7 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
     horizon = now - policy.lockout_window - policy.lockout_duration
     # Failures are flushed as they are recorded: no flush of the call's row first, and
     # plain rows straight from the session's connection.
-    rows = db.connection().execute(_RECENT_FAILURES,
-                                   {"account_id": account_id, "horizon": horizon}).all()
+    rows = _RECENT_FAILURES.all(db.connection(), {"account_id": account_id, "horizon": horizon})
     if not rows:
         return None  # the common case: no failures, no lock, no need for the phones on file
     on_file = set(db.scalars(select(AccountPhone.phone)

@@ -34,6 +34,7 @@ from ivr.calls.states.checkout import (
     start_authorization_recording,
     stop_authorization_recording,
 )
+from ivr.db_driver import DriverStatement
 from ivr.models import Account, AgentPayment
 from ivr.money.payments import (
     AGENT_CHANNEL,
@@ -80,21 +81,20 @@ def fields(method: str, ctx: CallContext) -> tuple[str, ...]:
                  and (f != "postal-code" or pay.postal_code))
 
 
-# Built once: every call's status callback asks it.
-_ACTIVE_SESSION = (select(AgentPayment.id)
-                   .where(AgentPayment.call_sid == bindparam("call_sid"),
-                          # Literal statuses: an expanding IN would be rendered again on
-                          # every execution.
-                          AgentPayment.status.in_([literal(s.value) for s in Status
-                                                   if s.active]))
-                   .order_by(AgentPayment.id.desc()).limit(1))
+# Built once and run on the driver (ivr.db_driver): every call's status callback asks it.
+_ACTIVE_SESSION = DriverStatement(
+    select(AgentPayment.id)
+    .where(AgentPayment.call_sid == bindparam("call_sid"),
+           # Literal statuses: the driver statement takes no expanding IN.
+           AgentPayment.status.in_([literal(s.value) for s in Status if s.active]))
+    .order_by(AgentPayment.id.desc()).limit(1))
 
 
 def active_session(db: Session, call_sid: str) -> AgentPayment | None:
     """The call's session still holding it, if any."""
     # Its id on the session's connection first: nearly every call has none, and an id costs
     # a third of an ORM load. Nothing the caller's webhook changed is read: no flush.
-    found = db.connection().scalar(_ACTIVE_SESSION, {"call_sid": call_sid})
+    found = _ACTIVE_SESSION.scalar(db.connection(), {"call_sid": call_sid})
     return None if found is None else db.get(AgentPayment, found)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.arrangements.terms import Offer
+from ivr.db_driver import DriverStatement
 from ivr.models import Account, Arrangement, ArrangementInstalment, OutboxEntry
 from ivr.statuses import ArrangementStatus, OutboxStatus, PostingStatus
 
@@ -38,9 +39,11 @@ def new_code() -> str:
     return f"A{secrets.randbelow(10**7):07d}"
 
 
-# Built once: every verified call asks it for the balance summary and the menu.
-_ACTIVE = select(Arrangement).where(Arrangement.account_id == bindparam("account_id"),
-                                    Arrangement.status == ArrangementStatus.ACTIVE)
+# Built once and run on the driver (ivr.db_driver): every verified call asks it for the
+# balance summary and the menu, and nearly every answer is "none".
+_ACTIVE = DriverStatement(select(Arrangement.id).where(
+    Arrangement.account_id == bindparam("account_id"),
+    Arrangement.status == ArrangementStatus.ACTIVE))
 
 
 # Per session (a webhook asks for the summary and again for the menu): account id -> answer.
@@ -58,9 +61,10 @@ def active_arrangement(db: Session, account_id: int) -> Arrangement | None:
     known: dict[int, Arrangement | None] = db.info.setdefault(_ACTIVE_READ, {})
     if account_id not in known:
         # Arrangements are flushed as soon as they are recorded, so nothing pending can
-        # change the answer: no flush of the call's row first (it is written once, at commit).
+        # change the answer: no flush first. Its id, then the object only when there is one.
+        found = _ACTIVE.scalar(db.connection(), {"account_id": account_id})
         with db.no_autoflush:
-            known[account_id] = db.scalar(_ACTIVE, {"account_id": account_id})
+            known[account_id] = None if found is None else db.get(Arrangement, found)
     return known[account_id]
 
 

@@ -2,10 +2,13 @@
 written back) and the steps of its path in ``call_events``.
 
 Every webhook reads its call and writes it back, so this is the line's hottest database
-work. The row is written with one Core statement of the columns that changed, rather than
-through the unit of work, whose flush of a single row cost more Python than the rest of the
-webhook's database work together; on PostgreSQL the steps go in the same statement, a round
-trip fewer (docs/scaling.md).
+work, and it runs straight on the driver (ivr.db_driver): one statement loads the call with
+its account, one writes the columns that changed (on PostgreSQL with the steps), SQLAlchemy's
+types applied to both. The call is a ``CallSession`` the session does not track: this module
+alone writes it, comparing it with what was loaded, rather than the unit of work, whose load
+and flush of one row cost more Python than the rest of the webhook's database work together
+(docs/scaling.md). Its account is handed to the session as if the ORM had loaded it, so
+``ctx.account``, ``db.get(Account, ...)`` and a payment's changes to it work as always.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnDefault,
-    Insert,
     Table,
-    Update,
     bindparam,
     column,
     func,
@@ -31,30 +32,36 @@ from sqlalchemy import (
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, SessionTransaction, joinedload
+from sqlalchemy.orm import Session, SessionTransaction
 
+from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS
-from ivr.models import CallEvent, CallSession, utcnow
+from ivr.db_driver import DriverStatement, MappedRow
+from ivr.models import Account, CallEvent, CallSession, utcnow
 
 log = logging.getLogger(__name__)
 
-# Built once: a webhook's first statement costs no statement building, and the call's
-# account comes with it (ctx.account then needs no second round trip). On PostgreSQL the
-# row lock is the call's only: FOR UPDATE OF call_sessions, never the account's row.
-_CALL_BY_SID = (select(CallSession).where(CallSession.call_sid == bindparam("call_sid"))
-                .options(joinedload(CallSession.account)))
-_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update(of=CallSession)
 
 _TABLE = cast(Table, CallSession.__table__)
-_MAPPER = inspect(CallSession)
-# The mapped attributes, and those that are plain columns (attribute name = column name).
-_ATTRIBUTES = frozenset(_MAPPER.attrs.keys())
-_COLUMNS = frozenset(attr.key for attr in _MAPPER.column_attrs)
-assert set(_TABLE.c.keys()) >= _COLUMNS  # noqa: S101 - a model change must not slip past
-_INSERT = insert(_TABLE)
-# The SET list is the parameters given (the changed columns); `updated_at` is stamped by its
-# column's onupdate.
-_UPDATE = update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
+_CALL = MappedRow(CallSession)
+_COLUMNS = frozenset(_CALL.keys)
+_RELATIONSHIPS = frozenset(inspect(CallSession).relationships.keys())
+_ACCOUNTS = cast(Table, Account.__table__)
+_ACCOUNT_ID = len(_CALL.keys) + ACCOUNT_ROW.keys.index("id")  # in the loaded row
+
+# Built once: a webhook's first statement is the call with its account (ctx.account then
+# needs no second round trip). On PostgreSQL the row lock is the call's only: FOR UPDATE OF
+# call_sessions, never the account's row.
+_CALL_BY_SID = (select(*_CALL.columns, *ACCOUNT_ROW.columns)
+                .select_from(_TABLE.outerjoin(_ACCOUNTS, _ACCOUNTS.c.id == _TABLE.c.account_id))
+                .where(_TABLE.c.call_sid == bindparam("call_sid")))
+_LOAD = DriverStatement(_CALL_BY_SID)
+_LOAD_LOCKED = DriverStatement(_CALL_BY_SID.with_for_update(of=_TABLE))
+
+# The call, as loaded (None: a new call), and its account, by the session that loaded it:
+# save_call writes what differs. Held here as well because the session's identity map holds
+# its objects only weakly: the account stays the session's for the webhook.
+_LOADED = "ivr.call_loaded"
 
 # The steps recorded in a session, written in one multi-row insert (an ORM object per step
 # cost a flush each, a fifth of a webhook's time): by save_call, else when the session
@@ -62,6 +69,10 @@ _UPDATE = update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
 _PENDING = "ivr.call_events"
 _EVENTS = cast(Table, CallEvent.__table__)
 _INSERT_EVENTS = insert(_EVENTS)
+_STEP_COLUMNS = tuple(c for c in _EVENTS.c if not c.primary_key)
+# Inline: no RETURNING of the new ids, which nothing reads.
+_ADD_STEPS = DriverStatement(insert(_EVENTS).values(
+    {c.key: bindparam(c.key, type_=c.type) for c in _STEP_COLUMNS}).inline())
 
 
 def queue_event(db: Session, step: dict[str, object]) -> None:
@@ -81,6 +92,11 @@ def _take_events(db: Session) -> list[dict[str, Any]]:
 
 @sa_event.listens_for(Session, "before_commit")
 def _write_events(db: Session) -> None:
+    if _LOADED in db.info:
+        # A commit before the webhook's end (a payment made durable before its real-time
+        # post): the call's row goes with it, as the unit of work wrote a tracked object.
+        _write_call(db, db.info[_LOADED])
+        return
     rows = _take_events(db)
     if rows:
         # On the session's connection: nothing here needs the ORM's statement handling.
@@ -91,11 +107,11 @@ def _write_events(db: Session) -> None:
 def _forget_events(db: Session, previous: SessionTransaction) -> None:
     if not previous.nested:  # the whole transaction, not a savepoint inside it
         db.info.pop(_PENDING, None)
+        db.info.pop(_LOADED, None)
 
 
 # On PostgreSQL a webhook's steps arrive as one JSON parameter, read back into rows by
 # jsonb_to_recordset: one statement for any number of steps, built and compiled once.
-_STEP_COLUMNS = tuple(c for c in _EVENTS.c if not c.primary_key)
 _STEPS = (func.jsonb_to_recordset(bindparam("steps_", type_=JSONB))
           .table_valued(*(column(c.key, c.type) for c in _STEP_COLUMNS))
           .render_derived(with_types=True))
@@ -105,20 +121,37 @@ _WITH_STEPS = (insert(_EVENTS)
                .cte("steps"))
 
 
+def _values(columns: tuple[str, ...]) -> dict[str, Any]:
+    # Parameters named after their columns with a trailing underscore (SQLAlchemy keeps the
+    # plain names for itself), typed as their columns for the driver statement's conversions.
+    return {name: bindparam(f"{name}_", type_=_TABLE.c[name].type) for name in columns}
+
+
 @functools.lru_cache(maxsize=256)
-def _update_with_steps(columns: tuple[str, ...]) -> Update:
-    """The call's UPDATE of ``columns`` with its steps' INSERT as a WITH, built once per
-    set of columns (a few dozen occur): built for each webhook, the statement cost more
-    than the round trip it saves."""
-    values: dict[str, Any] = {name: bindparam(f"{name}_") for name in (*columns, "updated_at")}
-    return (update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
-            .values(values).add_cte(_WITH_STEPS)
-            # Only the call's progress, which a webhook that writes nothing else commits
-            # without waiting for the disk (ivr.db): said here, as it begins with WITH.
-            .execution_options(**{CALL_PROGRESS: True}))
+def _update(columns: tuple[str, ...], steps: bool) -> DriverStatement:
+    """The call's UPDATE of ``columns`` (``updated_at`` included), with its steps' INSERT as
+    a WITH when ``steps``: built once per set of columns (a few dozen occur)."""
+    stmt = (update(_TABLE).where(_TABLE.c.call_sid == bindparam("call_sid_"))
+            .values(_values(columns)))
+    if steps:
+        # Only the call's progress, which a webhook that writes nothing else commits without
+        # waiting for the disk (ivr.db): said here, as it begins with WITH.
+        stmt = stmt.add_cte(_WITH_STEPS).execution_options(**{CALL_PROGRESS: True})
+    return DriverStatement(stmt)
 
 
-# The columns' Python-side defaults (a value, or a function such as utcnow).
+@functools.lru_cache(maxsize=16)
+def _insert(columns: tuple[str, ...], steps: bool) -> DriverStatement:
+    """A new call's INSERT of ``columns``, with its steps' INSERT as a WITH when ``steps``
+    (the first webhook's two writes in one round trip)."""
+    stmt = insert(_TABLE).values(_values(columns)).inline()
+    if steps:
+        stmt = stmt.add_cte(_WITH_STEPS).execution_options(**{CALL_PROGRESS: True})
+    return DriverStatement(stmt)
+
+
+# The columns' Python-side defaults (a value, or a function such as utcnow): the driver
+# statements apply none of their own.
 _DEFAULTS: dict[str, ColumnDefault] = {
     c.key: c.default for c in _TABLE.c
     if c.key in _COLUMNS and isinstance(c.default, ColumnDefault)}
@@ -129,24 +162,18 @@ def _default(default: ColumnDefault) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_with_steps(columns: tuple[str, ...]) -> Insert:
-    """A new call's INSERT of ``columns`` with its steps' INSERT as a WITH (the first
-    webhook's two writes in one round trip); columns not given take their defaults."""
-    values: dict[str, Any] = {name: bindparam(f"{name}_") for name in columns}
-    return (insert(_TABLE).values(values).add_cte(_WITH_STEPS)
-            .execution_options(**{CALL_PROGRESS: True}))
-
-
 def load_call(db: Session, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
-    BEGIN IMMEDIATE (ivr.db) serialises every webhook."""
-    locked = db.get_bind().dialect.name == "postgresql"
-    stmt = _CALL_BY_SID_LOCKED if locked else _CALL_BY_SID
+    BEGIN IMMEDIATE (ivr.db) serialises every webhook.
+
+    The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s.
+    """
+    connection = db.connection()
+    load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
     params = {"call_sid": call_sid}
     try:
-        return db.scalar(stmt, params)
+        row = load.first(connection, params)
     except DBAPIError as exc:
         # The webhook's first statement met a connection the server or a proxy had dropped
         # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
@@ -155,63 +182,76 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
             raise
         log.warning("database connection was dead; retrying on a new one")
         db.rollback()
-        return db.scalar(stmt, params)
+        row = load.first(db.connection(), params)
+    if row is None:
+        return None
+    fields = len(_CALL.keys)
+    call = _CALL.untracked(row[:fields])
+    loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
+    # The account's id is NULL when the call names none (a foreign key: never a stale one).
+    account = ACCOUNT_ROW.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
+    db.info[_LOADED] = (call, loaded, account)
+    return call
 
 
 def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
              prompts_version: str, now: datetime) -> CallSession:
     """A call the line has not seen: its row is written with the first answer's state, by
-    ``save_call`` (or by the first query that needs it): one INSERT, not an INSERT and then
-    an UPDATE."""
+    ``save_call``: one INSERT, not an INSERT and then an UPDATE."""
     call = CallSession(
         call_sid=call_sid, from_number=(form.get("From") or "")[:40],
         to_number=(form.get("To") or "")[:40], language=language,
         state="language", prompts_version=prompts_version[:16], started_at=now,
     )
-    db.add(call)
+    db.info[_LOADED] = (call, None, None)
     return call
 
 
 def save_call(db: Session, call: CallSession) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
-    webhook's transaction.
+    webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
+    nothing will change it any more (a commit before then writes it too)."""
+    loaded = db.info.pop(_LOADED, None)
+    if loaded is None or loaded[0] is not call:
+        raise ValueError("save_call: not the call this session loaded or started")
+    _write_call(db, loaded)
 
-    Afterwards the call is no longer tracked by ``db`` (its commit must not write it again):
-    call this last, once nothing will change the call. A change the ORM must write itself
-    (a relationship assigned, say) is left to its flush at commit.
-    """
-    state = inspect(call)
-    if state.session is not db or state.deleted:
-        return
-    changed = _ATTRIBUTES - state.unmodified
-    if not changed <= _COLUMNS:
-        return
-    values: dict[str, Any] = state.dict
+
+def _write_call(db: Session, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+    """Write the call's changes since ``loaded`` and the steps queued, in one statement on
+    PostgreSQL; what is written becomes the call as loaded, for a later write."""
+    call, before, account = loaded
+    values = call.__dict__
+    if _RELATIONSHIPS & values.keys():
+        # Only columns are written here: a relationship set on the call would be lost.
+        raise ValueError("save_call: set the call's id columns, not its relationships")
     connection = db.connection()
     steps = _take_events(db)
-    row = ({key: values[key] for key in _COLUMNS if key in values} if state.pending
-           else {key: values[key] for key in changed})
-    if connection.dialect.name == "postgresql" and steps and row:
+    postgres = connection.dialect.name == "postgresql"
+    if before is None:
+        row = {key: values[key] for key in _CALL.keys if key in values}
+        row.update((key, _default(default)) for key, default in _DEFAULTS.items()
+                   if key not in row)
+        values.update(row)  # the defaults written, as the unit of work sets them
+    else:
+        row = {key: values[key] for key in _CALL.keys if values[key] != before[key]}
+        if row:
+            values["updated_at"] = row["updated_at"] = utcnow()
+    if _LOADED in db.info:
+        db.info[_LOADED] = (call, {key: values.get(key) for key in _CALL.keys}, account)
+    if not row:
+        if steps:
+            _ADD_STEPS.executemany(connection, steps)
+        return
+    write = (_insert if before is None else _update)(tuple(sorted(row)), postgres and bool(steps))
+    params: dict[str, Any] = {f"{key}_": value for key, value in row.items()}
+    params["call_sid_"] = call.call_sid
+    if postgres and steps:
         # One round trip: the steps' INSERT rides along as a data-modifying WITH, which
         # PostgreSQL always runs to completion.
-        params: dict[str, Any] = {
-            "steps_": [{**step, "at": step["at"].isoformat()} for step in steps]}
-        params.update((f"{key}_", value) for key, value in row.items())
-        if state.pending:
-            # Nor any column default to an INSERT with a WITH: the defaults are given here.
-            params.update((f"{key}_", _default(default)) for key, default in _DEFAULTS.items()
-                          if key not in row)
-            connection.execute(_insert_with_steps(tuple(sorted(row.keys() | _DEFAULTS))),
-                               params)
-        else:
-            # SQLAlchemy applies no onupdate to an UPDATE with a WITH: the stamp is set here.
-            params.update(call_sid_=call.call_sid, updated_at_=utcnow())
-            connection.execute(_update_with_steps(tuple(sorted(row))), params)
-    else:
-        if state.pending:
-            connection.execute(_INSERT, row)
-        elif row:
-            connection.execute(_UPDATE, {"call_sid_": call.call_sid, **row})
-        if steps:
-            connection.execute(_INSERT_EVENTS, steps)
-    db.expunge(call)
+        params["steps_"] = [{**step, "at": step["at"].isoformat()} for step in steps]
+        write.execute(connection, params)
+        return
+    write.execute(connection, params)
+    if steps:
+        _ADD_STEPS.executemany(connection, steps)

@@ -203,6 +203,9 @@ def _write(node: TwiML, out: list[str]) -> None:
 
 def _append_ssml(say: Any, ssml: str) -> None:
     """Copy prompt text with its SSML tags into a <Say>, node by node through the builder."""
+    if "<" not in ssml and "&" not in ssml:
+        say.append(ssml)  # plain words (most prompts): what parsing them would give
+        return
     root = ET.fromstring(f"<speak>{ssml}</speak>")  # noqa: S314 - our own validated prompt text
     _copy_children(say, root)
 

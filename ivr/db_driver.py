@@ -1,0 +1,201 @@
+"""A few hot statements run straight on the driver's cursor, SQLAlchemy's types kept.
+
+Every webhook loads its call and writes it back. Through SQLAlchemy each such statement
+cost about three times what the driver takes to run it (the execution context, the result
+object, the ORM's loading around it: docs/scaling.md). A ``DriverStatement`` is a Core
+statement compiled once per dialect and run on the cursor of the session's own connection,
+in its transaction; its parameters and rows still pass through the columns' own SQLAlchemy
+type processing (dates on SQLite, JSON, our enums), so what is stored and read is exactly
+what SQLAlchemy would store and read. What stays the same as a SQLAlchemy execution:
+
+- the engine's ``before_cursor_execute`` and ``after_cursor_execute`` listeners see the
+  statement (ivr.db's durable-commit rule reads the statement's execution options from the
+  context they are given);
+- a driver error is raised as SQLAlchemy raises it, a connection the server dropped
+  invalidated, so ``DBAPIError.connection_invalidated`` still tells a retry it may.
+
+Only for statements with plain bound parameters (no expanding ``IN``).
+
+``MappedRow`` makes such a row the object the ORM would have loaded (``persistent``), or an
+object no session tracks (``untracked``), for code that works on mapped objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import Column, Connection, Dialect, inspect
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import manager_of_class
+from sqlalchemy.sql import ClauseElement
+
+M = TypeVar("M")
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the engine's cursor listeners are given for a driver statement's context."""
+
+    execution_options: Mapping[str, Any]
+    executemany: bool = False
+
+
+@dataclass
+class _Compiled:
+    """One statement's SQL for one dialect, and how its parameters and rows convert."""
+
+    sql: str
+    positional: tuple[str, ...] | None  # parameter names in order, for positional drivers
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # only parameters that convert
+    fixed: Mapping[str, Any]  # the values of parameters the statement itself holds
+    # Per selected column, from the first result's description (a driver's type codes
+    # choose some conversions, PostgreSQL's numerics).
+    results: tuple[_Processor, ...] | None = None
+
+
+@dataclass
+class DriverStatement:
+    """A Core statement, compiled once per dialect, run on a connection's driver cursor."""
+
+    statement: ClauseElement
+    _compiled: dict[str, _Compiled] = field(default_factory=dict, init=False, repr=False)
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done: Any = self.statement.compile(dialect=dialect)
+            binds = []
+            fixed = {}
+            for name, bind in done.binds.items():
+                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    binds.append((name, process))
+                if not bind.required:  # literal(...): a value of the statement's own
+                    fixed[name] = bind.effective_value
+            positional = tuple(done.positiontup or ()) if dialect.positional else None
+            compiled = _Compiled(done.string, positional, tuple(binds), fixed)
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def _params(self, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
+        values = {**compiled.fixed, **params} if compiled.fixed else dict(params)
+        for name, process in compiled.binds:
+            if name in values:
+                values[name] = process(values[name])
+        if compiled.positional is not None:
+            return tuple(values[name] for name in compiled.positional)
+        return values
+
+    def _run(self, connection: Connection, params: Any, many: bool) -> Any:
+        compiled = self._for(connection.dialect)
+        args = ([self._params(compiled, one) for one in params] if many
+                else self._params(compiled, params))
+        sql = compiled.sql
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        listened = connection._has_events or connection.engine._has_events
+        context = (DriverContext(self.statement.get_execution_options(), many)  # type: ignore[attr-defined]
+                   if listened else None)
+        try:
+            if listened:
+                for listener in connection.dispatch.before_cursor_execute:
+                    sql, args = listener(connection, cursor, sql, args, context, many)
+            if many:
+                cursor.executemany(sql, args)
+            else:
+                cursor.execute(sql, args)
+            if listened:
+                connection.dispatch.after_cursor_execute(connection, cursor, sql, args,
+                                                         context, many)
+        except BaseException as exc:
+            # Raised as SQLAlchemy raises it; a dropped connection is invalidated.
+            connection._handle_dbapi_exception(exc, sql, args, cursor, None)
+        return cursor
+
+    def _fetch(self, connection: Connection, params: Mapping[str, Any],
+               every: bool) -> list[tuple[Any, ...]]:
+        cursor = self._run(connection, params, many=False)
+        try:
+            fetched = cursor.fetchall() if every else [cursor.fetchone()]
+            results = self._results(connection.dialect, cursor)
+        finally:
+            cursor.close()
+        return [_converted(results, row) for row in fetched if row is not None]
+
+    def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
+        compiled = self._for(dialect)
+        if compiled.results is None:
+            columns = getattr(self.statement, "selected_columns", ())
+            compiled.results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                for column, described in zip(columns, cursor.description, strict=True))
+        return compiled.results
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, each column converted as SQLAlchemy converts it; None if none."""
+        rows = self._fetch(connection, params, every=False)
+        return rows[0] if rows else None
+
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row, each column converted as SQLAlchemy converts it."""
+        return self._fetch(connection, params, every=True)
+
+    def scalar(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """The first row's first column (converted), or None."""
+        row = self.first(connection, params)
+        return None if row is None else row[0]
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        """Run it once (a write)."""
+        self._run(connection, params, many=False).close()
+
+    def executemany(self, connection: Connection, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run it once per set of parameters (rows of one insert)."""
+        if len(params) == 1:
+            self.execute(connection, params[0])
+        elif params:
+            self._run(connection, params, many=True).close()
+
+
+def _converted(results: tuple[_Processor, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+    """A driver's row with each column converted as SQLAlchemy converts it."""
+    return tuple(value if process is None or value is None else process(value)
+                 for process, value in zip(results, row, strict=True))
+
+
+class MappedRow(Generic[M]):
+    """A model's columns in order, and a row of them made into the object the ORM would
+    have loaded, without the ORM's loading (a third of a webhook's database time)."""
+
+    def __init__(self, model: type[M]) -> None:
+        mapper: Mapper[M] = inspect(model)
+        attrs = tuple(mapper.column_attrs)
+        self.keys = tuple(attr.key for attr in attrs)
+        self.columns = tuple(cast(Column[Any], attr.columns[0]) for attr in attrs)
+        if any(key != column.key for key, column in zip(self.keys, self.columns, strict=True)):
+            raise TypeError(f"{model.__name__}: an attribute named unlike its column")
+        self._primary_key = tuple(self.keys.index(column.key) for column in mapper.primary_key)
+        self._mapper = mapper
+        self._manager = manager_of_class(model)
+
+    def untracked(self, values: Sequence[Any]) -> M:
+        """An object of the row that no session tracks (its owner writes it back)."""
+        obj: M = self._manager.new_instance()
+        obj.__dict__.update(zip(self.keys, values, strict=True))
+        return obj
+
+    def persistent(self, db: Session, values: Sequence[Any]) -> M:
+        """The row as ``db``'s object, as if loaded: found in its identity map, or added
+        to it (the caller holds it: the identity map holds objects only weakly)."""
+        key = self._mapper.identity_key_from_primary_key(
+            tuple(values[i] for i in self._primary_key))
+        found = db.identity_map.get(key)
+        if found is not None:
+            return found
+        obj = self.untracked(values)
+        make_transient_to_detached(obj)
+        db.add(obj)
+        return obj
