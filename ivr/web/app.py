@@ -15,7 +15,7 @@ from ivr.db import Database, WebTimeouts
 from ivr.instance import default_database_url, instance_pin_key, instance_secret_key
 from ivr.prompts.catalog import PromptStore
 from ivr.prompts.ids import PROMPT_PARAMS
-from ivr.web.deadline import DEFAULT_SLOTS, Deadlines
+from ivr.web.deadline import DEFAULT_SLOTS, Deadlines, work_slots
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     threads = settings.serve_threads
     web = WebTimeouts.within(settings.webhook_deadline_ms, threads) if threads else None
     app.extensions["ivr.db"] = Database(settings.database_url, web=web)
-    # One slot per request thread: each waits for at most one piece of work at a time.
     app.extensions["ivr.deadlines"] = Deadlines(settings.webhook_deadline_ms,
-                                                threads or DEFAULT_SLOTS)
+                                                work_slots(threads) if threads else DEFAULT_SLOTS)
     from ivr.prompts.snapshots import PromptSnapshots
 
     app.extensions["ivr.prompts.catalog"] = PromptStore(

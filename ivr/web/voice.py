@@ -30,6 +30,7 @@ from ivr.security import signed_url, valid_signature
 from ivr.statuses import CallOutcome
 from ivr.web.app import get_config, get_database, get_deadlines
 from ivr.web.deadline import DeadlinePassed
+from ivr.web.late_answer import socket_answer
 
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -76,8 +77,11 @@ def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
+_XML_TYPE = "text/xml; charset=utf-8"
+
+
 def _xml(body: str) -> Response:
-    return Response(body, status=200, mimetype="text/xml")
+    return Response(body, status=200, content_type=_XML_TYPE)
 
 
 def _store() -> PromptStore:
@@ -124,14 +128,21 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
         def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
             return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned)
 
+        def deadline_passed() -> str:
+            log.error("webhook deadline passed", extra={"fields": {
+                "call_sid": call_sid, "route": route, "deadline_ms": config.webhook_deadline_ms}})
+            return _apology(catalog, lang)
+
+        # Under `ivr serve` the watchdog answers a stuck webhook at its deadline, so the work
+        # runs in this thread: see ivr/web/deadline.py.
+        rescue = socket_answer(request.environ, "200 OK", _XML_TYPE, deadline_passed)
         body, fields["outcome"], fields["state"], lang = get_deadlines(current_app).run(
-            work, started=started, label={"route": route, "call_sid": call_sid})
+            work, started=started, label={"route": route, "call_sid": call_sid}, rescue=rescue)
         return _xml(body)
-    except DeadlinePassed:
+    except DeadlinePassed as passed:
         fields["outcome"] = "deadline"
-        log.error("webhook deadline passed", extra={"fields": {
-            "call_sid": call_sid, "route": route, "deadline_ms": config.webhook_deadline_ms}})
-        return _xml(_apology(catalog, lang))
+        # Answered already (the watchdog sent the apology at the deadline): not heard.
+        return _xml("" if passed.answered else deadline_passed())
     except Exception:
         fields["outcome"] = "error"
         log.exception("webhook failed", extra={"fields": {"call_sid": call_sid, "route": route}})
