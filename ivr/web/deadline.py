@@ -57,7 +57,7 @@ class DeadlinePassed(Exception):
 class _Watch:
     """Work running in its request's thread, and who answers for it."""
 
-    __slots__ = ("abandoned", "at", "ended", "lock", "rescue", "rescued")
+    __slots__ = ("abandoned", "at", "ended", "lock", "rescue")
 
     def __init__(self, at: float, abandoned: threading.Event, rescue: Callable[[], None]) -> None:
         self.at = at
@@ -65,8 +65,7 @@ class _Watch:
         self.rescue = rescue
         # Held by the watchdog while it answers, so the work cannot end half-way through it.
         self.lock = threading.Lock()
-        self.ended = False
-        self.rescued = False
+        self.ended = False  # the watchdog answered for it if ``abandoned`` is set
 
 
 class _Watchdog:
@@ -98,7 +97,7 @@ class _Watchdog:
             self._watches.pop(id(watch), None)
         with watch.lock:
             watch.ended = True
-            return not watch.rescued
+            return not watch.abandoned.is_set()
 
     def _run(self) -> None:
         while True:
@@ -110,7 +109,6 @@ class _Watchdog:
                 with watch.lock:
                     if watch.ended:
                         continue
-                    watch.rescued = True
                     watch.abandoned.set()
                     try:
                         watch.rescue()
