@@ -125,13 +125,14 @@ class Server:
 
 @contextmanager
 def serve(name: str, command: list[str], env: dict[str, str], log: Path, port: int,
-          line: bool, database_url: str = "") -> Iterator[Server]:
-    """Start a gunicorn server, wait for /healthz, stop it after."""
+          line: bool, database_url: str = "", slow: float = 1.0) -> Iterator[Server]:
+    """Start a gunicorn server, wait for /healthz, stop it after (``slow``: how many times
+    longer than usual starting and stopping may take, as under valgrind)."""
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,  # noqa: S603
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 * slow
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
@@ -147,7 +148,7 @@ def serve(name: str, command: list[str], env: dict[str, str], log: Path, port: i
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=30 * slow)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -175,6 +175,24 @@ def test_session_is_new_after_sign_in_and_cookie_is_locked_down(lite: Flask) -> 
         .loads(after.value)
 
 
+def test_the_console_session_stays_inside_the_console(lite: Flask) -> None:
+    # The cookie is scoped to /ops; even if a client sends it elsewhere, a webhook neither
+    # reads nor rewrites it, and the console session is still good after.
+    client = signed_in(lite)
+    cookie = client.get_cookie("ivr_ops", path="/ops")
+    assert cookie is not None
+    url = "http://localhost/voice/incoming"
+    form = {"CallSid": new_sid(), "From": "+15555550123", "To": "+18005550100"}
+    from twilio.request_validator import RequestValidator
+
+    response = lite.test_client().post(url, data=form, headers={
+        "X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, form),
+        "Cookie": f"ivr_ops={cookie.value}"})
+    assert response.status_code == 200 and "<Response>" in response.text
+    assert "Set-Cookie" not in response.headers
+    assert client.get("/ops/calls").status_code == 200
+
+
 def test_cookie_without_secure_flag_for_plain_http_base_url(sqlite_url: str,
                                                             tmp_path: Path) -> None:
     app = ops_app(sqlite_url, tmp_path, public_base_url="http://127.0.0.1:8000")
