@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sqlalchemy import Column, Connection, Dialect, inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, manager_of_class
 from sqlalchemy.sql import ClauseElement
+
+if TYPE_CHECKING:
+    from ivr.db_webhook import DbHandle
 
 M = TypeVar("M")
 
@@ -187,17 +190,36 @@ class MappedRow(Generic[M]):
         obj.__dict__.update(zip(self.keys, values, strict=True))
         return obj
 
+    def identity_key(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """The identity key of the row's object (what a session's identity map files it by)."""
+        return self._mapper.identity_key_from_primary_key(
+            tuple(values[i] for i in self._primary_key))
+
     def persistent(self, db: Session, values: Sequence[Any]) -> M:
         """The row as ``db``'s object, as if loaded: found in its identity map, or added
         to it (the caller holds it: the identity map holds objects only weakly)."""
-        key = self._mapper.identity_key_from_primary_key(
-            tuple(values[i] for i in self._primary_key))
-        found = db.identity_map.get(key)
+        found: M | None = db.identity_map.get(self.identity_key(values))
         if found is not None:
             return found
         obj = self.untracked(values)
-        make_transient_to_detached(obj)
-        # As db.add(obj), less the save-update cascade over the model's relationships,
-        # which finds nothing on an object that holds only its columns (2% of a webhook).
-        db._save_or_update_impl(instance_state(obj))
+        attach(db, obj)
         return obj
+
+    def held(self, db: DbHandle, values: Sequence[Any]) -> M:
+        """The row as the object ``db`` holds for it: ``persistent`` on a session; on a
+        webhook's transaction, the session's own once it has one (ivr.db_webhook)."""
+        if isinstance(db, Session):
+            return self.persistent(db, values)
+        return db.adopt(self, values)
+
+
+def attach(db: Session, obj: object) -> None:
+    """``obj``, made of a row by ``MappedRow.untracked``, as ``db``'s own, as if loaded."""
+    state = instance_state(obj)
+    if state.modified:
+        # Its changes would be taken for what was loaded, and never written.
+        raise RuntimeError(f"{type(obj).__name__} changed before a session held it")
+    make_transient_to_detached(obj)
+    # As db.add(obj), less the save-update cascade over the model's relationships, which
+    # finds nothing on an object that holds only its columns (2% of a webhook).
+    db._save_or_update_impl(state)

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS
 from ivr.db_driver import DriverStatement, MappedRow
+from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,12 @@ _ADD_STEPS = DriverStatement(insert(_EVENTS).values(
     {c.key: bindparam(c.key, type_=c.type) for c in _STEP_COLUMNS}).inline())
 
 
-def queue_event(db: Session, step: dict[str, object]) -> None:
+def queue_event(db: DbHandle, step: dict[str, object]) -> None:
     """Add one step of a call's path (a ``call_events`` row), written with the call."""
     db.info.setdefault(_PENDING, []).append(step)
 
 
-def _take_events(db: Session) -> list[dict[str, Any]]:
+def _take_events(db: DbHandle) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = db.info.pop(_PENDING, None) or []
     if rows:
         from ivr.metrics import observe_call_event
@@ -91,7 +92,7 @@ def _take_events(db: Session) -> list[dict[str, Any]]:
 
 
 @sa_event.listens_for(Session, "before_commit")
-def _write_events(db: Session) -> None:
+def _write_events(db: DbHandle) -> None:
     if _LOADED in db.info:
         # A commit before the webhook's end (a payment made durable before its real-time
         # post): the call's row goes with it, as the unit of work wrote a tracked object.
@@ -101,6 +102,9 @@ def _write_events(db: Session) -> None:
     if rows:
         # On the session's connection: nothing here needs the ORM's statement handling.
         db.connection().execute(_INSERT_EVENTS, rows)
+
+
+WebhookTransaction.before_commit.append(_write_events)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
@@ -162,12 +166,13 @@ def _default(default: ColumnDefault) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
-def load_call(db: Session, call_sid: str) -> CallSession | None:
+def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
     BEGIN IMMEDIATE (ivr.db) serialises every webhook.
 
-    The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s.
+    The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s
+    (its session's, on a webhook's transaction: ivr.db_webhook).
     """
     connection = db.connection()
     load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
@@ -189,12 +194,12 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
     call = _CALL.untracked(row[:fields])
     loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
-    account = ACCOUNT_ROW.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
+    account = ACCOUNT_ROW.held(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
     db.info[_LOADED] = (call, loaded, account)
     return call
 
 
-def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
+def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str,
              prompts_version: str, now: datetime) -> CallSession:
     """A call the line has not seen: its row is written with the first answer's state, by
     ``save_call``: one INSERT, not an INSERT and then an UPDATE."""
@@ -207,7 +212,7 @@ def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
     return call
 
 
-def save_call(db: Session, call: CallSession) -> None:
+def save_call(db: DbHandle, call: CallSession) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
     nothing will change it any more (a commit before then writes it too)."""
@@ -217,7 +222,7 @@ def save_call(db: Session, call: CallSession) -> None:
     _write_call(db, loaded)
 
 
-def _write_call(db: Session, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
     """Write the call's changes since ``loaded`` and the steps queued, in one statement on
     PostgreSQL; what is written becomes the call as loaded, for a later write."""
     call, before, account = loaded

@@ -17,7 +17,7 @@ def locked(ctx: CallContext) -> bool:
     account = ctx.account
     if account is None:
         return False
-    until = accounts.locked_until(ctx.db, account.id, ctx.now,
+    until = accounts.locked_until(ctx.handle, account.id, ctx.now,
                                   guards.caller_key(ctx.call.from_number),
                                   ctx.settings.verification)
     return until is not None
