@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 M = TypeVar("M")
 
 _Processor = Callable[[Any], Any] | None
+# (index, conversion) of each column of a row that converts.
+_Conversions = tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,9 @@ class _Compiled:
     positional: tuple[str, ...] | None  # parameter names in order, for positional drivers
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # only parameters that convert
     fixed: Mapping[str, Any]  # the values of parameters the statement itself holds
-    # Per selected column, from the first result's description (a driver's type codes
-    # choose some conversions, PostgreSQL's numerics).
-    results: tuple[_Processor, ...] | None = None
+    # (index, conversion) of each selected column that converts (most do not), from the
+    # first result's description (a driver's type codes choose some, PostgreSQL's numerics).
+    results: _Conversions | None = None
 
 
 @dataclass
@@ -128,13 +130,15 @@ class DriverStatement:
             cursor.close()
         return [_converted(results, row) for row in fetched if row is not None]
 
-    def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
+    def _results(self, dialect: Dialect, cursor: Any) -> _Conversions:
         compiled = self._for(dialect)
         if compiled.results is None:
             columns = getattr(self.statement, "selected_columns", ())
-            compiled.results = tuple(
+            processes: list[_Processor] = [
                 column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                for column, described in zip(columns, cursor.description, strict=True))
+                for column, described in zip(columns, cursor.description, strict=True)]
+            compiled.results = tuple((i, process) for i, process in enumerate(processes)
+                                     if process is not None)
         return compiled.results
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -163,10 +167,16 @@ class DriverStatement:
             self._run(connection, params, many=True).close()
 
 
-def _converted(results: tuple[_Processor, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+def _converted(results: _Conversions, row: Sequence[Any]) -> tuple[Any, ...]:
     """A driver's row with each column converted as SQLAlchemy converts it."""
-    return tuple(value if process is None or value is None else process(value)
-                 for process, value in zip(results, row, strict=True))
+    if not results:
+        return tuple(row)
+    values = list(row)
+    for i, process in results:
+        value = values[i]
+        if value is not None:
+            values[i] = process(value)
+    return tuple(values)
 
 
 class MappedRow(Generic[M]):

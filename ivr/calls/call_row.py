@@ -4,11 +4,12 @@ written back) and the steps of its path in ``call_events``.
 Every webhook reads its call and writes it back, so this is the line's hottest database
 work, and it runs straight on the driver (ivr.db_driver): one statement loads the call with
 its account, one writes the columns that changed (on PostgreSQL with the steps), SQLAlchemy's
-types applied to both. The call is a ``CallSession`` the session does not track: this module
-alone writes it, comparing it with what was loaded, rather than the unit of work, whose load
-and flush of one row cost more Python than the rest of the webhook's database work together
-(docs/scaling.md). Its account is handed to the session as if the ORM had loaded it, so
-``ctx.account``, ``db.get(Account, ...)`` and a payment's changes to it work as always.
+types applied to both. The call is a plain stand-in for its ``CallSession`` that no session
+tracks: this module alone writes it, comparing it with what was loaded, rather than the unit
+of work, whose load and flush of one row cost more Python than the rest of the webhook's
+database work together (docs/scaling.md). Its account becomes the session's as if the ORM
+had loaded it (once the webhook has a session: ivr.db_webhook), so ``ctx.account``,
+``db.get(Account, ...)`` and a payment's changes to it work as always.
 """
 
 from __future__ import annotations
@@ -166,6 +167,18 @@ def _default(default: ColumnDefault) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
+class _Call:
+    """A call's columns as plain attributes, standing in for its ``CallSession``. A webhook
+    reads and sets them dozens of times and no session tracks them (``save_call`` compares
+    with what was loaded), so they skip the ORM's instrumented attributes."""
+
+
+def _plain(values: dict[str, Any]) -> CallSession:
+    call = _Call()
+    call.__dict__.update(values)
+    return cast(CallSession, call)
+
+
 def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
@@ -191,8 +204,8 @@ def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
     if row is None:
         return None
     fields = len(_CALL.keys)
-    call = _CALL.untracked(row[:fields])
     loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
+    call = _plain(loaded)
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
     account = ACCOUNT_ROW.held(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
     db.info[_LOADED] = (call, loaded, account)
@@ -203,11 +216,12 @@ def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str
              prompts_version: str, now: datetime) -> CallSession:
     """A call the line has not seen: its row is written with the first answer's state, by
     ``save_call``: one INSERT, not an INSERT and then an UPDATE."""
-    call = CallSession(
-        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
-        to_number=(form.get("To") or "")[:40], language=language,
-        state="language", prompts_version=prompts_version[:16], started_at=now,
-    )
+    values = dict.fromkeys(_CALL.keys)
+    values.update((key, _default(default)) for key, default in _DEFAULTS.items())
+    values.update(call_sid=call_sid, from_number=(form.get("From") or "")[:40],
+                  to_number=(form.get("To") or "")[:40], language=language,
+                  state="language", prompts_version=prompts_version[:16], started_at=now)
+    call = _plain(values)
     db.info[_LOADED] = (call, None, None)
     return call
 
@@ -234,10 +248,7 @@ def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, 
     steps = _take_events(db)
     postgres = connection.dialect.name == "postgresql"
     if before is None:
-        row = {key: values[key] for key in _CALL.keys if key in values}
-        row.update((key, _default(default)) for key, default in _DEFAULTS.items()
-                   if key not in row)
-        values.update(row)  # the defaults written, as the unit of work sets them
+        row = {key: values[key] for key in _CALL.keys}
     else:
         row = {key: values[key] for key in _CALL.keys if values[key] != before[key]}
         if row:
