@@ -224,12 +224,16 @@ class MappedRow(Generic[M]):
 
 
 def attach(db: Session, obj: object) -> None:
-    """``obj``, made of a row by ``MappedRow.untracked``, as ``db``'s own, as if loaded."""
+    """``obj``, made of a row by ``MappedRow.untracked``, as ``db``'s own, as if loaded; a
+    change made to it since is kept as a change, which ``db`` writes."""
     state = instance_state(obj)
-    if state.modified:
-        # Its changes would be taken for what was loaded, and never written.
-        raise RuntimeError(f"{type(obj).__name__} changed before a session held it")
+    changed = {key: obj.__dict__[key] for key in state.committed_state} if state.modified \
+        else {}
+    # What the row held, for the attributes changed since.
+    obj.__dict__.update(state.committed_state)
     make_transient_to_detached(obj)
     # As db.add(obj), less the save-update cascade over the model's relationships, which
     # finds nothing on an object that holds only its columns (2% of a webhook).
     db._save_or_update_impl(state)
+    for key, value in changed.items():
+        setattr(obj, key, value)

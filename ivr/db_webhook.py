@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import instance_state
 
 from ivr.db_driver import attach
 
@@ -98,6 +99,9 @@ class WebhookTransaction:
 
     def commit(self) -> None:
         """Commit the transaction (through the session, when there is one)."""
+        if self._session is None and any(
+                instance_state(obj).modified for obj in self._adopted.values()):
+            self.session  # noqa: B018 - takes the changed rows, which its commit writes
         if self._session is not None:
             self._session.commit()
         else:
