@@ -68,6 +68,7 @@ class DriverStatement:
 
     statement: ClauseElement
     _compiled: dict[str, _Compiled] = field(default_factory=dict, init=False, repr=False)
+    _contexts: dict[bool, DriverContext] = field(default_factory=dict, init=False, repr=False)
 
     def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -95,26 +96,38 @@ class DriverStatement:
             return tuple(values[name] for name in compiled.positional)
         return values
 
+    def _context(self, many: bool) -> DriverContext:
+        """The context cursor listeners are given (the statement's options never change)."""
+        context = self._contexts.get(many)
+        if context is None:
+            options = self.statement.get_execution_options()  # type: ignore[attr-defined]
+            context = self._contexts[many] = DriverContext(options, many)
+        return context
+
     def _run(self, connection: Connection, params: Any, many: bool) -> Any:
         compiled = self._for(connection.dialect)
         args = ([self._params(compiled, one) for one in params] if many
                 else self._params(compiled, params))
         sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        listened = connection._has_events or connection.engine._has_events
-        context = (DriverContext(self.statement.get_execution_options(), many)  # type: ignore[attr-defined]
-                   if listened else None)
+        before = after = None
+        if connection._has_events or connection.engine._has_events:
+            # Only cursor listeners need a context (a "begin" listener sets these flags too).
+            dispatch = connection.dispatch
+            before, after = dispatch.before_cursor_execute, dispatch.after_cursor_execute
+            if not (before or after):
+                before = after = None
+        context = None if before is None else self._context(many)
         try:
-            if listened:
-                for listener in connection.dispatch.before_cursor_execute:
+            if before is not None:
+                for listener in before:
                     sql, args = listener(connection, cursor, sql, args, context, many)
             if many:
                 cursor.executemany(sql, args)
             else:
                 cursor.execute(sql, args)
-            if listened:
-                connection.dispatch.after_cursor_execute(connection, cursor, sql, args,
-                                                         context, many)
+            if after is not None:
+                after(connection, cursor, sql, args, context, many)
         except BaseException as exc:
             # Raised as SQLAlchemy raises it; a dropped connection is invalidated.
             connection._handle_dbapi_exception(exc, sql, args, cursor, None)
