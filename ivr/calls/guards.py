@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
+from ivr.db_webhook import DbHandle
 from ivr.models import CallSession, GuardEvent
 from ivr.prompts.settings import LimitSettings
 
@@ -57,23 +58,29 @@ def _line(call: CallSession) -> str:
     return call.to_number[:40]
 
 
-def lock_account(db: Session, account_id: int) -> None:
+def lock_account(db: DbHandle, account_id: int) -> None:
     """Take the account's row lock until the transaction ends (PostgreSQL).
 
     SQLite needs nothing: every webhook's transaction already holds the database's write
-    lock (BEGIN IMMEDIATE, see ivr.db).
+    lock (BEGIN IMMEDIATE, see ivr.db). On the connection: a webhook needs no session.
     """
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account_id})
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_ACCOUNT, {"id": account_id})
 
 
-def lock_caller(db: Session, caller: str) -> None:
+def lock_caller(db: DbHandle, caller: str) -> None:
     """Serialise one calling number's lookups until the transaction ends (PostgreSQL
     advisory lock; SQLite's write lock already does it)."""
-    if db.get_bind().dialect.name == "postgresql":
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
         digest = hashlib.sha256(f"ivr.caller:{caller}".encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
-        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        connection.execute(_LOCK_CALLER, {"key": key})
+
+
+_LOCK_ACCOUNT = text("SELECT id FROM accounts WHERE id = :id FOR UPDATE")
+_LOCK_CALLER = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def record(db: Session, kind: str, call: CallSession, now: datetime,
