@@ -3,8 +3,6 @@ for, and nothing a state changes or commits lost either way, on both databases."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import select
 
@@ -12,25 +10,18 @@ from ivr.accounts.cache import find_by_phone
 from ivr.calls.call_row import load_call, new_call, save_call
 from ivr.db import Database
 from ivr.models import Account, AccountPhone, CallSession, VerificationFailure
-from tests.conftest import _truncate_postgres
 
 PHONE = "+15555550123"
 
 
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated database holding one account with one phone."""
-    if database_url.startswith("postgresql"):
-        _truncate_postgres(database_url)
-    database = Database(database_url)
-    database.upgrade()
+@pytest.fixture(autouse=True)
+def _one_account(database: Database) -> None:
+    """One account with one phone, in the migrated database (conftest)."""
     with database.session() as db:
         account = Account(account_number="5550001", customer_name="Ana", balance_due_cents=5000)
         db.add(account)
         db.flush()
         db.add(AccountPhone(account_id=account.id, phone=PHONE))
-    yield database
-    database.dispose()
 
 
 def _balance(database: Database) -> int:
