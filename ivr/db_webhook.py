@@ -16,16 +16,13 @@ Code that serves both a webhook and the console takes a ``DbHandle``: this, or a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
-from ivr.db_driver import attach
-
-if TYPE_CHECKING:
-    from ivr.db_driver import MappedRow
+from ivr.db_driver import MappedRow, attach
 
 M = TypeVar("M")
 
