@@ -14,12 +14,13 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import BigInteger, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
+from ivr.db_driver import DriverStatement
 from ivr.db_webhook import DbHandle
-from ivr.models import CallSession, GuardEvent
+from ivr.models import Account, CallSession, GuardEvent
 from ivr.prompts.settings import LimitSettings
 
 # What the limits count, and what a refused caller leaves behind (for /metrics and the
@@ -66,7 +67,7 @@ def lock_account(db: DbHandle, account_id: int) -> None:
     """
     connection = db.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK_ACCOUNT, {"id": account_id})
+        _LOCK_ACCOUNT.execute(connection, {"id": account_id})
 
 
 def lock_caller(db: DbHandle, caller: str) -> None:
@@ -76,11 +77,14 @@ def lock_caller(db: DbHandle, caller: str) -> None:
     if connection.dialect.name == "postgresql":
         digest = hashlib.sha256(f"ivr.caller:{caller}".encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
-        connection.execute(_LOCK_CALLER, {"key": key})
+        _LOCK_CALLER.execute(connection, {"key": key})
 
 
-_LOCK_ACCOUNT = text("SELECT id FROM accounts WHERE id = :id FOR UPDATE")
-_LOCK_CALLER = text("SELECT pg_advisory_xact_lock(:key)")
+# On the driver (ivr.db_driver): verification locks an account on every call.
+_LOCK_ACCOUNT = DriverStatement(
+    select(Account.id).where(Account.id == bindparam("id")).with_for_update())
+_LOCK_CALLER = DriverStatement(
+    select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 
 
 def record(db: Session, kind: str, call: CallSession, now: datetime,
