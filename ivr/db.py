@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from ivr.db_webhook import WebhookTransaction
 from ivr.models import CallEvent, CallSession
 
 if TYPE_CHECKING:
@@ -252,6 +253,20 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def webhook(self) -> Iterator[WebhookTransaction]:
+        """A webhook's transaction: committed on success, rolled back on error; an ORM
+        session on its connection only if the work asks for one (ivr.db_webhook)."""
+        transaction = WebhookTransaction(self.engine, self.sessions)
+        try:
+            yield transaction
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            transaction.close()
 
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest revision."""

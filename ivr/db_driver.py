@@ -24,16 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sqlalchemy import Column, Connection, Dialect, inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, manager_of_class
 from sqlalchemy.sql import ClauseElement
 
+if TYPE_CHECKING:
+    from ivr.db_webhook import DbHandle
+
 M = TypeVar("M")
 
 _Processor = Callable[[Any], Any] | None
+# (index, conversion) of each column of a row that converts.
+_Conversions = tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,9 @@ class _Compiled:
     positional: tuple[str, ...] | None  # parameter names in order, for positional drivers
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # only parameters that convert
     fixed: Mapping[str, Any]  # the values of parameters the statement itself holds
-    # Per selected column, from the first result's description (a driver's type codes
-    # choose some conversions, PostgreSQL's numerics).
-    results: tuple[_Processor, ...] | None = None
+    # (index, conversion) of each selected column that converts (most do not), from the
+    # first result's description (a driver's type codes choose some, PostgreSQL's numerics).
+    results: _Conversions | None = None
 
 
 @dataclass
@@ -63,6 +68,7 @@ class DriverStatement:
 
     statement: ClauseElement
     _compiled: dict[str, _Compiled] = field(default_factory=dict, init=False, repr=False)
+    _contexts: dict[bool, DriverContext] = field(default_factory=dict, init=False, repr=False)
 
     def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -90,26 +96,38 @@ class DriverStatement:
             return tuple(values[name] for name in compiled.positional)
         return values
 
+    def _context(self, many: bool) -> DriverContext:
+        """The context cursor listeners are given (the statement's options never change)."""
+        context = self._contexts.get(many)
+        if context is None:
+            options = self.statement.get_execution_options()  # type: ignore[attr-defined]
+            context = self._contexts[many] = DriverContext(options, many)
+        return context
+
     def _run(self, connection: Connection, params: Any, many: bool) -> Any:
         compiled = self._for(connection.dialect)
         args = ([self._params(compiled, one) for one in params] if many
                 else self._params(compiled, params))
         sql = compiled.sql
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        listened = connection._has_events or connection.engine._has_events
-        context = (DriverContext(self.statement.get_execution_options(), many)  # type: ignore[attr-defined]
-                   if listened else None)
+        before = after = None
+        if connection._has_events or connection.engine._has_events:
+            # Only cursor listeners need a context (a "begin" listener sets these flags too).
+            dispatch = connection.dispatch
+            before, after = dispatch.before_cursor_execute, dispatch.after_cursor_execute
+            if not (before or after):
+                before = after = None
+        context = None if before is None else self._context(many)
         try:
-            if listened:
-                for listener in connection.dispatch.before_cursor_execute:
+            if before is not None:
+                for listener in before:
                     sql, args = listener(connection, cursor, sql, args, context, many)
             if many:
                 cursor.executemany(sql, args)
             else:
                 cursor.execute(sql, args)
-            if listened:
-                connection.dispatch.after_cursor_execute(connection, cursor, sql, args,
-                                                         context, many)
+            if after is not None:
+                after(connection, cursor, sql, args, context, many)
         except BaseException as exc:
             # Raised as SQLAlchemy raises it; a dropped connection is invalidated.
             connection._handle_dbapi_exception(exc, sql, args, cursor, None)
@@ -125,13 +143,15 @@ class DriverStatement:
             cursor.close()
         return [_converted(results, row) for row in fetched if row is not None]
 
-    def _results(self, dialect: Dialect, cursor: Any) -> tuple[_Processor, ...]:
+    def _results(self, dialect: Dialect, cursor: Any) -> _Conversions:
         compiled = self._for(dialect)
         if compiled.results is None:
             columns = getattr(self.statement, "selected_columns", ())
-            compiled.results = tuple(
+            processes: list[_Processor] = [
                 column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                for column, described in zip(columns, cursor.description, strict=True))
+                for column, described in zip(columns, cursor.description, strict=True)]
+            compiled.results = tuple((i, process) for i, process in enumerate(processes)
+                                     if process is not None)
         return compiled.results
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -160,10 +180,16 @@ class DriverStatement:
             self._run(connection, params, many=True).close()
 
 
-def _converted(results: tuple[_Processor, ...], row: Sequence[Any]) -> tuple[Any, ...]:
+def _converted(results: _Conversions, row: Sequence[Any]) -> tuple[Any, ...]:
     """A driver's row with each column converted as SQLAlchemy converts it."""
-    return tuple(value if process is None or value is None else process(value)
-                 for process, value in zip(results, row, strict=True))
+    if not results:
+        return tuple(row)
+    values = list(row)
+    for i, process in results:
+        value = values[i]
+        if value is not None:
+            values[i] = process(value)
+    return tuple(values)
 
 
 class MappedRow(Generic[M]):
@@ -187,17 +213,40 @@ class MappedRow(Generic[M]):
         obj.__dict__.update(zip(self.keys, values, strict=True))
         return obj
 
+    def identity_key(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """The identity key of the row's object (what a session's identity map files it by)."""
+        return self._mapper.identity_key_from_primary_key(
+            tuple(values[i] for i in self._primary_key))
+
     def persistent(self, db: Session, values: Sequence[Any]) -> M:
         """The row as ``db``'s object, as if loaded: found in its identity map, or added
         to it (the caller holds it: the identity map holds objects only weakly)."""
-        key = self._mapper.identity_key_from_primary_key(
-            tuple(values[i] for i in self._primary_key))
-        found = db.identity_map.get(key)
+        found: M | None = db.identity_map.get(self.identity_key(values))
         if found is not None:
             return found
         obj = self.untracked(values)
-        make_transient_to_detached(obj)
-        # As db.add(obj), less the save-update cascade over the model's relationships,
-        # which finds nothing on an object that holds only its columns (2% of a webhook).
-        db._save_or_update_impl(instance_state(obj))
+        attach(db, obj)
         return obj
+
+    def held(self, db: DbHandle, values: Sequence[Any]) -> M:
+        """The row as the object ``db`` holds for it: ``persistent`` on a session; on a
+        webhook's transaction, the session's own once it has one (ivr.db_webhook)."""
+        if isinstance(db, Session):
+            return self.persistent(db, values)
+        return db.adopt(self, values)
+
+
+def attach(db: Session, obj: object) -> None:
+    """``obj``, made of a row by ``MappedRow.untracked``, as ``db``'s own, as if loaded; a
+    change made to it since is kept as a change, which ``db`` writes."""
+    state = instance_state(obj)
+    changed = {key: obj.__dict__[key] for key in state.committed_state} if state.modified \
+        else {}
+    # What the row held, for the attributes changed since.
+    obj.__dict__.update(state.committed_state)
+    make_transient_to_detached(obj)
+    # As db.add(obj), less the save-update cascade over the model's relationships, which
+    # finds nothing on an object that holds only its columns (2% of a webhook).
+    db._save_or_update_impl(state)
+    for key, value in changed.items():
+        setattr(obj, key, value)

@@ -9,6 +9,7 @@ come from small fixed sets, and anything else is counted as "other".
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -99,11 +100,19 @@ def _known(value: str, allowed: frozenset[str]) -> str:
     return value if value in allowed else "other"
 
 
+@functools.cache
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: every webhook counts a few, and the
+    labels' check and lock cost more than the count. Label values come from the fixed
+    sets above, so there are few."""
+    return metric.labels(*labels)
+
+
 def observe_webhook(route: str, outcome: str, seconds: float) -> None:
     """Count one answered webhook (``route`` like "step:verify" counts as "step")."""
     name = _known(route.split(":", 1)[0], _ROUTES)
-    WEBHOOKS.labels(name, _known(outcome, _WEBHOOK_OUTCOMES)).inc()
-    WEBHOOK_SECONDS.labels(name).observe(max(seconds, 0.0))
+    _child(WEBHOOKS, name, _known(outcome, _WEBHOOK_OUTCOMES)).inc()
+    _child(WEBHOOK_SECONDS, name).observe(max(seconds, 0.0))
 
 
 def observe_posting(system: str, outcome: str, seconds: float) -> None:
@@ -115,7 +124,7 @@ def observe_posting(system: str, outcome: str, seconds: float) -> None:
 
 def observe_call_event(state: str, name: str, detail: str) -> None:
     """Count one recorded step of a call (and a payment result)."""
-    CALL_EVENTS.labels(_known(state, _STATES), _known(name, _EVENTS)).inc()
+    _child(CALL_EVENTS, _known(state, _STATES), _known(name, _EVENTS)).inc()
     if name == Event.PAY_RESULT:
         PAYMENT_RESULTS.labels(_known(detail, _PAY_RESULTS)).inc()
 

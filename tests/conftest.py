@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
+from ivr.db import Database
 from ivr.simulator import CallResult, FlaskTransport, ScriptedCaller, run_call
 from ivr.simulator.demo import demo_file
 from ivr.web.app import create_app, get_database
@@ -116,6 +117,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_url")
     _truncate_postgres(url)
     return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated, empty database on each backend, its connections closed after."""
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

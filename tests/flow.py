@@ -105,7 +105,7 @@ class Line:
 
     def context(self, db: Session, call: CallSession) -> CallContext:
         """What a webhook would give the machine for this call."""
-        return CallContext(db=db, call=call, catalog=self.catalog, config=self.config,
+        return CallContext(handle=db, call=call, catalog=self.catalog, config=self.config,
                            now=self.now)
 
 

@@ -8,7 +8,6 @@ its example and the import store it, or leave it alone when a file lacks it.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -104,14 +103,6 @@ def file_of(layout: AccountLayout, rows: list[dict[str, str]]) -> bytes:
     header = [str(layout.columns[name]) for name in names]
     lines = [header] + [[row[name] for name in names] for row in rows]
     return "".join(layout.delimiter.join(cells) + "\r\n" for cells in lines).encode()
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def load(database: Database, layout: AccountLayout, data: bytes) -> None:

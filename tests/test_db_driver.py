@@ -3,7 +3,6 @@ is what SQLAlchemy itself reads and writes, on both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -14,20 +13,8 @@ from ivr.calls.call_row import load_call, new_call, queue_event, save_call
 from ivr.db import Database
 from ivr.models import Account, CallEvent, CallSession
 from ivr.statuses import CallOutcome
-from tests.conftest import _truncate_postgres
 
 STARTED = datetime(2026, 11, 30, 14, 5, 6, 123456, tzinfo=UTC)
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated, empty database on each backend, its connections closed after."""
-    if database_url.startswith("postgresql"):
-        _truncate_postgres(database_url)
-    database = Database(database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def _columns(obj: object, model: type) -> dict[str, object]:

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ivr.db_driver import DriverStatement, MappedRow
+from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, AccountPhone, VerificationFailure
 from ivr.prompts.settings import VerificationSettings
 
@@ -34,11 +35,11 @@ _RECENT_FAILURES = DriverStatement(
     .order_by(VerificationFailure.failed_at))
 
 
-def find_by_phone(db: Session, phone_e164: str, limit: int = 2) -> list[Account]:
+def find_by_phone(db: DbHandle, phone_e164: str, limit: int = 2) -> list[Account]:
     """Accounts that list this phone number (E.164), at most ``limit``, by account number."""
     # Webhooks never change phone numbers: nothing pending to flush first.
     rows = _BY_PHONE.all(db.connection(), {"phone": phone_e164, "limit": limit})
-    return [ACCOUNT_ROW.persistent(db, row) for row in rows]
+    return [ACCOUNT_ROW.held(db, row) for row in rows]
 
 
 def record_verification_failure(db: Session, account_id: int, call_sid: str,
@@ -49,7 +50,7 @@ def record_verification_failure(db: Session, account_id: int, call_sid: str,
     db.flush()
 
 
-def locked_until(db: Session, account_id: int, now: datetime, caller: str,
+def locked_until(db: DbHandle, account_id: int, now: datetime, caller: str,
                  policy: VerificationSettings) -> datetime | None:
     """When ``caller`` may try the account again, if failures locked them out; else None.
 
@@ -64,7 +65,7 @@ def locked_until(db: Session, account_id: int, now: datetime, caller: str,
     rows = _RECENT_FAILURES.all(db.connection(), {"account_id": account_id, "horizon": horizon})
     if not rows:
         return None  # the common case: no failures, no lock, no need for the phones on file
-    on_file = set(db.scalars(select(AccountPhone.phone)
+    on_file = set(session_of(db).scalars(select(AccountPhone.phone)
                              .where(AccountPhone.account_id == account_id)))
     ends = [_lock_end([at for at, who in rows if who == caller], policy,
                       policy.lockout_failures)]

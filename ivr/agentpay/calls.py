@@ -123,7 +123,7 @@ def agent_verify(ctx: CallContext, username: str, account_number: str, entry: st
     if not with_agent(call):
         return ON_THE_LINE
     if call.account_id is None:
-        guards.lock_caller(ctx.db, guards.caller_key(call.from_number))
+        guards.lock_caller(ctx.handle, guards.caller_key(call.from_number))
         if guards.lookup_limit(ctx.db, call, ctx.now, ctx.settings.limits) is not None:
             guards.record(ctx.db, guards.LOOKUP_BLOCKED, call, ctx.now)
             audit(ctx.db, username, "verify", call.call_sid, ctx.now, detail=LOOKUP_LIMIT)

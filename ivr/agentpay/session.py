@@ -35,6 +35,7 @@ from ivr.calls.states.checkout import (
     stop_authorization_recording,
 )
 from ivr.db_driver import DriverStatement
+from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, AgentPayment
 from ivr.money.payments import (
     AGENT_CHANNEL,
@@ -90,12 +91,12 @@ _ACTIVE_SESSION = DriverStatement(
     .order_by(AgentPayment.id.desc()).limit(1))
 
 
-def active_session(db: Session, call_sid: str) -> AgentPayment | None:
+def active_session(db: DbHandle, call_sid: str) -> AgentPayment | None:
     """The call's session still holding it, if any."""
     # Its id on the session's connection first: nearly every call has none, and an id costs
     # a third of an ORM load. Nothing the caller's webhook changed is read: no flush.
     found = _ACTIVE_SESSION.scalar(db.connection(), {"call_sid": call_sid})
-    return None if found is None else db.get(AgentPayment, found)
+    return None if found is None else session_of(db).get(AgentPayment, found)
 
 
 def latest_session(db: Session, call_sid: str) -> AgentPayment | None:
@@ -140,7 +141,7 @@ def prepare(ctx: CallContext, username: str, choice: str, other: str, method: st
     account = _account(ctx)
     if not with_agent(ctx.call):
         raise AgentPaymentError("The caller is at the line's menus, not with a representative.")
-    if active_session(ctx.db, ctx.call.call_sid) is not None:
+    if active_session(ctx.handle, ctx.call.call_sid) is not None:
         raise AgentPaymentError("A payment is already in progress on this call.")
     if not account_rules.phone_payable(account, ctx.settings, ctx.today()):
         raise AgentPaymentError("This account cannot take payments by phone.")

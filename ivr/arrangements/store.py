@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.arrangements.terms import Offer
 from ivr.db_driver import DriverStatement
+from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, Arrangement, ArrangementInstalment, OutboxEntry
 from ivr.statuses import ArrangementStatus, OutboxStatus, PostingStatus
 
@@ -56,15 +57,19 @@ def _forget_active(db: Session, _transaction: SessionTransaction) -> None:
     db.info.pop(_ACTIVE_READ, None)  # a later transaction reads afresh
 
 
-def active_arrangement(db: Session, account_id: int) -> Arrangement | None:
+def active_arrangement(db: DbHandle, account_id: int) -> Arrangement | None:
     """The account's active arrangement, if it has one."""
     known: dict[int, Arrangement | None] = db.info.setdefault(_ACTIVE_READ, {})
     if account_id not in known:
         # Arrangements are flushed as soon as they are recorded, so nothing pending can
         # change the answer: no flush first. Its id, then the object only when there is one.
         found = _ACTIVE.scalar(db.connection(), {"account_id": account_id})
-        with db.no_autoflush:
-            known[account_id] = None if found is None else db.get(Arrangement, found)
+        if found is None:
+            known[account_id] = None
+        else:
+            session = session_of(db)
+            with session.no_autoflush:
+                known[account_id] = session.get(Arrangement, found)
     return known[account_id]
 
 

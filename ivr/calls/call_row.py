@@ -4,11 +4,12 @@ written back) and the steps of its path in ``call_events``.
 Every webhook reads its call and writes it back, so this is the line's hottest database
 work, and it runs straight on the driver (ivr.db_driver): one statement loads the call with
 its account, one writes the columns that changed (on PostgreSQL with the steps), SQLAlchemy's
-types applied to both. The call is a ``CallSession`` the session does not track: this module
-alone writes it, comparing it with what was loaded, rather than the unit of work, whose load
-and flush of one row cost more Python than the rest of the webhook's database work together
-(docs/scaling.md). Its account is handed to the session as if the ORM had loaded it, so
-``ctx.account``, ``db.get(Account, ...)`` and a payment's changes to it work as always.
+types applied to both. The call is a plain stand-in for its ``CallSession`` that no session
+tracks: this module alone writes it, comparing it with what was loaded, rather than the unit
+of work, whose load and flush of one row cost more Python than the rest of the webhook's
+database work together (docs/scaling.md). Its account becomes the session's as if the ORM
+had loaded it (once the webhook has a session: ivr.db_webhook), so ``ctx.account``,
+``db.get(Account, ...)`` and a payment's changes to it work as always.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS
 from ivr.db_driver import DriverStatement, MappedRow
+from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,12 +77,12 @@ _ADD_STEPS = DriverStatement(insert(_EVENTS).values(
     {c.key: bindparam(c.key, type_=c.type) for c in _STEP_COLUMNS}).inline())
 
 
-def queue_event(db: Session, step: dict[str, object]) -> None:
+def queue_event(db: DbHandle, step: dict[str, object]) -> None:
     """Add one step of a call's path (a ``call_events`` row), written with the call."""
     db.info.setdefault(_PENDING, []).append(step)
 
 
-def _take_events(db: Session) -> list[dict[str, Any]]:
+def _take_events(db: DbHandle) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = db.info.pop(_PENDING, None) or []
     if rows:
         from ivr.metrics import observe_call_event
@@ -91,7 +93,7 @@ def _take_events(db: Session) -> list[dict[str, Any]]:
 
 
 @sa_event.listens_for(Session, "before_commit")
-def _write_events(db: Session) -> None:
+def _write_events(db: DbHandle) -> None:
     if _LOADED in db.info:
         # A commit before the webhook's end (a payment made durable before its real-time
         # post): the call's row goes with it, as the unit of work wrote a tracked object.
@@ -101,6 +103,9 @@ def _write_events(db: Session) -> None:
     if rows:
         # On the session's connection: nothing here needs the ORM's statement handling.
         db.connection().execute(_INSERT_EVENTS, rows)
+
+
+WebhookTransaction.before_commit.append(_write_events)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
@@ -162,12 +167,25 @@ def _default(default: ColumnDefault) -> Any:
     return default.arg(None) if default.is_callable else default.arg
 
 
-def load_call(db: Session, call_sid: str) -> CallSession | None:
+class _Call:
+    """A call's columns as plain attributes, standing in for its ``CallSession``. A webhook
+    reads and sets them dozens of times and no session tracks them (``save_call`` compares
+    with what was loaded), so they skip the ORM's instrumented attributes."""
+
+
+def _plain(values: dict[str, Any]) -> CallSession:
+    call = _Call()
+    call.__dict__.update(values)
+    return cast(CallSession, call)
+
+
+def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
     BEGIN IMMEDIATE (ivr.db) serialises every webhook.
 
-    The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s.
+    The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s
+    (its session's, on a webhook's transaction: ivr.db_webhook).
     """
     connection = db.connection()
     load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
@@ -186,28 +204,29 @@ def load_call(db: Session, call_sid: str) -> CallSession | None:
     if row is None:
         return None
     fields = len(_CALL.keys)
-    call = _CALL.untracked(row[:fields])
     loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
+    call = _plain(loaded)
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
-    account = ACCOUNT_ROW.persistent(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
+    account = ACCOUNT_ROW.held(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
     db.info[_LOADED] = (call, loaded, account)
     return call
 
 
-def new_call(db: Session, call_sid: str, form: dict[str, str], *, language: str,
+def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str,
              prompts_version: str, now: datetime) -> CallSession:
     """A call the line has not seen: its row is written with the first answer's state, by
     ``save_call``: one INSERT, not an INSERT and then an UPDATE."""
-    call = CallSession(
-        call_sid=call_sid, from_number=(form.get("From") or "")[:40],
-        to_number=(form.get("To") or "")[:40], language=language,
-        state="language", prompts_version=prompts_version[:16], started_at=now,
-    )
+    values = dict.fromkeys(_CALL.keys)
+    values.update((key, _default(default)) for key, default in _DEFAULTS.items())
+    values.update(call_sid=call_sid, from_number=(form.get("From") or "")[:40],
+                  to_number=(form.get("To") or "")[:40], language=language,
+                  state="language", prompts_version=prompts_version[:16], started_at=now)
+    call = _plain(values)
     db.info[_LOADED] = (call, None, None)
     return call
 
 
-def save_call(db: Session, call: CallSession) -> None:
+def save_call(db: DbHandle, call: CallSession) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
     nothing will change it any more (a commit before then writes it too)."""
@@ -217,7 +236,7 @@ def save_call(db: Session, call: CallSession) -> None:
     _write_call(db, loaded)
 
 
-def _write_call(db: Session, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
     """Write the call's changes since ``loaded`` and the steps queued, in one statement on
     PostgreSQL; what is written becomes the call as loaded, for a later write."""
     call, before, account = loaded
@@ -229,10 +248,7 @@ def _write_call(db: Session, loaded: tuple[CallSession, dict[str, Any] | None, A
     steps = _take_events(db)
     postgres = connection.dialect.name == "postgresql"
     if before is None:
-        row = {key: values[key] for key in _CALL.keys if key in values}
-        row.update((key, _default(default)) for key, default in _DEFAULTS.items()
-                   if key not in row)
-        values.update(row)  # the defaults written, as the unit of work sets them
+        row = {key: values[key] for key in _CALL.keys}
     else:
         row = {key: values[key] for key in _CALL.keys if values[key] != before[key]}
         if row:

@@ -1,4 +1,4 @@
-"""What a state can see: the stored call, the database session, the catalog and the clock."""
+"""What a state can see: the stored call, the database, the catalog and the clock."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
 from ivr.config import AppConfig
+from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, CallSession
 from ivr.prompts import speech
 from ivr.prompts.catalog import Catalog
@@ -21,9 +22,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class CallContext:
-    """One webhook's view of its call. States read and change ``call``; the caller commits."""
+    """One webhook's view of its call. States read and change ``call``; the caller commits.
 
-    db: Session
+    ``handle`` is the webhook's transaction (or, on the console, a session): hot reads take
+    it as it is, and ``db`` is its ORM session, created when first asked for (ivr.db_webhook).
+    """
+
+    handle: DbHandle
     call: CallSession
     catalog: Catalog
     config: AppConfig
@@ -33,6 +38,11 @@ class CallContext:
     # map holds rows only weakly, so a looked-up account could be read again).
     _account: Account | None = field(default=None, init=False, repr=False)
     _phone_matches: list[Account] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def db(self) -> Session:
+        """The ORM session for a state's writes and object reads (created on first use)."""
+        return session_of(self.handle)
 
     @property
     def settings(self) -> LineSettings:
@@ -53,7 +63,10 @@ class CallContext:
         if account_id is None:
             return None
         if self._account is None or self._account.id != account_id:
-            self._account = self.db.get(Account, account_id)
+            handle = self.handle
+            self._account = (handle.get(Account, account_id) if isinstance(handle, Session)
+                             else handle.known(Account, account_id)
+                             or handle.session.get(Account, account_id))
         return self._account
 
     def phone_matches(self) -> list[Account]:
@@ -63,7 +76,7 @@ class CallContext:
             from ivr.accounts import cache as accounts
 
             phone = normalize_e164(self.call.from_number)
-            self._phone_matches = accounts.find_by_phone(self.db, phone) if phone else []
+            self._phone_matches = accounts.find_by_phone(self.handle, phone) if phone else []
         return self._phone_matches
 
     def today(self) -> date:

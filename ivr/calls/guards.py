@@ -14,11 +14,13 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import BigInteger, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
-from ivr.models import CallSession, GuardEvent
+from ivr.db_driver import DriverStatement
+from ivr.db_webhook import DbHandle
+from ivr.models import Account, CallSession, GuardEvent
 from ivr.prompts.settings import LimitSettings
 
 # What the limits count, and what a refused caller leaves behind (for /metrics and the
@@ -57,23 +59,32 @@ def _line(call: CallSession) -> str:
     return call.to_number[:40]
 
 
-def lock_account(db: Session, account_id: int) -> None:
+def lock_account(db: DbHandle, account_id: int) -> None:
     """Take the account's row lock until the transaction ends (PostgreSQL).
 
     SQLite needs nothing: every webhook's transaction already holds the database's write
-    lock (BEGIN IMMEDIATE, see ivr.db).
+    lock (BEGIN IMMEDIATE, see ivr.db). On the connection: a webhook needs no session.
     """
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account_id})
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
+        _LOCK_ACCOUNT.execute(connection, {"id": account_id})
 
 
-def lock_caller(db: Session, caller: str) -> None:
+def lock_caller(db: DbHandle, caller: str) -> None:
     """Serialise one calling number's lookups until the transaction ends (PostgreSQL
     advisory lock; SQLite's write lock already does it)."""
-    if db.get_bind().dialect.name == "postgresql":
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
         digest = hashlib.sha256(f"ivr.caller:{caller}".encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
-        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        _LOCK_CALLER.execute(connection, {"key": key})
+
+
+# On the driver (ivr.db_driver): verification locks an account on every call.
+_LOCK_ACCOUNT = DriverStatement(
+    select(Account.id).where(Account.id == bindparam("id")).with_for_update())
+_LOCK_CALLER = DriverStatement(
+    select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 
 
 def record(db: Session, kind: str, call: CallSession, now: datetime,

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def record(ctx: CallContext, event: Event, detail: str = "",
            state: str | None = None) -> None:
     """Add one step to the call's path (never keys typed), written at commit."""
-    queue_event(ctx.db, {"call_sid": ctx.call.call_sid, "at": ctx.now,
+    queue_event(ctx.handle, {"call_sid": ctx.call.call_sid, "at": ctx.now,
                          "state": state or ctx.call.state, "event": str(event),
                          "detail": detail[:120], "language": ctx.lang})
 

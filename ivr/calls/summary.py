@@ -75,7 +75,7 @@ def _disconnected_speech(ctx: CallContext) -> Speech:
 def arrangement_speech(ctx: CallContext) -> tuple[Speech, ...]:
     """The account's active arrangement: until when it holds the service, the next instalment."""
     account = ctx.account
-    found = active_arrangement(ctx.db, account.id) if account is not None else None
+    found = active_arrangement(ctx.handle, account.id) if account is not None else None
     if found is None or not found.instalments:
         return ()
     upcoming = next_instalment(found, ctx.today())

@@ -47,7 +47,7 @@ def _context(db: Session, call_sid: str, lines: Catalog) -> CallContext:
     moment = now()
     if call is None or not live.is_live(call, moment):
         abort(404)
-    return CallContext(db=db, call=call, catalog=lines, config=get_config(current_app),
+    return CallContext(handle=db, call=call, catalog=lines, config=get_config(current_app),
                        now=moment, accounting=current_app.extensions.get("ivr.money.accounting"))
 
 

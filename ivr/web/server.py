@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -19,6 +20,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from ivr.web.app import create_app
+
+        # What no served log line shows (ours name their logger; gunicorn's, its process)
+        # is not gathered for every record: the caller's frame, the thread's and the
+        # multiprocessing process's names (the logging HOWTO's "Optimization").
+        logging._srcfile = None
+        logging.logThreads = False
+        logging.logMultiprocessing = False
 
         # The app sizes its database pool and its bounded work threads to the threads.
         return create_app({"serve_threads": self.threads})

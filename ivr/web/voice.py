@@ -160,7 +160,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
                       abandoned: threading.Event) -> tuple[str, str, str, str]:
     """The webhook's database work: (TwiML, outcome, state, language), in one transaction."""
     config = get_config(current_app)
-    with get_database(current_app).session() as db:
+    with get_database(current_app).webhook() as db:
         now = _now()
         call = load_call(db, call_sid)
         if call is None and not create:
@@ -168,11 +168,11 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
         if call is None:
             call = new_call(db, call_sid, form, language=catalog.settings.default_language,
                             prompts_version=catalog.version, now=now)
-            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+            ctx = CallContext(handle=db, call=call, catalog=catalog, config=config, now=now,
                               accounting=_accounting())
             step = machine.start(ctx) if route == "incoming" else action(ctx)
         else:
-            ctx = CallContext(db=db, call=call, catalog=catalog, config=config, now=now,
+            ctx = CallContext(handle=db, call=call, catalog=catalog, config=config, now=now,
                               accounting=_accounting())
             step = action(ctx)
         builder = TwimlBuilder(catalog, ctx.lang, config.base_url, config.pay_connector)
@@ -304,7 +304,7 @@ def _abandon_agent_payment(ctx: CallContext) -> None:
     from ivr.agentpay.audit import TWILIO
     from ivr.statuses import AgentPaymentStatus
 
-    session = agentpay.active_session(ctx.db, ctx.call.call_sid)
+    session = agentpay.active_session(ctx.handle, ctx.call.call_sid)
     if session is not None:
         agentpay.end(ctx, session, TWILIO, AgentPaymentStatus.ABANDONED, "the caller hung up")
 
@@ -334,7 +334,7 @@ def agent_pay_status() -> Response:
         if call is None:
             return Response("", status=204)
         db.refresh(session)  # read again under the call's lock (a repeated callback waits)
-        ctx = CallContext(db=db, call=call, catalog=catalog,
+        ctx = CallContext(handle=db, call=call, catalog=catalog,
                           config=get_config(current_app), now=_now(), accounting=_accounting())
         agentpay.handle_callback(ctx, session, form)
         log.info("agent pay progress", extra={"fields": {

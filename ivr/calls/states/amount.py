@@ -161,7 +161,7 @@ def _reconnect(ctx: CallContext) -> Outcome:
 def _next_instalment(ctx: CallContext) -> int | None:
     """The next instalment of the account's active arrangement, when it has one."""
     account = ctx.account
-    arrangement = active_arrangement(ctx.db, account.id) if account is not None else None
+    arrangement = active_arrangement(ctx.handle, account.id) if account is not None else None
     return next_instalment(arrangement, ctx.today()).amount_cents if arrangement else None
 
 

@@ -64,7 +64,7 @@ def may_ask(ctx: CallContext) -> bool:
     return bool(rules.enabled and account is not None
                 and account.balance_due_cents > 0
                 and (account.status in rules.statuses or account.arrangement_eligible)
-                and store.active_arrangement(ctx.db, account.id) is None)
+                and store.active_arrangement(ctx.handle, account.id) is None)
 
 
 def ask_for_time(ctx: CallContext) -> Outcome:
@@ -72,7 +72,7 @@ def ask_for_time(ctx: CallContext) -> Outcome:
     account = ctx.account
     assert account is not None  # noqa: S101 - only reachable after verification
     reason = why_not(ctx.settings.arrangements, account, ctx.today(),
-                     store.active_arrangement(ctx.db, account.id) is not None)
+                     store.active_arrangement(ctx.handle, account.id) is not None)
     drop_unfinished(ctx)
     if reason is None and _offers(ctx):
         return Go("arrange_menu", (say("arrange.intro"),))

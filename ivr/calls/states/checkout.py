@@ -304,7 +304,7 @@ def pay_limited(ctx: CallContext) -> bool:
     account = ctx.account
     assert account is not None  # noqa: S101 - only reachable after verification
     # The row lock makes the count and this call's own hand-off one step per account.
-    guards.lock_account(ctx.db, account.id)
+    guards.lock_account(ctx.handle, account.id)
     limit = guards.pay_limit(ctx.db, ctx.call, account.id, ctx.now, ctx.settings.limits)
     if limit is None:
         return False

@@ -127,7 +127,7 @@ def _account_entry_handle(ctx: CallContext, digits: str) -> Outcome:
     """Digits then `#`: verification, or "not found" (lookups limited per phone and line)."""
     # Bounded per calling number and per line across calls: otherwise anyone can learn
     # which account numbers exist by typing them, call after call.
-    guards.lock_caller(ctx.db, guards.caller_key(ctx.call.from_number))
+    guards.lock_caller(ctx.handle, guards.caller_key(ctx.call.from_number))
     if guards.lookup_limit(ctx.db, ctx.call, ctx.now, ctx.settings.limits) is not None:
         guards.record(ctx.db, guards.LOOKUP_BLOCKED, ctx.call, ctx.now)
         return Finish(escalate(ctx, (say("account.lookup_limit"),)))

@@ -34,9 +34,9 @@ def listed(ctx: CallContext) -> list[Account]:
     if not phone:
         return []
     # Read once per webhook: every choice of the menu asks.
-    cache: dict[str, list[Account]] = ctx.db.info.setdefault(_CACHE, {})
+    cache: dict[str, list[Account]] = ctx.handle.info.setdefault(_CACHE, {})
     if phone not in cache:
-        found = accounts.find_by_phone(ctx.db, phone, limit=len(PICK_KEYS) + 1)
+        found = accounts.find_by_phone(ctx.handle, phone, limit=len(PICK_KEYS) + 1)
         cache[phone] = found if 2 <= len(found) <= len(PICK_KEYS) else []
     return cache[phone]
 

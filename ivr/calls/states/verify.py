@@ -17,7 +17,7 @@ def locked(ctx: CallContext) -> bool:
     account = ctx.account
     if account is None:
         return False
-    until = accounts.locked_until(ctx.db, account.id, ctx.now,
+    until = accounts.locked_until(ctx.handle, account.id, ctx.now,
                                   guards.caller_key(ctx.call.from_number),
                                   ctx.settings.verification)
     return until is not None
@@ -59,7 +59,7 @@ def check_entry(ctx: CallContext, digits: str) -> str:
     assert account is not None  # noqa: S101 - the caller checks
     # One guess at a time per account, on every worker and machine: the lockout check and
     # the failure it records must not interleave with another call's.
-    guards.lock_account(ctx.db, account.id)
+    guards.lock_account(ctx.handle, account.id)
     # Checked before the entry: a locked account or a spent call never verifies, whatever
     # is typed (a caller coming back from a transfer that did not connect, say).
     if locked(ctx):
