@@ -85,14 +85,14 @@ class WebhookTransaction:
             found = self._adopted[key] = row.untracked(values)
         return found
 
-    def known(self, model: type[M], primary_key: Any) -> M | None:
-        """The object of ``model`` with this primary key read in this transaction, if any."""
-        if self._session is not None:
-            return self._session.get(model, primary_key)
-        for key, obj in self._adopted.items():
-            if key[0] is model and key[1] == (primary_key,):
-                return obj  # type: ignore[no-any-return]
-        return None
+    def get(self, model: type[M], primary_key: Any) -> M | None:
+        """The object of ``model`` with this primary key, as ``Session.get``: the one read
+        in this transaction if any (no session needed), else the session's."""
+        if self._session is None:
+            for key, obj in self._adopted.items():
+                if key[0] is model and key[1] == (primary_key,):
+                    return obj  # type: ignore[no-any-return]
+        return self.session.get(model, primary_key)
 
     def commit(self) -> None:
         """Commit the transaction (through the session, when there is one)."""

@@ -63,10 +63,7 @@ class CallContext:
         if account_id is None:
             return None
         if self._account is None or self._account.id != account_id:
-            handle = self.handle
-            self._account = (handle.get(Account, account_id) if isinstance(handle, Session)
-                             else handle.known(Account, account_id)
-                             or handle.session.get(Account, account_id))
+            self._account = self.handle.get(Account, account_id)
         return self._account
 
     def phone_matches(self) -> list[Account]:
