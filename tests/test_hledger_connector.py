@@ -23,6 +23,8 @@ from connectors.accounting.base import (
     RetryableError,
 )
 from connectors.accounting.hledger import HledgerConnector, Posting, transaction_code, unbalanced_by
+from connectors.accounting.hledger_journal import JournalStamp, filesystem_type, stampable
+from connectors.accounting.state import MemoryStateStore
 from tests.conftest import unavailable
 from tests.servers.hledger import (
     CLEARING_ACCOUNT,
@@ -487,3 +489,109 @@ def test_journal_setting_is_checked(tmp_path: Path) -> None:
         HledgerConnector.from_settings({**base, "IVR_HLEDGER_JOURNAL": str(tmp_path / "no")})
     with pytest.raises(ValueError, match=r"IVR_HLEDGER_JOURNAL.*not a file"):
         HledgerConnector.from_settings({**base, "IVR_HLEDGER_JOURNAL": str(tmp_path)})
+
+
+def finding(live: HledgerServer, state: MemoryStateStore, gap_ms: int = 1000
+            ) -> HledgerConnector:
+    """A connector with the defaults (it finds the journal itself) and a long reload gap,
+    so a write that still waited for it would show."""
+    return HledgerConnector.from_settings(
+        {**live.settings(), "IVR_HLEDGER_RELOAD_GAP_MS": str(gap_ms)}, state)
+
+
+def test_default_connector_finds_the_journal_and_shows_every_write_at_once(
+        live: HledgerServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="connectors")
+    state = MemoryStateStore()
+    connector = finding(live, state)
+    try:
+        connector.post_payment(first_attempt(), timeout=5)  # read, pause, then reads it back
+        assert connector.journal is not None and connector.journal.trusted
+        assert connector.journal.path == live.journal
+        assert "named by hledger-web" in caplog.text
+        # Kept for every process of the line: a retry elsewhere stamps it before looking.
+        assert state.get("journal_path") == str(live.journal)
+        posts = [first_attempt() for _ in range(20)]
+        started = time.monotonic()
+        for post in posts:
+            server_transaction(live, connector.post_payment(post, timeout=5).receipt_id)
+        assert time.monotonic() - started < 10  # no 1 s pause before any of them
+    finally:
+        connector.close()
+
+
+def test_a_retry_in_a_new_process_stamps_the_journal_another_one_found(
+        live: HledgerServer) -> None:
+    state = MemoryStateStore()
+    first = finding(live, state)
+    try:
+        first.post_payment(first_attempt(), timeout=5)
+    finally:
+        first.close()
+    # An attempt of a stamping process wrote, then the process died before its stamp.
+    post = payment(amount="4.00", fee="0")
+    retrying = finding(live, state)
+    try:
+        body = retrying.transaction(post)
+        requests.put(f"{live.url}/add", json=body, timeout=5).raise_for_status()
+        old = live.journal.stat()
+        os.utime(live.journal, ns=(old.st_atime_ns, old.st_mtime_ns - 10_000_000_000))
+        unseen = requests.get(f"{live.url}/transactions", timeout=5).json()
+        assert body["tcode"] not in {t["tcode"] for t in unseen}
+        retried = retrying.post_payment(post, timeout=5)
+    finally:
+        retrying.close()
+    assert retried.already_posted
+    assert live.transactions_with_code(body["tcode"]) == 1
+
+
+def test_journal_off_never_stamps(live: HledgerServer) -> None:
+    state = MemoryStateStore()
+    connector = HledgerConnector.from_settings(
+        {**live.settings(), "IVR_HLEDGER_JOURNAL": "off", "IVR_HLEDGER_RELOAD_GAP_MS": "20"},
+        state)
+    try:
+        for post in [first_attempt() for _ in range(3)]:
+            server_transaction(live, connector.post_payment(post, timeout=5).receipt_id)
+    finally:
+        connector.close()
+    assert connector.journal is None and state.get("journal_path") is None
+
+
+def test_a_file_that_does_not_end_with_the_write_is_not_adopted(
+        live: HledgerServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    connector = HledgerConnector.from_settings(live.settings())
+    try:
+        code = connector.post_payment(first_attempt(), timeout=5).receipt_id
+    finally:
+        connector.close()
+    elsewhere = tmp_path / "copy.journal"
+    elsewhere.write_text(live.journal.read_text(encoding="utf-8") + "\n; later\n" * 2000,
+                         encoding="utf-8")
+    assert not JournalStamp(elsewhere).adopt(code)
+    assert "not the journal hledger-web writes to" in caplog.text
+    assert JournalStamp(live.journal).adopt(code)
+
+
+MOUNTS = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /srv/books rw,relatime shared:9 - nfs4 books:/export rw,vers=4.2
+31 22 0:41 / /srv/my\\040books rw,relatime - tmpfs tmpfs rw
+32 30 8:2 / /srv/books/local rw - xfs /dev/sdb1 rw
+"""
+
+
+def test_the_filesystem_of_a_journal_is_the_longest_mount_holding_it() -> None:
+    assert filesystem_type(Path("/home/biller/main.journal"), MOUNTS) == "ext4"
+    assert filesystem_type(Path("/srv/books/main.journal"), MOUNTS) == "nfs4"
+    assert filesystem_type(Path("/srv/books/local/main.journal"), MOUNTS) == "xfs"
+    assert filesystem_type(Path("/srv/my books/main.journal"), MOUNTS) == "tmpfs"
+    assert filesystem_type(Path("/srv/booksy/main.journal"), MOUNTS) == "ext4"
+
+
+def test_only_a_local_file_this_user_owns_is_stampable(live: HledgerServer,
+                                                       tmp_path: Path) -> None:
+    assert stampable(live.journal) is None
+    assert "not found" in (stampable(tmp_path / "gone.journal") or "")
+    assert stampable(tmp_path) == "not a file"
+    assert "absolute" in (stampable(Path("main.journal")) or "")

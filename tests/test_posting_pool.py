@@ -8,10 +8,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import requests
 from flask import Flask
 
 from connectors.accounting.hledger import transaction_code
 from ivr.models import utcnow
+from ivr.money.connector_state import DatabaseStateStore
 from ivr.money.posting import drain_once, pool_size
 from ivr.web.app import get_config, get_database
 from tests.servers.gate import Gate
@@ -90,14 +92,37 @@ def test_two_pooled_workers_post_each_payment_once_to_hledger(
 
 def test_first_attempts_make_no_dedupe_read_in_hledger(sqlite_url: str,
                                                        hledger: HledgerServer) -> None:
+    """The journal is on this machine: after the first write the connector reads that
+    write's transaction back once, finds the file hledger-web names, and stamps it from
+    then on; no other post makes a read."""
     with Gate(hledger.url) as gate:
         app = posting_app(sqlite_url, {**hledger.settings(), "IVR_HLEDGER_URL": gate.url})
+        keys = queue_payments(app, 10)
+        drain(app)
+        assert [e.status for e in outbox(app)] == ["posted"] * 10
+        assert gate.seen.count("PUT /add") == 10
+        assert gate.seen.count("GET /version") == 1
+        assert gate.seen.count("GET /accountnames") == 1
+        assert len([r for r in gate.seen if r.startswith("GET /accounttransactions")]) == 1
+    # Every write, the last one too, is seen by hledger-web's own reads at once.
+    seen = requests.get(f"{hledger.url}/transactions", timeout=5).json()
+    assert {transaction_code(k) for k in keys} <= {t["tcode"] for t in seen}
+    with app.app_context():
+        found = DatabaseStateStore(app.extensions["ivr.db"], "hledger").get("journal_path")
+    assert found == str(hledger.journal)
+
+
+def test_first_attempts_without_the_journal_read_before_each_write(
+        sqlite_url: str, hledger: HledgerServer) -> None:
+    """IVR_HLEDGER_JOURNAL=off (or a journal on another machine): one small read per
+    post (it takes hledger-web's journal reload, see docs/connectors.md), the account
+    names once, and no register read at all."""
+    with Gate(hledger.url) as gate:
+        app = posting_app(sqlite_url, {**hledger.settings(), "IVR_HLEDGER_URL": gate.url,
+                                       "IVR_HLEDGER_JOURNAL": "off"})
         queue_payments(app, 10)
         drain(app)
         assert [e.status for e in outbox(app)] == ["posted"] * 10
-        # One small read per post (it takes hledger-web's journal reload, see
-        # docs/connectors.md), the account names once, and no register read looking for
-        # an earlier copy.
         assert not [r for r in gate.seen if r.startswith("GET /accounttransactions")]
         assert gate.seen.count("PUT /add") == 10
         assert gate.seen.count("GET /version") == 10

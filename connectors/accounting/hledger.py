@@ -36,6 +36,7 @@ receivable and crediting clearing; code "rev-" + its key, tagged ``reverses:`` (
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import threading
@@ -59,7 +60,7 @@ from connectors.accounting.base import (
     RetryableError,
     ReversalPost,
 )
-from connectors.accounting.hledger_journal import JournalStamp, journal_path
+from connectors.accounting.hledger_journal import JournalStamp, journal_setting, stampable
 from connectors.accounting.hledger_json import (
     Posting,
     decimal_places,
@@ -80,6 +81,8 @@ from connectors.accounting.state import StateStore
 
 __all__ = ["HledgerConnector", "Posting", "arrangement_code", "reversal_code",
            "transaction_code", "unbalanced_by"]
+
+log = logging.getLogger(__name__)
 
 SYSTEM = "hledger"
 # What hledger-web 1.25 says in --serve-api mode when a request failed inside it.
@@ -115,6 +118,11 @@ _RELOAD_GAP = 0.02
 # at once, so a customer added to the journal is never refused because of the cache.
 _NAMES_TTL = 60.0
 _MAX_DESCRIPTION_PART = 32
+# The connector state key under which the journal found through hledger-web is kept, so a
+# process that retries before it has written (its own finding) can stamp it first.
+_JOURNAL_KEY = "journal_path"
+# Reads of a write's own transaction to find the journal, per process, before giving up.
+_FINDS = 3
 
 
 def transaction_code(idempotency_key: str) -> str:
@@ -184,7 +192,8 @@ class HledgerConnector:
                  fee_account: str = DEFAULT_FEE_ACCOUNT, commodity: str = DEFAULT_COMMODITY,
                  currency: str | None = None, zone: ZoneInfo | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 reload_gap: float | None = None, journal: Path | None = None) -> None:
+                 reload_gap: float | None = None, journal: Path | None = None,
+                 find_journal: bool = False, state: StateStore | None = None) -> None:
         self.url = url.rstrip("/")
         self.receivable_prefix = receivable_prefix
         self.clearing_account = clearing_account
@@ -197,6 +206,11 @@ class HledgerConnector:
         self.reload_gap = _RELOAD_GAP if reload_gap is None else reload_gap
         # The journal's file, when this machine can stamp it (hledger_journal.py).
         self.journal = JournalStamp(journal) if journal is not None else None
+        # Unless named (or turned off), the journal is found through hledger-web's answers
+        # and kept in ``state`` for every process of this line (hledger_journal.py).
+        self._finding = find_journal and journal is None
+        self._finds_left = _FINDS if self._finding else 0
+        self._state = state
         self._session = make_session(self.url)
         self._lock = threading.Lock()
         # Held for a whole post: hledger-web 1.25 takes one post at a time.
@@ -210,11 +224,12 @@ class HledgerConnector:
                       state: StateStore | None = None) -> HledgerConnector:
         """Build from IVR_HLEDGER_* / IVR_ACCOUNTING_*_TIMEOUT; ValueError naming the bad one.
 
-        Keeps no state between runs: ``state`` is not used.
+        ``state`` keeps the journal's path once found (``IVR_HLEDGER_JOURNAL`` unset).
         """
         account = "an hledger account name (no ; ( ) [ ] # or double spaces)"
         prefix = _setting(settings, "IVR_HLEDGER_RECEIVABLE_PREFIX", DEFAULT_RECEIVABLE_PREFIX,
                           _ACCOUNT_NAME, account)
+        journal, find_journal = journal_setting(settings.get("IVR_HLEDGER_JOURNAL", ""))
         currency = settings.get("IVR_HLEDGER_CURRENCY", "").strip().upper() or None
         if currency is not None and not _ISO_CURRENCY.fullmatch(currency):
             raise ValueError(f"IVR_HLEDGER_CURRENCY must be an ISO 4217 code, not {currency!r}")
@@ -231,7 +246,9 @@ class HledgerConnector:
             zone=_zone(settings),
             timeout=timeouts_from_settings(settings),
             reload_gap=_gap(settings),
-            journal=journal_path(settings.get("IVR_HLEDGER_JOURNAL", "")),
+            journal=journal,
+            find_journal=find_journal,
+            state=state,
         )
 
     # -- building -------------------------------------------------------------------------
@@ -367,8 +384,8 @@ class HledgerConnector:
         return (account in self._account_names(deadline, fresh=False)
                 or account in self._account_names(deadline, fresh=True))
 
-    def _find_code(self, account: str, code: str, deadline: Deadline) -> bool:
-        """Whether the account's register holds a transaction with ``code``."""
+    def _find_code(self, account: str, code: str, deadline: Deadline) -> dict[str, Any] | None:
+        """The transaction with ``code`` in the account's register (None: not there)."""
         data = self._get("/accounttransactions/" + quote(account, safe=":"), deadline)
         if not isinstance(data, list):
             raise RetryableError(SYSTEM, "GET /accounttransactions: unexpected answer")
@@ -377,8 +394,8 @@ class HledgerConnector:
             # balance]; accept a bare transaction too, as later versions may send.
             txn = row[0] if isinstance(row, list) and row else row
             if isinstance(txn, dict) and txn.get("tcode") == code:
-                return True
-        return False
+                return txn
+        return None
 
     def _wait_after_read(self, deadline: Deadline) -> None:
         with self._lock:
@@ -433,11 +450,12 @@ class HledgerConnector:
         code = transaction["tcode"]
         account = self.receivable_account(account_number)
         if may_exist:
-            if self.journal is not None:
+            journal = self.journal or self._journal_found_elsewhere()
+            if journal is not None:
                 # The read below then reloads whatever an earlier attempt appended, even
                 # one that died between its write and its stamp.
-                self.journal.stamp()
-            if self._find_code(account, code, deadline):
+                journal.stamp()
+            if self._find_code(account, code, deadline) is not None:
                 return PostResult(receipt_id=code, already_posted=True)
         known = self._is_known(account, deadline)
         # With the journal stamped after every write, each write is seen at once: no read
@@ -471,7 +489,66 @@ class HledgerConnector:
                                          f"{_error_text(response)}")
         if self.journal is not None:
             self.journal.after_write(size)
+        elif self._finds_left:
+            self._find_journal(account, code, deadline)
         return PostResult(receipt_id=code)
+
+    def _find_journal(self, account: str, code: str, deadline: Deadline) -> None:
+        """After a write that took the read and the pause: read its transaction back and
+        stamp the file hledger-web says it is in, when this process can (hledger_journal.py).
+        The write has landed whatever happens here."""
+        self._finds_left -= 1
+        try:
+            path = self._source_of(account, code, deadline)
+        except (RetryableError, PermanentError) as exc:
+            log.debug("hledger: looking for the journal's file: %s", exc)
+            return
+        if path is None:
+            return
+        self._finds_left = 0
+        why = stampable(path)
+        if why is not None:
+            log.info("hledger: hledger-web's journal %s cannot be stamped from here (%s); "
+                     "every write waits for the reload gap", path, why)
+            return
+        journal = JournalStamp(path)
+        if journal.adopt(code) and self._keep_journal(path):
+            self.journal = journal
+
+    def _source_of(self, account: str, code: str, deadline: Deadline) -> Path | None:
+        """The file hledger-web read the transaction with ``code`` from (None: not seen)."""
+        txn = self._find_code(account, code, deadline)
+        sources = txn.get("tsourcepos") if txn is not None else None
+        # 1.25: [start, end] source positions; later versions: a single one.
+        first = sources[0] if isinstance(sources, list) and sources else sources
+        name = first.get("sourceName") if isinstance(first, dict) else None
+        return Path(name) if isinstance(name, str) and name else None
+
+    def _keep_journal(self, path: Path) -> bool:
+        """Record the journal for every process (a retry stamps it before looking); False
+        if that cannot be done, so this process keeps waiting instead."""
+        if self._state is None:
+            return True
+        try:
+            current = self._state.get(_JOURNAL_KEY)
+            return current == str(path) or self._state.put(_JOURNAL_KEY, str(path),
+                                                           expected=current)
+        except Exception:  # the store is the line's database: any of its failures
+            log.exception("hledger: could not record the journal's path")
+            return False
+
+    def _journal_found_elsewhere(self) -> JournalStamp | None:
+        """The journal another process of this line found, if this one can stamp it."""
+        if self._state is None or not self._finding:
+            return None
+        try:
+            raw = self._state.get(_JOURNAL_KEY)
+        except Exception:  # as above
+            log.exception("hledger: could not read the journal's path")
+            return None
+        if not raw or stampable(Path(raw)) is not None:
+            return None
+        return JournalStamp(Path(raw))
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The receivable account's balance (``aibalance`` in ``GET /accounts``)."""

@@ -16,6 +16,12 @@ still takes the read and the pause, and every write must grow the file named (el
 the journal hledger-web serves). A stamp the filesystem cannot keep to the nanosecond (one
 that stamps whole seconds, say), or a file this process may not stamp, turns stamping off
 for the process, with an error in the log: the read and the pause then guard every write.
+
+With the variable unset the connector finds the journal itself (``learn``): hledger-web
+names the file each transaction came from (``tsourcepos``), so after its first write the
+connector reads that transaction back and, when the file it names is one this process can
+stamp (``stampable``: a regular file it owns, on a filesystem of this machine) and ends with
+that very transaction, stamps it from then on. ``off`` never stamps.
 """
 
 from __future__ import annotations
@@ -28,6 +34,68 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 VARIABLE = "IVR_HLEDGER_JOURNAL"
+# The value that turns finding the journal off.
+OFF = "off"
+# Filesystems whose files' times come from this machine's clock. A network filesystem's
+# file read by another machine's hledger-web would be stamped from the wrong clock.
+LOCAL_FILESYSTEMS = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs", "bcachefs", "jfs",
+    "overlay", "reiserfs"})
+_MOUNTINFO = Path("/proc/self/mountinfo")
+# How far back from the end a write of ours is looked for (a transaction is < 1 KB).
+_TAIL = 8192
+
+
+def journal_setting(raw: str) -> tuple[Path | None, bool]:
+    """``IVR_HLEDGER_JOURNAL`` read: (the path named, whether to find the journal).
+
+    Unset: find it; ``off``: neither; a path: that path, checked (``journal_path``)."""
+    if raw.strip().lower() == OFF:
+        return None, False
+    path = journal_path(raw)
+    return path, path is None
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` is on, from ``/proc/self/mountinfo`` (None
+    where that cannot be read: not Linux)."""
+    if mountinfo is None:
+        try:
+            mountinfo = _MOUNTINFO.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    target = str(path)
+    best, kind = -1, None
+    for line in mountinfo.splitlines():
+        # id parent major:minor root mount-point options [optional...] - type source super
+        fields = line.split(" ")
+        if "-" not in fields or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            # Later lines mount over earlier ones at the same point.
+            best, kind = len(point), fields[fields.index("-") + 1]
+    return kind
+
+
+def stampable(path: Path) -> str | None:
+    """Why this process cannot stamp ``path``, a journal file hledger-web named (None:
+    it can)."""
+    if not path.is_absolute():
+        return "not an absolute path on this machine"
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"not found here ({exc.strerror})"
+    if not path.is_file():
+        return "not a file"
+    if info.st_uid != os.geteuid() and os.geteuid() != 0:
+        return "owned by another user"
+    kind = filesystem_type(path.resolve())
+    if kind not in LOCAL_FILESYSTEMS:
+        return f"on a filesystem of type {kind or 'unknown'}, not one of this machine's own"
+    return None
 
 
 def journal_path(raw: str) -> Path | None:
@@ -94,6 +162,28 @@ class JournalStamp:
             self._proven = True
             log.info("hledger: journal %s grew with a write and keeps its stamps; writes go "
                      "without the read and the reload gap from now on", self.path)
+
+    def adopt(self, code: str) -> bool:
+        """Trust a journal found through hledger-web: its last lines must hold the
+        transaction with ``code`` that was just written, and a stamp must hold."""
+        try:
+            with self.path.open("rb") as journal:
+                journal.seek(max(0, journal.seek(0, os.SEEK_END) - _TAIL))
+                tail = journal.read()
+        except OSError as exc:
+            self._turn_off(f"cannot read it ({exc.strerror})")
+            return False
+        if f"({code})".encode() not in tail:
+            self._turn_off("it does not end with the transaction just written: it is not "
+                           "the journal hledger-web writes to")
+            return False
+        if not self.stamp():
+            return False
+        self._proven = True
+        log.info("hledger: journal %s (named by hledger-web) ends with our write and keeps "
+                 "its stamps; writes go without the read and the reload gap from now on",
+                 self.path)
+        return True
 
     def stamp(self) -> bool:
         """Set the mtime to now (fine clock), later than any earlier stamp; False (and
