@@ -60,7 +60,14 @@ from connectors.accounting.base import (
     RetryableError,
     ReversalPost,
 )
-from connectors.accounting.hledger_journal import JournalStamp, journal_setting, stampable
+from connectors.accounting.hledger_journal import (
+    JournalStamp,
+    journal_found_elsewhere,
+    journal_setting,
+    keep_journal,
+    source_file,
+    stampable,
+)
 from connectors.accounting.hledger_json import (
     Posting,
     decimal_places,
@@ -118,9 +125,6 @@ _RELOAD_GAP = 0.02
 # at once, so a customer added to the journal is never refused because of the cache.
 _NAMES_TTL = 60.0
 _MAX_DESCRIPTION_PART = 32
-# The connector state key under which the journal found through hledger-web is kept, so a
-# process that retries before it has written (its own finding) can stamp it first.
-_JOURNAL_KEY = "journal_path"
 # Reads of a write's own transaction to find the journal, per process, before giving up.
 _FINDS = 3
 
@@ -450,7 +454,8 @@ class HledgerConnector:
         code = transaction["tcode"]
         account = self.receivable_account(account_number)
         if may_exist:
-            journal = self.journal or self._journal_found_elsewhere()
+            journal = self.journal or (journal_found_elsewhere(self._state)
+                                       if self._finding else None)
             if journal is not None:
                 # The read below then reloads whatever an earlier attempt appended, even
                 # one that died between its write and its stamp.
@@ -499,7 +504,7 @@ class HledgerConnector:
         The write has landed whatever happens here."""
         self._finds_left -= 1
         try:
-            path = self._source_of(account, code, deadline)
+            path = source_file(self._find_code(account, code, deadline))
         except (RetryableError, PermanentError) as exc:
             log.debug("hledger: looking for the journal's file: %s", exc)
             return
@@ -512,43 +517,8 @@ class HledgerConnector:
                      "every write waits for the reload gap", path, why)
             return
         journal = JournalStamp(path)
-        if journal.adopt(code) and self._keep_journal(path):
+        if journal.adopt(code) and keep_journal(self._state, path):
             self.journal = journal
-
-    def _source_of(self, account: str, code: str, deadline: Deadline) -> Path | None:
-        """The file hledger-web read the transaction with ``code`` from (None: not seen)."""
-        txn = self._find_code(account, code, deadline)
-        sources = txn.get("tsourcepos") if txn is not None else None
-        # 1.25: [start, end] source positions; later versions: a single one.
-        first = sources[0] if isinstance(sources, list) and sources else sources
-        name = first.get("sourceName") if isinstance(first, dict) else None
-        return Path(name) if isinstance(name, str) and name else None
-
-    def _keep_journal(self, path: Path) -> bool:
-        """Record the journal for every process (a retry stamps it before looking); False
-        if that cannot be done, so this process keeps waiting instead."""
-        if self._state is None:
-            return True
-        try:
-            current = self._state.get(_JOURNAL_KEY)
-            return current == str(path) or self._state.put(_JOURNAL_KEY, str(path),
-                                                           expected=current)
-        except Exception:  # the store is the line's database: any of its failures
-            log.exception("hledger: could not record the journal's path")
-            return False
-
-    def _journal_found_elsewhere(self) -> JournalStamp | None:
-        """The journal another process of this line found, if this one can stamp it."""
-        if self._state is None or not self._finding:
-            return None
-        try:
-            raw = self._state.get(_JOURNAL_KEY)
-        except Exception:  # as above
-            log.exception("hledger: could not read the journal's path")
-            return None
-        if not raw or stampable(Path(raw)) is not None:
-            return None
-        return JournalStamp(Path(raw))
 
     def lookup_balance(self, account_number: str, timeout: float | None = None) -> LiveBalance:
         """The receivable account's balance (``aibalance`` in ``GET /accounts``)."""

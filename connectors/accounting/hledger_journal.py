@@ -30,6 +30,9 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
+
+from connectors.accounting.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ LOCAL_FILESYSTEMS = frozenset({
 _MOUNTINFO = Path("/proc/self/mountinfo")
 # How far back from the end a write of ours is looked for (a transaction is < 1 KB).
 _TAIL = 8192
+# The connector state key under which the journal found through hledger-web is kept, so a
+# process that retries before it has written (its own finding) can stamp it first.
+STATE_KEY = "journal_path"
 
 
 def journal_setting(raw: str) -> tuple[Path | None, bool]:
@@ -210,3 +216,39 @@ class JournalStamp:
             self._off = True
             log.error("hledger: journal %s: %s; stamping it is off, every write waits for "
                       "the reload gap", self.path, why)
+
+
+def source_file(txn: dict[str, Any] | None) -> Path | None:
+    """The file hledger-web read ``txn`` from (None: no transaction, or no file named)."""
+    sources = txn.get("tsourcepos") if txn is not None else None
+    # 1.25: [start, end] source positions; later versions: a single one.
+    first = sources[0] if isinstance(sources, list) and sources else sources
+    name = first.get("sourceName") if isinstance(first, dict) else None
+    return Path(name) if isinstance(name, str) and name else None
+
+
+def keep_journal(state: StateStore | None, path: Path) -> bool:
+    """Record the journal for every process (a retry stamps it before looking); False if
+    that cannot be done, so this process keeps waiting instead."""
+    if state is None:
+        return True
+    try:
+        current = state.get(STATE_KEY)
+        return current == str(path) or state.put(STATE_KEY, str(path), expected=current)
+    except Exception:  # the store is the line's database: any of its failures
+        log.exception("hledger: could not record the journal's path")
+        return False
+
+
+def journal_found_elsewhere(state: StateStore | None) -> JournalStamp | None:
+    """The journal another process of this line found, if this one can stamp it."""
+    if state is None:
+        return None
+    try:
+        raw = state.get(STATE_KEY)
+    except Exception:  # as above
+        log.exception("hledger: could not read the journal's path")
+        return None
+    if not raw or stampable(Path(raw)) is not None:
+        return None
+    return JournalStamp(Path(raw))
