@@ -446,6 +446,17 @@ def test_stamped_journal_shows_every_write_at_once(live: HledgerServer,
         assert live.transactions_with_code(transaction_code(post.idempotency_key)) == 1
 
 
+def land_unseen(live: HledgerServer, body: dict[str, Any]) -> dict[str, Any]:
+    """Write ``body`` straight to hledger-web and leave it as hledger-web may leave a write
+    (stamped no later than its last reload): in the file, unseen by every read."""
+    requests.put(f"{live.url}/add", json=body, timeout=5).raise_for_status()
+    old = live.journal.stat()
+    os.utime(live.journal, ns=(old.st_atime_ns, old.st_mtime_ns - 10_000_000_000))
+    unseen = requests.get(f"{live.url}/transactions", timeout=5).json()
+    assert body["tcode"] not in {t["tcode"] for t in unseen}
+    return body
+
+
 def test_retry_stamps_before_looking_for_an_earlier_write(live: HledgerServer) -> None:
     """An attempt wrote, then its process died before stamping: the retry must still find
     it, never post it twice."""
@@ -453,13 +464,7 @@ def test_retry_stamps_before_looking_for_an_earlier_write(live: HledgerServer) -
     try:
         connector.post_payment(first_attempt(), timeout=5)
         post = payment(amount="3.00", fee="0")
-        body = connector.transaction(post)
-        requests.put(f"{live.url}/add", json=body, timeout=5).raise_for_status()
-        # The write as hledger-web may leave it: stamped no later than its last reload.
-        old = live.journal.stat()
-        os.utime(live.journal, ns=(old.st_atime_ns, old.st_mtime_ns - 10_000_000_000))
-        unseen = requests.get(f"{live.url}/transactions", timeout=5).json()
-        assert body["tcode"] not in {t["tcode"] for t in unseen}
+        body = land_unseen(live, connector.transaction(post))
         retried = connector.post_payment(post, timeout=5)
     finally:
         connector.close()
@@ -532,12 +537,7 @@ def test_a_retry_in_a_new_process_stamps_the_journal_another_one_found(
     post = payment(amount="4.00", fee="0")
     retrying = finding(live, state)
     try:
-        body = retrying.transaction(post)
-        requests.put(f"{live.url}/add", json=body, timeout=5).raise_for_status()
-        old = live.journal.stat()
-        os.utime(live.journal, ns=(old.st_atime_ns, old.st_mtime_ns - 10_000_000_000))
-        unseen = requests.get(f"{live.url}/transactions", timeout=5).json()
-        assert body["tcode"] not in {t["tcode"] for t in unseen}
+        body = land_unseen(live, retrying.transaction(post))
         retried = retrying.post_payment(post, timeout=5)
     finally:
         retrying.close()

@@ -17,7 +17,7 @@ the journal hledger-web serves). A stamp the filesystem cannot keep to the nanos
 that stamps whole seconds, say), or a file this process may not stamp, turns stamping off
 for the process, with an error in the log: the read and the pause then guard every write.
 
-With the variable unset the connector finds the journal itself (``learn``): hledger-web
+With the variable unset the connector finds the journal itself (``find_journal``): hledger-web
 names the file each transaction came from (``tsourcepos``), so after its first write the
 connector reads that transaction back and, when the file it names is one this process can
 stamp (``stampable``: a regular file it owns, on a filesystem of this machine) and ends with
@@ -85,19 +85,30 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
     return kind
 
 
-def stampable(path: Path) -> str | None:
-    """Why this process cannot stamp ``path``, a journal file hledger-web named (None:
-    it can)."""
+def _not_a_stampable_file(path: Path) -> str | None:
+    """Why ``path`` is not a file this process may stamp (None: it is)."""
     if not path.is_absolute():
-        return "not an absolute path on this machine"
+        return "not an absolute path"
     try:
         info = path.stat()
+    except FileNotFoundError as exc:
+        return f"cannot read it: not found here ({exc.strerror})"
     except OSError as exc:
-        return f"not found here ({exc.strerror})"
+        return f"cannot read it ({exc.strerror})"
     if not path.is_file():
         return "not a file"
     if info.st_uid != os.geteuid() and os.geteuid() != 0:
-        return "owned by another user"
+        # Setting a file's times to a given value is for its owner only.
+        return "not owned by the user this runs as (to set its modification time)"
+    return None
+
+
+def stampable(path: Path) -> str | None:
+    """Why this process cannot stamp ``path``, a journal file hledger-web named (None:
+    it can)."""
+    why = _not_a_stampable_file(path)
+    if why is not None:
+        return why
     kind = filesystem_type(path.resolve())
     if kind not in LOCAL_FILESYSTEMS:
         return f"on a filesystem of type {kind or 'unknown'}, not one of this machine's own"
@@ -111,18 +122,10 @@ def journal_path(raw: str) -> Path | None:
     if not raw:
         return None
     path = Path(raw)
-    if not path.is_absolute():
-        raise ValueError(f"{VARIABLE} must be an absolute path, not {raw!r}")
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ValueError(f"{VARIABLE}: cannot read {raw!r} ({exc.strerror})") from None
-    if not path.is_file():
-        raise ValueError(f"{VARIABLE}: {raw!r} is not a file")
-    if info.st_uid != os.geteuid() and os.geteuid() != 0:
-        # Setting a file's times to a given value is for its owner only.
-        raise ValueError(f"{VARIABLE}: {raw!r} must be owned by the user this runs as "
-                         "(to set its modification time)")
+    why = _not_a_stampable_file(path)
+    if why is not None:
+        raise ValueError(f"{VARIABLE}: {raw!r} is {why}" if why.startswith("not")
+                         else f"{VARIABLE}: {raw!r}: {why}")
     return path
 
 
