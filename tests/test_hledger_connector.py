@@ -26,6 +26,7 @@ from connectors.accounting.hledger import HledgerConnector, Posting, transaction
 from connectors.accounting.hledger_journal import JournalStamp, filesystem_type, stampable
 from connectors.accounting.state import MemoryStateStore
 from tests.conftest import unavailable
+from tests.servers.gate import Gate
 from tests.servers.hledger import (
     CLEARING_ACCOUNT,
     FEE_ACCOUNT,
@@ -595,3 +596,30 @@ def test_only_a_local_file_this_user_owns_is_stampable(live: HledgerServer,
     assert "not found" in (stampable(tmp_path / "gone.journal") or "")
     assert stampable(tmp_path) == "not a file"
     assert "absolute" in (stampable(Path("main.journal")) or "")
+
+
+# What hledger-web 1.25 answers in --serve-api mode when a request fails inside it (a journal
+# reload meeting another writer's append), read or write alike.
+BUSY = '"server-side UI is disabled due to --serve-api"'
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/version"), ("PUT", "/add"),
+                                          ("GET", "/accounttransactions/"
+                                                  "receivables:customers:4401001234")])
+def test_hledger_web_busy_is_a_retry_on_any_request(live: HledgerServer, method: str,
+                                                     path: str) -> None:
+    """A busy answer is never a refusal: the payment is tried again and lands once."""
+    post = payment(amount="3.00", may_exist=path.startswith("/accounttransactions"))
+    with Gate(live.url) as gate:
+        connector = HledgerConnector.from_settings(
+            {**live.settings(), "IVR_HLEDGER_URL": gate.url, "IVR_HLEDGER_JOURNAL": "off"})
+        try:
+            gate.answer(method, path, 403, BUSY)
+            with pytest.raises(RetryableError, match="busy"):
+                connector.post_payment(post, timeout=10)
+            assert f"{method} {path}" in gate.seen
+            result = connector.post_payment(replace(post, may_exist=True), timeout=10)
+        finally:
+            connector.close()
+    assert not result.already_posted
+    assert live.transactions_with_code(post.idempotency_key) == 1

@@ -362,7 +362,10 @@ class HledgerConnector:
 
     def _get(self, path: str, deadline: Deadline) -> Any:
         response = request(SYSTEM, self._session, "GET", self.url + path,
-                           timeout=deadline.timeouts())
+                           timeout=deadline.timeouts(), ok_statuses=(403,))
+        _raise_if_busy(response, f"GET {path}")
+        if response.status_code == 403:
+            raise PermanentError(SYSTEM, f"GET {path}: HTTP 403: {_error_text(response)}")
         with self._lock:
             self._last_read = time.monotonic()
         try:
@@ -483,12 +486,8 @@ class HledgerConnector:
         size = self.journal.size() if self.journal is not None else None
         response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
                            timeout=deadline.timeouts(), ok_statuses=(400, 403))
-        if response.status_code == 403 and _INTERNAL_FAILURE in response.text:
-            # hledger-web 1.25 answers an internal failure (a journal reload meeting an
-            # append from another writer: "resource busy (file is locked)") with this 403 in
-            # --serve-api mode, having written nothing. Another try finds the journal free;
-            # the duplicate check above makes it safe even had it been written.
-            raise RetryableError(SYSTEM, f"HTTP 403 (hledger-web busy): {_error_text(response)}")
+        # The duplicate check above makes a retry safe even had a busy write landed.
+        _raise_if_busy(response, "PUT /add")
         if response.status_code in (400, 403):
             raise PermanentError(SYSTEM, f"refused (HTTP {response.status_code}): "
                                          f"{_error_text(response)}")
@@ -571,6 +570,18 @@ def _gap(settings: Mapping[str, str]) -> float:
         raise ValueError("IVR_HLEDGER_RELOAD_GAP_MS must be a whole number of milliseconds, "
                          f"0 to 1000, not {raw!r}")
     return int(raw) / 1000
+
+
+def _raise_if_busy(response: requests.Response, what: str) -> None:
+    """RetryableError for hledger-web 1.25's answer to a failure inside it.
+
+    A journal reload meeting an append from another writer ("resource busy (file is
+    locked)") fails the request, read or write, and --serve-api mode answers it with this 403
+    having done nothing. Another try finds the journal free: never a refusal to dead-letter.
+    """
+    if response.status_code == 403 and _INTERNAL_FAILURE in response.text:
+        raise RetryableError(SYSTEM, f"{what}: HTTP 403 (hledger-web busy): "
+                                     f"{_error_text(response)}")
 
 
 def _error_text(response: requests.Response) -> str:

@@ -8,6 +8,8 @@ the accounting server instead of sleeping and hoping:
   server has applied it, the client has not heard). ``Held.wait()`` returns once it is there;
   the test acts (SIGKILLs the client, say) and ``release()``s it. A request held before
   forwarding is dropped on release: its client is gone.
+- ``answer(method, path, status, body)`` answers the next matching request itself, never
+  forwarding it: a server's rare failure (hledger-web's "busy" 403) on a request we choose.
 - ``together(method, path, parties=n)`` makes the first n matching requests wait for each
   other before any is forwarded: n clients that each send one request at a time are then
   provably inside a request at the same moment.
@@ -74,6 +76,15 @@ class Together:
                                  f"once ({self.barrier.n_waiting} waiting after {timeout} s)")
 
 
+class Answer:
+    """A reply ``Gate.answer`` gives in the server's place."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
 class Gate:
     """A proxy to ``target`` (``http://127.0.0.1:port``) on a free 127.0.0.1 port."""
 
@@ -82,7 +93,7 @@ class Gate:
         self.serial = serial
         self._lock = threading.Lock()
         self._one_at_a_time = threading.Lock()
-        self._rules: list[tuple[str, str, Callable[[], Held | Together | None]]] = []
+        self._rules: list[tuple[str, str, Callable[[], Held | Together | Answer | None]]] = []
         self._server: ThreadingHTTPServer | None = None
         self._held: list[Held] = []
         self.refused: list[str] = []  # requests the server did not answer with 2xx
@@ -118,12 +129,26 @@ class Gate:
             self._rules = [(method, path, pick)]
         return together
 
+    def answer(self, method: str, path: str, status: int, body: str, *,
+               content_type: str = "application/json") -> None:
+        """Answer the next ``method path`` request with ``status`` and ``body`` (once); the
+        server never sees it."""
+        answer = Answer(status, body.encode(), content_type)
+        seen = {"n": 0}
+
+        def pick() -> Answer | None:
+            seen["n"] += 1
+            return answer if seen["n"] == 1 else None
+
+        with self._lock:
+            self._rules = [(method, path, pick)]
+
     def open(self) -> None:
         """Stop nothing from now on."""
         with self._lock:
             self._rules = []
 
-    def _match(self, method: str, path: str) -> Held | Together | None:
+    def _match(self, method: str, path: str) -> Held | Together | Answer | None:
         with self._lock:
             for rule_method, rule_path, pick in self._rules:
                 if rule_method == method and path.split("?", 1)[0] == rule_path:
@@ -154,6 +179,13 @@ class Gate:
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in _HOP_HEADERS}
                 stop = gate._match(self.command, self.path)
+                if isinstance(stop, Answer):
+                    self.send_response(stop.status)
+                    self.send_header("Content-Type", stop.content_type)
+                    self.send_header("Content-Length", str(len(stop.body)))
+                    self.end_headers()
+                    self.wfile.write(stop.body)
+                    return
                 if isinstance(stop, Together):
                     try:
                         stop.barrier.wait()
