@@ -138,14 +138,14 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
 # and building these statements cost more than running them.
 _IDS: BindParameter[int] = bindparam("ids", expanding=True)
 _NOW: BindParameter[datetime] = bindparam("now")
-_FREE = (OutboxEntry.id.in_(_IDS), OutboxEntry.status == OutboxStatus.PENDING,
-         or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < _NOW))
-# By id alone: with the status test as well, SQLite searched the due index (status, ...)
-# and so read every pending row on each claim, a cost that grew with the backlog.
+# Every statement of a claim finds its rows by id alone: with the status test in SQL as
+# well, SQLite searched the due index (status, ...) for a batch of ids and so read every
+# pending row on each claim, a cost that grew with the backlog. Which rows are free is
+# decided from the locked read instead.
 _BEFORE_CLAIM = (select(OutboxEntry.id, OutboxEntry.status, OutboxEntry.attempts,
                         OutboxEntry.claimed_until).where(OutboxEntry.id.in_(_IDS)))
 _TRIED = select(PostingAttempt.outbox_id).distinct().where(PostingAttempt.outbox_id.in_(_IDS))
-_CLAIM = (update(OutboxEntry).where(*_FREE)
+_CLAIM = (update(OutboxEntry).where(OutboxEntry.id.in_(_IDS))
           .values(claimed_by=bindparam("poster"), claimed_until=bindparam("until"))
           .execution_options(synchronize_session=False))
 _MINE = (OutboxEntry.id.in_(_IDS), OutboxEntry.claimed_by == bindparam("poster"),
@@ -173,24 +173,33 @@ def claim_rows(db: DbHandle, ids: list[int], poster: str, now: datetime,
     if not ids:
         return {}
     # Read before the claim overwrites it. Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
-    # holds the database), so no attempt can be recorded between this read and the claim.
-    # Core statements on the session's connection: the ORM's statement handling cost more
-    # than running them, and nothing here is pending a flush.
+    # holds the database), so no other poster can claim or record these rows between this
+    # read and the claim. Core statements on the transaction's connection: the ORM's
+    # statement handling cost more than running them, and nothing here is pending a flush.
     connection = db.connection()
     before = (_BEFORE_CLAIM.with_for_update() if connection.dialect.name == "postgresql"
               else _BEFORE_CLAIM)
-    # Fresh: pending, never tried, never claimed (the claim below takes only free rows).
-    fresh = {row.id for row in connection.execute(before, {"ids": ids})
-             if row.status == OutboxStatus.PENDING and row.attempts == 0
-             and row.claimed_until is None}
+    free: list[int] = []
+    fresh: set[int] = set()  # never tried, never claimed
+    for row in connection.execute(before, {"ids": ids}):
+        if row.status != OutboxStatus.PENDING:
+            continue
+        if row.claimed_until is None:
+            free.append(row.id)
+            if row.attempts == 0:
+                fresh.add(row.id)
+        elif row.claimed_until < now:  # its poster died or stalled mid-post
+            free.append(row.id)
+    if not free:
+        return {}
     if fresh:
         # `ivr outbox retry` starts a dead row's count again; its attempts are on record.
         fresh -= set(connection.scalars(_TRIED, {"ids": list(fresh)}))
     until = now + timedelta(seconds=seconds)
-    connection.execute(_CLAIM, {"ids": ids, "now": now, "poster": poster, "until": until})
+    connection.execute(_CLAIM, {"ids": free, "poster": poster, "until": until})
     posts: dict[int, Post | None] = {}
     others: list[int] = []
-    for row in connection.execute(_CLAIMED, {"ids": ids, "poster": poster, "until": until}):
+    for row in connection.execute(_CLAIMED, {"ids": free, "poster": poster, "until": until}):
         if row.payment_id is None:
             others.append(row.id)
         else:
