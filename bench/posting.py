@@ -17,6 +17,7 @@ Prints, for the reference webhook receiver and for hledger-web:
   commit, post within the budget, answer TwiML) against the connector's bare round trip.
 
 Usage: python -m bench.posting [--payments 1000] [--rounds 3] [--database-url URL]
+       python -m bench.posting --systems webhook   # one row (about a minute), no real-time
 """
 
 from __future__ import annotations
@@ -201,7 +202,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4,
                         help="the worker's pool (IVR_WORKER_CONCURRENCY)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    parser.add_argument("--systems", default="",
+                        help="only the drain rows whose names start with these, comma-separated "
+                        "(\"webhook\", \"hledger-web\", \"off\"), and no real-time figures")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.systems.split(",") if name.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-posting-"))
 
     def db(name: str) -> str:
@@ -272,6 +277,8 @@ def main() -> None:
         print(f"{'worker alone':>17}: CPU per post (instant connector) min/median "
               f"{min(own):.3f}/{statistics.median(own):.3f} ms")
         for name, baseline, drain in systems:
+            if chosen and not name.startswith(tuple(chosen)):
+                continue
             bares: list[float] = []
             drains: list[float] = []
             for n in range(args.rounds):
@@ -282,6 +289,8 @@ def main() -> None:
                   f" req/s | drain {min(drains):7.1f}/{statistics.median(drains):7.1f} posts/s"
                   f" | ratio min/median {min(ratios):5.2f}/{statistics.median(ratios):5.2f}")
 
+        if chosen:
+            return
         whole, bare = realtime_latency(db("webhook-rt"), webhook_settings,
                                        WebhookConnector.from_settings(webhook_settings),
                                        args.calls, lambda: None)

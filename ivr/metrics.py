@@ -118,8 +118,8 @@ def observe_webhook(route: str, outcome: str, seconds: float) -> None:
 def observe_posting(system: str, outcome: str, seconds: float) -> None:
     """Count one posting attempt and how long the accounting system took."""
     name = _known(system, _SYSTEMS)
-    POSTING_ATTEMPTS.labels(name, _known(outcome, _POSTING_OUTCOMES)).inc()
-    CONNECTOR_SECONDS.labels(name, "post").observe(max(seconds, 0.0))
+    _child(POSTING_ATTEMPTS, name, _known(outcome, _POSTING_OUTCOMES)).inc()
+    _child(CONNECTOR_SECONDS, name, "post").observe(max(seconds, 0.0))
 
 
 def observe_call_event(state: str, name: str, detail: str) -> None:

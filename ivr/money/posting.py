@@ -40,7 +40,6 @@ from sqlalchemy import (
     BindParameter,
     Select,
     Table,
-    Update,
     and_,
     bindparam,
     exists,
@@ -62,6 +61,8 @@ from connectors.accounting.base import (
 )
 from ivr.config import AppConfig
 from ivr.db import Database
+from ivr.db_driver import DriverStatement
+from ivr.db_webhook import DbHandle, session_of
 from ivr.metrics import observe_posting
 from ivr.models import Arrangement, OutboxEntry, Payment, PostingAttempt, Reversal, utcnow
 from ivr.money.posts import PAYMENT_FIELDS, Post, payment_post, post_for, subject_of
@@ -137,12 +138,14 @@ def attempt(database: Database, connector: AccountingConnector, entry_id: int, *
 # and building these statements cost more than running them.
 _IDS: BindParameter[int] = bindparam("ids", expanding=True)
 _NOW: BindParameter[datetime] = bindparam("now")
-_FREE = (OutboxEntry.id.in_(_IDS), OutboxEntry.status == OutboxStatus.PENDING,
-         or_(OutboxEntry.claimed_until.is_(None), OutboxEntry.claimed_until < _NOW))
-_BEFORE_CLAIM = (select(OutboxEntry.id, OutboxEntry.attempts, OutboxEntry.claimed_until)
-                 .where(*_FREE))
+# Every statement of a claim finds its rows by id alone: with the status test in SQL as
+# well, SQLite searched the due index (status, ...) for a batch of ids and so read every
+# pending row on each claim, a cost that grew with the backlog. Which rows are free is
+# decided from the locked read instead.
+_BEFORE_CLAIM = (select(OutboxEntry.id, OutboxEntry.status, OutboxEntry.attempts,
+                        OutboxEntry.claimed_until).where(OutboxEntry.id.in_(_IDS)))
 _TRIED = select(PostingAttempt.outbox_id).distinct().where(PostingAttempt.outbox_id.in_(_IDS))
-_CLAIM = (update(OutboxEntry).where(*_FREE)
+_CLAIM = (update(OutboxEntry).where(OutboxEntry.id.in_(_IDS))
           .values(claimed_by=bindparam("poster"), claimed_until=bindparam("until"))
           .execution_options(synchronize_session=False))
 _MINE = (OutboxEntry.id.in_(_IDS), OutboxEntry.claimed_by == bindparam("poster"),
@@ -160,7 +163,7 @@ _CLAIMED_OTHERS = (select(OutboxEntry).where(OutboxEntry.id.in_(_IDS))
                    .options(*_OTHER_SUBJECTS).execution_options(populate_existing=True))
 
 
-def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
+def claim_rows(db: DbHandle, ids: list[int], poster: str, now: datetime,
                seconds: float) -> dict[int, Post]:
     """Claim the given rows that nobody holds; return what to post for each one claimed.
 
@@ -170,29 +173,41 @@ def claim_rows(db: Session, ids: list[int], poster: str, now: datetime,
     if not ids:
         return {}
     # Read before the claim overwrites it. Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
-    # holds the database), so no attempt can be recorded between this read and the claim.
-    # Core statements on the session's connection: the ORM's statement handling cost more
-    # than running them, and nothing here is pending a flush.
+    # holds the database), so no other poster can claim or record these rows between this
+    # read and the claim. Core statements on the transaction's connection: the ORM's
+    # statement handling cost more than running them, and nothing here is pending a flush.
     connection = db.connection()
     before = (_BEFORE_CLAIM.with_for_update() if connection.dialect.name == "postgresql"
               else _BEFORE_CLAIM)
-    fresh = {row.id for row in connection.execute(before, {"ids": ids, "now": now})
-             if row.attempts == 0 and row.claimed_until is None}
+    free: list[int] = []
+    fresh: set[int] = set()  # never tried, never claimed
+    for row in connection.execute(before, {"ids": ids}):
+        if row.status != OutboxStatus.PENDING:
+            continue
+        if row.claimed_until is None:
+            free.append(row.id)
+            if row.attempts == 0:
+                fresh.add(row.id)
+        elif row.claimed_until < now:  # its poster died or stalled mid-post
+            free.append(row.id)
+    if not free:
+        return {}
     if fresh:
         # `ivr outbox retry` starts a dead row's count again; its attempts are on record.
         fresh -= set(connection.scalars(_TRIED, {"ids": list(fresh)}))
     until = now + timedelta(seconds=seconds)
-    connection.execute(_CLAIM, {"ids": ids, "now": now, "poster": poster, "until": until})
+    connection.execute(_CLAIM, {"ids": free, "poster": poster, "until": until})
     posts: dict[int, Post | None] = {}
     others: list[int] = []
-    for row in connection.execute(_CLAIMED, {"ids": ids, "poster": poster, "until": until}):
+    for row in connection.execute(_CLAIMED, {"ids": free, "poster": poster, "until": until}):
         if row.payment_id is None:
             others.append(row.id)
         else:
             posts[row.id] = replace(payment_post(row), may_exist=row.id not in fresh)
     if others:
-        for entry in db.scalars(_CLAIMED_OTHERS, {"ids": others}):
-            posts[entry.id] = post_for(db, entry, may_exist=entry.id not in fresh)
+        session = session_of(db)
+        for entry in session.scalars(_CLAIMED_OTHERS, {"ids": others}):
+            posts[entry.id] = post_for(session, entry, may_exist=entry.id not in fresh)
     return {entry_id: post for entry_id, post in posts.items() if post is not None}
 
 
@@ -244,21 +259,27 @@ _SUBJECT_TABLES: dict[str, Table] = {
 _OUTBOX = cast(Table, OutboxEntry.__table__)
 _TO_RECORD = select(_OUTBOX.c.id, _OUTBOX.c.status, _OUTBOX.c.claimed_by, _OUTBOX.c.attempts,
                     *(_OUTBOX.c[key] for key in _SUBJECT_TABLES)).where(_OUTBOX.c.id.in_(_IDS))
-_SUBJECT_STATUS = {key: update(table).where(table.c.id.in_(_IDS))
-                   .values(posting_status=bindparam("status_"))
+# Run on the driver, once per row (executemany): SQLAlchemy's execution of each cost more
+# than the statement (docs/connectors.md, "Posting rate").
+_SUBJECT_STATUS = {key: DriverStatement(update(table).where(table.c.id == bindparam("id_"))
+                                        .values(posting_status=bindparam("status_")))
                    for key, table in _SUBJECT_TABLES.items()}
-_ADD_ATTEMPTS = insert(cast(Table, PostingAttempt.__table__))
+_ATTEMPTS = cast(Table, PostingAttempt.__table__)
+_ADD_ATTEMPTS = DriverStatement(insert(_ATTEMPTS).values(
+    {c.key: bindparam(c.key, type_=c.type) for c in _ATTEMPTS.c if not c.primary_key})
+    .inline())
 
 
 @functools.lru_cache(maxsize=16)
-def _record_row(columns: tuple[str, ...]) -> Update:
+def _record_row(columns: tuple[str, ...]) -> DriverStatement:
     """An outbox row's UPDATE of ``columns`` (run for many rows at once); parameters are
     named after the columns with a trailing underscore (SQLAlchemy keeps the plain names)."""
-    return (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("id_"))
-            .values({name: bindparam(f"{name}_") for name in columns}))
+    return DriverStatement(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("id_"))
+                           .values({name: bindparam(f"{name}_", type_=_OUTBOX.c[name].type)
+                                    for name in columns}))
 
 
-def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now: datetime,
+def record_sent(db: DbHandle, sent: list[Sent], *, poster: str, system: str, now: datetime,
                 config: AppConfig) -> dict[int, PostingOutcome]:
     """Record several attempts in one transaction; rows no longer ours are SKIPPED.
 
@@ -274,7 +295,7 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
     outcomes: dict[int, PostingOutcome] = {}
     # Rows grouped by the columns they change (one executemany each), subjects by status.
     changes: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    subjects: dict[tuple[str, PostingStatus], list[int]] = {}
+    subjects: dict[str, list[dict[str, object]]] = {}
     attempts: list[dict[str, object]] = []
     for one in sent:
         row = rows.get(one.entry_id)
@@ -290,17 +311,17 @@ def record_sent(db: Session, sent: list[Sent], *, poster: str, system: str, now:
             {"id_": one.entry_id, **{f"{k}_": v for k, v in decided.values.items()}})
         if decided.subject_status is not None:
             key = next(key for key in _SUBJECT_TABLES if row._mapping[key] is not None)
-            subjects.setdefault((key, decided.subject_status), []).append(row._mapping[key])
+            subjects.setdefault(key, []).append(
+                {"id_": row._mapping[key], "status_": decided.subject_status})
         attempts.append({"outbox_id": one.entry_id, "at": now, "poster": poster,
                          "system": system, "outcome": decided.outcome,
                          "error": decided.values["last_error"],  # None when posted
                          "duration_ms": one.duration_ms})
     for columns, params in changes.items():
-        connection.execute(_record_row(columns), params)
-    for (key, status), subject_ids in subjects.items():
-        connection.execute(_SUBJECT_STATUS[key], {"ids": subject_ids, "status_": status})
-    if attempts:
-        connection.execute(_ADD_ATTEMPTS, attempts)
+        _record_row(columns).executemany(connection, params)
+    for key, params in subjects.items():
+        _SUBJECT_STATUS[key].executemany(connection, params)
+    _ADD_ATTEMPTS.executemany(connection, attempts)
     return outcomes
 
 
@@ -367,7 +388,7 @@ _DUE = _due()
 _DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
 
 
-def due_entries(db: Session, now: datetime, limit: int) -> list[int]:
+def due_entries(db: DbHandle, now: datetime, limit: int) -> list[int]:
     """Ids of pending rows whose time has come and that nobody holds (a reversal's only
     once its payment's row is no longer pending)."""
     connection = db.connection()
@@ -449,7 +470,10 @@ def drain_once(database: Database, connector: AccountingConnector, config: AppCo
             # in flight).
             need = 0 if exhausted or in_flight > threads else capacity - in_flight
             if back or need:
-                with database.session() as db:
+                # A connection's transaction; an ORM session only for a row that needs one
+                # (an arrangement's or a reversal's): the session's own bookkeeping cost as
+                # much as a claim's statements.
+                with database.webhook() as db:
                     now = clock()
                     outcomes = record_sent(db, back, poster=poster, system=connector.name,
                                            now=now, config=config) if back else {}
