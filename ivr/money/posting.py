@@ -293,7 +293,7 @@ def record_sent(db: DbHandle, sent: list[Sent], *, poster: str, system: str, now
     connection = db.connection()
     rows = {row.id: row for row in connection.execute(_TO_RECORD, {"ids": ids})}
     outcomes: dict[int, PostingOutcome] = {}
-    # Rows grouped by the columns they change (one executemany each), subjects by status.
+    # Rows grouped by the columns they change, subjects by table (one executemany each).
     changes: dict[tuple[str, ...], list[dict[str, object]]] = {}
     subjects: dict[str, list[dict[str, object]]] = {}
     attempts: list[dict[str, object]] = []
