@@ -22,9 +22,12 @@ object no session tracks (``untracked``), for code that works on mapped objects.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Column, Connection, Dialect, inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
@@ -60,6 +63,9 @@ class _Compiled:
     # (index, conversion) of each selected column that converts (most do not), from the
     # first result's description (a driver's type codes choose some, PostgreSQL's numerics).
     results: _Conversions | None = None
+    # PostgreSQL: the statement as prepared on a connection (``$n`` parameters), its name
+    # there and its parameters' names in order, once asked for (``_Folded``).
+    folded: _Folded | None = None
 
 
 @dataclass
@@ -138,18 +144,19 @@ class DriverStatement:
         cursor = self._run(connection, params, many=False)
         try:
             fetched = cursor.fetchall() if every else [cursor.fetchone()]
-            results = self._results(connection.dialect, cursor)
+            results = self._results(connection.dialect,
+                                    [described[1] for described in cursor.description])
         finally:
             cursor.close()
         return [_converted(results, row) for row in fetched if row is not None]
 
-    def _results(self, dialect: Dialect, cursor: Any) -> _Conversions:
+    def _results(self, dialect: Dialect, type_codes: Sequence[Any]) -> _Conversions:
         compiled = self._for(dialect)
         if compiled.results is None:
             columns = getattr(self.statement, "selected_columns", ())
             processes: list[_Processor] = [
-                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                for column, described in zip(columns, cursor.description, strict=True)]
+                column.type.dialect_impl(dialect).result_processor(dialect, type_code)
+                for column, type_code in zip(columns, type_codes, strict=True)]
             compiled.results = tuple((i, process) for i, process in enumerate(processes)
                                      if process is not None)
         return compiled.results
@@ -178,6 +185,127 @@ class DriverStatement:
             self.execute(connection, params[0])
         elif params:
             self._run(connection, params, many=True).close()
+
+    def first_beginning(self, connection: Connection,
+                        params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """``first``, as the statement that begins the connection's transaction: on
+        PostgreSQL ``BEGIN`` goes with it in one round trip (psycopg sends its own first)."""
+        if connection.dialect.name != "postgresql":
+            return self.first(connection, params)
+        from psycopg import pq
+
+        dbapi = cast(Any, connection.connection.dbapi_connection)
+        if dbapi.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return self.first(connection, params)  # begun already
+        result = self._folded(connection, params, b"BEGIN; ", None)
+        rows = _load_rows(dbapi, result)
+        if not rows:
+            return None
+        types = [result.ftype(i) for i in range(result.nfields)]
+        return _converted(self._results(connection.dialect, types), rows[0])
+
+    def execute_committing(self, connection: Connection, params: Mapping[str, Any],
+                           commit: Callable[[Connection], bytes]) -> None:
+        """Run it (a write) and then ``commit(connection)``, the SQL that ends the
+        transaction (asked for once the statement's listeners have seen it), in one round
+        trip: PostgreSQL only. The caller still ends the connection's transaction, which
+        then has nothing left to send."""
+        self._folded(connection, params, b"", lambda: b"; " + commit(connection))
+
+    def _folded(self, connection: Connection, params: Mapping[str, Any], before: bytes,
+                after: Callable[[], bytes] | None) -> Any:
+        """On PostgreSQL, ``before`` + the statement + ``after()`` as one simple query: the
+        statement runs as prepared on the connection (prepared there on first use), its
+        parameters written as literals by psycopg. Returns the last result (libpq's)."""
+        from psycopg import pq, sql
+
+        compiled = self._for(connection.dialect)
+        args = self._params(compiled, params)
+        dbapi = cast(Any, connection.connection.dbapi_connection)
+        folded = compiled.folded
+        if folded is None:
+            folded = compiled.folded = _Folded.of(compiled.sql)
+        cursor = None
+        try:
+            prepared = _PREPARED.setdefault(dbapi, set())
+            if folded.name not in prepared:
+                _check(dbapi, dbapi.pgconn.prepare(folded.name, folded.sql))
+                prepared.add(folded.name)
+            escaping = pq.Escaping(dbapi.pgconn)
+            literals = b", ".join(
+                b"NULL" if value is None
+                else escaping.escape_literal(value.encode()) if type(value) is str
+                else sql.Literal(value).as_bytes(dbapi)
+                for value in (args[name] for name in folded.names))
+            query = before + b"EXECUTE " + folded.name + (
+                b"(" + literals + b")" if folded.names else b"")
+            if connection._has_events or connection.engine._has_events:
+                # The listeners see the statement as any other (ivr.db's durable rule).
+                cursor = dbapi.cursor()
+                dispatch = connection.dispatch
+                for listener in dispatch.before_cursor_execute:
+                    listener(connection, cursor, compiled.sql, args, self._context(False), False)
+            if after is not None:
+                query += after()
+            result = _check(dbapi, dbapi.pgconn.exec_(query))
+            if cursor is not None:
+                dispatch.after_cursor_execute(connection, cursor, compiled.sql, args,
+                                              self._context(False), False)
+        except BaseException as exc:
+            connection._handle_dbapi_exception(exc, compiled.sql, args, cursor, None)
+        finally:
+            if cursor is not None:
+                cursor.close()
+        return result
+
+
+# PostgreSQL's statements prepared by ``_folded``, by psycopg connection (a statement
+# prepared there lives as long as it: a rollback does not undo it).
+_PREPARED: WeakKeyDictionary[Any, set[bytes]] = WeakKeyDictionary()
+_NAMES = itertools.count()
+_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """A statement as PostgreSQL prepares it: ``$n`` for each named parameter."""
+
+    name: bytes
+    sql: bytes
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pyformat: str) -> _Folded:
+        """From SQLAlchemy's psycopg SQL (``%(name)s`` parameters, ``%%`` for ``%``)."""
+        names: list[str] = []
+
+        def dollar(match: re.Match[str]) -> str:
+            if match.group(1) is None:
+                return "%"
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        sql = _PYFORMAT.sub(dollar, pyformat)
+        return cls(f"ivr_{next(_NAMES)}".encode(), sql.encode(), tuple(names))
+
+
+def _check(dbapi: Any, result: Any) -> Any:
+    """libpq's result, or the error it holds raised as psycopg raises it."""
+    from psycopg import errors, pq
+
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return result
+    raise errors.error_from_result(result, encoding=dbapi.info.encoding)
+
+
+def _load_rows(dbapi: Any, result: Any) -> list[tuple[Any, ...]]:
+    """libpq's rows as psycopg's cursor loads them (the connection's adapters)."""
+    from psycopg.adapt import Transformer
+
+    transformer = Transformer(dbapi)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
 
 
 def _converted(results: _Conversions, row: Sequence[Any]) -> tuple[Any, ...]:

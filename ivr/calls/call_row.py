@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.accounts.cache import ACCOUNT_ROW
-from ivr.db import CALL_PROGRESS
+from ivr.db import CALL_PROGRESS, commit_sql
 from ivr.db_driver import DriverStatement, MappedRow
 from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
@@ -191,7 +191,8 @@ def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
     load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
     params = {"call_sid": call_sid}
     try:
-        row = load.first(connection, params)
+        # Usually the transaction's first statement: on PostgreSQL its BEGIN goes with it.
+        row = load.first_beginning(connection, params)
     except DBAPIError as exc:
         # The webhook's first statement met a connection the server or a proxy had dropped
         # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
@@ -226,19 +227,26 @@ def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str
     return call
 
 
-def save_call(db: DbHandle, call: CallSession) -> None:
+def save_call(db: DbHandle, call: CallSession, *, commit: bool = False) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
-    nothing will change it any more (a commit before then writes it too)."""
+    nothing will change it any more (a commit before then writes it too). With ``commit``,
+    commit the transaction too: on PostgreSQL, when the write is all that is left (no ORM
+    session to flush), the write and ``COMMIT`` go in one round trip."""
     loaded = db.info.pop(_LOADED, None)
     if loaded is None or loaded[0] is not call:
         raise ValueError("save_call: not the call this session loaded or started")
-    _write_call(db, loaded)
+    _write_call(db, loaded, commit=commit)
+    if commit:
+        db.commit()  # after a COMMIT sent with the write, only the bookkeeping is left
 
 
-def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any],
+                commit: bool = False) -> None:
     """Write the call's changes since ``loaded`` and the steps queued, in one statement on
-    PostgreSQL; what is written becomes the call as loaded, for a later write."""
+    PostgreSQL; what is written becomes the call as loaded, for a later write. With
+    ``commit``, the transaction's ``COMMIT`` goes with that statement on PostgreSQL when
+    nothing else is left to write (the caller commits all the same)."""
     call, before, account = loaded
     values = call.__dict__
     if _RELATIONSHIPS & values.keys():
@@ -266,8 +274,10 @@ def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, 
         # One round trip: the steps' INSERT rides along as a data-modifying WITH, which
         # PostgreSQL always runs to completion.
         params["steps_"] = [{**step, "at": step["at"].isoformat()} for step in steps]
-        write.execute(connection, params)
+    if postgres and commit and isinstance(db, WebhookTransaction) and db.alone:
+        # And the COMMIT with it: a webhook's last round trip.
+        write.execute_committing(connection, params, commit_sql)
         return
     write.execute(connection, params)
-    if steps:
+    if steps and not postgres:
         _ADD_STEPS.executemany(connection, steps)

@@ -185,7 +185,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
         state, lang = call.state, ctx.lang
-        save_call(db, call)
+        save_call(db, call, commit=True)
         return body, "ok", state, lang
 
 
