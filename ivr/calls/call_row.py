@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS, commit_sql
-from ivr.db_driver import DriverStatement, MappedRow
+from ivr.db_driver import DriverStatement, MappedRow, ReadAhead, begin_with, keep_ahead
 from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
@@ -179,20 +180,26 @@ def _plain(values: dict[str, Any]) -> CallSession:
     return cast(CallSession, call)
 
 
-def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
+def load_call(db: DbHandle, call_sid: str,
+              ahead: Sequence[ReadAhead] = ()) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
     BEGIN IMMEDIATE (ivr.db) serialises every webhook.
 
     The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s
-    (its session's, on a webhook's transaction: ivr.db_webhook).
+    (its session's, on a webhook's transaction: ivr.db_webhook). ``ahead``: the reads the
+    webhook's state will ask, sent with the load where that saves round trips (PostgreSQL,
+    as the transaction's first statements, after the call's lock).
     """
     connection = db.connection()
     load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
     params = {"call_sid": call_sid}
+    read: list[list[tuple[Any, ...]]] | None = None
     try:
-        # Usually the transaction's first statement: on PostgreSQL its BEGIN goes with it.
-        row = load.first_beginning(connection, params)
+        # Usually the transaction's first statement: on PostgreSQL its BEGIN goes with it,
+        # and the reads ahead after it.
+        read = begin_with(connection, [(load, params), *((a.statement, a.params) for a in ahead)])
+        row = load.first(connection, params) if read is None else next(iter(read[0]), None)
     except DBAPIError as exc:
         # The webhook's first statement met a connection the server or a proxy had dropped
         # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
@@ -202,10 +209,12 @@ def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
         log.warning("database connection was dead; retrying on a new one")
         db.rollback()
         row = load.first(db.connection(), params)
-    if row is None:
-        return None
     fields = len(_CALL.keys)
-    loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
+    loaded = None if row is None else dict(zip(_CALL.keys, row[:fields], strict=True))
+    for one, rows in zip(ahead, read[1:] if read is not None else (), strict=False):
+        keep_ahead(db, one, loaded, rows)
+    if row is None or loaded is None:
+        return None
     call = _plain(loaded)
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
     account = ACCOUNT_ROW.held(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
