@@ -16,6 +16,12 @@ what SQLAlchemy would store and read. What stays the same as a SQLAlchemy execut
 
 Only for statements with plain bound parameters (no expanding ``IN``).
 
+On PostgreSQL a webhook's first statements and its last go another way: as one simple query,
+``BEGIN`` before them (``begin_with``) or ``COMMIT`` after (``execute_committing``), each
+statement prepared on the connection and run by ``EXECUTE``. psycopg sends ``BEGIN`` and
+``COMMIT`` as round trips of their own; this way a webhook makes two. The reads a state will
+ask can go with the first (``ReadAhead``), each answering its read once in the transaction.
+
 ``MappedRow`` makes such a row the object the ORM would have loaded (``persistent``), or an
 object no session tracks (``untracked``), for code that works on mapped objects.
 """
@@ -215,9 +221,9 @@ class DriverStatement:
         if _kept(db, self, params) is None:
             self.execute(db.connection(), params)
 
-    def _execute_sql(self, connection: Connection) -> tuple[_Compiled, _Folded]:
-        """The statement's compiled form and, prepared on the connection, its PostgreSQL
-        form (prepared there on first use: one round trip, once per connection)."""
+    def _prepared_on(self, connection: Connection) -> _Folded:
+        """The statement as prepared on this PostgreSQL connection (prepared there on first
+        use: one round trip, once per connection)."""
         compiled = self._for(connection.dialect)
         folded = compiled.folded
         if folded is None:
@@ -227,7 +233,7 @@ class DriverStatement:
             dbapi = cast(Any, connection.connection.dbapi_connection)
             _check(dbapi, dbapi.pgconn.prepare(folded.name, folded.sql))
             prepared.add(folded.name)
-        return compiled, folded
+        return folded
 
     def _loaded(self, connection: Connection, result: Any) -> list[tuple[Any, ...]]:
         """libpq's rows of this statement, converted as SQLAlchemy converts them."""
@@ -237,6 +243,10 @@ class DriverStatement:
         types = [result.ftype(i) for i in range(result.nfields)]
         conversions = self._results(connection.dialect, types)
         return [_converted(conversions, row) for row in rows]
+
+
+# A read: a statement and its parameters.
+_Read = tuple["DriverStatement", Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -253,7 +263,26 @@ class ReadAhead:
 
     statement: DriverStatement
     params: Mapping[str, Any]
-    answers: Callable[[Mapping[str, Any] | None], tuple[DriverStatement, Mapping[str, Any]] | None]
+    answers: Callable[[Mapping[str, Any] | None], _Read | None]
+
+    @classmethod
+    def same(cls, statement: DriverStatement, params: Mapping[str, Any]) -> ReadAhead:
+        """``statement`` with ``params``, read ahead as it is."""
+        return cls(statement, params, lambda _call: (statement, params))
+
+    @classmethod
+    def of_the_account(cls, of_call: DriverStatement, call_sid: str, statement: DriverStatement,
+                       key: str, **params: Any) -> ReadAhead:
+        """``statement`` for the call's account (its id as parameter ``key``, with
+        ``params``), read ahead as ``of_call``: the same read by the call's SID
+        (``call_sid``, with ``params``). Nothing is kept when the call names no account."""
+
+        def answers(call: Mapping[str, Any] | None) -> _Read | None:
+            if call is None or call["account_id"] is None:
+                return None
+            return statement, {key: call["account_id"], **params}
+
+        return cls(of_call, {"call_sid": call_sid, **params}, answers)
 
 
 # What was read ahead in a transaction, by (statement, parameters): taken once, by the read
@@ -316,7 +345,7 @@ def begin_with(connection: Connection, reads: Sequence[tuple[DriverStatement, Ma
 
 class _Simple:
     """PostgreSQL statements sent as one simple query (one round trip): each prepared on
-    the connection and run by ``EXECUTE``, its parameters written as literals by psycopg.
+    the connection and run by ``EXECUTE``, its parameters written as literals (``_literal``).
     The engine's cursor listeners see each statement as any other (ivr.db's durable rule)."""
 
     def __init__(self, connection: Connection, first: bytes = b"") -> None:
@@ -333,7 +362,7 @@ class _Simple:
         compiled = statement._for(connection.dialect)
         args = statement._params(compiled, params)
         try:
-            compiled, folded = statement._execute_sql(connection)
+            folded = statement._prepared_on(connection)
             escape = pq.Escaping(self.dbapi.pgconn).escape_literal
             literals = b", ".join(_literal(args[name], escape, self.dbapi)
                                   for name in folded.names)

@@ -4,8 +4,10 @@ each is a wake-up of the database's process, the larger part of a webhook's time
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg import pq
@@ -16,6 +18,7 @@ from ivr.arrangements import store
 from ivr.calls import guards
 from ivr.calls.call_row import load_call, new_call, queue_event, save_call
 from ivr.db import Database
+from ivr.db_webhook import WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 from ivr.prompts.settings import VerificationSettings
 from tests.arrangement_rows import add_arrangement
@@ -35,6 +38,19 @@ def database(postgres_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+@contextmanager
+def _traced(tx: WebhookTransaction, log: Path) -> Iterator[Any]:
+    """libpq's trace of the transaction's connection, written to ``log``; its pgconn."""
+    pgconn = tx.connection().connection.dbapi_connection.pgconn  # type: ignore[union-attr]
+    with log.open("w") as out:
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield pgconn
+        finally:
+            pgconn.untrace()
+
+
 def _messages_sent(trace: str) -> list[str]:
     """The kinds of the protocol messages a libpq trace shows the client sending."""
     return [line.split()[2] for line in trace.splitlines() if line.split()[:1] == ["F"]]
@@ -50,17 +66,13 @@ def test_a_webhook_takes_two_round_trips(database: Database, tmp_path: Path) -> 
         save_call(tx, call, commit=True)
     for tries in (1, 2):  # the first prepares the statements on the connection
         log = tmp_path / f"trace-{tries}.txt"
-        with database.webhook() as tx, log.open("w") as out:
-            pgconn = tx.connection().connection.dbapi_connection.pgconn  # type: ignore[union-attr]
-            pgconn.trace(out.fileno())
-            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        with database.webhook() as tx, _traced(tx, log) as pgconn:
             call = load_call(tx, "CA-trips")
             assert call is not None and call.tries == tries - 1
             call.tries = tries
             queue_event(tx, {"call_sid": "CA-trips", "at": utcnow(), "state": "main_menu",
                              "event": "enter", "detail": "", "language": "en-US"})
             save_call(tx, call, commit=True)
-            pgconn.untrace()
             # Committed: nothing left open on the connection.
             assert pgconn.transaction_status == pq.TransactionStatus.IDLE
     assert _messages_sent(log.read_text()) == ["Query", "Query"]
@@ -77,6 +89,18 @@ def _parsed(trace: str) -> list[str]:
             if line.startswith("F\t") and line.split("\t")[2] == "Parse"]
 
 
+def _call_on_account(database: Database, number: str, call_sid: str, caller: str) -> int:
+    """An account and a call about it from ``caller``; the account's id."""
+    with database.session() as db:
+        account = Account(account_number=number, customer_name="Ana", balance_due_cents=5000)
+        db.add(account)
+        db.flush()
+        db.add(CallSession(call_sid=call_sid, from_number=caller, to_number="+15555550100",
+                           language="en-US", state="verify", account_id=account.id,
+                           started_at=utcnow()))
+        return account.id
+
+
 def test_the_reads_a_state_asks_go_with_the_load_and_answer_once(
         database: Database, tmp_path: Path) -> None:
     # The ZIP's webhook: the account's lock, its recent failures under it and the active
@@ -86,23 +110,14 @@ def test_the_reads_a_state_asks_go_with_the_load_and_answer_once(
     now = utcnow()
     policy = VerificationSettings()
     caller = "+15555550199"
+    account_id = _call_on_account(database, "5550001", "CA-ahead", caller)
     with database.session() as db:
-        account = Account(account_number="5550001", customer_name="Ana", balance_due_cents=5000)
-        db.add(account)
-        db.flush()
-        account_id = account.id
-        db.add(CallSession(call_sid="CA-ahead", from_number=caller, to_number="+15555550100",
-                           language="en-US", state="verify", account_id=account_id,
-                           started_at=now))
         for minutes in range(policy.lockout_failures):
             accounts.record_verification_failure(db, account_id, "CA-earlier",
                                                  now - timedelta(minutes=minutes), caller)
     for attempt in (1, 2):  # the first prepares the statements on the connection
         log = tmp_path / f"trace-{attempt}.txt"
-        with database.webhook() as tx, log.open("w") as out:
-            pgconn = tx.connection().connection.dbapi_connection.pgconn  # type: ignore[union-attr]
-            pgconn.trace(out.fileno())
-            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        with database.webhook() as tx, _traced(tx, log):
             ahead = (guards.account_lock_ahead("CA-ahead"),
                      accounts.lockout_ahead("CA-ahead", now, policy),
                      store.arrangement_ahead("CA-ahead"))
@@ -113,7 +128,6 @@ def test_the_reads_a_state_asks_go_with_the_load_and_answer_once(
             assert store.active_arrangement(tx, account_id) is None
             ahead_trace = log.read_text()
             assert accounts.locked_until(tx, account_id, now, caller, policy) is not None
-            pgconn.untrace()
     # One query for all four; then only the phones on file, which a lock needs.
     assert _messages_sent(ahead_trace).count("Query") == 1
     assert [sql for sql in _parsed(ahead_trace) if "account_phones" not in sql] == []
@@ -124,14 +138,7 @@ def test_the_reads_a_state_asks_go_with_the_load_and_answer_once(
 def test_rows_read_ahead_do_not_outlive_their_transaction(database: Database) -> None:
     # A payment is made durable mid-webhook: what was read (and locked) before that commit
     # holds no more, so the read after it goes to the database.
-    with database.session() as db:
-        account = Account(account_number="5550002", customer_name="Bo", balance_due_cents=100)
-        db.add(account)
-        db.flush()
-        account_id = account.id
-        db.add(CallSession(call_sid="CA-commit", from_number=PHONE, to_number="+15555550100",
-                           language="en-US", state="main_menu", account_id=account_id,
-                           started_at=utcnow()))
+    account_id = _call_on_account(database, "5550002", "CA-commit", PHONE)
     with database.webhook() as tx:
         call = load_call(tx, "CA-commit", (store.arrangement_ahead("CA-commit"),))
         assert call is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -58,21 +57,13 @@ def find_by_phone(db: DbHandle, phone_e164: str, limit: int = PHONE_MATCHES) -> 
 
 def phone_ahead(phone_e164: str) -> ReadAhead:
     """The caller-ID lookup, read ahead (the first webhook of a call asks it)."""
-    params = {"phone": phone_e164, "limit": PHONE_MATCHES}
-    return ReadAhead(_BY_PHONE, params, lambda _call: (_BY_PHONE, params))
+    return ReadAhead.same(_BY_PHONE, {"phone": phone_e164, "limit": PHONE_MATCHES})
 
 
 def lockout_ahead(call_sid: str, now: datetime, policy: VerificationSettings) -> ReadAhead:
     """The call's account's recent failures, read ahead (``locked_until`` asks them)."""
-    horizon = _horizon(now, policy)
-
-    def answers(call: Mapping[str, Any] | None) -> tuple[DriverStatement, dict[str, Any]] | None:
-        if call is None or call["account_id"] is None:
-            return None
-        return _RECENT_FAILURES, {"account_id": call["account_id"], "horizon": horizon}
-
-    return ReadAhead(_RECENT_FAILURES_OF_CALL, {"call_sid": call_sid, "horizon": horizon},
-                     answers)
+    return ReadAhead.of_the_account(_RECENT_FAILURES_OF_CALL, call_sid, _RECENT_FAILURES,
+                                    "account_id", horizon=_horizon(now, policy))
 
 
 def _horizon(now: datetime, policy: VerificationSettings) -> datetime:

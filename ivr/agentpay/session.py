@@ -101,8 +101,7 @@ def active_session(db: DbHandle, call_sid: str) -> AgentPayment | None:
 
 def session_ahead(call_sid: str) -> ReadAhead:
     """The call's session still holding it, read ahead (the status callback asks)."""
-    params = {"call_sid": call_sid}
-    return ReadAhead(_ACTIVE_SESSION, params, lambda _call: (_ACTIVE_SESSION, params))
+    return ReadAhead.same(_ACTIVE_SESSION, {"call_sid": call_sid})
 
 
 def latest_session(db: Session, call_sid: str) -> AgentPayment | None:

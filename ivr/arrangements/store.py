@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -57,13 +56,7 @@ _ACTIVE_OF_CALL = _active(select(CallSession.account_id).where(
 
 def arrangement_ahead(call_sid: str) -> ReadAhead:
     """The call's account's active arrangement, read ahead (the balance summary asks)."""
-
-    def answers(call: Mapping[str, Any] | None) -> tuple[DriverStatement, dict[str, Any]] | None:
-        if call is None or call["account_id"] is None:
-            return None
-        return _ACTIVE, {"account_id": call["account_id"]}
-
-    return ReadAhead(_ACTIVE_OF_CALL, {"call_sid": call_sid}, answers)
+    return ReadAhead.of_the_account(_ACTIVE_OF_CALL, call_sid, _ACTIVE, "account_id")
 
 
 # Per session (a webhook asks for the summary and again for the menu): account id -> answer.

@@ -11,9 +11,8 @@ account's row lock first (see ``lock_account``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import BigInteger, bindparam, delete, func, select
 from sqlalchemy.orm import Session
@@ -72,13 +71,7 @@ def lock_account(db: DbHandle, account_id: int) -> None:
 
 def account_lock_ahead(call_sid: str) -> ReadAhead:
     """The lock of the call's account, taken ahead with the call's load (PostgreSQL)."""
-
-    def answers(call: Mapping[str, Any] | None) -> tuple[DriverStatement, dict[str, Any]] | None:
-        if call is None or call["account_id"] is None:
-            return None
-        return _LOCK_ACCOUNT, {"id": call["account_id"]}
-
-    return ReadAhead(_LOCK_ACCOUNT_OF_CALL, {"call_sid": call_sid}, answers)
+    return ReadAhead.of_the_account(_LOCK_ACCOUNT_OF_CALL, call_sid, _LOCK_ACCOUNT, "id")
 
 
 def lock_caller(db: DbHandle, caller: str) -> None:
