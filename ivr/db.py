@@ -127,10 +127,21 @@ def _note_write(conn: Any, _cursor: Any, statement: str, _parameters: Any, conte
     conn.info[_DURABLE] = True
 
 
+# The commit waits as the server is configured to (on, remote_apply...).
+_WAIT_FOR_COMMIT = "SET LOCAL synchronous_commit TO DEFAULT"
+
+
 def _durable_commit(conn: Any) -> None:
     if conn.info.pop(_DURABLE, False):
-        # The commit waits as the server is configured to (on, remote_apply...).
-        conn.connection.driver_connection.execute("SET LOCAL synchronous_commit TO DEFAULT")
+        conn.connection.driver_connection.execute(_WAIT_FOR_COMMIT)
+
+
+def commit_sql(conn: Any) -> bytes:
+    """The SQL that commits a PostgreSQL connection's transaction as ``_durable_commit``
+    would, for a caller that sends it itself (with its last statement: ivr.calls.call_row)."""
+    if conn.info.pop(_DURABLE, False):
+        return f"{_WAIT_FOR_COMMIT}; COMMIT".encode()
+    return b"COMMIT"
 
 
 def _forget_writes(conn: Any) -> None:

@@ -16,15 +16,25 @@ what SQLAlchemy would store and read. What stays the same as a SQLAlchemy execut
 
 Only for statements with plain bound parameters (no expanding ``IN``).
 
+On PostgreSQL a webhook's first statements and its last go another way: as one simple query,
+``BEGIN`` before them (``begin_with``) or ``COMMIT`` after (``execute_committing``), each
+statement prepared on the connection and run by ``EXECUTE``. psycopg sends ``BEGIN`` and
+``COMMIT`` as round trips of their own; this way a webhook makes two. The reads a state will
+ask can go with the first (``ReadAhead``), each answering its read once in the transaction.
+
 ``MappedRow`` makes such a row the object the ORM would have loaded (``persistent``), or an
 object no session tracks (``untracked``), for code that works on mapped objects.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import select
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from sqlalchemy import Column, Connection, Dialect, inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
@@ -60,6 +70,9 @@ class _Compiled:
     # (index, conversion) of each selected column that converts (most do not), from the
     # first result's description (a driver's type codes choose some, PostgreSQL's numerics).
     results: _Conversions | None = None
+    # PostgreSQL: the statement as prepared on a connection (``$n`` parameters), its name
+    # there and its parameters' names in order, once asked for (``_Folded``).
+    folded: _Folded | None = None
 
 
 @dataclass
@@ -138,18 +151,19 @@ class DriverStatement:
         cursor = self._run(connection, params, many=False)
         try:
             fetched = cursor.fetchall() if every else [cursor.fetchone()]
-            results = self._results(connection.dialect, cursor)
+            results = self._results(connection.dialect,
+                                    [described[1] for described in cursor.description])
         finally:
             cursor.close()
         return [_converted(results, row) for row in fetched if row is not None]
 
-    def _results(self, dialect: Dialect, cursor: Any) -> _Conversions:
+    def _results(self, dialect: Dialect, type_codes: Sequence[Any]) -> _Conversions:
         compiled = self._for(dialect)
         if compiled.results is None:
             columns = getattr(self.statement, "selected_columns", ())
             processes: list[_Processor] = [
-                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
-                for column, described in zip(columns, cursor.description, strict=True)]
+                column.type.dialect_impl(dialect).result_processor(dialect, type_code)
+                for column, type_code in zip(columns, type_codes, strict=True)]
             compiled.results = tuple((i, process) for i, process in enumerate(processes)
                                      if process is not None)
         return compiled.results
@@ -178,6 +192,306 @@ class DriverStatement:
             self.execute(connection, params[0])
         elif params:
             self._run(connection, params, many=True).close()
+
+    def execute_committing(self, connection: Connection, params: Mapping[str, Any],
+                           commit: Callable[[Connection], bytes]) -> None:
+        """Run it (a write) and then ``commit(connection)``, the SQL that ends the
+        transaction (asked for once the statement's listeners have seen it), in one round
+        trip: PostgreSQL only. The caller still ends the connection's transaction, which
+        then has nothing left to send."""
+        batch = _Simple(connection)
+        batch.add(self, params)
+        batch.send(lambda: b"; " + commit(connection))
+
+    def all_in(self, db: DbHandle, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """``all`` in ``db``'s transaction: the rows read ahead for it (``ReadAhead``) if
+        they were, else read now."""
+        kept = _kept(db, self, params)
+        return self.all(db.connection(), params) if kept is None else kept
+
+    def scalar_in(self, db: DbHandle, params: Mapping[str, Any]) -> Any:
+        """``scalar`` in ``db``'s transaction, read ahead or now (``all_in``)."""
+        kept = _kept(db, self, params)
+        if kept is None:
+            return self.scalar(db.connection(), params)
+        return kept[0][0] if kept else None
+
+    def execute_in(self, db: DbHandle, params: Mapping[str, Any]) -> None:
+        """``execute`` in ``db``'s transaction, unless it ran ahead (a row lock, say)."""
+        if _kept(db, self, params) is None:
+            self.execute(db.connection(), params)
+
+    def _prepared_on(self, connection: Connection) -> _Folded:
+        """The statement as prepared on this PostgreSQL connection (prepared there on first
+        use: one round trip, once per connection)."""
+        compiled = self._for(connection.dialect)
+        folded = compiled.folded
+        if folded is None:
+            folded = compiled.folded = _Folded.of(compiled.sql)
+        prepared: set[bytes] = connection.info.setdefault(_PREPARED, set())
+        if folded.name not in prepared:
+            dbapi = cast(Any, connection.connection.dbapi_connection)
+            _check(dbapi, dbapi.pgconn.prepare(folded.name, folded.sql))
+            prepared.add(folded.name)
+        return folded
+
+    def _loaded(self, connection: Connection, result: Any) -> list[tuple[Any, ...]]:
+        """libpq's rows of this statement, converted as SQLAlchemy converts them."""
+        rows = _load_rows(connection.connection.dbapi_connection, result)
+        if not rows:
+            return []
+        types = [result.ftype(i) for i in range(result.nfields)]
+        conversions = self._results(connection.dialect, types)
+        return [_converted(conversions, row) for row in rows]
+
+
+# A read: a statement and its parameters.
+_Read = tuple["DriverStatement", Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """A read sent with a webhook's first statement (its round trip shared), and which read
+    its rows answer later in the transaction (``all_in``, ``scalar_in``, ``execute_in``).
+
+    ``statement`` runs with ``params`` just after the call's locked load, in the same
+    transaction: exactly as it would run later, unless the webhook itself wrote to what it
+    reads first (none of the reads read ahead is written before it is asked). ``answers``
+    is given the loaded call's columns (None: no call) and names the read its rows stand
+    for, or None when they stand for none.
+    """
+
+    statement: DriverStatement
+    params: Mapping[str, Any]
+    answers: Callable[[Mapping[str, Any] | None], _Read | None]
+
+    @classmethod
+    def same(cls, statement: DriverStatement, params: Mapping[str, Any]) -> ReadAhead:
+        """``statement`` with ``params``, read ahead as it is."""
+        return cls(statement, params, lambda _call: (statement, params))
+
+    @classmethod
+    def of_the_account(cls, of_call: DriverStatement, call_sid: str, statement: DriverStatement,
+                       key: str, **params: Any) -> ReadAhead:
+        """``statement`` for the call's account (its id as parameter ``key``, with
+        ``params``), read ahead as ``of_call``: the same read by the call's SID
+        (``call_sid``, with ``params``). Nothing is kept when the call names no account."""
+
+        def answers(call: Mapping[str, Any] | None) -> _Read | None:
+            if call is None or call["account_id"] is None:
+                return None
+            return statement, {key: call["account_id"], **params}
+
+        return cls(of_call, {"call_sid": call_sid, **params}, answers)
+
+
+# What was read ahead in a transaction, by (statement, parameters): taken once, by the read
+# it stands for (a second read of the same reads afresh).
+_AHEAD = "ivr.read_ahead"
+
+
+def _key(statement: DriverStatement, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (id(statement), *sorted(params.items()))
+
+
+def keep_ahead(db: DbHandle, read: ReadAhead, call: Mapping[str, Any] | None,
+               rows: list[tuple[Any, ...]]) -> None:
+    """Keep ``read``'s rows for the read they stand for, in ``db``'s transaction."""
+    answers = read.answers(call)
+    if answers is None:
+        return
+    transaction = db.connection().get_transaction()
+    kept: tuple[Any, dict[tuple[Any, ...], list[tuple[Any, ...]]]] | None = db.info.get(_AHEAD)
+    if kept is None or kept[0] is not transaction:
+        kept = db.info[_AHEAD] = (transaction, {})
+    kept[1][_key(*answers)] = rows
+
+
+def _kept(db: DbHandle, statement: DriverStatement,
+          params: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
+    kept = db.info.get(_AHEAD)
+    if not kept:
+        return None
+    if kept[0] is not db.connection().get_transaction():
+        # Read in a transaction since committed (a payment made durable mid-webhook) or
+        # rolled back: neither its rows nor its locks hold any more.
+        del db.info[_AHEAD]
+        return None
+    rows: list[tuple[Any, ...]] | None = kept[1].pop(_key(statement, params), None)
+    return rows
+
+
+def begin_with(connection: Connection, reads: Sequence[tuple[DriverStatement, Mapping[str, Any]]],
+               ) -> list[list[tuple[Any, ...]]] | None:
+    """``reads`` (statement, parameters) run in order as the statements that begin the
+    connection's transaction, with ``BEGIN``, in one round trip on PostgreSQL: each one's
+    rows, converted. Each runs after the one before it has finished (a row lock taken first
+    holds for the reads after it), as if sent one by one. None where this cannot be done
+    (another database, or a transaction begun already): the caller runs them itself."""
+    if connection.dialect.name != "postgresql":
+        return None
+    from psycopg import pq
+
+    dbapi = cast(Any, connection.connection.dbapi_connection)
+    if dbapi.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return None
+    batch = _Simple(connection, b"BEGIN")
+    for statement, params in reads:
+        batch.add(statement, params)
+    results = batch.send(None)
+    return [statement._loaded(connection, result)
+            for (statement, _), result in zip(reads, results[1:], strict=True)]
+
+
+class _Simple:
+    """PostgreSQL statements sent as one simple query (one round trip): each prepared on
+    the connection and run by ``EXECUTE``, its parameters written as literals (``_literal``).
+    The engine's cursor listeners see each statement as any other (ivr.db's durable rule)."""
+
+    def __init__(self, connection: Connection, first: bytes = b"") -> None:
+        self.connection = connection
+        self.dbapi = cast(Any, connection.connection.dbapi_connection)
+        self.parts = [first] if first else []
+        self.sent: list[tuple[DriverStatement, _Compiled, Any]] = []
+        self.cursor: Any = None
+
+    def add(self, statement: DriverStatement, params: Mapping[str, Any]) -> None:
+        from psycopg import pq
+
+        connection = self.connection
+        compiled = statement._for(connection.dialect)
+        args = statement._params(compiled, params)
+        try:
+            folded = statement._prepared_on(connection)
+            escape = pq.Escaping(self.dbapi.pgconn).escape_literal
+            literals = b", ".join(_literal(args[name], escape, self.dbapi)
+                                  for name in folded.names)
+            if connection._has_events or connection.engine._has_events:
+                if self.cursor is None:
+                    self.cursor = self.dbapi.cursor()
+                for listener in connection.dispatch.before_cursor_execute:
+                    listener(connection, self.cursor, compiled.sql, args,
+                             statement._context(False), False)
+        except BaseException as exc:
+            self._failed(exc, compiled, args)
+        self.parts.append(b"EXECUTE " + folded.name + (
+            b"(" + literals + b")" if folded.names else b""))
+        self.sent.append((statement, compiled, args))
+
+    def send(self, after: Callable[[], bytes] | None) -> list[Any]:
+        """Send the statements (then ``after()``); libpq's results, one per statement."""
+        query = b"; ".join(self.parts) + (after() if after is not None else b"")
+        statement, compiled, args = self.sent[0]
+        try:
+            pgconn = self.dbapi.pgconn
+            pgconn.send_query(query)
+            results = _results_of(pgconn)
+            for result in results:
+                _check(self.dbapi, result)
+            if self.cursor is not None:
+                for statement, compiled, args in self.sent:
+                    self.connection.dispatch.after_cursor_execute(
+                        self.connection, self.cursor, compiled.sql, args,
+                        statement._context(False), False)
+        except BaseException as exc:
+            self._failed(exc, compiled, args)
+        finally:
+            if self.cursor is not None:
+                self.cursor.close()
+        return results
+
+    def _failed(self, exc: BaseException, compiled: _Compiled, args: Any) -> NoReturn:
+        # Raised as SQLAlchemy raises it; a dropped connection is invalidated.
+        if self.cursor is not None:
+            self.cursor.close()
+        self.connection._handle_dbapi_exception(exc, compiled.sql, args, self.cursor, None)
+        raise exc  # not reached: SQLAlchemy raised
+
+
+def _literal(value: Any, escape: Callable[[bytes], bytes], dbapi: Any) -> bytes:
+    """``value`` as an SQL literal for a parameter of a prepared statement: the common
+    types as quoted text, which PostgreSQL reads as the parameter's own type (psycopg's
+    literals, typed and adapted, cost ten times as much: 3-6 µs a value); any other type
+    as psycopg writes it."""
+    kind = type(value)
+    if value is None:
+        return b"NULL"
+    if kind is bool:
+        return b"true" if value else b"false"
+    if kind is int:
+        return str(value).encode()
+    if kind is str or isinstance(value, str):  # our StrEnums too
+        return escape(str(value).encode())
+    if kind is datetime or kind is date:
+        return escape(value.isoformat().encode())
+    from psycopg import sql
+
+    return sql.Literal(value).as_bytes(dbapi)
+
+
+def _results_of(pgconn: Any) -> list[Any]:
+    """Every result of the query sent on ``pgconn``, waiting for each without holding the
+    GIL (libpq's PQgetResult would block holding it; PQexec releases it, but returns the
+    last result alone)."""
+    results: list[Any] = []
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+# The names of the statements prepared on a connection (in its ``info``, which goes with
+# the driver's connection: a statement prepared there lives as long as it, and a rollback
+# does not undo it).
+_PREPARED = "ivr.prepared"
+_NAMES = itertools.count()
+_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """A statement as PostgreSQL prepares it: ``$n`` for each named parameter."""
+
+    name: bytes
+    sql: bytes
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pyformat: str) -> _Folded:
+        """From SQLAlchemy's psycopg SQL (``%(name)s`` parameters, ``%%`` for ``%``)."""
+        names: list[str] = []
+
+        def dollar(match: re.Match[str]) -> str:
+            if match.group(1) is None:
+                return "%"
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        sql = _PYFORMAT.sub(dollar, pyformat)
+        return cls(f"ivr_{next(_NAMES)}".encode(), sql.encode(), tuple(names))
+
+
+def _check(dbapi: Any, result: Any) -> Any:
+    """libpq's result, or the error it holds raised as psycopg raises it."""
+    from psycopg import errors, pq
+
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return result
+    raise errors.error_from_result(result, encoding=dbapi.info.encoding)
+
+
+def _load_rows(dbapi: Any, result: Any) -> list[tuple[Any, ...]]:
+    """libpq's rows as psycopg's cursor loads them (the connection's adapters)."""
+    from psycopg.adapt import Transformer
+
+    transformer = Transformer(dbapi)
+    transformer.set_pgresult(result)
+    return transformer.load_rows(0, result.ntuples, tuple)
 
 
 def _converted(results: _Conversions, row: Sequence[Any]) -> tuple[Any, ...]:

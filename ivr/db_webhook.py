@@ -94,10 +94,18 @@ class WebhookTransaction:
                     return obj  # type: ignore[no-any-return]
         return self.session.get(model, primary_key)
 
+    @property
+    def alone(self) -> bool:
+        """Whether the connection's own statements are the whole transaction: no ORM
+        session, and no object read here changed (which a session would write first)."""
+        return self._session is None and not self._changed()
+
+    def _changed(self) -> bool:
+        return any(instance_state(obj).modified for obj in self._adopted.values())
+
     def commit(self) -> None:
         """Commit the transaction (through the session, when there is one)."""
-        if self._session is None and any(
-                instance_state(obj).modified for obj in self._adopted.values()):
+        if self._session is None and self._changed():
             self.session  # noqa: B018 - takes the changed rows, which its commit writes
         if self._session is not None:
             self._session.commit()

@@ -91,3 +91,4 @@ def _now():  # type: ignore[no-untyped-def]
     from ivr.models import utcnow
 
     return utcnow()
+

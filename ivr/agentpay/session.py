@@ -34,7 +34,7 @@ from ivr.calls.states.checkout import (
     start_authorization_recording,
     stop_authorization_recording,
 )
-from ivr.db_driver import DriverStatement
+from ivr.db_driver import DriverStatement, ReadAhead
 from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, AgentPayment
 from ivr.money.payments import (
@@ -95,8 +95,13 @@ def active_session(db: DbHandle, call_sid: str) -> AgentPayment | None:
     """The call's session still holding it, if any."""
     # Its id on the session's connection first: nearly every call has none, and an id costs
     # a third of an ORM load. Nothing the caller's webhook changed is read: no flush.
-    found = _ACTIVE_SESSION.scalar(db.connection(), {"call_sid": call_sid})
+    found = _ACTIVE_SESSION.scalar_in(db, {"call_sid": call_sid})
     return None if found is None else session_of(db).get(AgentPayment, found)
+
+
+def session_ahead(call_sid: str) -> ReadAhead:
+    """The call's session still holding it, read ahead (the status callback asks)."""
+    return ReadAhead.same(_ACTIVE_SESSION, {"call_sid": call_sid})
 
 
 def latest_session(db: Session, call_sid: str) -> AgentPayment | None:

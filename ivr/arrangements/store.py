@@ -11,15 +11,16 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.arrangements.terms import Offer
-from ivr.db_driver import DriverStatement
+from ivr.db_driver import DriverStatement, ReadAhead
 from ivr.db_webhook import DbHandle, session_of
-from ivr.models import Account, Arrangement, ArrangementInstalment, OutboxEntry
+from ivr.models import Account, Arrangement, ArrangementInstalment, CallSession, OutboxEntry
 from ivr.statuses import ArrangementStatus, OutboxStatus, PostingStatus
 
 _KEY_NAMESPACE = uuid.UUID("0b8f6a4e-3c1d-4e7a-9d52-7a1e6c2f8b90")
@@ -42,9 +43,20 @@ def new_code() -> str:
 
 # Built once and run on the driver (ivr.db_driver): every verified call asks it for the
 # balance summary and the menu, and nearly every answer is "none".
-_ACTIVE = DriverStatement(select(Arrangement.id).where(
-    Arrangement.account_id == bindparam("account_id"),
-    Arrangement.status == ArrangementStatus.ACTIVE))
+def _active(account_id: Any) -> DriverStatement:
+    return DriverStatement(select(Arrangement.id).where(
+        Arrangement.account_id == account_id, Arrangement.status == ArrangementStatus.ACTIVE))
+
+
+_ACTIVE = _active(bindparam("account_id"))
+# The same, for the account of the call (read ahead with the call's load, ivr.calls.ahead).
+_ACTIVE_OF_CALL = _active(select(CallSession.account_id).where(
+    CallSession.call_sid == bindparam("call_sid")).scalar_subquery())
+
+
+def arrangement_ahead(call_sid: str) -> ReadAhead:
+    """The call's account's active arrangement, read ahead (the balance summary asks)."""
+    return ReadAhead.of_the_account(_ACTIVE_OF_CALL, call_sid, _ACTIVE, "account_id")
 
 
 # Per session (a webhook asks for the summary and again for the menu): account id -> answer.
@@ -63,7 +75,7 @@ def active_arrangement(db: DbHandle, account_id: int) -> Arrangement | None:
     if account_id not in known:
         # Arrangements are flushed as soon as they are recorded, so nothing pending can
         # change the answer: no flush first. Its id, then the object only when there is one.
-        found = _ACTIVE.scalar(db.connection(), {"account_id": account_id})
+        found = _ACTIVE.scalar_in(db, {"account_id": account_id})
         if found is None:
             known[account_id] = None
         else:

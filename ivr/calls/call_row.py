@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -36,8 +37,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.accounts.cache import ACCOUNT_ROW
-from ivr.db import CALL_PROGRESS
-from ivr.db_driver import DriverStatement, MappedRow
+from ivr.db import CALL_PROGRESS, commit_sql
+from ivr.db_driver import DriverStatement, MappedRow, ReadAhead, begin_with, keep_ahead
 from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
@@ -179,19 +180,26 @@ def _plain(values: dict[str, Any]) -> CallSession:
     return cast(CallSession, call)
 
 
-def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
+def load_call(db: DbHandle, call_sid: str,
+              ahead: Sequence[ReadAhead] = ()) -> CallSession | None:
     """The call with its account, held until the transaction ends: one webhook per call at a
     time, so a repeated <Pay> callback waits for its twin. SQLite has no FOR UPDATE; there
     BEGIN IMMEDIATE (ivr.db) serialises every webhook.
 
     The call is not tracked by ``db``: ``save_call`` writes it. Its account is ``db``'s
-    (its session's, on a webhook's transaction: ivr.db_webhook).
+    (its session's, on a webhook's transaction: ivr.db_webhook). ``ahead``: the reads the
+    webhook's state will ask, sent with the load where that saves round trips (PostgreSQL,
+    as the transaction's first statements, after the call's lock).
     """
     connection = db.connection()
     load = _LOAD_LOCKED if connection.dialect.name == "postgresql" else _LOAD
     params = {"call_sid": call_sid}
+    read: list[list[tuple[Any, ...]]] | None = None
     try:
-        row = load.first(connection, params)
+        # Usually the transaction's first statement: on PostgreSQL its BEGIN goes with it,
+        # and the reads ahead after it.
+        read = begin_with(connection, [(load, params), *((a.statement, a.params) for a in ahead)])
+        row = load.first(connection, params) if read is None else next(iter(read[0]), None)
     except DBAPIError as exc:
         # The webhook's first statement met a connection the server or a proxy had dropped
         # (the pool no longer pings on checkout): nothing was done yet, so run it again on a
@@ -201,10 +209,12 @@ def load_call(db: DbHandle, call_sid: str) -> CallSession | None:
         log.warning("database connection was dead; retrying on a new one")
         db.rollback()
         row = load.first(db.connection(), params)
-    if row is None:
-        return None
     fields = len(_CALL.keys)
-    loaded = dict(zip(_CALL.keys, row[:fields], strict=True))
+    loaded = None if row is None else dict(zip(_CALL.keys, row[:fields], strict=True))
+    for one, rows in zip(ahead, read[1:] if read is not None else (), strict=False):
+        keep_ahead(db, one, loaded, rows)
+    if row is None or loaded is None:
+        return None
     call = _plain(loaded)
     # The account's id is NULL when the call names none (a foreign key: never a stale one).
     account = ACCOUNT_ROW.held(db, row[fields:]) if row[_ACCOUNT_ID] is not None else None
@@ -226,19 +236,26 @@ def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str
     return call
 
 
-def save_call(db: DbHandle, call: CallSession) -> None:
+def save_call(db: DbHandle, call: CallSession, *, commit: bool = False) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
-    nothing will change it any more (a commit before then writes it too)."""
+    nothing will change it any more (a commit before then writes it too). With ``commit``,
+    commit the transaction too: on PostgreSQL, when the write is all that is left (no ORM
+    session to flush), the write and ``COMMIT`` go in one round trip."""
     loaded = db.info.pop(_LOADED, None)
     if loaded is None or loaded[0] is not call:
         raise ValueError("save_call: not the call this session loaded or started")
-    _write_call(db, loaded)
+    _write_call(db, loaded, commit=commit)
+    if commit:
+        db.commit()  # after a COMMIT sent with the write, only the bookkeeping is left
 
 
-def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any]) -> None:
+def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any],
+                commit: bool = False) -> None:
     """Write the call's changes since ``loaded`` and the steps queued, in one statement on
-    PostgreSQL; what is written becomes the call as loaded, for a later write."""
+    PostgreSQL; what is written becomes the call as loaded, for a later write. With
+    ``commit``, the transaction's ``COMMIT`` goes with that statement on PostgreSQL when
+    nothing else is left to write (the caller commits all the same)."""
     call, before, account = loaded
     values = call.__dict__
     if _RELATIONSHIPS & values.keys():
@@ -266,8 +283,10 @@ def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, 
         # One round trip: the steps' INSERT rides along as a data-modifying WITH, which
         # PostgreSQL always runs to completion.
         params["steps_"] = [{**step, "at": step["at"].isoformat()} for step in steps]
-        write.execute(connection, params)
+    if postgres and commit and isinstance(db, WebhookTransaction) and db.alone:
+        # And the COMMIT with it: a webhook's last round trip.
+        write.execute_committing(connection, params, commit_sql)
         return
     write.execute(connection, params)
-    if steps:
+    if steps and not postgres:
         _ADD_STEPS.executemany(connection, steps)

@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
-from ivr.db_driver import DriverStatement
+from ivr.db_driver import DriverStatement, ReadAhead
 from ivr.db_webhook import DbHandle
 from ivr.models import Account, CallSession, GuardEvent
 from ivr.prompts.settings import LimitSettings
@@ -65,9 +65,13 @@ def lock_account(db: DbHandle, account_id: int) -> None:
     SQLite needs nothing: every webhook's transaction already holds the database's write
     lock (BEGIN IMMEDIATE, see ivr.db). On the connection: a webhook needs no session.
     """
-    connection = db.connection()
-    if connection.dialect.name == "postgresql":
-        _LOCK_ACCOUNT.execute(connection, {"id": account_id})
+    if db.connection().dialect.name == "postgresql":
+        _LOCK_ACCOUNT.execute_in(db, {"id": account_id})
+
+
+def account_lock_ahead(call_sid: str) -> ReadAhead:
+    """The lock of the call's account, taken ahead with the call's load (PostgreSQL)."""
+    return ReadAhead.of_the_account(_LOCK_ACCOUNT_OF_CALL, call_sid, _LOCK_ACCOUNT, "id")
 
 
 def lock_caller(db: DbHandle, caller: str) -> None:
@@ -83,6 +87,9 @@ def lock_caller(db: DbHandle, caller: str) -> None:
 # On the driver (ivr.db_driver): verification locks an account on every call.
 _LOCK_ACCOUNT = DriverStatement(
     select(Account.id).where(Account.id == bindparam("id")).with_for_update())
+_LOCK_ACCOUNT_OF_CALL = DriverStatement(
+    select(Account.id).where(Account.id == select(CallSession.account_id).where(
+        CallSession.call_sid == bindparam("call_sid")).scalar_subquery()).with_for_update())
 _LOCK_CALLER = DriverStatement(
     select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger))))
 

@@ -8,6 +8,7 @@ configured number of failed tries the caller is offered a representative or a go
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from ivr.calls.agent import closed_speech, escalate, transfer_open, transfer_step
 from ivr.calls.call_row import queue_event
@@ -26,6 +27,8 @@ from ivr.calls.steps import (
     Step,
     Transfer,
 )
+from ivr.db_driver import ReadAhead
+from ivr.prompts.settings import LineSettings
 from ivr.statuses import CallOutcome
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,15 @@ def representative(ctx: CallContext, state: State) -> Step:
     if transfer_open(ctx):
         return finish(ctx, transfer_step(ctx))
     return ask(ctx, state, (*closed_speech(ctx), *state.prompt(ctx)))
+
+
+def reads_ahead(url_state: str, call_sid: str, settings: LineSettings,
+                now: datetime) -> tuple[ReadAhead, ...]:
+    """The reads the answer to keys posted for ``url_state`` will ask (``State.ahead``)."""
+    state = STATES.get(url_state)
+    if state is None or state.ahead is None:
+        return ()
+    return state.ahead(call_sid, settings, now)
 
 
 def advance(ctx: CallContext, url_state: str, digits: str | None) -> Step:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from ivr.calls.context import CallContext
 from ivr.calls.parsing import parse_choice
 from ivr.calls.steps import Go, Outcome, Retry, Speech
+from ivr.db_driver import ReadAhead
 from ivr.prompts.settings import LineSettings
 
 SpeechList = tuple[Speech, ...]
@@ -111,6 +113,8 @@ class State:
     sensitive: bool = False
     # What silence means where it is not a failure (the language menu defaults to English).
     on_silence: Callable[[CallContext], Outcome] | None = None
+    # The reads its answer will ask (call SID, settings, now), sent with the call's load.
+    ahead: Callable[[str, LineSettings, datetime], tuple[ReadAhead, ...]] | None = None
 
     def all_choices(self, settings: LineSettings) -> tuple[Choice, ...]:
         """Every choice the state declares for a line, offered or not."""

@@ -6,15 +6,16 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
+from ivr.accounts.cache import phone_ahead
 from ivr.calls import machine
 from ivr.calls.call_row import load_call, new_call, save_call
 from ivr.calls.context import CallContext
@@ -22,10 +23,12 @@ from ivr.calls.menu import Event
 from ivr.calls.states import ENDED
 from ivr.calls.steps import Hangup, Silent, Speech, Step
 from ivr.calls.twiml import TwimlBuilder, twiml_text
+from ivr.db_driver import ReadAhead
 from ivr.metrics import observe_webhook
 from ivr.models import utcnow
 from ivr.money.accounting import Accounting
 from ivr.prompts.catalog import Catalog, PromptStore
+from ivr.prompts.settings import LineSettings
 from ivr.security import signed_url, valid_signature
 from ivr.statuses import CallOutcome
 from ivr.web.app import get_config, get_database, get_deadlines
@@ -100,8 +103,17 @@ def _accounting() -> Accounting | None:
     return accounting
 
 
+# The reads a webhook's work will ask, sent with the call's load (ivr.db_driver.ReadAhead):
+# given the call SID, the line settings and the time.
+Ahead = Callable[[str, LineSettings, datetime], Sequence[ReadAhead]]
+
+
+def _nothing_ahead(_call_sid: str, _settings: LineSettings, _now: datetime) -> Sequence[ReadAhead]:
+    return ()
+
+
 def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, str], *,
-             create: bool = True) -> Response:
+             create: bool = True, ahead: Ahead = _nothing_ahead) -> Response:
     """Load (or start) the call, run ``action`` in one transaction, answer TwiML, log one line.
 
     The TwiML is built inside the transaction: if building fails, the call's state is not
@@ -126,7 +138,8 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
             return _xml(_apology(catalog, lang))
 
         def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
-            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned)
+            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned,
+                                     ahead)
 
         def deadline_passed() -> str:
             log.error("webhook deadline passed", extra={"fields": {
@@ -157,12 +170,12 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
 
 def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: dict[str, str],
                       create: bool, call_sid: str, catalog: Catalog,
-                      abandoned: threading.Event) -> tuple[str, str, str, str]:
+                      abandoned: threading.Event, ahead: Ahead) -> tuple[str, str, str, str]:
     """The webhook's database work: (TwiML, outcome, state, language), in one transaction."""
     config = get_config(current_app)
     with get_database(current_app).webhook() as db:
         now = _now()
-        call = load_call(db, call_sid)
+        call = load_call(db, call_sid, ahead(call_sid, catalog.settings, now))
         if call is None and not create:
             return str(VoiceResponse()), "unknown_call", "", catalog.settings.default_language
         if call is None:
@@ -185,7 +198,7 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
         state, lang = call.state, ctx.lang
-        save_call(db, call)
+        save_call(db, call, commit=True)
         return body, "ok", state, lang
 
 
@@ -209,7 +222,14 @@ def _last_resort() -> str:
 @twilio_signed
 def incoming() -> Response:
     """The number's Voice URL: a new call (or Twilio retrying the first request)."""
-    return run_flow("incoming", machine.resume, webhook_form())
+    form = webhook_form()
+    phone = normalize_e164(form.get("From", ""))
+
+    def caller_id(_call_sid: str, _settings: LineSettings, _now: datetime) -> Sequence[ReadAhead]:
+        # A new call's first question is who is calling.
+        return (phone_ahead(phone),) if phone else ()
+
+    return run_flow("incoming", machine.resume, form, ahead=caller_id)
 
 
 @bp.post("/step/<state>")
@@ -218,7 +238,8 @@ def step(state: str) -> Response:
     """Keys gathered in ``state`` (Digits empty or absent means silence)."""
     form = webhook_form()
     digits = form.get("Digits")
-    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits), form)
+    return run_flow(f"step:{state[:40]}", lambda ctx: machine.advance(ctx, state, digits), form,
+                    ahead=partial(machine.reads_ahead, state))
 
 
 @bp.post("/pay/result")
@@ -295,7 +316,13 @@ def call_status() -> Response:
             _abandon_agent_payment(ctx)
         return Silent()
 
-    return run_flow("status", close, form, create=False)
+    def agent_session(call_sid: str, _settings: LineSettings,
+                      _now: datetime) -> Sequence[ReadAhead]:
+        from ivr.agentpay.session import session_ahead
+
+        return (session_ahead(call_sid),)  # asked once the call has ended
+
+    return run_flow("status", close, form, create=False, ahead=agent_session)
 
 
 def _abandon_agent_payment(ctx: CallContext) -> None:

@@ -11,7 +11,7 @@ from ivr.calls.context import CallContext
 from ivr.calls.menu import Choice, SpeechList, State, say, until_pound
 from ivr.calls.parsing import clean_number
 from ivr.calls.states.pick_account import pick_or_enter
-from ivr.calls.states.verify import start_verification
+from ivr.calls.states.verify import lockout_ahead, start_verification
 from ivr.calls.steps import Finish, Go, Outcome, Retry, Speech
 from ivr.prompts import speech
 from ivr.prompts.settings import LineSettings
@@ -116,7 +116,7 @@ def _other_account(ctx: CallContext) -> Outcome:
 # The other language, offered in one line where the language menu was skipped.
 SWITCH_LANGUAGE_KEY = "3"
 CONFIRM_ACCOUNT = State("confirm_account", asks=("identify.found", "language.option"),
-                        question=_confirm_prompt,
+                        question=_confirm_prompt, ahead=lockout_ahead,
                         choices=(Choice("1", "yes", start_verification),
                                  Choice("2", "other", _other_account),
                                  Choice(SWITCH_LANGUAGE_KEY, "language", _switch_language,

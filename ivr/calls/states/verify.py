@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from ivr.accounts import cache as accounts
+from ivr.arrangements.store import arrangement_ahead
 from ivr.calls import guards
 from ivr.calls.agent import escalate
 from ivr.calls.context import CallContext
 from ivr.calls.menu import SpeechList, State, say
 from ivr.calls.parsing import clean_number
 from ivr.calls.steps import Finish, Go, Outcome, Retry
+from ivr.db_driver import ReadAhead
+from ivr.prompts.settings import LineSettings
 from ivr.security import check_pin
 
 
@@ -117,5 +122,19 @@ def refresh_live_balance(ctx: CallContext) -> None:
         account.balance_due_cents = live
 
 
+def _verify_ahead(call_sid: str, settings: LineSettings, now: datetime) -> tuple[ReadAhead, ...]:
+    # In check_entry's order: the account's lock, its failures under it, then the summary's
+    # active arrangement.
+    return (guards.account_lock_ahead(call_sid),
+            accounts.lockout_ahead(call_sid, now, settings.verification),
+            arrangement_ahead(call_sid))
+
+
+def lockout_ahead(call_sid: str, settings: LineSettings, now: datetime) -> tuple[ReadAhead, ...]:
+    """The lockout's read (``locked``), ahead: for a state whose answer starts verification."""
+    return (accounts.lockout_ahead(call_sid, now, settings.verification),)
+
+
 VERIFY = State("verify", asks=("verify.zip", "verify.pin"), question=_verify_prompt,
-               handle=_verify_handle, num_digits=_verify_digits, sensitive=True)
+               handle=_verify_handle, num_digits=_verify_digits, sensitive=True,
+               ahead=_verify_ahead)
