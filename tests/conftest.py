@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -114,12 +115,11 @@ def sqlite_dir(tmp_path: Path) -> Iterator[Path]:
     that a commit's fsync never waits seconds on a disk that other work keeps busy (the
     checkpoints PostgreSQL writes after a test's million-row import), past a webhook's
     deadline; removed after the test. Elsewhere, the test's own folder."""
-    shm = Path("/dev/shm")
+    shm = Path("/dev/shm")  # noqa: S108 - a private folder is made in it (mkdtemp, 0700)
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
         yield tmp_path
         return
-    folder = shm / f"ivr-test-{uuid.uuid4().hex}"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="ivr-test-", dir=shm))
     try:
         yield folder
     finally:
