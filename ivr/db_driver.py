@@ -28,6 +28,7 @@ object no session tracks (``untracked``), for code that works on mapped objects.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import select
@@ -330,10 +331,8 @@ def begin_with(connection: Connection, reads: Sequence[tuple[DriverStatement, Ma
     (another database, or a transaction begun already): the caller runs them itself."""
     if connection.dialect.name != "postgresql":
         return None
-    from psycopg import pq
-
     dbapi = cast(Any, connection.connection.dbapi_connection)
-    if dbapi.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+    if dbapi.pgconn.transaction_status != _psycopg().idle:
         return None
     batch = _Simple(connection, b"BEGIN")
     for statement, params in reads:
@@ -354,16 +353,17 @@ class _Simple:
         self.parts = [first] if first else []
         self.sent: list[tuple[DriverStatement, _Compiled, Any]] = []
         self.cursor: Any = None
+        self.escape: Callable[[bytes], bytes] | None = None
 
     def add(self, statement: DriverStatement, params: Mapping[str, Any]) -> None:
-        from psycopg import pq
-
         connection = self.connection
         compiled = statement._for(connection.dialect)
         args = statement._params(compiled, params)
         try:
             folded = statement._prepared_on(connection)
-            escape = pq.Escaping(self.dbapi.pgconn).escape_literal
+            escape = self.escape
+            if escape is None:
+                escape = self.escape = _psycopg().escaping(self.dbapi.pgconn).escape_literal
             literals = b", ".join(_literal(args[name], escape, self.dbapi)
                                   for name in folded.names)
             if connection._has_events or connection.engine._has_events:
@@ -424,9 +424,7 @@ def _literal(value: Any, escape: Callable[[bytes], bytes], dbapi: Any) -> bytes:
         return escape(str(value).encode())
     if kind is datetime or kind is date:
         return escape(value.isoformat().encode())
-    from psycopg import sql
-
-    return sql.Literal(value).as_bytes(dbapi)
+    return _psycopg().literal(value).as_bytes(dbapi)
 
 
 def _results_of(pgconn: Any) -> list[Any]:
@@ -476,20 +474,39 @@ class _Folded:
         return cls(f"ivr_{next(_NAMES)}".encode(), sql.encode(), tuple(names))
 
 
+class _Psycopg:
+    """What the PostgreSQL path uses of psycopg, imported there on first use (a line on
+    SQLite never loads psycopg: 23 MB), then kept: an import statement in a function looks
+    the module up again on every call, several times a webhook."""
+
+    def __init__(self) -> None:
+        from psycopg import errors, pq, sql
+        from psycopg.adapt import Transformer
+
+        self.idle = pq.TransactionStatus.IDLE
+        self.ok = frozenset({pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK})
+        self.escaping = pq.Escaping
+        self.literal = sql.Literal
+        self.error_from_result = errors.error_from_result
+        self.transformer = Transformer
+
+
+@functools.cache
+def _psycopg() -> _Psycopg:
+    return _Psycopg()
+
+
 def _check(dbapi: Any, result: Any) -> Any:
     """libpq's result, or the error it holds raised as psycopg raises it."""
-    from psycopg import errors, pq
-
-    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+    psycopg = _psycopg()
+    if result.status in psycopg.ok:
         return result
-    raise errors.error_from_result(result, encoding=dbapi.info.encoding)
+    raise psycopg.error_from_result(result, encoding=dbapi.info.encoding)
 
 
 def _load_rows(dbapi: Any, result: Any) -> list[tuple[Any, ...]]:
     """libpq's rows as psycopg's cursor loads them (the connection's adapters)."""
-    from psycopg.adapt import Transformer
-
-    transformer = Transformer(dbapi)
+    transformer = _psycopg().transformer(dbapi)
     transformer.set_pgresult(result)
     return transformer.load_rows(0, result.ntuples, tuple)
 

@@ -35,6 +35,18 @@ def test_known_answer_signature_vector() -> None:
     assert not valid_signature("", url, params, expected)
 
 
+def test_a_form_with_a_repeated_field_validates_as_twilio_signs_it() -> None:
+    # Twilio signs every value of a repeated field, sorted; the check reads them all.
+    from werkzeug.datastructures import MultiDict
+
+    url = "https://example.com/voice/incoming"
+    form = MultiDict([("CallSid", "CA1"), ("StirVerstat", "B"), ("StirVerstat", "A")])
+    expected = RequestValidator("12345").compute_signature(url, form)
+    assert valid_signature("12345", url, form, expected)
+    assert not valid_signature("12345", url, MultiDict([("CallSid", "CA1"),
+                                                       ("StirVerstat", "B")]), expected)
+
+
 @pytest.mark.parametrize("path", TWILIO_ROUTES)
 def test_missing_or_wrong_signature_is_refused(lite_app: Flask, path: str) -> None:
     twilio = Twilio(lite_app)

@@ -68,7 +68,7 @@ def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
     def wrapper(*args: Any, **kwargs: Any) -> Response:
         config = get_config(current_app)
         if not config.allow_unsigned:
-            url = signed_url(config.base_url, request.url, request.full_path)
+            url = signed_url(config.base_url, request)
             signature = request.headers.get("X-Twilio-Signature")
             if not valid_signature(config.twilio_auth_token, url, request.form, signature):
                 log.warning("rejected unsigned or badly signed webhook", extra={"fields": {
