@@ -131,8 +131,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """Each test using this runs on both backends, each starting empty (the quick loop,
     ``-m "not slow"``, on SQLite only)."""
     if request.param == "sqlite":
-        folder: Path = request.getfixturevalue("sqlite_dir")
-        return f"sqlite:///{folder / 'ivr.sqlite3'}"
+        sqlite: str = request.getfixturevalue("sqlite_url")
+        return sqlite
     url: str = request.getfixturevalue("postgres_url")
     _truncate_postgres(url)
     return url
