@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -572,6 +573,86 @@ def test_a_file_that_does_not_end_with_the_write_is_not_adopted(
     assert not JournalStamp(elsewhere).adopt(code)
     assert "not the journal hledger-web writes to" in caplog.text
     assert JournalStamp(live.journal).adopt(code)
+
+
+def test_two_processes_stamps_never_set_the_journal_back(tmp_path: Path) -> None:
+    """One process reads the clock for its stamp and is held up (the GIL, the scheduler)
+    while another stamps after its own write: the held stamp must not then set the mtime
+    below the other's, or hledger-web's reload in between would keep that write unseen."""
+    journal = tmp_path / "biller.journal"
+    journal.write_text("; books\n", encoding="utf-8")
+    read, held, go_on = [], threading.Event(), threading.Event()
+
+    def held_clock() -> int:
+        now = time.time_ns()
+        read.append(now)
+        held.set()
+        go_on.wait(10)
+        return now
+
+    def clock() -> int:
+        read.append(time.time_ns())
+        return read[-1]
+
+    slow = threading.Thread(target=JournalStamp(journal, held_clock).stamp)
+    slow.start()
+    assert held.wait(10)
+    quick = threading.Thread(target=JournalStamp(journal, clock).stamp)
+    quick.start()
+    quick.join(0.5)  # unlocked, it would stamp now, while the other is held
+    go_on.set()
+    slow.join(10)
+    quick.join(10)
+    assert len(read) == 2
+    assert journal.stat().st_mtime_ns >= max(read)
+
+
+def test_a_burst_of_writes_is_stamped_again_once_its_reloads_are_over(tmp_path: Path) -> None:
+    """hledger-web notes a reload's time after parsing: a reload that read the journal
+    before a write and finished after its stamp would hide it. The last write of a burst is
+    stamped again, twice hledger-web's slowest recent answer later."""
+    journal = tmp_path / "biller.journal"
+    journal.write_text("; books\n", encoding="utf-8")
+    stamps: list[float] = []
+
+    def clock() -> int:
+        stamps.append(time.monotonic())
+        return time.time_ns()
+
+    stamp = JournalStamp(journal, clock)
+    try:
+        for took_ms in (3, 150, 2):
+            size = journal.stat().st_size
+            with journal.open("a", encoding="utf-8") as books:
+                books.write("; a write\n")
+            stamp.answered(took_ms * 1_000_000)
+            stamp.after_write(size)
+        last_write, burst = stamps[-1], journal.stat().st_mtime_ns
+        assert stamp.again_after_ns() == 300_000_000  # the slowest of the last 16, twice
+        deadline = time.monotonic() + 10
+        while len(stamps) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert len(stamps) == 4  # once again for the whole burst
+        assert stamps[-1] - last_write >= 0.3
+        assert journal.stat().st_mtime_ns > burst
+    finally:
+        stamp.close()
+
+
+def test_how_long_until_a_stamp_again_is_bounded(tmp_path: Path) -> None:
+    journal = tmp_path / "biller.journal"
+    journal.write_text("; books\n", encoding="utf-8")
+    stamp = JournalStamp(journal)
+
+    def answered(took_ms: int) -> int:
+        stamp.answered(took_ms * 1_000_000)
+        return stamp.again_after_ns()
+
+    assert stamp.again_after_ns() == 50_000_000
+    assert answered(60_000) == 10_000_000_000
+    assert all(answered(1) == 10_000_000_000 for _ in range(15))
+    assert answered(30) == 60_000_000  # the slow one is no longer among the last 16
 
 
 MOUNTS = """\

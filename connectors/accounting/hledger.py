@@ -360,9 +360,18 @@ class HledgerConnector:
     def _deadline(self, budget: float | None) -> Deadline:
         return Deadline(SYSTEM, budget, self._timeout, spent="timed out: time budget spent")
 
+    def _request(self, method: str, path: str, deadline: Deadline,
+                 **kwargs: Any) -> requests.Response:
+        """One request to hledger-web, its time noted for the journal's stamps."""
+        sent = time.monotonic_ns()
+        response = request(SYSTEM, self._session, method, self.url + path,
+                           timeout=deadline.timeouts(), **kwargs)
+        if self.journal is not None:
+            self.journal.answered(time.monotonic_ns() - sent)
+        return response
+
     def _get(self, path: str, deadline: Deadline) -> Any:
-        response = request(SYSTEM, self._session, "GET", self.url + path,
-                           timeout=deadline.timeouts(), ok_statuses=(403,))
+        response = self._request("GET", path, deadline, ok_statuses=(403,))
         _raise_if_busy(response, f"GET {path}")
         if response.status_code == 403:
             raise PermanentError(SYSTEM, f"GET {path}: HTTP 403: {_error_text(response)}")
@@ -484,8 +493,8 @@ class HledgerConnector:
         if not stamped:
             self._wait_after_read(deadline)
         size = self.journal.size() if self.journal is not None else None
-        response = request(SYSTEM, self._session, "PUT", self.url + "/add", json=transaction,
-                           timeout=deadline.timeouts(), ok_statuses=(400, 403))
+        response = self._request("PUT", "/add", deadline, json=transaction,
+                                 ok_statuses=(400, 403))
         # The duplicate check above makes a retry safe even had a busy write landed.
         _raise_if_busy(response, "PUT /add")
         if response.status_code in (400, 403):
@@ -557,8 +566,10 @@ class HledgerConnector:
             raise RetryableError(SYSTEM, "GET /version: unexpected answer")
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections; stop stamping the journal again."""
         self._session.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def _gap(settings: Mapping[str, str]) -> float:

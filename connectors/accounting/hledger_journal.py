@@ -7,9 +7,11 @@ every read (balances, a retry's duplicate check) until a later write. Without ac
 file the connector prevents that with a read, then a pause of more than a tick, before each
 write (``IVR_HLEDGER_RELOAD_GAP_MS``). With access (``IVR_HLEDGER_JOURNAL``) it can stamp the
 file itself: after each write, its mtime is set to the current time from the fine clock,
-later than any reload hledger-web made while answering that write; before a duplicate check,
-the same stamp makes the read reload whatever an earlier attempt may have appended. No read
-and no pause per write.
+later than any reload hledger-web made while answering that write, and set again once any
+reload running meanwhile has finished; before a duplicate check, the same stamp makes the
+read reload whatever an earlier attempt may have appended. No read and no pause per write.
+The processes of one machine stamp one at a time (``flock``), so a stamp never sets the
+mtime back.
 
 The stamp is trusted only once it has been seen to work: the first write of each process
 still takes the read and the pause, and every write must grow the file named (else it is not
@@ -26,9 +28,13 @@ that very transaction, stamps it from then on. ``off`` never stamps.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,21 @@ _TAIL = 8192
 # The connector state key under which the journal found through hledger-web is kept, so a
 # process that retries before it has written (its own finding) can stamp it first.
 STATE_KEY = "journal_path"
+# Stamps tried before a journal is judged unable to keep one (see JournalStamp.stamp).
+_STAMP_TRIES = 3
+# hledger-web 1.25 notes a reload's time when it has parsed the journal, not when it read
+# the file. A reload (a reader's, or a write's that found the file changed) that read the
+# file before one of our writes landed and finishes after that write's stamp would keep the
+# write unseen by every read until some later write. Each write's stamp is therefore done
+# again once such a reload has finished: after twice the slowest of hledger-web's recent
+# answers to this process (any request that finds the journal changed waits for a reload),
+# at least 50 ms, at most 10 s; one stamp again after the last write of a burst.
+# (A stamp set ahead of the clock instead would make every request reload until then, and
+# leave unseen a write of a process that cannot stamp, as hledger-web would reload just
+# before appending it.)
+_AGAIN_MIN_NS = 50_000_000
+_AGAIN_MAX_NS = 10_000_000_000
+_RECENT_ANSWERS = 16
 
 
 def journal_setting(raw: str) -> tuple[Path | None, bool]:
@@ -132,13 +153,23 @@ def journal_path(raw: str) -> Path | None:
 class JournalStamp:
     """Stamps one journal file's mtime; knows whether stamping can be relied on yet.
 
-    Not locked: the connector calls it only while holding its lock for a whole post.
+    Its own state is not locked: the connector calls it only while holding its lock for a
+    whole post. Stamping the file is locked across processes (``flock`` on the journal), so
+    the stamps of a line's processes on this machine only ever move the mtime forward.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], int] = time.time_ns) -> None:
         self.path = path
+        self._clock = clock  # nanoseconds since the epoch, as mtimes are kept
+        # How long hledger-web took to answer each recent request, in nanoseconds.
+        self._answers: deque[int] = deque(maxlen=_RECENT_ANSWERS)
         self._proven = False  # a write grew the file and its stamp held
         self._off = False
+        # Stamps come from the post and from the thread that stamps again (_again_later).
+        self._lock = threading.Condition()
+        self._again_at: float | None = None  # time.monotonic() of the stamp again
+        self._stamper: threading.Thread | None = None
+        self._closed = False
 
     @property
     def trusted(self) -> bool:
@@ -156,6 +187,11 @@ class JournalStamp:
             self._turn_off(f"cannot read it ({exc.strerror})")
             return None
 
+    def answered(self, took_ns: int) -> None:
+        """Note how long hledger-web took to answer a request of this process."""
+        with self._lock:
+            self._answers.append(took_ns)
+
     def after_write(self, size_before: int | None) -> None:
         """Stamp after a write hledger-web accepted; the write must have grown the file."""
         if size_before is None:
@@ -167,7 +203,10 @@ class JournalStamp:
             self._turn_off("a write hledger-web accepted did not grow it: it is not the "
                            "journal hledger-web serves")
             return
-        if self.stamp() and not self._proven:
+        if not self.stamp():
+            return
+        self._again_later()
+        if not self._proven:
             self._proven = True
             log.info("hledger: journal %s grew with a write and keeps its stamps; writes go "
                      "without the read and the reload gap from now on", self.path)
@@ -188,31 +227,86 @@ class JournalStamp:
             return False
         if not self.stamp():
             return False
+        self._again_later()
         self._proven = True
         log.info("hledger: journal %s (named by hledger-web) ends with our write and keeps "
                  "its stamps; writes go without the read and the reload gap from now on",
                  self.path)
         return True
 
+    def again_after_ns(self) -> int:
+        """How long after a write its stamp is done again (see _AGAIN_MIN_NS)."""
+        with self._lock:
+            slowest = max(self._answers, default=0)
+        return min(max(2 * slowest, _AGAIN_MIN_NS), _AGAIN_MAX_NS)
+
     def stamp(self) -> bool:
         """Set the mtime to now (fine clock), later than any earlier stamp; False (and
         stamping off) if the file or its filesystem does not keep it exactly."""
+        with self._lock:
+            return self._stamp()
+
+    def _stamp(self) -> bool:
         if self._off:
             return False
-        try:
-            info = self.path.stat()
+        for _ in range(_STAMP_TRIES):
+            try:
+                mtime, kept = self._stamp_once()
+            except OSError as exc:
+                self._turn_off(f"cannot set its modification time ({exc.strerror})")
+                return False
+            if kept == mtime:
+                return True
+            # Another process's write may have landed between the stamp and its check
+            # (hledger-web's append sets the mtime from the coarse clock): stamp again. A
+            # filesystem that cannot keep nanoseconds fails every try.
+        self._turn_off("its filesystem does not keep modification times to the "
+                       "nanosecond")
+        return False
+
+    def _again_later(self) -> None:
+        """Have the journal stamped again once a reload running now has finished; writes
+        in a burst push it back, so the burst's last write is the one it follows."""
+        with self._lock:
+            self._again_at = time.monotonic() + self.again_after_ns() / 1e9
+            if self._stamper is None:
+                self._stamper = threading.Thread(target=self._stamp_again, daemon=True,
+                                                 name="hledger-journal-stamp")
+                self._stamper.start()
+            self._lock.notify()
+
+    def _stamp_again(self) -> None:
+        with self._lock:
+            while not self._closed:
+                if self._again_at is None:
+                    self._lock.wait()
+                    continue
+                left = self._again_at - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                self._again_at = None
+                self._stamp()
+
+    def close(self) -> None:
+        """Stop stamping again (a stamp still due is left undone)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+
+    def _stamp_once(self) -> tuple[int, int]:
+        """One stamp: (the mtime set, the mtime then read back)."""
+        with self.path.open("rb") as journal:
+            # Every process of this machine stamps under this lock (released on close). A
+            # stamp read from the clock before another process's stamp and written after it
+            # would set the mtime back, below a reload that missed that process's write,
+            # which would then stay unseen until some later write.
+            fcntl.flock(journal.fileno(), fcntl.LOCK_EX)
+            info = os.fstat(journal.fileno())
             # Strictly later than the last mtime, whatever clock stamped it.
-            mtime = max(time.time_ns(), info.st_mtime_ns + 1)
-            os.utime(self.path, ns=(info.st_atime_ns, mtime))
-            kept = self.path.stat().st_mtime_ns
-        except OSError as exc:
-            self._turn_off(f"cannot set its modification time ({exc.strerror})")
-            return False
-        if kept != mtime:
-            self._turn_off("its filesystem does not keep modification times to the "
-                           "nanosecond")
-            return False
-        return True
+            mtime = max(self._clock(), info.st_mtime_ns + 1)
+            os.utime(journal.fileno(), ns=(info.st_atime_ns, mtime))
+            return mtime, os.fstat(journal.fileno()).st_mtime_ns
 
     def _turn_off(self, why: str) -> None:
         if not self._off:
