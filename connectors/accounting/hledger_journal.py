@@ -153,9 +153,11 @@ def journal_path(raw: str) -> Path | None:
 class JournalStamp:
     """Stamps one journal file's mtime; knows whether stamping can be relied on yet.
 
-    Its own state is not locked: the connector calls it only while holding its lock for a
-    whole post. Stamping the file is locked across processes (``flock`` on the journal), so
-    the stamps of a line's processes on this machine only ever move the mtime forward.
+    Whether it is trusted changes only in a post, and the connector holds its own lock for a
+    whole post; stamps and the answers' times are locked here too, since a thread of its
+    own stamps again after a burst. Stamping the file is locked across processes (``flock``
+    on the journal), so the stamps of a line's processes on this machine only ever move
+    the mtime forward.
     """
 
     def __init__(self, path: Path, clock: Callable[[], int] = time.time_ns) -> None:
