@@ -35,7 +35,6 @@ receivable and crediting clearing; code "rev-" + its key, tagged ``reverses:`` (
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re
@@ -70,8 +69,12 @@ from connectors.accounting.hledger_journal import (
 )
 from connectors.accounting.hledger_json import (
     Posting,
+    arrangement_code,
+    clean,
     decimal_places,
     exact_quantity,
+    reversal_code,
+    transaction_code,
     unbalanced_by,
     wire_posting,
     wire_transaction,
@@ -99,10 +102,6 @@ DEFAULT_CLEARING_ACCOUNT = "assets:bank:clearing"
 DEFAULT_FEE_ACCOUNT = "income:convenience-fees"
 DEFAULT_COMMODITY = "USD"
 
-# Characters that are inert in a transaction header, a code, a tag value and a URL path.
-_SAFE = re.compile(r"[A-Za-z0-9._-]+")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_MAX_CODE = 64
 # Account names: one space is part of a name, two end it; ; ( ) [ ] and # mean something
 # else in a posting line. Refusing them keeps every name we write a single account.
 _ACCOUNT_NAME = re.compile(r"[^\s;()\[\]#]+(?: [^\s;()\[\]#]+)*")
@@ -124,37 +123,8 @@ _RELOAD_GAP = 0.02
 # Known account names are reused this long; a name missing from the cache is re-read
 # at once, so a customer added to the journal is never refused because of the cache.
 _NAMES_TTL = 60.0
-_MAX_DESCRIPTION_PART = 32
 # Reads of a write's own transaction to find the journal, per process, before giving up.
 _FINDS = 3
-
-
-def transaction_code(idempotency_key: str) -> str:
-    """The ``tcode`` for a key: the key itself when it is safe in a journal, else a digest.
-
-    ``)`` ends a code in the journal text and ``;`` starts a comment, so a raw key with
-    such characters would be read back as a different code and never match again.
-    """
-    if len(idempotency_key) <= _MAX_CODE and _SAFE.fullmatch(idempotency_key):
-        return idempotency_key
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
-    return f"ivr-{digest[:32]}"
-
-
-def reversal_code(idempotency_key: str) -> str:
-    """The ``tcode`` for a reversal's key: "rev-" keeps it apart from payments' codes."""
-    return transaction_code("rev-" + idempotency_key)
-
-
-def arrangement_code(idempotency_key: str) -> str:
-    """The ``tcode`` for an arrangement's key: "arr-" keeps it apart from payments' codes,
-    so an arrangement can never be taken for a payment that landed, nor the reverse."""
-    return transaction_code("arr-" + idempotency_key)
-
-
-def _clean(value: str | None, limit: int = _MAX_DESCRIPTION_PART) -> str:
-    """``value`` reduced to characters that are inert in a journal header line."""
-    return _UNSAFE_CHARS.sub("", value or "")[:limit]
 
 
 def _setting(settings: Mapping[str, str], name: str, default: str,
@@ -290,19 +260,19 @@ class HledgerConnector:
             raise PermanentError(SYSTEM, f"fee {payment.fee} must be a number, not negative")
 
     def _description(self, payment: PaymentPost) -> str:
-        method = _clean(payment.method) or "payment"
+        method = clean(payment.method) or "payment"
         if payment.card_brand:
-            method = f"{_clean(payment.card_brand)} {method}"
-        last4 = _clean(payment.last4, 4)
+            method = f"{clean(payment.card_brand)} {method}"
+        last4 = clean(payment.last4, 4)
         masked = f" ****{last4}" if last4 else ""
-        return f"IVR payment conf {_clean(payment.confirmation_number)} {method}{masked}"
+        return f"IVR payment conf {clean(payment.confirmation_number)} {method}{masked}"
 
     def transaction(self, payment: PaymentPost) -> dict[str, Any]:
         """The JSON transaction for ``payment`` as ``PUT /add`` takes it (not yet checked)."""
         self._check_payment(payment)
         code = transaction_code(payment.idempotency_key)
-        tags = [f"acct:{_clean(payment.account_number, 64)}", f"ivr_ref:{code}"]
-        if conf := _clean(payment.confirmation_number, 64):
+        tags = [f"acct:{clean(payment.account_number, 64)}", f"ivr_ref:{code}"]
+        if conf := clean(payment.confirmation_number, 64):
             tags.append(f"conf:{conf}")
         return wire_transaction(
             payment.paid_at.astimezone(self.zone).date().isoformat(), "Cleared", code,
@@ -318,13 +288,13 @@ class HledgerConnector:
         if not all(value.is_finite() and value >= 0 for value in money):
             raise PermanentError(SYSTEM, "arrangement amounts must be numbers, not negative")
         code = arrangement_code(arrangement.idempotency_key)
-        conf = _clean(arrangement.confirmation_number, 64)
-        tags = [f"acct:{_clean(arrangement.account_number, 64)}", f"ivr_ref:{code}",
-                f"conf:{conf}", f"arrangement:{_clean(arrangement.kind)}",
-                f"status:{_clean(arrangement.status)}", f"balance:{arrangement.balance:f}"]
+        conf = clean(arrangement.confirmation_number, 64)
+        tags = [f"acct:{clean(arrangement.account_number, 64)}", f"ivr_ref:{code}",
+                f"conf:{conf}", f"arrangement:{clean(arrangement.kind)}",
+                f"status:{clean(arrangement.status)}", f"balance:{arrangement.balance:f}"]
         if arrangement.down_payment:
             tags.append(f"down_payment:{arrangement.down_payment:f}")
-            if down := _clean(arrangement.down_payment_confirmation, 64):
+            if down := clean(arrangement.down_payment_confirmation, 64):
                 tags.append(f"down_payment_conf:{down}")
         # "date" would be hledger's posting-date tag; "due_N" is plain data.
         tags += [f"due_{n}:{due.isoformat()} {amount:f}"
@@ -341,13 +311,13 @@ class HledgerConnector:
         self._check_money(reversal.amount, reversal.currency, reversal.recorded_at,
                           "recorded_at")
         code = reversal_code(reversal.idempotency_key)
-        conf = _clean(reversal.payment_confirmation_number, 64)
-        tags = [f"acct:{_clean(reversal.account_number, 64)}", f"ivr_ref:{code}",
-                f"conf:{conf}", f"reversal:{_clean(reversal.kind)}",
+        conf = clean(reversal.payment_confirmation_number, 64)
+        tags = [f"acct:{clean(reversal.account_number, 64)}", f"ivr_ref:{code}",
+                f"conf:{conf}", f"reversal:{clean(reversal.kind)}",
                 f"reverses:{transaction_code(reversal.payment_idempotency_key)}"]
         if reversal.code:
-            tags.append(f"return_code:{_clean(reversal.code, 3)}")
-        why = _clean(reversal.code or reversal.kind)
+            tags.append(f"return_code:{clean(reversal.code, 3)}")
+        why = clean(reversal.code or reversal.kind)
         postings = [Posting(self.receivable_account(reversal.account_number), reversal.amount),
                     Posting(self.clearing_account, -reversal.amount)]
         return wire_transaction(

@@ -1,8 +1,11 @@
-"""hledger-web 1.25's JSON for transactions: exact amounts, postings, transactions, and the
-check that a transaction balances before it is sent (connectors/accounting/hledger.py)."""
+"""hledger-web 1.25's JSON for transactions: the codes and text they carry, exact amounts,
+postings, transactions, and the check that a transaction balances before it is sent
+(connectors/accounting/hledger.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,10 +13,44 @@ from typing import Any
 
 from connectors.accounting.base import PermanentError
 
-__all__ = ["Posting", "decimal_places", "exact_quantity", "unbalanced_by", "wire_amount",
-           "wire_posting", "wire_transaction"]
+__all__ = ["Posting", "arrangement_code", "clean", "decimal_places", "exact_quantity",
+           "reversal_code", "transaction_code", "unbalanced_by", "wire_amount", "wire_posting",
+           "wire_transaction"]
 
 SYSTEM = "hledger"
+# Characters that are inert in a transaction header, a code, a tag value and a URL path.
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_CODE = 64
+_MAX_DESCRIPTION_PART = 32
+
+
+def transaction_code(idempotency_key: str) -> str:
+    """The ``tcode`` for a key: the key itself when it is safe in a journal, else a digest.
+
+    ``)`` ends a code in the journal text and ``;`` starts a comment, so a raw key with
+    such characters would be read back as a different code and never match again.
+    """
+    if len(idempotency_key) <= _MAX_CODE and _SAFE.fullmatch(idempotency_key):
+        return idempotency_key
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
+    return f"ivr-{digest[:32]}"
+
+
+def reversal_code(idempotency_key: str) -> str:
+    """The ``tcode`` for a reversal's key: "rev-" keeps it apart from payments' codes."""
+    return transaction_code("rev-" + idempotency_key)
+
+
+def arrangement_code(idempotency_key: str) -> str:
+    """The ``tcode`` for an arrangement's key: "arr-" keeps it apart from payments' codes,
+    so an arrangement can never be taken for a payment that landed, nor the reverse."""
+    return transaction_code("arr-" + idempotency_key)
+
+
+def clean(value: str | None, limit: int = _MAX_DESCRIPTION_PART) -> str:
+    """``value`` reduced to characters that are inert in a journal header line."""
+    return _UNSAFE_CHARS.sub("", value or "")[:limit]
 
 
 @dataclass(frozen=True)
