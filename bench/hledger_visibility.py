@@ -129,6 +129,8 @@ def one_round(server: HledgerServer, args: argparse.Namespace, again: bool,
     stop.set()
     for reader in readers:
         reader.join()
+    if len(codes) != args.writers * args.writes:
+        raise SystemExit(f"only {len(codes)} of {args.writers * args.writes} posts landed")
     seen = {t["tcode"] for t in requests.get(f"{server.url}/transactions", timeout=120).json()}
     tally.rounds += 1
     tally.unseen_rounds += any(code not in seen for code in codes)

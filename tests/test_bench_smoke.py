@@ -107,3 +107,19 @@ def test_the_posting_bench_drains_every_receiver() -> None:
                  "off, gap 0:", "hledger-web +2,000:", "off +2,000:"):
         assert any(x.startswith(name) and " ratio min/median " in x for x in lines), done.stdout
     assert any(x.startswith("hledger-web: real-time <Pay> callback") for x in lines), done.stdout
+
+
+def test_the_visibility_bench_counts_unseen_writes_in_both_modes() -> None:
+    problem = hledger_available()
+    if problem is not None:
+        unavailable(problem)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hledger_visibility", "--rounds", "1", "--history", "50",
+         "--writes", "2", "--readers", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    # The bench stops with an error unless every post landed.
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for mode in ("again", "once"):
+        assert any(line.startswith(f"| {mode} | ") and " of 1 | " in line for line in lines), \
+            done.stdout
