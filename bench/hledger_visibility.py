@@ -33,14 +33,13 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import requests
 
 from bench.posting import bills
-from connectors.accounting.base import PaymentPost, RetryableError
+from bench.posting import post as payment
+from connectors.accounting.base import RetryableError
 from connectors.accounting.hledger import HledgerConnector
 from connectors.accounting.hledger_journal import JournalStamp
 from tests.servers.hledger import HledgerServer, start_hledger
@@ -66,11 +65,7 @@ def write(settings: dict[str, str], count: int, again: bool,
 
     threading.Thread(target=other_work, daemon=True).start()
     for n in range(count):
-        post = PaymentPost(
-            idempotency_key=f"vis-{time.time_ns()}-{n}", account_number="4401001234",
-            amount=Decimal("1.00"), fee=Decimal("0"), currency="USD",
-            paid_at=datetime.now(UTC), confirmation_number=f"PCV{n}", method="card",
-            last4="1111", card_brand="visa", may_exist=False)
+        post = replace(payment(n), may_exist=False)  # a first attempt
         started = time.perf_counter()
         for _ in range(20):
             try:
