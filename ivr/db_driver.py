@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
 import select
 from collections.abc import Callable, Mapping, Sequence
@@ -238,7 +239,7 @@ class DriverStatement:
 
     def _loaded(self, connection: Connection, result: Any) -> list[tuple[Any, ...]]:
         """libpq's rows of this statement, converted as SQLAlchemy converts them."""
-        rows = _load_rows(connection.connection.dbapi_connection, result)
+        rows = _load_rows(connection, result)
         if not rows:
             return []
         types = [result.ftype(i) for i in range(result.nfields)]
@@ -424,7 +425,12 @@ def _literal(value: Any, escape: Callable[[bytes], bytes], dbapi: Any) -> bytes:
         return escape(str(value).encode())
     if kind is datetime or kind is date:
         return escape(value.isoformat().encode())
-    return _psycopg().literal(value).as_bytes(dbapi)
+    psycopg = _psycopg()
+    if kind in psycopg.json_kinds and value.dumps is None:
+        # A JSON parameter (a webhook's steps, a call's offer) as psycopg's default dumps
+        # writes it, less its typed literal's cost.
+        return escape(json.dumps(value.obj).encode())
+    return psycopg.literal(value).as_bytes(dbapi)
 
 
 def _results_of(pgconn: Any) -> list[Any]:
@@ -482,6 +488,7 @@ class _Psycopg:
     def __init__(self) -> None:
         from psycopg import errors, pq, sql
         from psycopg.adapt import Transformer
+        from psycopg.types.json import Json, Jsonb
 
         self.idle = pq.TransactionStatus.IDLE
         self.ok = frozenset({pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK})
@@ -489,6 +496,7 @@ class _Psycopg:
         self.literal = sql.Literal
         self.error_from_result = errors.error_from_result
         self.transformer = Transformer
+        self.json_kinds = frozenset({Json, Jsonb})
 
 
 @functools.cache
@@ -504,9 +512,18 @@ def _check(dbapi: Any, result: Any) -> Any:
     raise psycopg.error_from_result(result, encoding=dbapi.info.encoding)
 
 
-def _load_rows(dbapi: Any, result: Any) -> list[tuple[Any, ...]]:
-    """libpq's rows as psycopg's cursor loads them (the connection's adapters)."""
-    transformer = _psycopg().transformer(dbapi)
+# The Transformer that loads a connection's rows (in its ``info``, as ``_PREPARED``).
+_TRANSFORMER = "ivr.transformer"
+
+
+def _load_rows(connection: Connection, result: Any) -> list[tuple[Any, ...]]:
+    """libpq's rows as psycopg's cursor loads them (the connection's adapters), by one
+    Transformer per connection, kept as a cursor keeps its own across queries: it keeps the
+    loaders it looked up, which a new one looks up again for each of a call's 60 columns."""
+    transformer = connection.info.get(_TRANSFORMER)
+    if transformer is None:
+        transformer = connection.info[_TRANSFORMER] = _psycopg().transformer(
+            cast(Any, connection.connection.dbapi_connection))
     transformer.set_pgresult(result)
     return transformer.load_rows(0, result.ntuples, tuple)
 

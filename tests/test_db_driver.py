@@ -133,3 +133,24 @@ def test_a_commit_before_the_webhook_ends_writes_the_call_too(database: Database
     with database.session() as db:
         final = db.get(CallSession, "CA-mid")
     assert final is not None and (final.state, final.pay_tries) == ("main_menu", 1)
+
+
+def test_json_in_a_webhooks_last_round_trip_reads_back_as_written(database: Database) -> None:
+    # On PostgreSQL the write and COMMIT go as one query, parameters written as literals:
+    # quotes, backslashes and non-ASCII text must come back as they went in.
+    awkward = "O'Brien \\ \"Núñez\" ☎"
+    offer = {"kind": "split", "note": awkward, "instalments": [["2026-12-20", 6000]]}
+    with database.session() as db:
+        db.add(CallSession(call_sid="CA-json", state="verify", started_at=STARTED))
+    with database.webhook() as db:
+        call = load_call(db, "CA-json")
+        assert call is not None
+        call.arrangement_offer = offer
+        queue_event(db, {"call_sid": "CA-json", "at": STARTED, "state": "verify",
+                         "event": "enter", "detail": awkward, "language": "es-US"})
+        save_call(db, call, commit=True)
+    with database.session() as db:
+        row = db.get(CallSession, "CA-json")
+        details = db.scalars(select(CallEvent.detail).where(CallEvent.call_sid == "CA-json")).all()
+    assert row is not None and row.arrangement_offer == offer
+    assert details == [awkward]
