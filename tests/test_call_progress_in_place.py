@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import inspect, text
 
 from ivr.calls.call_row import load_call, save_call
-from ivr.models import CallSession
+from ivr.calls.guards import waiting_in_pay
+from ivr.db_webhook import WebhookTransaction
+from ivr.models import CallSession, utcnow
 from ivr.models.calls import CALL_FILLFACTOR
 from ivr.web.app import get_database
 from tests.conftest import Twilio, _truncate_postgres, make_app, new_sid
@@ -24,7 +26,17 @@ pytestmark = pytest.mark.slow
 CALLER = "+15555550123"  # on file for account 4401001234
 
 
-def test_a_webhooks_write_of_its_call_is_a_heap_only_update(
+def _updates(db: WebhookTransaction) -> tuple[int, int]:
+    """(rows updated, of which in place) in call_sessions by this connection since its
+    statistics were last reported: take differences."""
+    row = db.connection().execute(text(
+        "SELECT pg_stat_get_xact_tuples_updated(c.oid),"
+        " pg_stat_get_xact_tuples_hot_updated(c.oid)"
+        " FROM pg_class c WHERE c.relname = 'call_sessions'")).one()
+    return int(row[0]), int(row[1])
+
+
+def test_a_webhooks_write_of_its_call_is_a_heap_only_update_until_it_ends(
         postgres_url: str, prompts_dir: Path) -> None:
     _truncate_postgres(postgres_url)
     app = make_app(postgres_url, prompts_dir, serve_threads=2)
@@ -36,23 +48,60 @@ def test_a_webhooks_write_of_its_call_is_a_heap_only_update(
         call = load_call(db, sid)
         assert call is not None
         # What webhooks change as a call goes on: where it is, its counters, the caller's
-        # answers, and at the end its outcome.
-        call.state, call.tries, call.silences = "main_menu", 1, 2
+        # answers, the amount and the <Pay> attempt.
+        call.state, call.tries, call.silences = "paying", 1, 2
         call.verified, call.verify_failures, call.language = True, 1, "es-US"
-        call.amount_cents, call.call_status = 12_345, "completed"
-        call.ended_at = call.started_at
+        call.amount_cents, call.method, call.pay_tries = 12_345, "card", 1
+        before = _updates(db)
         save_call(db, call)
-        updated, in_place = db.connection().execute(text(
-            "SELECT pg_stat_get_xact_tuples_updated(c.oid),"
-            " pg_stat_get_xact_tuples_hot_updated(c.oid)"
-            " FROM pg_class c WHERE c.relname = 'call_sessions'")).one()
-    assert (updated, in_place) == (1, 1)
+        after = _updates(db)
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+    with get_database(app).webhook() as db:
+        call = load_call(db, sid)
+        assert call is not None
+        # The call's end takes it out of the live calls' index: that write alone is not.
+        call.call_status, call.ended_at = "completed", call.started_at
+        before = _updates(db)
+        save_call(db, call)
+        after = _updates(db)
+        assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
     with get_database(app).session() as session:
-        indexed = {column for index in inspect(session.connection()).get_indexes(
-            CallSession.__tablename__) for column in index["column_names"]}
+        indexes = inspect(session.connection()).get_indexes(CallSession.__tablename__)
         options = session.scalar(text(
             "SELECT reloptions FROM pg_class WHERE relname = 'call_sessions'"))
     # Only what never changes after the call's first webhook (the key is the primary key's).
-    assert indexed == {"started_at"}
+    assert {c for index in indexes for c in index["column_names"]} == {"started_at"}
     assert f"fillfactor={CALL_FILLFACTOR}" in (options or [])
+
+
+def test_the_calls_waiting_in_pay_are_read_from_the_live_calls_alone(
+        postgres_url: str, prompts_dir: Path) -> None:
+    # The card-testing limits ask for the calls in <Pay> at every attempt: with a day of
+    # ended calls in the table, that read must not walk them.
+    _truncate_postgres(postgres_url)
+    app = make_app(postgres_url, prompts_dir, serve_threads=2)
+    database = get_database(app)
+    now = utcnow()
+    with database.session() as db:
+        db.execute(text(
+            "INSERT INTO call_sessions (call_sid, from_number, to_number, language, state,"
+            " tries, silences, extended_time, awaiting_more_time, verified,"
+            " identify_failures, verify_failures, fee_cents, pay_tries, text_receipt_sent,"
+            " paid_today_confirmed, prompts_version, started_at, updated_at, ended_at)"
+            " SELECT 'CA' || i, '+15555550100', '+13125550100', 'en-US', 'ended', 0, 0,"
+            " false, false, false, 0, 0, 0, 0, false, false, 'v', :now - i * interval '1 s',"
+            " :now, :now FROM generate_series(1, 20000) i"), {"now": now})
+        db.execute(text("ANALYZE call_sessions"))
+    with database.session() as db:
+        db.add_all([CallSession(call_sid="CA-me", state="paying", from_number=CALLER,
+                                started_at=now),
+                    CallSession(call_sid="CA-other", state="paying",
+                                from_number="+15555550999", started_at=now)])
+        db.flush()
+        query = waiting_in_pay("CA-me", now)
+        sql = str(query.compile(db.get_bind(), compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(db.scalars(text("EXPLAIN " + sql)))
+        waiting = db.execute(query).all()
+    assert "ix_call_sessions_live" in plan, plan
+    assert waiting == [(None, "+15555550999")]

@@ -14,7 +14,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import BigInteger, bindparam, delete, func, select
+from sqlalchemy import BigInteger, Select, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from connectors.phones import normalize_e164
@@ -111,11 +111,17 @@ def _count(db: Session, kind: str, since: datetime, **match: object) -> int:
     return int(db.scalar(stmt) or 0)
 
 
+def waiting_in_pay(call_sid: str, now: datetime) -> Select[int | None, str]:
+    """(account, number) of the calls other than ``call_sid`` waiting on <Pay> right now (a
+    handful): read among the calls still live (their own index, ix_call_sessions_live)."""
+    return select(CallSession.account_id, CallSession.from_number).where(
+        CallSession.state == _PAYING, CallSession.call_sid != call_sid,
+        CallSession.ended_at.is_(None), CallSession.started_at > now - _IN_FLIGHT)
+
+
 def _in_flight(db: Session, call: CallSession, now: datetime) -> list[tuple[int | None, str]]:
-    """(account, caller) of the other calls waiting on <Pay> right now (a handful)."""
-    rows = db.execute(select(CallSession.account_id, CallSession.from_number).where(
-        CallSession.state == _PAYING, CallSession.call_sid != call.call_sid,
-        CallSession.ended_at.is_(None), CallSession.started_at > now - _IN_FLIGHT))
+    """(account, caller) of the other calls waiting on <Pay> right now."""
+    rows = db.execute(waiting_in_pay(call.call_sid, now))
     return [(account_id, caller_key(number)) for account_id, number in rows]
 
 

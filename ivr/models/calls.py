@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     String,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -73,11 +74,16 @@ class CallSession(Base):
 
     __tablename__ = "call_sessions"
     # Every webhook rewrites its call's row, so no index may hold a column a webhook
-    # changes: PostgreSQL then updates the row in place on its page (a "HOT" update, no
-    # index entries to add), and a fifth of each page is left free for those new versions.
-    # Recent calls (the card-testing limits' calls waiting in <Pay>, the console's calls in
-    # progress, the day's funnel) are found by when they started, which never changes.
+    # changes as the call goes on: PostgreSQL then updates the row in place on its page (a
+    # "HOT" update, no index entries to add), and a fifth of each page is left free for
+    # those new versions. Calls are found by when they started, which never changes: all
+    # of them (the funnel, the day's metrics), or those still live (the card-testing
+    # limits' calls waiting in <Pay>, the console's calls in progress), whose index only
+    # the call's last write, which ends it, changes.
     __table_args__ = (Index("ix_call_sessions_started", "started_at"),
+                      Index("ix_call_sessions_live", "started_at",
+                            postgresql_where=text("ended_at IS NULL"),
+                            sqlite_where=text("ended_at IS NULL")),
                       {"postgresql_with": {"fillfactor": CALL_FILLFACTOR}})
 
     call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
