@@ -1,7 +1,7 @@
 """bank returns, notices of change, refunds and voids: reversals and their outbox rows
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-01 09:00:00
 """
 from collections.abc import Sequence
