@@ -34,12 +34,18 @@ def bench_postgres() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
-def test_the_import_bench_prints_every_figure(bench_postgres: str) -> None:
+def _bench(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.<module> args`` from the repository; a failure shows its output."""
     done = subprocess.run(  # noqa: S603 - this repository's own bench
-        [sys.executable, "-m", "bench.imports", "--rows", "2000", "--payments", "200",
-         "--postgres", bench_postgres, "--idle-seconds", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_import_bench_prints_every_figure(bench_postgres: str) -> None:
+    done = _bench("imports", "--rows", "2000", "--payments", "200", "--postgres",
+                  bench_postgres, "--idle-seconds", "2")
     lines = done.stdout.splitlines()
     assert lines[0].startswith("account file: 2,000 rows")
     for label in ("SQLite", "PostgreSQL"):
@@ -57,13 +63,9 @@ def test_the_import_bench_prints_every_figure(bench_postgres: str) -> None:
 
 def test_the_call_time_bench_times_every_standard_call(tmp_path: Path) -> None:
     need_espeak()
-    done = subprocess.run(  # noqa: S603 - this repository's own bench
-        [sys.executable, "-m", "bench.call_time", "--markdown",
-         "--cache", str(tmp_path / "lengths.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     # Exit 0 means every standard call still reaches its confirmation number: a failure
     # means the calls no longer follow the flow, not that the line got slower.
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("call_time", "--markdown", "--cache", str(tmp_path / "lengths.json"), timeout=300)
     lines = done.stdout.splitlines()
     assert lines[0].startswith("Call time: espeak-ng at ")
     for call in STANDARD_CALLS:
@@ -76,11 +78,8 @@ def test_the_call_time_bench_times_every_standard_call(tmp_path: Path) -> None:
 
 
 def test_the_load_bench_prints_the_ratios_it_is_judged_by() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--databases", "sqlite", "--rounds", "1",
-         "--seconds", "1", "--concurrency", "2", "--capacity-seconds", "0"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("load", "--databases", "sqlite", "--rounds", "1", "--seconds", "1",
+                  "--concurrency", "2", "--capacity-seconds", "0", timeout=300)
     lines = [line.strip() for line in done.stdout.splitlines()]
     # No webhook of the line failed: its calls still follow the flow the bench expects.
     line = [x for x in lines if x.startswith("sqlite  ivr sequential:")]
@@ -96,12 +95,8 @@ def test_the_posting_bench_drains_every_receiver() -> None:
     problem = hledger_available()
     if problem is not None:
         unavailable(problem)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.posting", "--payments", "20", "--rounds", "1",
-         "--calls", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     # Each drain asserts that it posted every payment, so exit 0 is the check that matters.
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("posting", "--payments", "20", "--rounds", "1", "--calls", "2")
     lines = [line.strip() for line in done.stdout.splitlines()]
     for name in ("webhook receiver:", "hledger-web:", "hledger-web off:",
                  "off, gap 0:", "hledger-web +2,000:", "off +2,000:"):
@@ -113,12 +108,9 @@ def test_the_visibility_bench_counts_unseen_writes_in_both_modes() -> None:
     problem = hledger_available()
     if problem is not None:
         unavailable(problem)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.hledger_visibility", "--rounds", "1", "--history", "50",
-         "--writes", "2", "--readers", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     # The bench stops with an error unless every post landed.
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("hledger_visibility", "--rounds", "1", "--history", "50", "--writes", "2",
+                  "--readers", "1")
     lines = done.stdout.splitlines()
     for mode in ("again", "once"):
         assert any(line.startswith(f"| {mode} | ") and " of 1 | " in line for line in lines), \

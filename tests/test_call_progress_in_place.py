@@ -8,6 +8,7 @@ column that webhooks change (``state`` was one) turns every such write into a fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,20 @@ pytestmark = pytest.mark.slow
 CALLER = "+15555550123"  # on file for account 4401001234
 
 
-def _updates(db: WebhookTransaction) -> tuple[int, int]:
-    """(rows updated, of which in place) in call_sessions by this connection since its
-    statistics were last reported: take differences."""
-    row = db.connection().execute(text(
-        "SELECT pg_stat_get_xact_tuples_updated(c.oid),"
-        " pg_stat_get_xact_tuples_hot_updated(c.oid)"
-        " FROM pg_class c WHERE c.relname = 'call_sessions'")).one()
-    return int(row[0]), int(row[1])
+def _updated_by(db: WebhookTransaction, write: Callable[[], None]) -> tuple[int, int]:
+    """(rows of call_sessions updated by ``write``, of which in place). PostgreSQL's
+    counters are this connection's since its statistics were last reported: a difference."""
+    def counts() -> tuple[int, int]:
+        row = db.connection().execute(text(
+            "SELECT pg_stat_get_xact_tuples_updated(c.oid),"
+            " pg_stat_get_xact_tuples_hot_updated(c.oid)"
+            " FROM pg_class c WHERE c.relname = 'call_sessions'")).one()
+        return int(row[0]), int(row[1])
+
+    before = counts()
+    write()
+    after = counts()
+    return after[0] - before[0], after[1] - before[1]
 
 
 def test_a_webhooks_write_of_its_call_is_a_heap_only_update_until_it_ends(
@@ -52,19 +59,13 @@ def test_a_webhooks_write_of_its_call_is_a_heap_only_update_until_it_ends(
         call.state, call.tries, call.silences = "paying", 1, 2
         call.verified, call.verify_failures, call.language = True, 1, "es-US"
         call.amount_cents, call.method, call.pay_tries = 12_345, "card", 1
-        before = _updates(db)
-        save_call(db, call)
-        after = _updates(db)
-        assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+        assert _updated_by(db, lambda: save_call(db, call)) == (1, 1)
     with get_database(app).webhook() as db:
         call = load_call(db, sid)
         assert call is not None
         # The call's end takes it out of the live calls' index: that write alone is not.
         call.call_status, call.ended_at = "completed", call.started_at
-        before = _updates(db)
-        save_call(db, call)
-        after = _updates(db)
-        assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
+        assert _updated_by(db, lambda: save_call(db, call)) == (1, 0)
 
     with get_database(app).session() as session:
         indexes = inspect(session.connection()).get_indexes(CallSession.__tablename__)
