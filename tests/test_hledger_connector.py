@@ -527,6 +527,38 @@ def test_default_connector_finds_the_journal_and_shows_every_write_at_once(
         connector.close()
 
 
+class FoundMeanwhile(MemoryStateStore):
+    """Another process records the same journal between this one's read and its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    def put(self, key: str, value: str, *, expected: str | None) -> bool:
+        if key == "journal_path" and not self.raced:
+            self.raced = True
+            assert super().put(key, value, expected=expected)
+        return super().put(key, value, expected=expected)
+
+
+def test_two_processes_finding_the_journal_at_once_both_stamp_it(
+        live: HledgerServer) -> None:
+    """Two workers started together both find the journal with their first writes; the one
+    whose record of it comes second must stamp too, or each of its writes waits for the
+    gap, and one landing in that gap just as the other process stamps stays unseen."""
+    state = FoundMeanwhile()
+    connector = finding(live, state)
+    try:
+        connector.post_payment(first_attempt(), timeout=5)
+        assert state.raced
+        assert connector.journal is not None and connector.journal.trusted
+        started = time.monotonic()
+        server_transaction(live, connector.post_payment(first_attempt(), timeout=5).receipt_id)
+        assert time.monotonic() - started < 1  # no 1 s reload gap before it
+    finally:
+        connector.close()
+
+
 def test_a_retry_in_a_new_process_stamps_the_journal_another_one_found(
         live: HledgerServer) -> None:
     state = MemoryStateStore()
@@ -638,6 +670,33 @@ def test_a_burst_of_writes_is_stamped_again_once_its_reloads_are_over(tmp_path: 
         assert journal.stat().st_mtime_ns > burst
     finally:
         stamp.close()
+
+
+def test_closing_right_after_a_write_still_stamps_it_again(tmp_path: Path) -> None:
+    """A worker told to stop just after its last write closes the connector: the stamp
+    again is done then, when due, not dropped with the process (a reload that ran past the
+    write's first stamp would keep it unseen by every read until some later write)."""
+    journal = tmp_path / "biller.journal"
+    journal.write_text("; books\n", encoding="utf-8")
+    stamps: list[float] = []
+
+    def clock() -> int:
+        stamps.append(time.monotonic())
+        return time.time_ns()
+
+    stamp = JournalStamp(journal, clock)
+    size = journal.stat().st_size
+    with journal.open("a", encoding="utf-8") as books:
+        books.write("; a write\n")
+    stamp.answered(100_000_000)
+    stamp.after_write(size)
+    written, first = stamps[-1], journal.stat().st_mtime_ns
+    stamp.close()
+    assert len(stamps) == 2
+    assert stamps[-1] - written >= 0.2  # twice the slowest answer after the write
+    assert journal.stat().st_mtime_ns > first
+    time.sleep(0.3)
+    assert len(stamps) == 2  # and never again after closing
 
 
 def test_how_long_until_a_stamp_again_is_bounded(tmp_path: Path) -> None:

@@ -291,10 +291,21 @@ class JournalStamp:
                 self._stamp()
 
     def close(self) -> None:
-        """Stop stamping again (a stamp still due is left undone)."""
+        """Stop stamping again, after doing the stamp still due, if any, when it is due.
+
+        A process that stops right after a write (a worker told to stop, a web worker
+        recycled) would otherwise leave that write unseen, should a reload have run past
+        its first stamp, until some later write; the wait is at most _AGAIN_MAX_NS."""
         with self._lock:
             self._closed = True
+            due, self._again_at = self._again_at, None
             self._lock.notify()
+        if due is None:
+            return
+        left = due - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        self.stamp()
 
     def _stamp_once(self) -> tuple[int, int]:
         """One stamp: (the mtime set, the mtime then read back)."""
@@ -333,7 +344,14 @@ def keep_journal(state: StateStore | None, path: Path) -> bool:
         return True
     try:
         current = state.get(STATE_KEY)
-        return current == str(path) or state.put(STATE_KEY, str(path), expected=current)
+        if current == str(path) or state.put(STATE_KEY, str(path), expected=current):
+            return True
+        # Another process recorded a path between our read and our write: most often the
+        # same file, found by a process that started with this one (two workers' first
+        # writes). Not stamping then would leave every write of this process to the read
+        # and the pause, where the other's write or stamp landing in the pause makes
+        # hledger-web reload just before appending ours, which can then stay unseen.
+        return state.get(STATE_KEY) == str(path)
     except Exception:  # the store is the line's database: any of its failures
         log.exception("hledger: could not record the journal's path")
         return False

@@ -107,8 +107,11 @@ def worker(once: bool, idle: float) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stats = run_worker(get_database(app), accounting.connector, get_config(app), once=once,
-                       idle_sleep=idle, should_stop=lambda: stop["now"])
+    try:
+        stats = run_worker(get_database(app), accounting.connector, get_config(app),
+                           once=once, idle_sleep=idle, should_stop=lambda: stop["now"])
+    finally:
+        accounting.close()  # the connector's last duties (hledger: a journal stamp due)
     click.echo(f"posted {stats.posted}, retried {stats.retried}, dead {stats.dead}")
 
 

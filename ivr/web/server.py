@@ -55,6 +55,14 @@ def _child_exit(_server: Any, worker: Any) -> None:
     mark_worker_dead(worker.pid)
 
 
+def _worker_exit(_server: Any, worker: Any) -> None:
+    # A web worker posts payments too; the connector's last duties (hledger: a journal
+    # stamp still due) are done before the process goes.
+    accounting = getattr(worker.wsgi, "extensions", {}).get("ivr.money.accounting")
+    if accounting is not None:
+        accounting.close()
+
+
 def run_gunicorn(host: str, port: int, workers: int, threads: int,
                  access_log: bool = False) -> None:
     """Serve with threaded (gthread) workers.
@@ -69,4 +77,4 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int,
                "timeout": 30, "accesslog": "-" if access_log else None,
                "worker_class": "gthread",
                "on_starting": _on_starting, "pre_fork": _pre_fork,
-               "child_exit": _child_exit}).run()
+               "child_exit": _child_exit, "worker_exit": _worker_exit}).run()
