@@ -288,6 +288,30 @@ class Database:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
+    def schema_refusal(self) -> str:
+        """Why this code must not run the line on the schema as it is ('' when it may): no
+        schema yet, or one an upgrade of this code has not migrated. A schema newer than
+        this code (another node upgraded first, or this one was rolled back) is not
+        refused: that would stop a rolling upgrade's older nodes, and a rollback."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        script = ScriptDirectory.from_config(alembic_config(self.url))
+        head = script.get_current_head()
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
+            return ""
+        if current is None:
+            return "the database has no schema yet: run `ivr db upgrade` first"
+        try:
+            script.get_revision(current)
+        except CommandError:
+            return ""  # newer than this code
+        return (f"the database schema is at revision {current} and this version needs "
+                f"{head}: run `ivr db upgrade` first (docs/deployment.md, Upgrading)")
+
     def dispose(self) -> None:
         """Close pooled connections."""
         self.engine.dispose()

@@ -82,6 +82,7 @@ def test_with_both_keys_a_server_database_serves(postgres_url: str,
 def test_one_machine_on_sqlite_makes_its_own_keys(sqlite_url: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _line_env(monkeypatch, sqlite_url)
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
     result = CliRunner().invoke(main, ["serve"])
     assert "ivr serve started the line" in str(result.exception)
 

@@ -102,6 +102,7 @@ def test_with_nothing_kept_a_broken_folder_is_refused_at_start(
     monkeypatch.setenv("IVR_TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PROMPTS_DIR", str(prompts))
     never_serve(monkeypatch)
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code != 0
     assert "settings.toml" in result.output

@@ -32,6 +32,16 @@ def require_shared_keys(app: Flask, needed: tuple[str, ...] | None = None) -> No
         raise click.ClickException(refusal)
 
 
+def require_current_schema(app: Flask) -> None:
+    """End a command that runs the line (serves, posts) on a schema not yet migrated for
+    this version: every call would otherwise end in the apology."""
+    from ivr.web.app import get_database
+
+    refusal = get_database(app).schema_refusal()
+    if refusal:
+        raise click.ClickException(refusal)
+
+
 def safe_url(url: str) -> str:
     """A database URL with its password hidden."""
     from sqlalchemy.engine import make_url

@@ -10,7 +10,7 @@ import click
 from flask import Flask
 
 from connectors.amounts import cents_to_text
-from ivr.cli.base import load_app, require_shared_keys
+from ivr.cli.base import load_app, require_current_schema, require_shared_keys
 from ivr.statuses import OutboxStatus
 from ivr.web.app import get_config, get_database
 
@@ -99,6 +99,7 @@ def worker(once: bool, idle: float) -> None:
 
     app = load_app()
     require_shared_keys(app)
+    require_current_schema(app)
     accounting = _accounting_or_fail(app)
     stop = {"now": False}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ivr.cli.base import load_app, require_shared_keys
+from ivr.cli.base import load_app, require_current_schema, require_shared_keys
 from ivr.web.app import get_config
 
 
@@ -39,6 +39,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         click.secho("WARNING: IVR_PUBLIC_BASE_URL is not an https:// URL: <Pay> will not work "
                     "with real calls, and signatures behind a proxy will not validate.",
                     fg="yellow", err=True)
+    require_current_schema(app)  # after the settings' own checks
     from ivr.prompts.catalog import CatalogError, PromptStore
 
     store: PromptStore = app.extensions["ivr.prompts.catalog"]
