@@ -35,9 +35,18 @@ def require_shared_keys(app: Flask, needed: tuple[str, ...] | None = None) -> No
 def require_current_schema(app: Flask) -> None:
     """End a command that runs the line (serves, posts) on a schema not yet migrated for
     this version: every call would otherwise end in the apology."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from ivr.web.app import get_database
 
-    refusal = get_database(app).schema_refusal()
+    try:
+        refusal = get_database(app).schema_refusal()
+    except SQLAlchemyError as exc:
+        # A database down at start is the outage the line apologises through; it starts
+        # as it would had the database gone down a moment later.
+        click.secho(f"WARNING: the database schema could not be checked ({type(exc).__name__}"
+                    "): starting anyway", fg="yellow", err=True)
+        return
     if refusal:
         raise click.ClickException(refusal)
 
