@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
-from ivr.db_driver import MappedRow, attach
+from ivr.db_rows import MappedRow, attach
 
 M = TypeVar("M")
 

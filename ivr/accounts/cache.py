@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ivr.db_driver import DriverStatement, MappedRow, ReadAhead
+from ivr.db_driver import DriverStatement, ReadAhead
+from ivr.db_rows import MappedRow
 from ivr.db_webhook import DbHandle, session_of
 from ivr.models import Account, AccountPhone, CallSession, VerificationFailure
 from ivr.prompts.settings import VerificationSettings

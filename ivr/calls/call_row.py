@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.accounts.cache import ACCOUNT_ROW
 from ivr.db import CALL_PROGRESS, commit_sql
-from ivr.db_driver import DriverStatement, MappedRow, ReadAhead, begin_with, keep_ahead
+from ivr.db_driver import DriverStatement, ReadAhead, begin_with, keep_ahead
+from ivr.db_rows import MappedRow
 from ivr.db_webhook import DbHandle, WebhookTransaction
 from ivr.models import Account, CallEvent, CallSession, utcnow
 
