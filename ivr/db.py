@@ -220,8 +220,10 @@ class Database:
         # connections are recycled before servers and proxies drop idle ones, and a webhook
         # whose first statement meets a dead connection retries once (ivr.calls.call_row.load_call).
         # CLI jobs (the outbox worker runs for weeks) keep the ping: it costs them nothing.
+        # hide_parameters: an error's text (logged with its traceback) names the statement,
+        # never its values: callers' numbers, accounts, names.
         kwargs: dict[str, Any] = {"pool_pre_ping": web is None and not self.is_sqlite,
-                                  "pool_recycle": RECYCLE_SECONDS}
+                                  "pool_recycle": RECYCLE_SECONDS, "hide_parameters": True}
         database = parsed.database or ""
         pooled = not self.is_sqlite or database not in ("", ":memory:")
         if web is not None and pooled:

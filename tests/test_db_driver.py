@@ -154,3 +154,17 @@ def test_json_in_a_webhooks_last_round_trip_reads_back_as_written(database: Data
         details = db.scalars(select(CallEvent.detail).where(CallEvent.call_sid == "CA-json")).all()
     assert row is not None and row.arrangement_offer == offer
     assert details == [awkward]
+
+
+def test_a_database_error_names_the_statement_not_the_callers_values(
+        database: Database) -> None:
+    """What a failed statement raises is logged with its traceback: the caller's number
+    and account must not be in it."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with database.session() as db, pytest.raises(DBAPIError) as failed:
+        db.execute(text("SELECT * FROM no_such_table WHERE phone = :phone AND acct = :acct"),
+                   {"phone": "+15555550123", "acct": "4401001234"})
+    assert "no_such_table" in str(failed.value)
+    assert "+15555550123" not in str(failed.value) and "4401001234" not in str(failed.value)
