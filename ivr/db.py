@@ -78,7 +78,7 @@ def _sqlite_pragmas(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: Any) -> None:
+def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, record: Any) -> None:
     # Session settings, committed: a SET inside a transaction that is later rolled back
     # (as the pool does on every return) would be undone. A SET, unlike libpq's "options",
     # also passes through PgBouncer. idle_in_transaction frees the row lock of a webhook
@@ -93,6 +93,7 @@ def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: An
     cursor.execute("SET synchronous_commit = off")
     cursor.close()
     dbapi_connection.commit()
+    record.info[_WATCHED] = True
 
 
 # Execution option of a statement that writes only a call's progress (its call_sessions row,
@@ -110,6 +111,8 @@ def _postgres_timeouts(timeouts: WebTimeouts, dbapi_connection: Any, _record: An
 CALL_PROGRESS = "ivr_call_progress"
 # Set on a connection by a write that is not call progress, until its transaction ends.
 _DURABLE = "ivr.durable"
+# Set on the served app's PostgreSQL connections, whose writes _note_write watches.
+_WATCHED = "ivr.watched"
 # How a plain write of a call's progress begins (a plain INSERT or UPDATE writes one table).
 _PROGRESS_WRITES = tuple(f"{verb} {table.__tablename__} " for verb in ("INSERT INTO", "UPDATE")
                          for table in (CallSession, CallEvent))
@@ -142,6 +145,12 @@ def commit_sql(conn: Any) -> bytes:
     if conn.info.pop(_DURABLE, False):
         return f"{_WAIT_FOR_COMMIT}; COMMIT".encode()
     return b"COMMIT"
+
+
+def progress_only(conn: Any) -> bool:
+    """Whether the transaction on ``conn`` has written nothing but call progress: known on
+    the served app's PostgreSQL connections, whose writes are watched (False elsewhere)."""
+    return bool(conn.info.get(_WATCHED)) and not conn.info.get(_DURABLE, False)
 
 
 def _forget_writes(conn: Any) -> None:

@@ -32,6 +32,7 @@ import itertools
 import json
 import re
 import select
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -193,14 +194,23 @@ class DriverStatement:
             self._run(connection, params, many=True).close()
 
     def execute_committing(self, connection: Connection, params: Mapping[str, Any],
-                           commit: Callable[[Connection], bytes]) -> None:
+                           commit: Callable[[Connection], bytes], *, read_later: bool = False,
+                           ) -> Callable[[float | None], object] | None:
         """Run it (a write) and then ``commit(connection)``, the SQL that ends the
         transaction (asked for once the statement's listeners have seen it), in one round
         trip: PostgreSQL only. The caller still ends the connection's transaction, which
-        then has nothing left to send."""
+        then has nothing left to send.
+
+        With ``read_later`` the answer is not waited for: what is returned reads it (within
+        the seconds it is given, else TimeoutError), raising what the write or the commit
+        met; until then the connection must be sent nothing (ivr.db_webhook)."""
         batch = _Simple(connection)
         batch.add(self, params)
-        batch.send(lambda: b"; " + commit(connection))
+        batch.start(lambda: b"; " + commit(connection))
+        if read_later:
+            return batch.finish
+        batch.finish(None)
+        return None
 
     def all_in(self, db: DbHandle, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """``all`` in ``db``'s transaction: the rows read ahead for it (``ReadAhead``) if
@@ -378,12 +388,23 @@ class _Simple:
 
     def send(self, after: Callable[[], bytes] | None) -> list[Any]:
         """Send the statements (then ``after()``); libpq's results, one per statement."""
+        self.start(after)
+        return self.finish(None)
+
+    def start(self, after: Callable[[], bytes] | None) -> None:
+        """Send the statements (then ``after()``) without waiting for their results."""
         query = b"; ".join(self.parts) + (after() if after is not None else b"")
+        try:
+            self.dbapi.pgconn.send_query(query)
+        except BaseException as exc:
+            self._failed(exc, *self.sent[0][1:])
+
+    def finish(self, timeout: float | None) -> list[Any]:
+        """The results of what ``start`` sent, waited for no longer than ``timeout``
+        seconds (None: as long as it takes; TimeoutError after that)."""
         statement, compiled, args = self.sent[0]
         try:
-            pgconn = self.dbapi.pgconn
-            pgconn.send_query(query)
-            results = _results_of(pgconn)
+            results = _results_of(self.dbapi.pgconn, timeout)
             for result in results:
                 _check(self.dbapi, result)
             if self.cursor is not None:
@@ -430,14 +451,20 @@ def _literal(value: Any, escape: Callable[[bytes], bytes], dbapi: Any) -> bytes:
     return psycopg.literal(value).as_bytes(dbapi)
 
 
-def _results_of(pgconn: Any) -> list[Any]:
+def _results_of(pgconn: Any, timeout: float | None = None) -> list[Any]:
     """Every result of the query sent on ``pgconn``, waiting for each without holding the
     GIL (libpq's PQgetResult would block holding it; PQexec releases it, but returns the
-    last result alone)."""
+    last result alone); TimeoutError once ``timeout`` seconds have passed in all."""
     results: list[Any] = []
+    end = None if timeout is None else time.monotonic() + timeout
     while True:
         while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
+            left = None if end is None else end - time.monotonic()
+            if left is not None and (left <= 0 or not select.select(
+                    [pgconn.socket], [], [], left)[0]):
+                raise TimeoutError(f"no answer from the database in {timeout} s")
+            if left is None:
+                select.select([pgconn.socket], [], [])
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:

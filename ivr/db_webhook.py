@@ -42,6 +42,8 @@ class WebhookTransaction:
         self._info: dict[Any, Any] = {}
         # Rows read as mapped objects, by identity key, until a session adopts them.
         self._adopted: dict[Any, Any] = {}
+        # The commit's answer, when it is read after the webhook's (``read_commit_later``).
+        self._unread: Callable[[float | None], object] | None = None
 
     @property
     def info(self) -> dict[Any, Any]:
@@ -103,8 +105,38 @@ class WebhookTransaction:
     def _changed(self) -> bool:
         return any(instance_state(obj).modified for obj in self._adopted.values())
 
+    def read_commit_later(self, unread: Callable[[float | None], object]) -> None:
+        """The COMMIT has been sent, its answer is left unread: ``unread(seconds)`` reads it.
+        Nothing more is sent on the connection; ``finish_commit`` reads the answer and
+        gives the connection back, once the webhook has been answered."""
+        self._unread = unread
+
+    @property
+    def commit_unread(self) -> bool:
+        """Whether the COMMIT's answer is still to be read (``finish_commit``)."""
+        return self._unread is not None
+
+    def finish_commit(self, timeout: float) -> None:
+        """Read the answer of the COMMIT sent earlier (within ``timeout`` seconds), then give
+        the connection back; raises what the write or its commit met, the connection then
+        dropped (it may still be waiting for that answer)."""
+        unread, self._unread = self._unread, None
+        connection = self._connection
+        if unread is None or connection is None:
+            return
+        try:
+            unread(timeout)
+            connection.commit()  # the bookkeeping: nothing left to send
+        except BaseException:
+            connection.invalidate()
+            raise
+        finally:
+            connection.close()
+
     def commit(self) -> None:
         """Commit the transaction (through the session, when there is one)."""
+        if self._unread is not None:
+            return  # sent already (read_commit_later)
         if self._session is None and self._changed():
             self.session  # noqa: B018 - takes the changed rows, which its commit writes
         if self._session is not None:
@@ -117,6 +149,8 @@ class WebhookTransaction:
 
     def rollback(self) -> None:
         """Roll the transaction back; what ``info`` queued is dropped with it."""
+        if self._unread is not None:
+            return  # the COMMIT is sent: finish_commit learns whether it held
         if self._session is not None:
             self._session.rollback()
         else:
@@ -125,7 +159,10 @@ class WebhookTransaction:
             self._connection.rollback()
 
     def close(self) -> None:
-        """Give the connection back to the pool (a transaction still open is rolled back)."""
+        """Give the connection back to the pool (a transaction still open is rolled back);
+        with a COMMIT's answer unread, ``finish_commit`` does."""
+        if self._unread is not None:
+            return
         if self._session is not None:
             self._session.close()
         if self._connection is not None:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ivr.accounts.cache import ACCOUNT_ROW
-from ivr.db import CALL_PROGRESS, commit_sql
+from ivr.db import CALL_PROGRESS, commit_sql, progress_only
 from ivr.db_driver import DriverStatement, ReadAhead, begin_with, keep_ahead
 from ivr.db_rows import MappedRow
 from ivr.db_webhook import DbHandle, WebhookTransaction
@@ -237,22 +237,26 @@ def new_call(db: DbHandle, call_sid: str, form: dict[str, str], *, language: str
     return call
 
 
-def save_call(db: DbHandle, call: CallSession, *, commit: bool = False) -> None:
+def save_call(db: DbHandle, call: CallSession, *, commit: bool = False,
+              answer_first: bool = False) -> None:
     """Write what the webhook changed in the call's row, and the steps it recorded, in the
     webhook's transaction: a call from ``load_call`` or ``new_call`` of this session, once
     nothing will change it any more (a commit before then writes it too). With ``commit``,
     commit the transaction too: on PostgreSQL, when the write is all that is left (no ORM
-    session to flush), the write and ``COMMIT`` go in one round trip."""
+    session to flush), the write and ``COMMIT`` go in one round trip. With ``answer_first``
+    too, and a transaction that wrote nothing but the call's progress, that round trip's
+    answer is left for the webhook's transaction to read once the caller has been answered
+    (``WebhookTransaction.finish_commit``; docs/scaling.md)."""
     loaded = db.info.pop(_LOADED, None)
     if loaded is None or loaded[0] is not call:
         raise ValueError("save_call: not the call this session loaded or started")
-    _write_call(db, loaded, commit=commit)
+    _write_call(db, loaded, commit=commit, answer_first=answer_first)
     if commit:
         db.commit()  # after a COMMIT sent with the write, only the bookkeeping is left
 
 
 def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, Any],
-                commit: bool = False) -> None:
+                commit: bool = False, answer_first: bool = False) -> None:
     """Write the call's changes since ``loaded`` and the steps queued, in one statement on
     PostgreSQL; what is written becomes the call as loaded, for a later write. With
     ``commit``, the transaction's ``COMMIT`` goes with that statement on PostgreSQL when
@@ -286,7 +290,11 @@ def _write_call(db: DbHandle, loaded: tuple[CallSession, dict[str, Any] | None, 
         params["steps_"] = [{**step, "at": step["at"].isoformat()} for step in steps]
     if postgres and commit and isinstance(db, WebhookTransaction) and db.alone:
         # And the COMMIT with it: a webhook's last round trip.
-        write.execute_committing(connection, params, commit_sql)
+        unread = write.execute_committing(
+            connection, params, commit_sql,
+            read_later=answer_first and progress_only(connection))
+        if unread is not None:
+            db.read_commit_later(unread)
         return
     write.execute(connection, params)
     if steps and not postgres:

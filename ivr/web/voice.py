@@ -11,7 +11,15 @@ from datetime import datetime
 from functools import partial, wraps
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    after_this_request,
+    current_app,
+    request,
+    send_from_directory,
+)
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
@@ -21,9 +29,10 @@ from ivr.calls.call_row import load_call, new_call, save_call
 from ivr.calls.context import CallContext
 from ivr.calls.menu import Event
 from ivr.calls.states import ENDED
-from ivr.calls.steps import Hangup, Silent, Speech, Step
+from ivr.calls.steps import Ask, Hangup, Silent, Speech, Step
 from ivr.calls.twiml import TwimlBuilder, twiml_text
 from ivr.db_driver import ReadAhead
+from ivr.db_webhook import WebhookTransaction
 from ivr.metrics import observe_webhook
 from ivr.models import utcnow
 from ivr.money.accounting import Accounting
@@ -137,10 +146,6 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
             fields["outcome"] = "no_call_sid"
             return _xml(_apology(catalog, lang))
 
-        def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
-            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned,
-                                     ahead)
-
         def deadline_passed() -> str:
             log.error("webhook deadline passed", extra={"fields": {
                 "call_sid": call_sid, "route": route, "deadline_ms": config.webhook_deadline_ms}})
@@ -149,6 +154,11 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
         # Under `ivr serve` the watchdog answers a stuck webhook at its deadline, so the work
         # runs in this thread: see ivr/web/deadline.py.
         rescue = socket_answer(request.environ, "200 OK", _XML_TYPE, deadline_passed)
+
+        def work(abandoned: threading.Event) -> tuple[str, str, str, str]:
+            return _flow_transaction(route, action, form, create, call_sid, catalog, abandoned,
+                                     ahead, answer_first=rescue is not None)
+
         body, fields["outcome"], fields["state"], lang = get_deadlines(current_app).run(
             work, started=started, label={"route": route, "call_sid": call_sid}, rescue=rescue)
         return _xml(body)
@@ -170,12 +180,18 @@ def run_flow(route: str, action: Callable[[CallContext], Step], form: dict[str, 
 
 def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: dict[str, str],
                       create: bool, call_sid: str, catalog: Catalog,
-                      abandoned: threading.Event, ahead: Ahead) -> tuple[str, str, str, str]:
-    """The webhook's database work: (TwiML, outcome, state, language), in one transaction."""
+                      abandoned: threading.Event, ahead: Ahead, *,
+                      answer_first: bool = False) -> tuple[str, str, str, str]:
+    """The webhook's database work: (TwiML, outcome, state, language), in one transaction.
+
+    ``answer_first`` (the work runs in the request's own thread): a transaction that wrote
+    nothing but the call's progress has its COMMIT's answer read after the caller's answer
+    has been sent (``_finish_after_answer``)."""
     config = get_config(current_app)
     with get_database(current_app).webhook() as db:
         now = _now()
         call = load_call(db, call_sid, ahead(call_sid, catalog.settings, now))
+        asked_before = call.state if call is not None else None
         if call is None and not create:
             return str(VoiceResponse()), "unknown_call", "", catalog.settings.default_language
         if call is None:
@@ -198,8 +214,43 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
         state, lang = call.state, ctx.lang
-        save_call(db, call, commit=True)
+        # Only a question that moves the call to another state: its answer comes back for
+        # that state, which a lost write leaves the row short of (see _finish_after_answer).
+        # Never <Pay> or a transfer, whose callbacks trust the row as written.
+        moved_on = isinstance(step, Ask) and step.state != asked_before
+        save_call(db, call, commit=True,
+                  answer_first=answer_first and moved_on and not abandoned.is_set())
+        if db.commit_unread:
+            _finish_after_answer(db, call_sid, route, config.webhook_deadline_ms / 1000)
         return body, "ok", state, lang
+
+
+def _finish_after_answer(db: WebhookTransaction, call_sid: str, route: str,
+                         seconds: float) -> None:
+    """Read the COMMIT's answer once this request's answer is on its way to Twilio.
+
+    A transaction of call progress alone has had its write and COMMIT sent; the row lock
+    holds until that COMMIT has run, so the call's next webhook finds the row as written.
+    Waiting for the answer before answering cost a webhook two wake-ups (docs/scaling.md).
+    Only for an answer that asks the question of another state than the call was in.
+    Should the write have failed after all (the connection dropped), the caller has heard
+    that question over a row that still holds the state before it: their answer, posted
+    for the new state, meets the stale-request rule (ivr.calls.machine.advance), and they
+    hear the question before again, where waiting would have had them hear the apology
+    and the call end. Their keys are never taken for a question they did not hear. Logged
+    as an error."""
+    def finish() -> None:
+        try:
+            db.finish_commit(seconds)
+        except Exception:
+            log.error("call progress not saved after the caller was answered", exc_info=True,
+                      extra={"fields": {"call_sid": call_sid, "route": route}})
+
+    def after(response: Response) -> Response:
+        response.call_on_close(finish)  # gunicorn closes it once the answer is sent
+        return response
+
+    after_this_request(after)
 
 
 def _apology(catalog: Catalog, lang: str) -> str:
