@@ -13,6 +13,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,10 +98,18 @@ def test_postgres_frozen_mid_session_gets_the_apology_in_time(seeded_postgres: s
         # must connect afresh fails at the connect timeout instead, apologising sooner).
         with serve_line({"IVR_DATABASE_URL": proxied, "IVR_TWILIO_AUTH_TOKEN": TOKEN},
                         workers=1) as base:
-            frozen_sid, other_sid = new_sid(), new_sid()
-            for sid in (frozen_sid, other_sid):
-                assert "Gather" in verbs(post_signed(base, "/voice/incoming",
-                                                     {"CallSid": sid})[1])
+            # Calls at once, so the pool holds several connections: the frozen webhook's
+            # work and the prompts' version check it starts each find one.
+            sids = [new_sid() for _ in range(6)]
+            with ThreadPoolExecutor(len(sids)) as pool:
+                answers = list(pool.map(lambda sid: post_signed(
+                    base, "/voice/incoming", {"CallSid": sid})[1], sids))
+            assert all("Gather" in verbs(answer) for answer in answers)
+            frozen_sid, other_sid = sids[:2]
+            # Long enough for the acknowledgements read after answering to be read (their
+            # connections back in the pool), and for the prompts' version check to be due
+            # (every 0.2 s): it meets the frozen database too, in a thread of its own.
+            time.sleep(0.3)
             proxy.freeze()
             try:
                 seconds, response = post_signed(base, "/voice/step/language",

@@ -58,6 +58,12 @@ __all__ = [
 logger = logging.getLogger("ivr.prompts.catalog")
 # How long a request waits for another's first load of the prompts before giving up.
 FIRST_LOAD_WAIT_SECONDS = 3.0
+# How long a request waits for the periodic check of the prompts' version (the folder's
+# fingerprint and one small read; a reload when they moved) before speaking the catalog it
+# has. The check runs in a thread of its own: a database that stopped answering (libpq has
+# no read timeout) holds that thread, never a caller past the webhook's deadline, of which
+# this wait is part.
+CHECK_WAIT_SECONDS = 2.0
 
 SETTINGS_FILE: Final = "settings.toml"
 _LANGUAGE_FILE: Final = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
@@ -286,12 +292,21 @@ class PromptStore:
         # Another thread already reloading: serve the current catalog rather than wait.
         if not self._lock.acquire(blocking=False):
             return catalog
-        try:
-            if time.monotonic() - self._checked_at >= self._min_interval:
-                self._reload_if_changed()
-            return self._catalog or catalog
-        finally:
-            self._lock.release()
+        checked = threading.Event()
+
+        def check() -> None:
+            try:
+                if time.monotonic() - self._checked_at >= self._min_interval:
+                    self._reload_if_changed()
+            except Exception:  # the folder or the database: keep speaking what we have
+                logger.exception("checking the prompts' version failed")
+            finally:
+                self._lock.release()
+                checked.set()
+
+        threading.Thread(target=check, name="ivr-prompts-check", daemon=True).start()
+        checked.wait(CHECK_WAIT_SECONDS)  # an edit is heard by this call, unless stuck
+        return self._catalog or catalog
 
     def refresh(self) -> Catalog:
         """The current catalog, checked now (the console, before it shows or saves)."""
