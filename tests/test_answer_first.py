@@ -173,3 +173,22 @@ def test_a_lockout_failure_still_waits_for_its_commit(line: tuple[str, str]) -> 
     _, wrong = post_signed(base, asked_zip, {"CallSid": sid, "From": UNKNOWN_CALLER,
                                              "Digits": "99999"})
     assert is_apology(wrong)
+
+
+def test_a_calls_end_refused_after_the_answer_is_logged_not_apologised_for(
+        line: tuple[str, str]) -> None:
+    """Twilio ignores what a status callback is answered: the end's write is read after it,
+    and a refused one leaves the call open as it did before (logged as an error)."""
+    base, url = line
+    sid = new_sid()
+    post_signed(base, "/voice/incoming", {"CallSid": sid, "From": KNOWN_CALLER})
+    _refuse(url, sid, "NEW.ended_at IS NOT NULL")
+    _, answered = post_signed(base, "/voice/status", {"CallSid": sid, "From": KNOWN_CALLER,
+                                                      "CallStatus": "completed"})
+    assert answered.status_code == 200 and not is_apology(answered)
+    engine = create_engine(url)
+    with engine.connect() as db:
+        ended = db.execute(text("SELECT ended_at FROM call_sessions WHERE call_sid = :sid"),
+                           {"sid": sid}).scalar_one()
+    engine.dispose()
+    assert ended is None

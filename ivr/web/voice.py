@@ -214,12 +214,15 @@ def _flow_transaction(route: str, action: Callable[[CallContext], Step], form: d
             call.state = ENDED
             call.outcome = call.outcome or CallOutcome.DEADLINE
         state, lang = call.state, ctx.lang
-        # Only a question that moves the call to another state: its answer comes back for
-        # that state, which a lost write leaves the row short of (see _finish_after_answer).
-        # Never <Pay> or a transfer, whose callbacks trust the row as written.
+        # Only a question that moves the call to another state (its answer comes back for
+        # that state, which a lost write leaves the row short of), or an answer nobody
+        # hears: see _finish_after_answer. Never <Pay> or a transfer, whose callbacks trust
+        # the row as written.
+        unheard = isinstance(step, Silent)
         moved_on = isinstance(step, Ask) and step.state != asked_before
         save_call(db, call, commit=True,
-                  answer_first=answer_first and moved_on and not abandoned.is_set())
+                  answer_first=answer_first and (moved_on or unheard)
+                  and not abandoned.is_set())
         if db.commit_unread:
             _finish_after_answer(db, call_sid, route, config.webhook_deadline_ms / 1000)
         return body, "ok", state, lang
@@ -232,13 +235,14 @@ def _finish_after_answer(db: WebhookTransaction, call_sid: str, route: str,
     A transaction of call progress alone has had its write and COMMIT sent; the row lock
     holds until that COMMIT has run, so the call's next webhook finds the row as written.
     Waiting for the answer before answering cost a webhook two wake-ups (docs/scaling.md).
-    Only for an answer that asks the question of another state than the call was in.
-    Should the write have failed after all (the connection dropped), the caller has heard
-    that question over a row that still holds the state before it: their answer, posted
-    for the new state, meets the stale-request rule (ivr.calls.machine.advance), and they
-    hear the question before again, where waiting would have had them hear the apology
-    and the call end. Their keys are never taken for a question they did not hear. Logged
-    as an error."""
+    Only for an answer that asks the question of another state than the call was in, or
+    one nobody hears (a status callback's, a call's end). Should the write have failed
+    after all (the connection dropped), the caller has heard that question over a row that
+    still holds the state before it: their answer, posted for the new state, meets the
+    stale-request rule (ivr.calls.machine.advance), and they hear the question before
+    again, where waiting would have had them hear the apology and the call end. Their keys
+    are never taken for a question they did not hear. An answer nobody hears loses what it
+    lost before: the write (a call's end left open). Logged as an error."""
     def finish() -> None:
         try:
             db.finish_commit(seconds)
