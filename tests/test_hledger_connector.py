@@ -639,10 +639,8 @@ def test_two_processes_stamps_never_set_the_journal_back(tmp_path: Path) -> None
     assert journal.stat().st_mtime_ns >= max(read)
 
 
-def test_a_burst_of_writes_is_stamped_again_once_its_reloads_are_over(tmp_path: Path) -> None:
-    """hledger-web notes a reload's time after parsing: a reload that read the journal
-    before a write and finished after its stamp would hide it. The last write of a burst is
-    stamped again, twice hledger-web's slowest recent answer later."""
+def _timed_stamps(tmp_path: Path) -> tuple[Path, JournalStamp, list[float]]:
+    """A journal, its stamper, and the time of each stamp it makes (its clock's reads)."""
     journal = tmp_path / "biller.journal"
     journal.write_text("; books\n", encoding="utf-8")
     stamps: list[float] = []
@@ -651,14 +649,26 @@ def test_a_burst_of_writes_is_stamped_again_once_its_reloads_are_over(tmp_path: 
         stamps.append(time.monotonic())
         return time.time_ns()
 
-    stamp = JournalStamp(journal, clock)
+    return journal, JournalStamp(journal, clock), stamps
+
+
+def _write_answered(journal: Path, stamp: JournalStamp, took_ms: int) -> None:
+    """A write hledger-web took ``took_ms`` to answer, then its stamp."""
+    size = journal.stat().st_size
+    with journal.open("a", encoding="utf-8") as books:
+        books.write("; a write\n")
+    stamp.answered(took_ms * 1_000_000)
+    stamp.after_write(size)
+
+
+def test_a_burst_of_writes_is_stamped_again_once_its_reloads_are_over(tmp_path: Path) -> None:
+    """hledger-web notes a reload's time after parsing: a reload that read the journal
+    before a write and finished after its stamp would hide it. The last write of a burst is
+    stamped again, twice hledger-web's slowest recent answer later."""
+    journal, stamp, stamps = _timed_stamps(tmp_path)
     try:
         for took_ms in (3, 150, 2):
-            size = journal.stat().st_size
-            with journal.open("a", encoding="utf-8") as books:
-                books.write("; a write\n")
-            stamp.answered(took_ms * 1_000_000)
-            stamp.after_write(size)
+            _write_answered(journal, stamp, took_ms)
         last_write, burst = stamps[-1], journal.stat().st_mtime_ns
         assert stamp.again_after_ns() == 300_000_000  # the slowest of the last 16, twice
         deadline = time.monotonic() + 10
@@ -676,20 +686,8 @@ def test_closing_right_after_a_write_still_stamps_it_again(tmp_path: Path) -> No
     """A worker told to stop just after its last write closes the connector: the stamp
     again is done then, when due, not dropped with the process (a reload that ran past the
     write's first stamp would keep it unseen by every read until some later write)."""
-    journal = tmp_path / "biller.journal"
-    journal.write_text("; books\n", encoding="utf-8")
-    stamps: list[float] = []
-
-    def clock() -> int:
-        stamps.append(time.monotonic())
-        return time.time_ns()
-
-    stamp = JournalStamp(journal, clock)
-    size = journal.stat().st_size
-    with journal.open("a", encoding="utf-8") as books:
-        books.write("; a write\n")
-    stamp.answered(100_000_000)
-    stamp.after_write(size)
+    journal, stamp, stamps = _timed_stamps(tmp_path)
+    _write_answered(journal, stamp, 100)
     written, first = stamps[-1], journal.stat().st_mtime_ns
     stamp.close()
     assert len(stamps) == 2
