@@ -459,12 +459,9 @@ def _results_of(pgconn: Any, timeout: float | None = None) -> list[Any]:
     end = None if timeout is None else time.monotonic() + timeout
     while True:
         while pgconn.is_busy():
-            left = None if end is None else end - time.monotonic()
-            if left is not None and (left <= 0 or not select.select(
-                    [pgconn.socket], [], [], left)[0]):
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if not select.select([pgconn.socket], [], [], left)[0]:
                 raise TimeoutError(f"no answer from the database in {timeout} s")
-            if left is None:
-                select.select([pgconn.socket], [], [])
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
