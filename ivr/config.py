@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connectors.accounting.registry import settings_prefixes, system_names
+from ivr.security import SigningKeys, parse_shared_keys
 
 REPO_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -27,8 +28,9 @@ def unsigned_refusal(config: AppConfig) -> str:
     A real auth token, an https public URL or a server database each mean real callers could
     reach the line, and then anyone could forge a payment.
     """
-    if config.twilio_auth_token:
-        return "with IVR_TWILIO_AUTH_TOKEN set"
+    for name in ("twilio_auth_token", "twilio_secondary_auth_token", "twilio_webhook_keys"):
+        if getattr(config, name):
+            return f"with {_ENV[name]} set"
     if config.public_base_url.lower().startswith("https://"):
         return "with an https IVR_PUBLIC_BASE_URL"
     if config.database_url and make_url(config.database_url).get_backend_name() != "sqlite":
@@ -46,6 +48,11 @@ class AppConfig:
 
     database_url: str = ""
     twilio_auth_token: str = ""
+    # Accepted beside the auth token, so that rotating it refuses no webhook (the token
+    # Twilio will sign with once it is promoted to primary).
+    twilio_secondary_auth_token: str = ""
+    # Twilio's webhook shared keys, "SID:secret,SID:secret" (ivr.security.parse_shared_keys).
+    twilio_webhook_keys: str = ""
     twilio_account_sid: str = ""
     public_base_url: str = ""
     prompts_dir: Path = REPO_PROMPTS_DIR
@@ -95,6 +102,12 @@ class AppConfig:
     sync_settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def signing_keys(self) -> SigningKeys:
+        """What a webhook's signature is checked with."""
+        return SigningKeys.of(self.twilio_auth_token, self.twilio_secondary_auth_token,
+                              self.twilio_webhook_keys)
+
+    @property
     def base_url(self) -> str:
         """The public base URL without a trailing slash ('' when unset)."""
         return self.public_base_url.rstrip("/")
@@ -103,6 +116,8 @@ class AppConfig:
 _ENV = {
     "database_url": "IVR_DATABASE_URL",
     "twilio_auth_token": "IVR_TWILIO_AUTH_TOKEN",
+    "twilio_secondary_auth_token": "IVR_TWILIO_SECONDARY_AUTH_TOKEN",
+    "twilio_webhook_keys": "IVR_TWILIO_WEBHOOK_KEYS",
     "twilio_account_sid": "IVR_TWILIO_ACCOUNT_SID",
     "public_base_url": "IVR_PUBLIC_BASE_URL",
     "prompts_dir": "IVR_PROMPTS_DIR",
@@ -212,12 +227,18 @@ _AUTH_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _validate(config: AppConfig) -> None:
-    token = config.twilio_auth_token
-    if token and not _AUTH_TOKEN.fullmatch(token):
-        # Never echoed: it is a secret, even when wrong.
-        raise ConfigError(
-            "IVR_TWILIO_AUTH_TOKEN must be the account's auth token from the Twilio console: "
-            f"32 hexadecimal characters (got {len(token)} characters)")
+    for name in ("twilio_auth_token", "twilio_secondary_auth_token"):
+        token = getattr(config, name)
+        if token and not _AUTH_TOKEN.fullmatch(token):
+            # Never echoed: it is a secret, even when wrong.
+            raise ConfigError(
+                f"{_ENV[name]} must be an auth token from the Twilio console: "
+                f"32 hexadecimal characters (got {len(token)} characters)")
+    try:
+        parse_shared_keys(config.twilio_webhook_keys)
+    except ValueError as exc:
+        raise ConfigError(f"IVR_TWILIO_WEBHOOK_KEYS must be SID:secret pairs separated by "
+                          f"commas: {exc}") from None
     if config.public_base_url:
         parts = urlsplit(config.public_base_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:

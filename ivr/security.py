@@ -6,9 +6,18 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlparse
 
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    RequestValidator,
+    add_port,
+    get_signature_algorithm,
+    remove_port,
+)
 
 PIN_SCHEME = "hmac_sha256"
 
@@ -66,14 +75,109 @@ class _SignedValues:
         return self._values[key]
 
 
+@dataclass(frozen=True)
+class SigningKeys:
+    """The secrets Twilio may sign a webhook with (docs/configuration.md).
+
+    ``auth_tokens``: the account's auth token, then the secondary token about to replace it
+    (a rotation without refused calls). ``shared``: Twilio's webhook shared keys by SID, for
+    webhooks a Webhook Rule has Twilio sign with a key (they carry
+    X-Twilio-Webhooks-Signature-Settings); several during a key's rotation.
+    """
+
+    auth_tokens: tuple[str, ...] = ()
+    shared: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, auth_token: str, secondary_auth_token: str, shared_keys: str) -> SigningKeys:
+        """From the settings (IVR_TWILIO_AUTH_TOKEN, IVR_TWILIO_SECONDARY_AUTH_TOKEN,
+        IVR_TWILIO_WEBHOOK_KEYS)."""
+        tokens = tuple(t for t in (auth_token, secondary_auth_token) if t)
+        return cls(tokens, parse_shared_keys(shared_keys))
+
+    @property
+    def configured(self) -> bool:
+        """Whether any webhook could be checked at all."""
+        return bool(self.auth_tokens or self.shared)
+
+
+def parse_shared_keys(text: str) -> dict[str, str]:
+    """``SID:secret`` pairs separated by commas (IVR_TWILIO_WEBHOOK_KEYS) as a mapping;
+    ValueError names the pair by its position, never a secret."""
+    keys: dict[str, str] = {}
+    for n, pair in enumerate((p.strip() for p in text.split(",") if p.strip()), start=1):
+        sid, colon, secret = pair.partition(":")
+        sid, secret = sid.strip(), secret.strip()
+        if not colon or not sid or not secret or any(c.isspace() for c in sid + secret):
+            raise ValueError(f"key {n} is not SID:secret")
+        if sid in keys:
+            raise ValueError(f"key {sid} is given twice")
+        keys[sid] = secret
+    return keys
+
+
+def _shared_key_sid(settings: str) -> str:
+    """The ``key=`` of X-Twilio-Webhooks-Signature-Settings ('' when absent)."""
+    for part in settings.split(","):
+        name, equals, value = part.partition("=")
+        if equals and name.strip() == "key":
+            return value.strip()
+    return ""
+
+
+def _signed_with(secret: str, url: str, values: _SignedValues, signature: bytes,
+                 algorithm: str) -> bool:
+    validator = RequestValidator(secret)
+    # Twilio signs the URL with or without its port (":443" on https); the URL as the line
+    # knows it first, so a matching webhook costs one HMAC, not twilio's validate()'s two.
+    parsed = urlparse(url)
+    try:
+        other = remove_port(parsed) if parsed.port else add_port(parsed)
+    except ValueError:  # no port to add or remove in a Host header such as "a:b"
+        other = url
+    for candidate in dict.fromkeys((url, other)):
+        computed = validator.compute_signature(candidate, values, algorithm)
+        if hmac.compare_digest(computed.encode(), signature):
+            return True
+    return False
+
+
+def signature_problem(keys: SigningKeys, url: str, params: Mapping[str, str] | _Form,
+                      signature: str | None, settings: str | None = None) -> str:
+    """'' when ``signature`` (X-Twilio-Signature) is Twilio's for ``url`` and ``params`` (a
+    dict, or a multi-valued form such as werkzeug's) with one of ``keys``; else why not,
+    for the log: never a secret. ``settings``: X-Twilio-Webhooks-Signature-Settings, which
+    says the webhook was signed with a shared key, and with which algorithm."""
+    if not signature:
+        return "no signature"
+    if settings:
+        algorithm = get_signature_algorithm(settings)
+        if algorithm.upper() not in (HMAC_SHA1, HMAC_SHA256):
+            return f"unsupported signature algorithm {algorithm[:40]!r}"
+        sid = _shared_key_sid(settings)
+        secret = keys.shared.get(sid) if sid else (
+            next(iter(keys.shared.values())) if len(keys.shared) == 1 else None)
+        if secret is None:
+            return (f"signed with webhook shared key {sid[:40]!r}, which "
+                    "IVR_TWILIO_WEBHOOK_KEYS does not hold")
+        secrets: tuple[str, ...] = (secret,)
+    else:
+        algorithm, secrets = HMAC_SHA1, keys.auth_tokens
+        if not secrets:
+            return "signed with the auth token, and IVR_TWILIO_AUTH_TOKEN is not set"
+    values = _SignedValues(params)
+    given = signature.encode(errors="replace")
+    if any(_signed_with(secret, url, values, given, algorithm) for secret in secrets):
+        return ""
+    return "signature does not match"
+
+
 def valid_signature(auth_token: str, url: str, params: Mapping[str, str] | _Form,
                     signature: str | None) -> bool:
-    """True when ``signature`` is Twilio's signature of ``url`` and ``params`` (a dict, or
-    a multi-valued form such as werkzeug's)."""
-    if not auth_token or not signature:
-        return False
-    validator = RequestValidator(auth_token)
-    return bool(validator.validate(url, _SignedValues(params), signature))
+    """True when ``signature`` is Twilio's signature of ``url`` and ``params`` made with the
+    auth token (a dict, or a multi-valued form such as werkzeug's)."""
+    keys = SigningKeys(auth_tokens=(auth_token,) if auth_token else ())
+    return not signature_problem(keys, url, params, signature)
 
 
 def hash_pin(pin: str, key: str) -> str:

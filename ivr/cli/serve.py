@@ -23,9 +23,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     app = load_app(serve_threads=threads)
     config = get_config(app)
     require_shared_keys(app)
-    if not config.twilio_auth_token and not config.allow_unsigned:
+    if not config.signing_keys.configured and not config.allow_unsigned:
         raise click.ClickException(
-            "IVR_TWILIO_AUTH_TOKEN is required to serve calls "
+            "IVR_TWILIO_AUTH_TOKEN (or IVR_TWILIO_WEBHOOK_KEYS) is required to serve calls "
             "(or IVR_ALLOW_UNSIGNED=1 for a local demo only)")
     if config.allow_unsigned:
         if host not in {"127.0.0.1", "localhost", "::1"}:

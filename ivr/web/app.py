@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if name in defaults)
     logs.configure(settings.log_level)
     app.extensions["ivr.config"] = settings
+    app.extensions["ivr.signing_keys"] = settings.signing_keys
     threads = settings.serve_threads
     web = WebTimeouts.within(settings.webhook_deadline_ms, threads) if threads else None
     app.extensions["ivr.db"] = Database(settings.database_url, web=web)

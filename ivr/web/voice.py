@@ -20,6 +20,7 @@ from flask import (
     request,
     send_from_directory,
 )
+from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 from twilio.twiml.voice_response import VoiceResponse
 
 from connectors.phones import mask_phone, normalize_e164
@@ -38,7 +39,7 @@ from ivr.models import utcnow
 from ivr.money.accounting import Accounting
 from ivr.prompts.catalog import Catalog, PromptStore
 from ivr.prompts.settings import LineSettings
-from ivr.security import signed_url, valid_signature
+from ivr.security import signature_problem, signed_url
 from ivr.statuses import CallOutcome
 from ivr.web.app import get_config, get_database, get_deadlines
 from ivr.web.deadline import DeadlinePassed
@@ -77,11 +78,13 @@ def twilio_signed(view: Callable[..., Response]) -> Callable[..., Response]:
     def wrapper(*args: Any, **kwargs: Any) -> Response:
         config = get_config(current_app)
         if not config.allow_unsigned:
-            url = signed_url(config.base_url, request)
-            signature = request.headers.get("X-Twilio-Signature")
-            if not valid_signature(config.twilio_auth_token, url, request.form, signature):
+            headers = request.headers
+            problem = signature_problem(
+                current_app.extensions["ivr.signing_keys"], signed_url(config.base_url, request),
+                request.form, headers.get(SIGNATURE_HEADER), headers.get(SIGNATURE_SETTINGS_HEADER))
+            if problem:
                 log.warning("rejected unsigned or badly signed webhook", extra={"fields": {
-                    "path": request.path,
+                    "path": request.path, "why": clean(problem),
                     "call_sid": clean(request.form.get("CallSid", "")[:64])}})
                 abort(403)
         return view(*args, **kwargs)
