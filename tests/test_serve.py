@@ -49,3 +49,28 @@ def test_call_with_wrong_token_hears_nothing(server: tuple[str, str]) -> None:
                                        "--press", "1", "--json"])
     assert result.exit_code == 2
     assert json.loads(result.output)["ended_by"] == "error"
+
+
+def test_a_line_signed_by_shared_key_alone_takes_a_paid_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A utility whose Webhook Rule signs every webhook with a shared key: the auth token
+    # need not be on the line's machines at all.
+    url = f"sqlite:///{tmp_path / 'keyed.sqlite3'}"
+    get_database(make_app(url, REPO / "prompts")).dispose()
+    key = "KS0123456789abcdef0123456789abcdef:a-shared-key-secret"
+    monkeypatch.delenv("IVR_TWILIO_AUTH_TOKEN", raising=False)
+    with serve_line({"IVR_DATABASE_URL": url, "IVR_TWILIO_WEBHOOK_KEYS": key}) as base:
+        refused = CliRunner().invoke(main, ["call", "--url", base, "--token", TOKEN,
+                                            "--press", "1", "--json"])
+        assert json.loads(refused.output)["ended_by"] == "error"
+        result = CliRunner().invoke(main, ["call", "--url", base, "--key", key,
+                                           "--press", "1 60614 1 1", "--json"])
+    assert result.exit_code == 0, result.output
+    pay = next(e for e in json.loads(result.output)["events"] if e["event"] == "pay")
+    assert pay["result"] == "success"
+
+
+def test_call_key_must_be_one_pair() -> None:
+    result = CliRunner().invoke(main, ["call", "--url", "http://127.0.0.1:9", "--key",
+                                       "KS1:a,KS2:b", "--press", "1"])
+    assert result.exit_code != 0 and "--key must be one SID:secret" in result.output

@@ -13,6 +13,7 @@ from flask import Flask
 
 from connectors.amounts import cents_to_text
 from ivr.cli.base import load_app, safe_url
+from ivr.security import parse_shared_keys
 from ivr.simulator.connector import DEFAULT_BANK_ACCOUNT, DEFAULT_CARD
 from ivr.web.app import get_config, get_database
 
@@ -21,6 +22,9 @@ from ivr.web.app import get_config, get_database
 @click.option("--url", help="Base URL of a running line (default: in-process).")
 @click.option("--token", envvar="IVR_TWILIO_AUTH_TOKEN",
               help="Auth token to sign with (default: IVR_TWILIO_AUTH_TOKEN).")
+@click.option("--key", "shared_key", metavar="SID:SECRET",
+              help="With --url: sign as a Twilio Webhook Rule does, with this webhook shared "
+                   "key (HMAC-SHA256), instead of the auth token.")
 @click.option("--from", "from_number", default="+15555550123", show_default=True)
 @click.option("--to", "to_number", default="+15555550100", show_default=True)
 @click.option("--press", help='Keys for each prompt, space-separated: "1 60614 1 1". '
@@ -35,7 +39,8 @@ from ivr.web.app import get_config, get_database
               help="In process, treat the simulated payment as real: post it to "
                    "IVR_ACCOUNTING and include it in confirmation files. Without it the "
                    "payment is marked test and never reaches the biller's books.")
-def call(url: str | None, token: str | None, from_number: str, to_number: str,
+def call(url: str | None, token: str | None, shared_key: str | None, from_number: str,
+         to_number: str,
          press: str | None, cards: tuple[str, ...], banks: tuple[str, ...],
          as_json: bool, post: bool) -> None:
     """Place a simulated call, interactive unless --press is given."""
@@ -43,9 +48,16 @@ def call(url: str | None, token: str | None, from_number: str, to_number: str,
 
     transport: Transport
     if url:
-        if not token:
+        key = None
+        if shared_key:
+            try:
+                [(sid, secret)] = parse_shared_keys(shared_key).items()
+            except ValueError:
+                raise click.ClickException("--key must be one SID:secret") from None
+            key = (sid, secret)
+        elif not token:
             raise click.ClickException("--token or IVR_TWILIO_AUTH_TOKEN is needed to sign")
-        transport = HttpTransport(token)
+        transport = HttpTransport(token or "", shared_key=key)
         base_url = url.rstrip("/")
     else:
         # In process the simulator and app share a throwaway token: requests are still signed.

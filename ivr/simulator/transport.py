@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from twilio.request_validator import (  # type: ignore[import-untyped, unused-ignore]
+    HMAC_SHA256,
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
 )
 
@@ -27,6 +30,14 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> st
     return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
+def shared_key_headers(key_sid: str, secret: str, url: str,
+                       params: Mapping[str, str]) -> dict[str, str]:
+    """The headers of a webhook a Twilio Webhook Rule signs with a shared key (HMAC-SHA256)."""
+    signature = RequestValidator(secret).compute_signature(url, dict(params), HMAC_SHA256)
+    return {SIGNATURE_HEADER: str(signature),
+            SIGNATURE_SETTINGS_HEADER: f"key={key_sid},algorithm={HMAC_SHA256}"}
+
+
 class FlaskTransport:
     """Posts webhooks in-process through a Flask app's test client."""
 
@@ -44,7 +55,7 @@ class FlaskTransport:
         origin = f"{parts.scheme}://{parts.netloc}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {
-            "X-Twilio-Signature": twilio_signature(self.auth_token, url, params),
+            SIGNATURE_HEADER: twilio_signature(self.auth_token, url, params),
             "User-Agent": "TwilioProxy/1.1",
         }
         response = self.client.post(path, data=dict(params), headers=headers, base_url=origin)
@@ -54,10 +65,13 @@ class FlaskTransport:
 class HttpTransport:
     """Posts webhooks over HTTP to a running server, as Twilio does."""
 
-    def __init__(self, auth_token: str, timeout: float = 15.0) -> None:
+    def __init__(self, auth_token: str, timeout: float = 15.0,
+                 shared_key: tuple[str, str] | None = None) -> None:
+        """Signed with ``auth_token``, or with ``shared_key`` (SID, secret) when given."""
         import requests  # only this transport needs it
 
         self.auth_token = auth_token
+        self.shared_key = shared_key
         # Twilio gives up connecting after 5 s and waits up to 15 s for the response.
         self.timeout = (min(5.0, timeout), timeout)
         self.session: requests.Session = requests.Session()
@@ -67,7 +81,8 @@ class HttpTransport:
         """POST ``params`` to ``url``, signed; (0, reason) when no response came back."""
         import requests
 
-        headers = {"X-Twilio-Signature": twilio_signature(self.auth_token, url, params)}
+        headers = (shared_key_headers(*self.shared_key, url, params) if self.shared_key
+                   else {SIGNATURE_HEADER: twilio_signature(self.auth_token, url, params)})
         try:
             # Redirects are not followed: a 3xx is an application error, not a new document.
             response = self.session.post(url, data=dict(params), headers=headers,
