@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from tests.conftest import REPO, call, make_app, said_text
+from ivr.calls.twilio_api import TwilioApiError, send_text
+from ivr.web.app import get_config
+from tests.conftest import REPO, TOKEN, call, make_app, said_text
 from tests.servers.twilio_api import StandIn
 
 pytestmark = pytest.mark.slow
@@ -61,6 +63,28 @@ def test_text_failure_is_said_and_the_call_goes_on(receipts_app: Flask,
     assert said_text(receipts_app, "receipt.text_failed") in text
     assert len(twilio_api.requests) == 1
     assert said_text(receipts_app, "goodbye.thanks") in text  # silence at the end: goodbye
+
+
+def test_a_receipt_is_sent_while_the_auth_token_is_being_rotated(
+        tmp_path: Path, sqlite_url: str, twilio_api: StandIn) -> None:
+    # Twilio has promoted the secondary token; this node still has the old one first.
+    old, promoted = TOKEN, "b" * 32
+    twilio_api.accepted_tokens = (promoted,)
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    settings = prompts / "settings.toml"
+    settings.write_text(settings.read_text().replace("text = false", "text = true"))
+    app = make_app(sqlite_url, prompts, twilio_account_sid=SID, sms_from="+15555550100",
+                   twilio_api_base_url=twilio_api.url, twilio_secondary_auth_token=promoted)
+    text = call(app, "1 60614 1 1 3 -").said()
+    assert said_text(app, "receipt.text_sent", last4="0 1 2 3") in text
+    passwords = [base64.b64decode(r["auth"].split()[1]).decode().split(":", 1)[1]
+                 for r in twilio_api.requests]
+    assert passwords == [old, promoted]  # refused once (401: nothing sent), then sent
+    twilio_api.accepted_tokens = ("c" * 32,)  # neither: it fails as any refusal does
+    with pytest.raises(TwilioApiError, match="Authenticate"):
+        send_text(get_config(app), "+15555550123", "a receipt")
+    assert len(twilio_api.requests) == 4
 
 
 def test_no_text_offer_when_disabled(app: Flask) -> None:

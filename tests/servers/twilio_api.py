@@ -10,6 +10,7 @@ simulated caller keys; the app only ever receives it masked, as from Twilio.
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import threading
@@ -92,6 +93,8 @@ class StandIn:
     token: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     fail_status: int | None = None
+    # When set, a request whose Basic auth password is none of these gets Twilio's 401.
+    accepted_tokens: tuple[str, ...] = ()
     url: str = ""
     caller: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CALLER))
     invalid_once: set[str] = field(default_factory=set)
@@ -104,6 +107,15 @@ class StandIn:
     _server: ThreadingHTTPServer | None = None
     _queue: queue.Queue[tuple[str, dict[str, str], int]] = field(default_factory=queue.Queue)
 
+    def authenticated(self, authorization: str) -> bool:
+        """Whether Basic ``authorization`` carries one of ``accepted_tokens``."""
+        scheme, _, encoded = authorization.partition(" ")
+        try:
+            password = base64.b64decode(encoded).decode().partition(":")[2]
+        except ValueError:
+            return False
+        return scheme == "Basic" and password in self.accepted_tokens
+
     def start(self) -> StandIn:
         stand_in = self
 
@@ -113,6 +125,10 @@ class StandIn:
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 stand_in.requests.append({"path": self.path, "form": form,
                                           "auth": self.headers.get("Authorization", "")})
+                if stand_in.accepted_tokens and not stand_in.authenticated(
+                        self.headers.get("Authorization", "")):
+                    self._send(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                    return
                 if stand_in.fail_status:
                     body = {"code": 20500, "message": "Internal error", "status": 500}
                     self._send(stand_in.fail_status, body)
