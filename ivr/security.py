@@ -160,24 +160,16 @@ def signature_problem(keys: SigningKeys, url: str, params: Mapping[str, str] | _
         if secret is None:
             return (f"signed with webhook shared key {sid[:40]!r}, which "
                     "IVR_TWILIO_WEBHOOK_KEYS does not hold")
-        secrets: tuple[str, ...] = (secret,)
+        candidates: tuple[str, ...] = (secret,)
     else:
-        algorithm, secrets = HMAC_SHA1, keys.auth_tokens
-        if not secrets:
+        algorithm, candidates = HMAC_SHA1, keys.auth_tokens
+        if not candidates:
             return "signed with the auth token, and IVR_TWILIO_AUTH_TOKEN is not set"
     values = _SignedValues(params)
     given = signature.encode(errors="replace")
-    if any(_signed_with(secret, url, values, given, algorithm) for secret in secrets):
+    if any(_signed_with(secret, url, values, given, algorithm) for secret in candidates):
         return ""
     return "signature does not match"
-
-
-def valid_signature(auth_token: str, url: str, params: Mapping[str, str] | _Form,
-                    signature: str | None) -> bool:
-    """True when ``signature`` is Twilio's signature of ``url`` and ``params`` made with the
-    auth token (a dict, or a multi-valued form such as werkzeug's)."""
-    keys = SigningKeys(auth_tokens=(auth_token,) if auth_token else ())
-    return not signature_problem(keys, url, params, signature)
 
 
 def hash_pin(pin: str, key: str) -> str:
