@@ -327,6 +327,15 @@ def prepare(database_url: str, work: Path, accounts: int, settled: bool = True) 
     file.unlink()
 
 
+def floor_heartbeat() -> list[str]:
+    """gunicorn's option that puts the floor's heartbeat file where `ivr serve` puts its own
+    (ivr.web.server.heartbeat_dir): the same settings for both."""
+    from ivr.web.server import heartbeat_dir
+
+    where = heartbeat_dir()
+    return ["--worker-tmp-dir", where] if where else []
+
+
 def _fmt(values: list[float], unit: str, digits: int = 1) -> str:
     return f"min {min(values):.{digits}f} med {statistics.median(values):.{digits}f} {unit}"
 
@@ -341,7 +350,8 @@ def bench_database(label: str, database_url: str, args: argparse.Namespace, work
     """Both servers on one database, every figure interleaved and repeated."""
     prepare(database_url, work, args.accounts)
     gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
-                "--threads", str(args.threads), "--worker-class", "gthread", "--timeout", "30"]
+                "--threads", str(args.threads), "--worker-class", "gthread", "--timeout", "30",
+                *floor_heartbeat()]
     bare_port, ivr_port = free_port(), free_port()
     env = {**ivr_env(database_url), "PGAPPNAME": APP_NAME, "IVR_LOG_LEVEL": "INFO"}
     ivr_cmd = [sys.executable, "-c", "from ivr.cli import main; main(prog_name='ivr')",

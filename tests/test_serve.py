@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
 import requests
 from click.testing import CliRunner
 
 from ivr.cli import main
 from ivr.web.app import get_database
-from tests.conftest import REPO, TOKEN, make_app
+from ivr.web.server import SHM
+from tests.conftest import REPO, TOKEN, make_app, requires
 from tests.servers.line import serve_line
 
 pytestmark = pytest.mark.slow
@@ -74,3 +80,29 @@ def test_call_key_must_be_one_pair() -> None:
     result = CliRunner().invoke(main, ["call", "--url", "http://127.0.0.1:9", "--key",
                                        "KS1:a,KS2:b", "--press", "1"])
     assert result.exit_code != 0 and "--key must be one SID:secret" in result.output
+
+
+def _open_paths(pid: int) -> list[str]:
+    fds = Path(f"/proc/{pid}/fd")
+    paths = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed since the listing
+            paths.append(os.readlink(fd))
+    return paths
+
+
+@requires(None if SHM.is_dir() else "the machine has no /dev/shm")
+def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> None:
+    # Each worker touches its heartbeat file on every turn of the loop that accepts callers:
+    # on a disk-backed /tmp a stalled disk would stop new calls with the database healthy.
+    base, _ = server
+    port = urlsplit(base).port
+    master = next(p for p in psutil.process_iter(["cmdline"])
+                  if "serve" in (p.info["cmdline"] or []) and str(port) in p.info["cmdline"])
+    deadline = time.monotonic() + 10
+    while len(workers := master.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # /healthz answered once the first worker was up
+    assert len(workers) == 2
+    for worker in workers:
+        heartbeats = [p for p in _open_paths(worker.pid) if "wgunicorn-" in p]
+        assert heartbeats and all(p.startswith(f"{SHM}/") for p in heartbeats), heartbeats

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -63,6 +65,21 @@ def _worker_exit(_server: Any, worker: Any) -> None:
         accounting.close()
 
 
+# Memory-backed on Linux. gunicorn makes its file there with mkstemp and unlinks it at once.
+SHM = Path("/dev/shm")  # noqa: S108
+
+
+def heartbeat_dir(shm: Path = SHM) -> str | None:
+    """Where gunicorn's workers keep their heartbeat file: in memory (``/dev/shm``) where the
+    machine has it, else gunicorn's default (the temporary directory).
+
+    A worker's main loop, the one that accepts connections, touches that file on every turn
+    (``os.utime``), and the master reads it to find hung workers. On a disk-backed ``/tmp`` a
+    stalled disk holds that call, and with it every new caller, however healthy the database
+    (gunicorn's own docs, "Blocking OS calls")."""
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+
+
 def run_gunicorn(host: str, port: int, workers: int, threads: int,
                  access_log: bool = False) -> None:
     """Serve with threaded (gthread) workers.
@@ -75,6 +92,6 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int,
     """
     _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
                "timeout": 30, "accesslog": "-" if access_log else None,
-               "worker_class": "gthread",
+               "worker_class": "gthread", "worker_tmp_dir": heartbeat_dir(),
                "on_starting": _on_starting, "pre_fork": _pre_fork,
                "child_exit": _child_exit, "worker_exit": _worker_exit}).run()
