@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.load import DEFAULT_PG, floor_heartbeat, load, prepare, serve
+from bench.load import DEFAULT_PG, floor_settings, load, prepare, serve
 from bench.webhook_load import free_port, ivr_env
 
 _COLLECTED = re.compile(rb"==(\d+)== Collected : (\d+)")
@@ -76,7 +76,7 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
     gunicorn = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "8",
-                "--worker-class", "gthread", "--timeout", "120", *floor_heartbeat(),
+                "--timeout", "120", *floor_settings(),
                 "bench.bare_app:app"]
     line = [sys.executable, "-c", "from ivr.cli import main; main(prog_name='ivr')",
             "serve", "--workers", "1", "--threads", "8"]

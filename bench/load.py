@@ -327,13 +327,13 @@ def prepare(database_url: str, work: Path, accounts: int, settled: bool = True) 
     file.unlink()
 
 
-def floor_heartbeat() -> list[str]:
-    """gunicorn's option that puts the floor's heartbeat file where `ivr serve` puts its own
-    (ivr.web.server.heartbeat_dir): the same settings for both."""
-    from ivr.web.server import heartbeat_dir
+def floor_settings() -> list[str]:
+    """gunicorn's options that serve the floor as `ivr serve` serves the line (its worker
+    class, ivr.web.lingering, and its heartbeat file's place): the same settings for both."""
+    from ivr.web.server import WORKER_CLASS, heartbeat_dir
 
     where = heartbeat_dir()
-    return ["--worker-tmp-dir", where] if where else []
+    return ["--worker-class", WORKER_CLASS, *(["--worker-tmp-dir", where] if where else [])]
 
 
 def _fmt(values: list[float], unit: str, digits: int = 1) -> str:
@@ -350,8 +350,8 @@ def bench_database(label: str, database_url: str, args: argparse.Namespace, work
     """Both servers on one database, every figure interleaved and repeated."""
     prepare(database_url, work, args.accounts)
     gunicorn = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
-                "--threads", str(args.threads), "--worker-class", "gthread", "--timeout", "30",
-                *floor_heartbeat()]
+                "--threads", str(args.threads), "--timeout", "30",
+                *floor_settings()]
     bare_port, ivr_port = free_port(), free_port()
     env = {**ivr_env(database_url), "PGAPPNAME": APP_NAME, "IVR_LOG_LEVEL": "INFO"}
     ivr_cmd = [sys.executable, "-c", "from ivr.cli import main; main(prog_name='ivr')",

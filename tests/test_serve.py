@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,13 @@ def test_call_key_must_be_one_pair() -> None:
     assert result.exit_code != 0 and "--key must be one SID:secret" in result.output
 
 
+def _master(base: str) -> psutil.Process:
+    """The gunicorn master of `ivr serve` at ``base``."""
+    port = str(urlsplit(base).port)
+    return next(p for p in psutil.process_iter(["cmdline"])
+                if "serve" in (p.info["cmdline"] or []) and port in p.info["cmdline"])
+
+
 def _open_paths(pid: int) -> list[str]:
     fds = Path(f"/proc/{pid}/fd")
     paths = []
@@ -96,9 +104,7 @@ def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> Non
     # Each worker touches its heartbeat file on every turn of the loop that accepts callers:
     # on a disk-backed /tmp a stalled disk would stop new calls with the database healthy.
     base, _ = server
-    port = urlsplit(base).port
-    master = next(p for p in psutil.process_iter(["cmdline"])
-                  if "serve" in (p.info["cmdline"] or []) and str(port) in p.info["cmdline"])
+    master = _master(base)
     deadline = time.monotonic() + 10
     while len(workers := master.children()) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)  # /healthz answered once the first worker was up
@@ -106,3 +112,37 @@ def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> Non
     for worker in workers:
         heartbeats = [p for p in _open_paths(worker.pid) if "wgunicorn-" in p]
         assert heartbeats and all(p.startswith(f"{SHM}/") for p in heartbeats), heartbeats
+
+
+def test_clients_that_never_close_do_not_hold_up_callers(server: tuple[str, str]) -> None:
+    # A client that asks for "Connection: close" and then keeps its socket open: gunicorn's
+    # gthread worker waited up to 2 s for each one's FIN in the thread that accepts new
+    # connections, so 16 of them kept both workers from taking any caller for about 16 s.
+    base, _ = server
+    held = []
+    for _ in range(16):
+        sock = socket.create_connection(("127.0.0.1", urlsplit(base).port or 80), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: line\r\nConnection: close\r\n\r\n")
+        held.append(sock)
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert requests.post(f"{base}/voice/incoming", data={"CallSid": "CA1"},
+                             timeout=3).status_code == 403  # answered, not held
+        assert time.monotonic() - started < 1
+        for sock in held:  # each got its whole answer, then the server's FIN
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ")
+        # Their sockets are let go 2 s after the FIN (gunicorn's limit), the client or not.
+        ours = {sock.getsockname()[1] for sock in held}
+        workers = _master(base).children()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                c.raddr and c.raddr[1] in ours for w in workers for c in w.net_connections()):
+            time.sleep(0.2)
+        assert time.monotonic() < deadline
+    finally:
+        for sock in held:
+            sock.close()

@@ -65,6 +65,8 @@ def _worker_exit(_server: Any, worker: Any) -> None:
         accounting.close()
 
 
+# gunicorn's gthread worker, its graceful closes moved out of its main thread.
+WORKER_CLASS = "ivr.web.lingering.LingeringThreadWorker"
 # Memory-backed on Linux. gunicorn makes its file there with mkstemp and unlinks it at once.
 SHM = Path("/dev/shm")  # noqa: S108
 
@@ -82,7 +84,7 @@ def heartbeat_dir(shm: Path = SHM) -> str | None:
 
 def run_gunicorn(host: str, port: int, workers: int, threads: int,
                  access_log: bool = False) -> None:
-    """Serve with threaded (gthread) workers.
+    """Serve with threaded (gthread) workers (ivr.web.lingering).
 
     A sync worker is held for as long as one client takes to send its request, so a few
     slow clients could hold them all while Twilio waits at most 15 s; with threads, each
@@ -92,6 +94,6 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int,
     """
     _Gunicorn({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
                "timeout": 30, "accesslog": "-" if access_log else None,
-               "worker_class": "gthread", "worker_tmp_dir": heartbeat_dir(),
+               "worker_class": WORKER_CLASS, "worker_tmp_dir": heartbeat_dir(),
                "on_starting": _on_starting, "pre_fork": _pre_fork,
                "child_exit": _child_exit, "worker_exit": _worker_exit}).run()
