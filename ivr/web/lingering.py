@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import queue
 import selectors
@@ -25,6 +26,8 @@ import time
 from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+log = logging.getLogger(__name__)
 
 # gunicorn's own limits for a graceful close (gunicorn.util.close_graceful).
 LINGER_SECONDS = 2.0
@@ -61,26 +64,40 @@ class _Lingering:
         watched: collections.OrderedDict[socket.socket, list[float]] = collections.OrderedDict()
         with selectors.DefaultSelector() as selector:
             while True:
-                while not self._new.empty():
-                    sock = self._new.get()
-                    watched[sock] = [time.monotonic() + LINGER_SECONDS, 0]
-                    selector.register(sock, selectors.EVENT_READ)
-                    if len(watched) > MAX_LINGERING:
-                        self._done(selector, watched, next(iter(watched)))
-                for key, _ in selector.select(_POLL if watched else _POLL * 5):
-                    sock = key.fileobj  # type: ignore[assignment]
-                    try:
-                        data = sock.recv(4096)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        data = b""
-                    watched[sock][1] += len(data)
-                    if not data or watched[sock][1] >= MAX_DRAIN:
-                        self._done(selector, watched, sock)
-                now = time.monotonic()
-                for sock in [s for s, (deadline, _) in watched.items() if deadline <= now]:
-                    self._done(selector, watched, sock)
+                try:
+                    self._turn(selector, watched)
+                except Exception:  # never let the thread die: every later socket would leak
+                    log.exception("lingering close failed")
+
+    def _turn(self, selector: selectors.BaseSelector,
+              watched: collections.OrderedDict[socket.socket, list[float]]) -> None:
+        # Nothing to watch: sleep until something is (no wake-ups on an idle line).
+        new = [self._new.get()] if not watched else []
+        while not self._new.empty():
+            new.append(self._new.get())
+        for sock in new:
+            try:
+                selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                sock.close()
+                continue
+            watched[sock] = [time.monotonic() + LINGER_SECONDS, 0]
+            if len(watched) > MAX_LINGERING:
+                self._done(selector, watched, next(iter(watched)))
+        for key, _ in selector.select(_POLL):
+            sock = key.fileobj  # type: ignore[assignment]
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            watched[sock][1] += len(data)
+            if not data or watched[sock][1] >= MAX_DRAIN:
+                self._done(selector, watched, sock)
+        now = time.monotonic()
+        for sock in [s for s, (deadline, _) in watched.items() if deadline <= now]:
+            self._done(selector, watched, sock)
 
     @staticmethod
     def _done(selector: selectors.BaseSelector,
