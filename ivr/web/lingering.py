@@ -68,6 +68,7 @@ class _Lingering:
                     self._turn(selector, watched)
                 except Exception:  # never let the thread die: every later socket would leak
                     log.exception("lingering close failed")
+                    time.sleep(_POLL)
 
     def _turn(self, selector: selectors.BaseSelector,
               watched: collections.OrderedDict[socket.socket, list[float]]) -> None:
