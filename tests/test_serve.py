@@ -86,8 +86,10 @@ def test_call_key_must_be_one_pair() -> None:
 def _master(base: str) -> psutil.Process:
     """The gunicorn master of `ivr serve` at ``base``."""
     port = str(urlsplit(base).port)
-    return next(p for p in psutil.process_iter(["cmdline"])
-                if "serve" in (p.info["cmdline"] or []) and port in p.info["cmdline"])
+    serving = {p.pid: p for p in psutil.process_iter(["cmdline", "ppid"])
+               if "serve" in (p.info["cmdline"] or []) and port in p.info["cmdline"]}
+    # Its workers are forks of it, with the same command line.
+    return next(p for p in serving.values() if p.info["ppid"] not in serving)
 
 
 def _open_paths(pid: int) -> list[str]:
