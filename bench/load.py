@@ -3,8 +3,8 @@
     python -m bench.load [--databases sqlite,postgresql] [--rounds 3] [--workers 2]
 
 The floor is bench/bare_app.py (a Flask app that checks the Twilio signature and answers a
-constant ~1 KB <Gather>) under the same gunicorn settings as `ivr serve` (gthread, the same
-workers and threads). For each database the two servers run at once, on a database that holds
+constant ~1 KB <Gather>) under the same gunicorn settings as `ivr serve` (its gthread worker
+class and heartbeat folder, the same workers and threads: ``floor_settings``). For each database the two servers run at once, on a database that holds
 ``--accounts`` accounts, and every figure is measured on one, then the other, interleaved,
 ``--rounds`` times (min and median printed):
 
