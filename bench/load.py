@@ -4,9 +4,10 @@
 
 The floor is bench/bare_app.py (a Flask app that checks the Twilio signature and answers a
 constant ~1 KB <Gather>) under the same gunicorn settings as `ivr serve` (its gthread worker
-class and heartbeat folder, the same workers and threads: ``floor_settings``). For each database the two servers run at once, on a database that holds
-``--accounts`` accounts, and every figure is measured on one, then the other, interleaved,
-``--rounds`` times (min and median printed):
+class and heartbeat folder, the same workers and threads: ``floor_settings``). For each
+database the two servers run at once, on a database that holds ``--accounts`` accounts,
+and every figure is measured on one, then the other, interleaved, ``--rounds`` times (min
+and median printed):
 
 - sequential: one caller, no pause: mean and p99 per webhook, and the server's CPU per
   webhook (the gunicorn processes; on PostgreSQL also the backends of its connections);
