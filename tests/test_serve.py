@@ -131,7 +131,7 @@ def test_clients_that_never_close_do_not_hold_up_callers(server: tuple[str, str]
         started = time.monotonic()
         assert requests.post(f"{base}/voice/incoming", data={"CallSid": "CA1"},
                              timeout=3).status_code == 403  # answered, not held
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 2  # about 10 ms here; 2 s for each held client before
         for sock in held:  # each got its whole answer, then the server's FIN
             answer = b""
             while chunk := sock.recv(4096):
