@@ -12,6 +12,9 @@ import pytest
 
 from ivr.web import lingering
 
+# (our end, the client's end) of each socket pair a test made.
+Pairs = list[tuple[socket.socket, socket.socket]]
+
 
 @pytest.fixture
 def closer() -> lingering._Lingering:
@@ -19,16 +22,15 @@ def closer() -> lingering._Lingering:
 
 
 @pytest.fixture
-def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
-    made: list[tuple[socket.socket, socket.socket]] = []
+def pairs() -> Iterator[Pairs]:
+    made: Pairs = []
     yield made
     for ours, theirs in made:
         ours.close()
         theirs.close()
 
 
-def _pair(pairs: list[tuple[socket.socket, socket.socket]]) -> tuple[socket.socket,
-                                                                       socket.socket]:
+def _pair(pairs: Pairs) -> tuple[socket.socket, socket.socket]:
     ours, theirs = socket.socketpair()
     pairs.append((ours, theirs))
     return ours, theirs
@@ -42,7 +44,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_the_client_gets_the_fin_at_once_and_its_close_ends_it(
-        closer: lingering._Lingering, pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+        closer: lingering._Lingering, pairs: Pairs) -> None:
     ours, theirs = _pair(pairs)
     theirs.settimeout(1)
     started = time.monotonic()
@@ -55,7 +57,7 @@ def test_the_client_gets_the_fin_at_once_and_its_close_ends_it(
 
 
 def test_a_client_that_never_closes_is_let_go_after_the_linger_time(
-        closer: lingering._Lingering, pairs: list[tuple[socket.socket, socket.socket]],
+        closer: lingering._Lingering, pairs: Pairs,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lingering, "LINGER_SECONDS", 0.3)
     ours, _theirs = _pair(pairs)
@@ -66,7 +68,7 @@ def test_a_client_that_never_closes_is_let_go_after_the_linger_time(
 
 
 def test_a_client_that_keeps_sending_is_let_go_after_the_drain_cap(
-        closer: lingering._Lingering, pairs: list[tuple[socket.socket, socket.socket]],
+        closer: lingering._Lingering, pairs: Pairs,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lingering, "MAX_DRAIN", 1000)
     ours, theirs = _pair(pairs)
@@ -76,7 +78,7 @@ def test_a_client_that_keeps_sending_is_let_go_after_the_drain_cap(
 
 
 def test_too_many_lingering_lets_the_oldest_go(
-        closer: lingering._Lingering, pairs: list[tuple[socket.socket, socket.socket]],
+        closer: lingering._Lingering, pairs: Pairs,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lingering, "MAX_LINGERING", 2)
     socks = [_pair(pairs)[0] for _ in range(3)]
