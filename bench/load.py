@@ -330,7 +330,7 @@ def prepare(database_url: str, work: Path, accounts: int, settled: bool = True) 
 
 def floor_settings() -> list[str]:
     """gunicorn's options that serve the floor as `ivr serve` serves the line (its worker
-    class, ivr.web.lingering, and its heartbeat file's place): the same settings for both."""
+    class, ivr.web.worker, and its heartbeat file's place): the same settings for both."""
     from ivr.web.server import WORKER_CLASS, heartbeat_dir
 
     where = heartbeat_dir()

@@ -1,4 +1,4 @@
-"""gunicorn's threaded worker, without the wait that let one client stop it accepting callers.
+"""Graceful closes that never wait in the worker's main loop (ivr.web.worker).
 
 gunicorn closes a connection whose request asked for it (``Connection: close``) gracefully
 (RFC 9112, section 9.6): it sends its FIN, then reads what the client still sends until the
@@ -23,9 +23,6 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any
-
-from gunicorn.workers.gthread import TConn, ThreadWorker
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +110,7 @@ class _Lingering:
 _LINGERING = _Lingering()
 
 
-class _Conn(TConn):  # type: ignore[misc]
-    def close(self, graceful: bool = False) -> None:
-        if graceful:
-            _LINGERING.close(self.sock)
-        else:
-            super().close()
-
-
-class LingeringThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker whose graceful closes never wait in its main thread."""
-
-    def finish_request(self, conn: Any, fs: Any) -> None:
-        # The connection gunicorn made, as one whose graceful close lingers elsewhere.
-        conn.__class__ = _Conn
-        super().finish_request(conn, fs)
+def close_lingering(sock: socket.socket) -> None:
+    """Send ``sock``'s FIN now, and close it once the client has closed too (or after
+    ``LINGER_SECONDS``), in this process's lingering thread."""
+    _LINGERING.close(sock)

@@ -65,8 +65,9 @@ def _worker_exit(_server: Any, worker: Any) -> None:
         accounting.close()
 
 
-# gunicorn's gthread worker, its graceful closes moved out of its main thread.
-WORKER_CLASS = "ivr.web.lingering.LingeringThreadWorker"
+# gunicorn's gthread worker: requests read whole before a thread takes them, graceful closes
+# out of its main thread.
+WORKER_CLASS = "ivr.web.worker.LineThreadWorker"
 # Memory-backed on Linux. gunicorn makes its file there with mkstemp and unlinks it at once.
 SHM = Path("/dev/shm")  # noqa: S108
 
@@ -84,7 +85,7 @@ def heartbeat_dir(shm: Path = SHM) -> str | None:
 
 def run_gunicorn(host: str, port: int, workers: int, threads: int,
                  access_log: bool = False) -> None:
-    """Serve with threaded (gthread) workers (ivr.web.lingering).
+    """Serve with threaded (gthread) workers (ivr.web.worker).
 
     A sync worker is held for as long as one client takes to send its request, so a few
     slow clients could hold them all while Twilio waits at most 15 s; with threads, each
