@@ -161,11 +161,13 @@ def test_an_oversized_request_is_refused_before_its_body(line: str) -> None:
         assert _ends(sock).startswith(b"HTTP/1.1 413 ")
 
 
-def test_a_flood_of_silent_connections_lets_the_oldest_go(line: str) -> None:
-    # More connections waiting for their request than the worker keeps: the oldest are
+def test_a_flood_of_unfinished_requests_lets_the_oldest_go(line: str) -> None:
+    # More connections partway through a request than the worker keeps: the oldest are
     # closed, the newest (a real caller's) answered.
     flood = [_connect(line) for _ in range(MAX_GATHERING + 20)]
     try:
+        for sock in flood:
+            sock.sendall(b"P")
         time.sleep(0.5)
         caller = _connect(line)
         caller.sendall(_webhook(line, "CAflood"))
@@ -179,4 +181,21 @@ def test_a_flood_of_silent_connections_lets_the_oldest_go(line: str) -> None:
             flood[-1].recv(1)
     finally:
         for sock in flood:
+            sock.close()
+
+
+def test_silent_connections_do_not_hold_up_callers(line: str) -> None:
+    # Connections that never send a byte: gunicorn's threads waited 5 s for each one's
+    # first bytes, so 8 every 5 s held the worker's threads.
+    silent = [_connect(line) for _ in range(40)]
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        caller = _connect(line)
+        caller.sendall(_webhook(line, "CAsilent"))
+        assert _asks_for_language(*_answer(caller, bytearray()))
+        assert time.monotonic() - started < 2
+        caller.close()
+    finally:
+        for sock in silent:
             sock.close()

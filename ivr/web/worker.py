@@ -9,10 +9,13 @@ handful of connections from stopping it taking callers.
   of `ivr serve` (2 workers x 8), and the next webhook was not answered within 20 s. Here
   the worker's main loop, which already watches every idle connection, reads each request
   without blocking until ``ivr.web.whole_request`` says it is whole, and only then gives it
-  to a thread, whose parser reads it from memory. A request not whole within
-  ``REQUEST_SECONDS`` is answered 408 and closed; one larger than 512 KB, 413; when
-  more than ``MAX_GATHERING`` connections are partway through a request, the oldest is
-  closed (a real client's request arrives in one go and never waits that long).
+  to a thread, whose parser reads it from memory. (gunicorn's threads also waited up to 5 s
+  for a new connection's first bytes: 8 silent connections every 5 s held a worker. The
+  kernel now hands a connection over once its first bytes have come, TCP_DEFER_ACCEPT.)
+  A request not whole within ``REQUEST_SECONDS`` is answered 408 and closed; one larger
+  than 512 KB, 413; when more than ``MAX_GATHERING`` connections are partway through a
+  request, the oldest is closed (a real client's request arrives in one go and never waits
+  that long).
 - **Graceful closes linger in a thread of their own** (ivr.web.lingering).
 
 Connections over TLS or HTTP/2 with prior knowledge (neither of which `ivr serve` sets up:
@@ -84,6 +87,15 @@ class LineThreadWorker(ThreadWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # Connections partway through a request, oldest first (so by deadline).
         self._gathering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+
+    def init_process(self) -> None:
+        # The kernel hands a connection over once its first bytes have come (Linux; nginx's
+        # "deferred"), so the read right after accept usually finds the request whole.
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            for listener in self.sockets:
+                with contextlib.suppress(OSError):
+                    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
         # Every way a connection reaches a thread comes here, in the main thread: a new
