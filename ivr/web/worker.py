@@ -101,8 +101,8 @@ class LineThreadWorker(ThreadWorker):  # type: ignore[misc]
         # Every way a connection reaches a thread comes here, in the main thread: a new
         # connection, a kept-alive one with a new request, one with a pipelined request.
         conn.__class__ = _Conn
-        if conn.whole or self.cfg.is_ssl or negotiation.prior_knowledge_allowed(
-                self.cfg, conn.client):
+        if conn.whole or conn.is_http2 or self.cfg.is_ssl or \
+                negotiation.prior_knowledge_allowed(self.cfg, conn.client):
             conn.whole = False
             super().enqueue_req(conn)
             return
