@@ -4,16 +4,18 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 from twilio.request_validator import RequestValidator
 
 from ivr.web.app import get_database
-from ivr.web.worker import MAX_GATHERING, REQUEST_SECONDS
+from ivr.web.worker import MAX_GATHERING, REQUEST_SECONDS, SEND_SECONDS
 from tests.conftest import REPO, TOKEN, make_app
 from tests.servers.line import serve_line
 
@@ -199,3 +201,26 @@ def test_silent_connections_do_not_hold_up_callers(line: str) -> None:
     finally:
         for sock in silent:
             sock.close()
+
+
+def test_a_client_that_stops_reading_its_answer_is_let_go(tmp_path: Path) -> None:
+    # A recording too large for the kernel's buffers, asked for and never read: the thread
+    # sending it waited until TCP gave up (about 15 minutes).
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    (prompts / "audio").mkdir()
+    size = 20_000_000
+    (prompts / "audio" / "long.wav").write_bytes(bytes(size))
+    url = f"sqlite:///{tmp_path / 'served.sqlite3'}"
+    get_database(make_app(url, prompts)).dispose()
+    with serve_line({"IVR_DATABASE_URL": url, "IVR_TWILIO_AUTH_TOKEN": TOKEN,
+                     "IVR_PROMPTS_DIR": str(prompts)}, workers=1) as base, \
+            socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", urlsplit(base).port or 80))
+        sock.sendall(b"GET /voice/audio/long.wav HTTP/1.1\r\nHost: line\r\n\r\n")
+        time.sleep(SEND_SECONDS + 2)
+        received = _ends(sock)
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert len(received) < size  # the answer was cut off, the thread let go

@@ -18,6 +18,11 @@ handful of connections from stopping it taking callers.
   that long).
 - **Graceful closes linger in a thread of their own** (ivr.web.lingering).
 
+A request thread also waits at most ``SEND_SECONDS`` at a time for its client to take the
+answer. Answers are a few KB, which the kernel's buffers take at once; a large recording
+under ``prompts/audio/`` is not (a client that reads it slowly holds a thread while it does:
+the buffering proxy in front takes answers whole, docs/deployment.md).
+
 Connections over TLS or HTTP/2 with prior knowledge (neither of which `ivr serve` sets up:
 the TLS proxy in front does) are handed on as gunicorn does.
 """
@@ -42,6 +47,10 @@ from ivr.web.whole_request import Verdict, read_so_far
 # How long a client has to send the whole of a request, from when the worker starts
 # reading it. Twilio and the proxy in front send a request in one go.
 REQUEST_SECONDS = 10.0
+# How long a request thread waits for a client to take (more of) its answer: a client
+# that stops reading, or is gone without a word, would otherwise hold the thread until
+# TCP gives up (about 15 minutes).
+SEND_SECONDS = 15.0
 # Connections partway through a request at once, per worker process.
 MAX_GATHERING = 256
 _READ = 65536
@@ -68,6 +77,7 @@ class _Conn(TConn):  # type: ignore[misc]
 
     def init(self) -> None:
         super().init()  # makes the parser the first time
+        self.sock.settimeout(SEND_SECONDS)  # blocking, as gunicorn set it, but not for ever
         if self.gathered:  # the thread's parser reads the request from memory
             self.parser.unreader.unread(self.gathered)
             self.gathered = b""
