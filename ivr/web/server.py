@@ -87,9 +87,9 @@ def run_gunicorn(host: str, port: int, workers: int, threads: int,
                  access_log: bool = False) -> None:
     """Serve with threaded (gthread) workers (ivr.web.worker).
 
-    A sync worker is held for as long as one client takes to send its request, so a few
-    slow clients could hold them all while Twilio waits at most 15 s; with threads, each
-    slow client holds one thread of many. docs/deployment.md also asks for a buffering proxy.
+    A sync worker is held for as long as one client takes to send its request; a plain
+    gthread worker's thread too. ``ivr.web.worker`` reads each request whole in the
+    worker's main loop before a thread takes it, so slow clients hold no thread.
     gunicorn's access line is off unless asked (IVR_ACCESS_LOG=1): the app's own "webhook"
     line already says what it would, for every webhook.
     """
