@@ -6,7 +6,7 @@ does (gunicorn, gthread, here one worker), under valgrind's callgrind, and count
 instructions its worker runs per webhook of the same calls: twice per app, a short and a
 longer load, so start-up and warm-up cancel in the difference. The same code gives the same
 count (within about 1 %), whatever else the machine does; the sequential latency ratio of
-`bench/load.py` has followed this ratio (docs/scaling.md).
+`bench/load.py` has followed this ratio (docs/performance-log.md).
 
 Only the gunicorn worker is counted: on PostgreSQL the database server's own work is not.
 valgrind runs Python about 50 times slower, so a run takes a few minutes.

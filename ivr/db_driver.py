@@ -2,7 +2,7 @@
 
 Every webhook loads its call and writes it back. Through SQLAlchemy each such statement
 cost about three times what the driver takes to run it (the execution context, the result
-object, the ORM's loading around it: docs/scaling.md). A ``DriverStatement`` is a Core
+object, the ORM's loading around it: docs/performance-log.md). A ``DriverStatement`` is a Core
 statement compiled once per dialect and run on the cursor of the session's own connection,
 in its transaction; its parameters and rows still pass through the columns' own SQLAlchemy
 type processing (dates on SQLite, JSON, our enums), so what is stored and read is exactly

@@ -3,7 +3,7 @@
 Most webhooks read their call, a few rows about it, and write the call back: statements
 that run on the driver (ivr.db_driver). The ORM session around them (creating it, its
 transaction's bookkeeping, its commit and close) cost more than the statements themselves
-did: about twice a plain connection's begin and commit (docs/scaling.md). A
+did: about twice a plain connection's begin and commit (docs/performance-log.md). A
 ``WebhookTransaction`` holds the connection and its transaction; the session is created on
 that connection, owning its transaction, the first time a state asks for one (``session``):
 a payment, an arrangement, a lockout's failure, a read of an object. What a session needs

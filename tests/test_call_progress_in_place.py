@@ -2,7 +2,7 @@
 
 Every webhook rewrites its call's row. When no index holds a column the write changes and
 the page has room, PostgreSQL keeps the new version on the same page and adds no index
-entries: a cheaper write on the line's hottest path (docs/scaling.md). An index on a
+entries: a cheaper write on the line's hottest path (docs/performance-log.md). An index on a
 column that webhooks change (``state`` was one) turns every such write into a full update.
 """
 

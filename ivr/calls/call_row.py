@@ -7,7 +7,7 @@ its account, one writes the columns that changed (on PostgreSQL with the steps),
 types applied to both. The call is a plain stand-in for its ``CallSession`` that no session
 tracks: this module alone writes it, comparing it with what was loaded, rather than the unit
 of work, whose load and flush of one row cost more Python than the rest of the webhook's
-database work together (docs/scaling.md). Its account becomes the session's as if the ORM
+database work together (docs/performance-log.md). Its account becomes the session's as if the ORM
 had loaded it (once the webhook has a session: ivr.db_webhook), so ``ctx.account``,
 ``db.get(Account, ...)`` and a payment's changes to it work as always.
 """
@@ -246,7 +246,7 @@ def save_call(db: DbHandle, call: CallSession, *, commit: bool = False,
     session to flush), the write and ``COMMIT`` go in one round trip. With ``answer_first``
     too, and a transaction that wrote nothing but the call's progress, that round trip's
     answer is left for the webhook's transaction to read once the caller has been answered
-    (``WebhookTransaction.finish_commit``; docs/scaling.md)."""
+    (``WebhookTransaction.finish_commit``; docs/performance-log.md)."""
     loaded = db.info.pop(_LOADED, None)
     if loaded is None or loaded[0] is not call:
         raise ValueError("save_call: not the call this session loaded or started")

@@ -237,7 +237,7 @@ def _finish_after_answer(db: WebhookTransaction, call_sid: str, route: str,
 
     A transaction of call progress alone has had its write and COMMIT sent; the row lock
     holds until that COMMIT has run, so the call's next webhook finds the row as written.
-    Waiting for the answer before answering cost a webhook two wake-ups (docs/scaling.md).
+    Waiting for the answer before answering cost a webhook two wake-ups (docs/performance-log.md).
     Only for an answer that asks the question of another state than the call was in, or
     one nobody hears (a status callback's, a call's end). Should the write have failed
     after all (the connection dropped), the caller has heard that question over a row that
