@@ -103,7 +103,7 @@ def _open_paths(pid: int) -> list[str]:
 
 @requires(None if SHM.is_dir() else "the machine has no /dev/shm")
 def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> None:
-    # Each worker touches its heartbeat file on every turn of the loop that accepts callers:
+    # Each worker touches its heartbeat file from the loop that accepts callers, once a second:
     # on a disk-backed /tmp a stalled disk would stop new calls with the database healthy.
     base, _ = server
     master = _master(base)
@@ -114,6 +114,35 @@ def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> Non
     for worker in workers:
         heartbeats = [p for p in _open_paths(worker.pid) if "wgunicorn-" in p]
         assert heartbeats and all(p.startswith(f"{SHM}/") for p in heartbeats), heartbeats
+
+
+def test_the_heartbeat_is_touched_once_a_second_however_busy_the_worker(
+        server: tuple[str, str]) -> None:
+    # gunicorn touches it on every turn of the worker's main loop, several a request, each a
+    # system call that lets the GIL go; the master asks for one touch in 30 s.
+    base, _ = server
+    master = _master(base)
+    deadline = time.monotonic() + 10
+    while len(workers := master.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    beats = {}
+    for worker in workers:
+        for fd in Path(f"/proc/{worker.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if "wgunicorn-" in os.readlink(fd):
+                    beats[worker.pid] = fd
+    assert len(beats) == 2, beats
+    stamps: dict[int, set[int]] = {pid: set() for pid in beats}
+    answered = 0
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        # A new connection each time, as Twilio's webhooks come: both workers take some.
+        answered += requests.get(f"{base}/healthz", timeout=5).ok
+        for pid, fd in beats.items():
+            stamps[pid].add(os.stat(fd).st_mtime_ns)
+    assert answered > 100
+    for pid, seen in stamps.items():
+        assert 2 <= len(seen) <= 5, (pid, len(seen))  # alive, and not once per request
 
 
 def test_clients_that_never_close_do_not_hold_up_callers(server: tuple[str, str]) -> None:

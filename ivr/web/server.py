@@ -76,10 +76,10 @@ def heartbeat_dir(shm: Path = SHM) -> str | None:
     """Where gunicorn's workers keep their heartbeat file: in memory (``/dev/shm``) where the
     machine has it, else gunicorn's default (the temporary directory).
 
-    A worker's main loop, the one that accepts connections, touches that file on every turn
-    (``os.utime``), and the master reads it to find hung workers. On a disk-backed ``/tmp`` a
-    stalled disk holds that call, and with it every new caller, however healthy the database
-    (gunicorn's own docs, "Blocking OS calls")."""
+    A worker's main loop, the one that accepts connections, touches that file once a second
+    (``os.utime``; ivr.web.worker), and the master reads it to find hung workers. On a
+    disk-backed ``/tmp`` a stalled disk holds that call, and with it every new caller,
+    however healthy the database (gunicorn's own docs, "Blocking OS calls")."""
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 

@@ -18,6 +18,9 @@ handful of connections from stopping it taking callers.
   that long).
 - **Graceful closes linger in a thread of their own** (ivr.web.lingering).
 
+Its main loop also tells the master it is alive at most once a second, where gunicorn does
+on every turn of the loop (``HEARTBEAT_SECONDS``).
+
 A request thread also waits at most ``SEND_SECONDS`` at a time for its client to take the
 answer. Answers are a few KB, which the kernel's buffers take at once; a large recording
 under ``prompts/audio/`` is not (a client that reads it slowly holds a thread while it does:
@@ -53,6 +56,10 @@ REQUEST_SECONDS = 10.0
 SEND_SECONDS = 15.0
 # Connections partway through a request at once, per worker process.
 MAX_GATHERING = 256
+# How often the main loop tells the master it is alive. gunicorn touches its heartbeat file
+# on every turn of the loop, two or three a request, each a system call that lets the GIL
+# go; the master asks for a touch once every `timeout` (30 s under `ivr serve`).
+HEARTBEAT_SECONDS = 1.0
 _READ = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -97,6 +104,13 @@ class LineThreadWorker(ThreadWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # Connections partway through a request, oldest first (so by deadline).
         self._gathering: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self._alive_at = -HEARTBEAT_SECONDS
+
+    def notify(self) -> None:
+        now = time.monotonic()
+        if now - self._alive_at >= HEARTBEAT_SECONDS:
+            self._alive_at = now
+            super().notify()
 
     def init_process(self) -> None:
         # The kernel hands a connection over once its first bytes have come (Linux; nginx's
