@@ -92,6 +92,16 @@ def _master(base: str) -> psutil.Process:
     return next(p for p in serving.values() if p.info["ppid"] not in serving)
 
 
+def _workers(base: str) -> list[psutil.Process]:
+    """The two workers of `ivr serve` at ``base`` (/healthz answers once the first is up)."""
+    master = _master(base)
+    deadline = time.monotonic() + 10
+    while len(workers := master.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) == 2
+    return list(workers)
+
+
 def _open_paths(pid: int) -> list[str]:
     fds = Path(f"/proc/{pid}/fd")
     paths = []
@@ -106,12 +116,7 @@ def test_the_workers_heartbeat_is_kept_in_memory(server: tuple[str, str]) -> Non
     # Each worker touches its heartbeat file from the loop that accepts callers, once a second:
     # on a disk-backed /tmp a stalled disk would stop new calls with the database healthy.
     base, _ = server
-    master = _master(base)
-    deadline = time.monotonic() + 10
-    while len(workers := master.children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)  # /healthz answered once the first worker was up
-    assert len(workers) == 2
-    for worker in workers:
+    for worker in _workers(base):
         heartbeats = [p for p in _open_paths(worker.pid) if "wgunicorn-" in p]
         assert heartbeats and all(p.startswith(f"{SHM}/") for p in heartbeats), heartbeats
 
@@ -121,12 +126,8 @@ def test_the_heartbeat_is_touched_once_a_second_however_busy_the_worker(
     # gunicorn touches it on every turn of the worker's main loop, several a request, each a
     # system call that lets the GIL go; the master asks for one touch in 30 s.
     base, _ = server
-    master = _master(base)
-    deadline = time.monotonic() + 10
-    while len(workers := master.children()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
     beats = {}
-    for worker in workers:
+    for worker in _workers(base):
         for fd in Path(f"/proc/{worker.pid}/fd").iterdir():
             with contextlib.suppress(OSError):
                 if "wgunicorn-" in os.readlink(fd):
